@@ -1,0 +1,41 @@
+# Phantom: keep real API keys out of AI agents.
+
+GO      ?= go
+BIN     := bin
+PLUGIN  := $(BIN)/vault-plugin-secrets-phantom
+VERSION ?= v0.1.0
+LDFLAGS := -X github.com/phantomvault/phantom/plugin.Version=$(VERSION)
+
+.PHONY: build vault test demo bench fmt lint clean
+
+## build: compile the Vault plugin into bin/
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/vault-plugin-secrets-phantom
+
+## vault: find or build (once, into .cache/) the pinned Vault binary
+vault:
+	@scripts/vault.sh >/dev/null
+
+## test: unit tests and end-to-end tests against a real Vault
+test: build vault
+	VAULT_BIN=$$(scripts/vault.sh) $(GO) test -race -count=1 ./...
+
+## demo: a real Vault dev server with the plugin, driven as a user would
+demo:
+	scripts/demo.sh
+
+## bench: Go benchmarks of the hot path
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./plugin/
+
+## fmt: format the Go code
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## lint: gofmt and go vet must be clean
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phantomvault/phantom/plugin"
+)
+
+const (
+	realKey   = "sk_live_51E2Ereal0credential0never0shown"
+	rotateKey = "sk_live_51E2Erotated0credential0never0shown"
+)
+
+// TestEngineThroughVaultCLI drives the real plugin binary in a real Vault with
+// the vault CLI, exactly as a security team, CI and the proxy would.
+func TestEngineThroughVaultCLI(t *testing.T) {
+	v := startVault(t)
+	auditLog := filepath.Join(v.home, "audit.log")
+	v.mustCLI(t, "audit", "enable", "file", "file_path="+auditLog)
+	var outputs []string // every CLI answer, scanned for secrets at the end
+	run := func(args ...string) string {
+		t.Helper()
+		out := v.mustCLI(t, args...)
+		outputs = append(outputs, out)
+		return out
+	}
+
+	// Security team: configure and register a route.
+	run("write", "phantom/config", "proxy_url=http://127.0.0.1:8080")
+	run("write", "phantom/routes/demo",
+		"upstream=https://api.example.com",
+		"allowed_paths=/v1/customers/**",
+		"allowed_methods=GET",
+		"credential="+realKey,
+		"headers=Stripe-Version=2024-06-20",
+	)
+	route := v.jsonCLI(t, "read", "phantom/routes/demo")["data"].(map[string]any)
+	if fp := route["credential_fingerprint"].(string); !strings.HasPrefix(fp, "sha256:") {
+		t.Fatalf("fingerprint %q", fp)
+	}
+	if _, ok := route["credential"]; ok {
+		t.Fatal("route read shows the credential")
+	}
+	outputs = append(outputs, run("read", "phantom/routes/demo"), run("list", "phantom/routes"))
+
+	// Bad input is a clear 400, and the credential is not echoed.
+	out, errOut, err := v.cli(t, "write", "phantom/routes/bad", "upstream=http://api.example.com",
+		"allowed_paths=/x", "allowed_methods=GET", "credential="+realKey)
+	if err == nil || !strings.Contains(errOut, "Code: 400") || !strings.Contains(errOut, "allow_http") {
+		t.Fatalf("plain-http upstream: err=%v\n%s%s", err, out, errOut)
+	}
+	outputs = append(outputs, out, errOut)
+	_, errOut, err = v.cli(t, "read", "phantom/token/nope")
+	if err == nil || !strings.Contains(errOut, `no route named "nope"`) {
+		t.Fatalf("unknown route: %v %s", err, errOut)
+	}
+
+	// CI: mint a token, a real lease.
+	lease := v.jsonCLI(t, "read", "phantom/token/demo", "ttl=1h")
+	data := lease["data"].(map[string]any)
+	token, leaseID := data["token"].(string), lease["lease_id"].(string)
+	if plugin.CheckToken(token) != nil || !strings.HasPrefix(token, "phm_") {
+		t.Fatalf("minted %q", token)
+	}
+	if !strings.HasPrefix(leaseID, "phantom/token/demo/") || lease["lease_duration"] != float64(3600) || lease["renewable"] != true {
+		t.Fatalf("lease: %v", lease)
+	}
+	if data["proxy_url"] != "http://127.0.0.1:8080" {
+		t.Fatalf("proxy_url %v", data["proxy_url"])
+	}
+	if got := strings.TrimSpace(v.mustCLI(t, "read", "-field=proxy_url", "phantom/config")); got != "http://127.0.0.1:8080" {
+		t.Fatalf("config proxy_url %q", got)
+	}
+
+	// The proxy: resolve allowed and denied.
+	resolve := func(tok, method, path string) map[string]any {
+		t.Helper()
+		return v.jsonCLI(t, "write", "phantom/resolve", "token="+tok, "method="+method, "path="+path, "client_ip=127.0.0.1")["data"].(map[string]any)
+	}
+	d := resolve(token, "GET", "/v1/customers/cus_1")
+	if d["allowed"] != true || d["credential"] != realKey || d["upstream"] != "https://api.example.com" || d["accessor"] != data["accessor"] {
+		t.Fatalf("allowed resolve: %v", redact(d))
+	}
+	for _, tc := range []struct{ method, path, reason string }{
+		{"POST", "/v1/customers/cus_1", "method_not_allowed"},
+		{"GET", "/v1/charges", "path_not_allowed"},
+		{"GET", "/v1/customers/%2e%2e/charges", "bad_request"},
+	} {
+		if d := resolve(token, tc.method, tc.path); d["allowed"] != false || d["reason"] != tc.reason {
+			t.Errorf("%s %s: %v", tc.method, tc.path, d)
+		}
+	}
+
+	// Rotation reaches live tokens on the next resolve.
+	run("write", "phantom/routes/demo", "credential="+rotateKey)
+	if d := resolve(token, "GET", "/v1/customers"); d["credential"] != rotateKey {
+		t.Fatal("rotation did not reach the live token")
+	}
+
+	// Renew extends the lease and the token.
+	renewed := v.jsonCLI(t, "lease", "renew", "-increment=2h", leaseID)
+	if renewed["lease_duration"] != float64(7200) {
+		t.Fatalf("renew: %v", renewed)
+	}
+	acc := data["accessor"].(string)
+	info := v.jsonCLI(t, "read", "phantom/tokens/"+acc)["data"].(map[string]any)
+	expires, _ := time.Parse(time.RFC3339, info["expires_at"].(string))
+	if d := time.Until(expires); d < 110*time.Minute || d > 121*time.Minute {
+		t.Fatalf("token expires in %v after a 2h renewal", d)
+	}
+
+	// Revoking the lease kills the token on its next use.
+	run("lease", "revoke", leaseID)
+	if !eventually(5*time.Second, func() bool { return resolve(token, "GET", "/v1/customers")["reason"] == "revoked" }) {
+		t.Fatal("token still resolves after lease revoke")
+	}
+
+	// revoke -prefix kills every token of the route.
+	var tokens []string
+	for range 3 {
+		tokens = append(tokens, strings.TrimSpace(v.mustCLI(t, "read", "-field=token", "phantom/token/demo")))
+	}
+	for _, tok := range tokens {
+		if resolve(tok, "GET", "/v1/customers")["allowed"] != true {
+			t.Fatal("fresh token denied")
+		}
+	}
+	run("lease", "revoke", "-prefix", "phantom/token/demo")
+	for _, tok := range tokens {
+		if !eventually(5*time.Second, func() bool { return resolve(tok, "GET", "/v1/customers")["reason"] == "revoked" }) {
+			t.Fatal("token still resolves after revoke -prefix")
+		}
+	}
+
+	// Operators: tokens by accessor, tidy, path help.
+	out, _, err = v.cliFormat(t, "json", "list", "phantom/tokens")
+	var accessors []string
+	if err := json.Unmarshal([]byte(out), &accessors); err != nil || len(accessors) != 4 || !slices.Contains(accessors, acc) {
+		t.Fatalf("list phantom/tokens: %v %v", accessors, err)
+	}
+	if st := v.jsonCLI(t, "read", "phantom/tokens/"+acc)["data"].(map[string]any)["status"]; st != "revoked" {
+		t.Fatalf("status %v", st)
+	}
+	outputs = append(outputs, run("write", "-f", "phantom/tidy"))
+	help := run("path-help", "phantom/routes/demo")
+	for _, want := range []string{"credential_fingerprint", "allowed_paths", "auth_type", "write-only"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("path-help lacks %q", want)
+		}
+	}
+
+	// Deleting the route kills what is left.
+	last := strings.TrimSpace(v.mustCLI(t, "read", "-field=token", "phantom/token/demo"))
+	run("delete", "phantom/routes/demo")
+	if r := resolve(last, "GET", "/v1/customers")["reason"]; r != "route_deleted" {
+		t.Fatalf("after route delete: %v", r)
+	}
+
+	for _, out := range outputs {
+		for _, secret := range []string{realKey, rotateKey, token} {
+			if strings.Contains(out, secret) {
+				t.Errorf("a CLI answer shows a secret:\n%s", out)
+			}
+		}
+	}
+	audit, err := os.ReadFile(auditLog)
+	if err != nil || len(audit) == 0 {
+		t.Fatalf("audit log: %v", err)
+	}
+	for _, secret := range append(tokens, realKey, rotateKey, token) {
+		if strings.Contains(string(audit), secret) {
+			t.Error("Vault's audit log holds a secret in clear text")
+		}
+	}
+}
+
+// redact hides the credential in failure messages.
+func redact(d map[string]any) map[string]any {
+	c := make(map[string]any, len(d))
+	for k, v := range d {
+		c[k] = v
+	}
+	if _, ok := c["credential"]; ok {
+		c["credential"] = "<redacted>"
+	}
+	return c
+}

@@ -1,0 +1,215 @@
+package plugin
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Deny reasons that are not token states (see tokenEntry.status for those).
+const (
+	reasonUnknownToken     = "unknown_token"
+	reasonMethodNotAllowed = "method_not_allowed"
+	reasonPathNotAllowed   = "path_not_allowed"
+	reasonCIDRDenied       = "cidr_denied"
+	reasonBadRequest       = "bad_request"
+)
+
+func (b *backend) pathResolve() []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "resolve",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "phantom",
+			OperationSuffix: "token",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"token": {
+				Type:         framework.TypeString,
+				Description:  "The phantom token presented by the client.",
+				DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+			},
+			"method": {
+				Type:        framework.TypeString,
+				Description: "HTTP method of the request, exactly as it will be forwarded.",
+			},
+			"path": {
+				Type:        framework.TypeString,
+				Description: "Request path, exactly the bytes that will be forwarded (no query).",
+			},
+			"client_ip": {
+				Type:        framework.TypeString,
+				Description: "Address of the client as seen by the proxy; checked against bound_cidrs.",
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback:     b.pathResolveWrite,
+				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "resolve"},
+			},
+		},
+		HelpSynopsis:    "Decide whether a phantom token may make a request; if so, return the real credential.",
+		HelpDescription: resolveHelp,
+	}}
+}
+
+// resolveRequest is one request the proxy is about to forward.
+type resolveRequest struct {
+	method, path string
+	clientIP     netip.Addr // invalid when the proxy sent none
+}
+
+func deny(reason, message string, t *tokenEntry) *logical.Response {
+	data := map[string]any{"allowed": false, "reason": reason, "message": message}
+	if t != nil {
+		data["accessor"] = t.Accessor
+		data["route"] = t.Route
+	}
+	return &logical.Response{Data: data}
+}
+
+func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	token := d.Get("token").(string)
+	rr := resolveRequest{method: d.Get("method").(string), path: d.Get("path").(string)}
+	switch {
+	case token == "":
+		return deny(reasonBadRequest, "token is required", nil), nil
+	case !isToken(rr.method):
+		return deny(reasonBadRequest, "method must be an upper-case HTTP method", nil), nil
+	}
+	if err := validateRequestPath(rr.path); err != nil {
+		return deny(reasonBadRequest, "path "+err.Error(), nil), nil
+	}
+	if ip := d.Get("client_ip").(string); ip != "" {
+		addr, err := netip.ParseAddr(ip)
+		if err != nil {
+			return deny(reasonBadRequest, "client_ip is not an IP address", nil), nil
+		}
+		rr.clientIP = addr.Unmap()
+	}
+	if CheckToken(token) != nil {
+		return deny(reasonUnknownToken, "not a valid phantom token", nil), nil
+	}
+
+	tokenHMAC, err := b.hmacToken(ctx, req.Storage, token)
+	if err != nil {
+		return nil, err
+	}
+	t, err := getToken(ctx, req.Storage, tokenHMAC)
+	if err != nil {
+		return nil, err
+	}
+	if t != nil && t.NumUses > 0 {
+		// Counting uses is a read-modify-write: serialise it per token and
+		// decide on a fresh read so the count is exact under concurrency.
+		lock := locksutil.LockForKey(b.tokenLocks, tokenHMAC)
+		lock.Lock()
+		defer lock.Unlock()
+		if t, err = getToken(ctx, req.Storage, tokenHMAC); err != nil {
+			return nil, err
+		}
+	}
+	if t == nil {
+		return deny(reasonUnknownToken, "no such token", nil), nil
+	}
+	route, err := getRoute(ctx, req.Storage, t.Route)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now().UTC()
+	if reason, msg := authorize(t, route, rr, now); reason != "" {
+		return deny(reason, msg, t), nil
+	}
+	if t.NumUses > 0 {
+		t.Uses++
+		if err := putToken(ctx, req.Storage, tokenHMAC, t); err != nil {
+			return nil, err
+		}
+	}
+	b.usage.record(tokenHMAC, now)
+	return allow(t, route), nil
+}
+
+// authorize returns "" when t may make the request, else a deny reason and a
+// message for humans.
+func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Time) (reason, message string) {
+	switch st := t.status(now, route); st {
+	case statusActive:
+	case statusExpired:
+		return st, "token expired at " + t.ExpiresAt.Format(time.RFC3339)
+	case statusRevoked:
+		return st, "token was revoked"
+	case statusRouteDeleted:
+		return st, "the token's route was deleted"
+	case statusExhausted:
+		return st, "token has used all of its num_uses"
+	default:
+		return st, "token is not active"
+	}
+	for _, cidrs := range [][]string{route.BoundCIDRs, t.BoundCIDRs} {
+		if len(cidrs) == 0 {
+			continue
+		}
+		prefixes, err := parseCIDRs(cidrs)
+		if err != nil || !rr.clientIP.IsValid() || !containsAddr(prefixes, rr.clientIP) {
+			return reasonCIDRDenied, "client address is not in the token's bound_cidrs"
+		}
+	}
+	if !slices.Contains(route.AllowedMethods, rr.method) ||
+		len(t.AllowedMethods) > 0 && !slices.Contains(t.AllowedMethods, rr.method) {
+		return reasonMethodNotAllowed, "method " + rr.method + " is not allowed for this token"
+	}
+	if !matchAny(route.AllowedPaths, rr.path) ||
+		len(t.AllowedPaths) > 0 && !matchAny(t.AllowedPaths, rr.path) {
+		return reasonPathNotAllowed, "path is not allowed for this token"
+	}
+	return "", ""
+}
+
+func allow(t *tokenEntry, route *routeEntry) *logical.Response {
+	name, format := route.injection()
+	headers := route.Headers
+	if headers == nil {
+		headers = map[string]string{}
+	}
+	data := map[string]any{
+		"allowed":     true,
+		"route":       t.Route,
+		"accessor":    t.Accessor,
+		"upstream":    route.Upstream,
+		"credential":  route.Credential,
+		"auth_type":   route.AuthType,
+		"auth_name":   name,
+		"auth_format": format,
+		"headers":     headers,
+		"expires_at":  t.ExpiresAt.Format(time.RFC3339),
+	}
+	if t.NumUses > 0 {
+		data["uses_remaining"] = t.NumUses - t.Uses
+	}
+	return &logical.Response{Data: data}
+}
+
+const resolveHelp = `
+phantom-proxy calls this for every request: may this token make this request?
+
+Input: token, method, path (exactly the bytes that will be forwarded, without
+the query) and client_ip. The answer is always data, never an error:
+
+  allowed=true   route, accessor, upstream, credential, auth_type, auth_name
+                 (header or query parameter), auth_format (a template around
+                 {{credential}}), headers (static upstream headers), expires_at
+  allowed=false  reason, one of: unknown_token, expired, revoked,
+                 route_deleted, uses_exhausted, cidr_denied,
+                 method_not_allowed, path_not_allowed, bad_request;
+                 message; accessor and route when the token is known
+
+Resolve writes storage only for tokens with num_uses, whose count is exact
+under any concurrency; other usage counters are kept in memory and flushed
+periodically. Grant this path only to the proxy's policy: it returns the real
+credential. Vault's audit devices HMAC every field.
+`

@@ -1,0 +1,238 @@
+package plugin
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func TestResolveAllowed(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", map[string]any{
+		"auth_type": "header", "auth_header": "x-api-key", "auth_format": "Key {{credential}}",
+		"headers": map[string]any{"anthropic-version": "2023-06-01"},
+	})
+	tok, mint := e.mint(t, "r", nil)
+
+	d := e.resolve(t, tok, "POST", "/v1/customers/cus_1", "")
+	wantAllowed(t, d)
+	want := map[string]any{
+		"route": "r", "accessor": mint.Data["accessor"], "upstream": "https://api.example.com", "credential": testCredential,
+		"auth_type": "header", "auth_name": "x-api-key", "auth_format": "Key {{credential}}", "expires_at": mint.Data["expires_at"],
+	}
+	for k, v := range want {
+		if d[k] != v {
+			t.Errorf("%s = %v, want %v", k, d[k], v)
+		}
+	}
+	if d["headers"].(map[string]string)["anthropic-version"] != "2023-06-01" {
+		t.Errorf("headers = %v", d["headers"])
+	}
+}
+
+func TestResolveInjectionDefaults(t *testing.T) {
+	e := getTestBackend(t)
+	for _, tc := range []struct {
+		extra             map[string]any
+		wantName, wantFmt string
+	}{
+		{nil, "Authorization", "Bearer {{credential}}"},
+		{map[string]any{"auth_type": "basic"}, "Authorization", "{{credential}}:"},
+		{map[string]any{"auth_type": "query", "auth_query_param": "key"}, "key", "{{credential}}"},
+		{map[string]any{"auth_type": "header", "auth_header": "x-goog-api-key"}, "x-goog-api-key", "{{credential}}"},
+	} {
+		e.writeRoute(t, "r", tc.extra)
+		tok, _ := e.mint(t, "r", nil)
+		d := e.resolve(t, tok, "GET", "/v1/customers", "")
+		wantAllowed(t, d)
+		if d["auth_name"] != tc.wantName || d["auth_format"] != tc.wantFmt {
+			t.Errorf("%v: got %v %q", tc.extra, d["auth_name"], d["auth_format"])
+		}
+	}
+}
+
+func TestResolveDenials(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", map[string]any{"bound_cidrs": "10.0.0.0/8"})
+	e.writeRoute(t, "other", map[string]any{"allowed_paths": "/v2/**"})
+	tok, _ := e.mint(t, "r", map[string]any{"allowed_paths": "/v1/customers/cus_1", "allowed_methods": "GET", "bound_cidrs": "10.1.0.0/16"})
+	otherTok, _ := e.mint(t, "other", nil)
+	unknown, err := newToken(e.b.rand, DefaultTokenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := tok[:len(tok)-1] + string("0123456789"[(tok[len(tok)-1]-'0'+1)%10])
+
+	tests := []struct {
+		name                    string
+		token, method, path, ip string
+		reason                  string
+	}{
+		{"allowed baseline", tok, "GET", "/v1/customers/cus_1", "10.1.2.3", ""},
+		{"unknown token", unknown, "GET", "/v1/customers/cus_1", "10.1.2.3", reasonUnknownToken},
+		{"garbage token", "sk_live_not_a_phantom_token", "GET", "/v1/customers/cus_1", "10.1.2.3", reasonUnknownToken},
+		{"tampered checksum", tampered, "GET", "/v1/customers/cus_1", "10.1.2.3", reasonUnknownToken},
+		{"empty token", "", "GET", "/v1/customers/cus_1", "10.1.2.3", reasonBadRequest},
+		{"token-narrowed method", tok, "POST", "/v1/customers/cus_1", "10.1.2.3", reasonMethodNotAllowed},
+		{"route-denied method", tok, "DELETE", "/v1/customers/cus_1", "10.1.2.3", reasonMethodNotAllowed},
+		{"lower-case method", tok, "get", "/v1/customers/cus_1", "10.1.2.3", reasonBadRequest},
+		{"token-narrowed path", tok, "GET", "/v1/customers/cus_2", "10.1.2.3", reasonPathNotAllowed},
+		{"route-denied path", tok, "GET", "/v1/refunds", "10.1.2.3", reasonPathNotAllowed},
+		{"case variant", tok, "GET", "/v1/Customers/cus_1", "10.1.2.3", reasonPathNotAllowed},
+		{"trailing slash", tok, "GET", "/v1/customers/cus_1/", "10.1.2.3", reasonPathNotAllowed},
+		{"route A token on route B path", otherTok, "GET", "/v1/customers/cus_1", "", reasonPathNotAllowed},
+		{"dot segments", tok, "GET", "/v1/customers/cus_1/../../admin", "10.1.2.3", reasonBadRequest},
+		{"encoded slash", tok, "GET", "/v1/customers/cus_1%2F..%2Fadmin", "10.1.2.3", reasonBadRequest},
+		{"encoded dots", tok, "GET", "/v1/customers/%2e%2e/x", "10.1.2.3", reasonBadRequest},
+		{"double slash", tok, "GET", "/v1//customers/cus_1", "10.1.2.3", reasonBadRequest},
+		{"NUL", tok, "GET", "/v1/customers/cus_1%00", "10.1.2.3", reasonBadRequest},
+		{"query in path", tok, "GET", "/v1/customers/cus_1?x=1", "10.1.2.3", reasonBadRequest},
+		{"outside token cidr", tok, "GET", "/v1/customers/cus_1", "10.2.0.1", reasonCIDRDenied},
+		{"outside route cidr", tok, "GET", "/v1/customers/cus_1", "192.0.2.1", reasonCIDRDenied},
+		{"no client ip", tok, "GET", "/v1/customers/cus_1", "", reasonCIDRDenied},
+		{"bad client ip", tok, "GET", "/v1/customers/cus_1", "10.1.2.300", reasonBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.resolve(t, tt.token, tt.method, tt.path, tt.ip)
+			if tt.reason == "" {
+				wantAllowed(t, d)
+				return
+			}
+			wantDenied(t, d, tt.reason)
+			if d["message"] == "" {
+				t.Error("no message")
+			}
+		})
+	}
+}
+
+func TestResolveExpiredButUnrevoked(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", nil)
+	tok, _ := e.mint(t, "r", map[string]any{"ttl": "1h"})
+	e.clock.Advance(59 * time.Minute)
+	wantAllowed(t, e.resolve(t, tok, "GET", "/v1/customers", ""))
+	// Vault has not revoked the lease yet; the engine refuses by itself.
+	e.clock.Advance(time.Minute)
+	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), statusExpired)
+}
+
+func TestResolveSeesRouteChangesAtOnce(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", nil)
+	tok, _ := e.mint(t, "r", nil)
+
+	// Rotation: the next resolve hands out the new credential.
+	e.ok(t, logical.UpdateOperation, "routes/r", map[string]any{"credential": "sk_live_rotated"})
+	if d := e.resolve(t, tok, "GET", "/v1/customers", ""); d["credential"] != "sk_live_rotated" {
+		t.Fatalf("credential after rotation: %v", d["credential"] == testCredential)
+	}
+	// Narrowing the route narrows live tokens.
+	e.ok(t, logical.UpdateOperation, "routes/r", map[string]any{"allowed_methods": "POST"})
+	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), reasonMethodNotAllowed)
+	e.ok(t, logical.UpdateOperation, "routes/r", map[string]any{"allowed_methods": "GET", "allowed_paths": "/v1/charges/*"})
+	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), reasonPathNotAllowed)
+
+	// Deleting the route kills its tokens, and re-creating it does not revive them.
+	e.ok(t, logical.DeleteOperation, "routes/r", nil)
+	wantDenied(t, e.resolve(t, tok, "GET", "/v1/charges/ch_1", ""), statusRouteDeleted)
+	e.writeRoute(t, "r", nil)
+	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), statusRouteDeleted)
+	fresh, _ := e.mint(t, "r", nil)
+	wantAllowed(t, e.resolve(t, fresh, "GET", "/v1/customers", ""))
+}
+
+func TestResolveDoesNotWriteOnTheCommonPath(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", nil)
+	tok, _ := e.mint(t, "r", nil)
+	e.resolve(t, tok, "GET", "/v1/customers", "") // first use may create nothing either
+	before := e.storage.puts.Load()
+	for range 50 {
+		wantAllowed(t, e.resolve(t, tok, "GET", "/v1/customers", ""))
+		wantDenied(t, e.resolve(t, tok, "DELETE", "/v1/customers", ""), reasonMethodNotAllowed)
+	}
+	if n := e.storage.puts.Load() - before; n != 0 {
+		t.Fatalf("resolve wrote storage %d times", n)
+	}
+
+	// Usage still counts, from memory, and survives a flush.
+	acc := e.resolve(t, tok, "GET", "/v1/customers", "")["accessor"].(string)
+	if got := e.ok(t, logical.ReadOperation, "tokens/"+acc, nil).Data["requests"]; got != uint64(52) {
+		t.Fatalf("requests before flush = %v", got)
+	}
+	if err := e.b.flushUsage(t.Context(), e.storage); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.ok(t, logical.ReadOperation, "tokens/"+acc, nil).Data["requests"]; got != uint64(52) {
+		t.Fatalf("requests after flush = %v", got)
+	}
+	stored, err := getToken(t.Context(), e.storage, mustHMAC(t, e, tok))
+	if err != nil || stored.Requests != 52 || stored.LastUsedAt.IsZero() {
+		t.Fatalf("flushed record: %+v %v", stored, err)
+	}
+}
+
+func TestNumUsesExactUnderConcurrency(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", nil)
+	tok, _ := e.mint(t, "r", map[string]any{"num_uses": 10})
+
+	var allowed, exhausted atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp, err := e.b.HandleRequest(t.Context(), &logical.Request{
+				Operation: logical.UpdateOperation, Path: "resolve", Storage: e.storage,
+				Data: map[string]any{"token": tok, "method": "GET", "path": "/v1/customers"},
+			})
+			switch {
+			case err != nil:
+				t.Error(err)
+			case resp.Data["allowed"] == true:
+				allowed.Add(1)
+			case resp.Data["reason"] == statusExhausted:
+				exhausted.Add(1)
+			default:
+				t.Errorf("unexpected answer %v", resp.Data)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if allowed.Load() != 10 || exhausted.Load() != 90 {
+		t.Fatalf("allowed %d, exhausted %d; want 10 and 90", allowed.Load(), exhausted.Load())
+	}
+	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), statusExhausted)
+}
+
+func TestNumUsesCountsOnlyAllowedRequests(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", nil)
+	tok, _ := e.mint(t, "r", map[string]any{"num_uses": 2})
+	wantDenied(t, e.resolve(t, tok, "DELETE", "/v1/customers", ""), reasonMethodNotAllowed)
+	d := e.resolve(t, tok, "GET", "/v1/customers", "")
+	wantAllowed(t, d)
+	if d["uses_remaining"] != 1 {
+		t.Fatalf("uses_remaining %v", d["uses_remaining"])
+	}
+	wantAllowed(t, e.resolve(t, tok, "GET", "/v1/customers", ""))
+	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), statusExhausted)
+}
+
+func mustHMAC(t *testing.T, e *testEnv, token string) string {
+	t.Helper()
+	h, err := e.b.hmacToken(t.Context(), e.storage, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}

@@ -1,0 +1,344 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func (b *backend) pathRoutes() []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "routes/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "phantom",
+				OperationSuffix: "routes",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback:     b.pathRoutesList,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "list"},
+				},
+			},
+			HelpSynopsis:    "List the configured routes.",
+			HelpDescription: "Lists the names of all routes. Read phantom/routes/<name> for one route's settings.",
+		},
+		{
+			Pattern: "routes/" + framework.GenericNameRegex("name"),
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "phantom",
+				OperationSuffix: "route",
+			},
+			Fields:         routeFields(),
+			ExistenceCheck: b.routeExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback:     b.pathRouteRead,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
+				},
+				logical.CreateOperation: &framework.PathOperation{
+					Callback:                    b.pathRouteWrite,
+					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "create"},
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:                    b.pathRouteWrite,
+					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "update"},
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+				logical.DeleteOperation: &framework.PathOperation{
+					Callback:                    b.pathRouteDelete,
+					DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "delete"},
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			HelpSynopsis:    "Manage a route: an upstream API, what tokens may call there, and its real credential.",
+			HelpDescription: routeHelp,
+		},
+	}
+}
+
+func routeFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"name": {
+			Type:        framework.TypeString,
+			Description: "Name of the route; tokens are minted at phantom/token/<name>.",
+			Required:    true,
+		},
+		"upstream": {
+			Type:        framework.TypeString,
+			Description: "Base URL of the upstream API, for example https://api.stripe.com. https is required unless the host is loopback or allow_http is set.",
+		},
+		"allow_http": {
+			Type:        framework.TypeBool,
+			Description: "Allow a plain-http upstream on a non-loopback host. The credential then crosses the network unencrypted.",
+		},
+		"allowed_paths": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Path patterns tokens may call, matched exactly against the request path: * is one segment, ** (last segment only) is any rest. Example: /v1/customers/**.",
+		},
+		"allowed_methods": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "HTTP methods tokens may use, for example GET,POST. CONNECT and TRACE are never allowed.",
+		},
+		"credential": {
+			Type:        framework.TypeString,
+			Description: "The real API key. Write-only: reads show only its fingerprint. Updating it rotates the key for every live token at once.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name:      "Credential",
+				Sensitive: true,
+			},
+		},
+		"auth_type": {
+			Type:          framework.TypeString,
+			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), or query (auth_query_param).",
+			Default:       authBearer,
+			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery},
+		},
+		"auth_header": {
+			Type:        framework.TypeString,
+			Description: "Header name for auth_type=header, for example x-api-key.",
+		},
+		"auth_query_param": {
+			Type:        framework.TypeString,
+			Description: "Query parameter name for auth_type=query, for example key.",
+		},
+		"auth_format": {
+			Type:        framework.TypeString,
+			Description: "Value template containing {{credential}}, for example \"Token {{credential}}\" (header) or \"user:{{credential}}\" (basic).",
+		},
+		"headers": {
+			Type:        framework.TypeKVPairs,
+			Description: "Static headers added to every upstream request, for example anthropic-version=2023-06-01.",
+		},
+		"ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Default token lifetime for this route. Default: the engine's default_ttl (24h).",
+		},
+		"max_ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Longest a token of this route may live, renewals included. Default: the engine's max_ttl.",
+		},
+		"num_uses": {
+			Type:        framework.TypeInt,
+			Description: "Maximum requests per token; 0 is unlimited. Minting may ask for fewer, never more.",
+		},
+		"bound_cidrs": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Client addresses (CIDR blocks) tokens may be used from, as seen by phantom-proxy.",
+		},
+		"token_prefix": {
+			Type:        framework.TypeString,
+			Description: "Prefix of this route's tokens, for example sk-proj- so SDKs that check key formats accept them. Default: the engine's token_prefix.",
+		},
+	}
+}
+
+func (b *backend) routeExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	r, err := getRoute(ctx, req.Storage, d.Get("name").(string))
+	return r != nil, err
+}
+
+func (b *backend) pathRoutesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, routePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing routes: %w", err)
+	}
+	return logical.ListResponse(names), nil
+}
+
+func (b *backend) pathRouteRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	r, err := getRoute(ctx, req.Storage, name)
+	if err != nil || r == nil {
+		return nil, err
+	}
+	return &logical.Response{Data: r.publicData(name)}, nil
+}
+
+// publicData is what reads show of a route: everything but the credential.
+func (r *routeEntry) publicData(name string) map[string]any {
+	headers := r.Headers
+	if headers == nil {
+		headers = map[string]string{}
+	}
+	return map[string]any{
+		"name":                   name,
+		"upstream":               r.Upstream,
+		"allow_http":             r.AllowHTTP,
+		"allowed_paths":          r.AllowedPaths,
+		"allowed_methods":        r.AllowedMethods,
+		"credential_fingerprint": fingerprint(r.Credential),
+		"auth_type":              r.AuthType,
+		"auth_header":            r.AuthHeader,
+		"auth_query_param":       r.AuthQueryParam,
+		"auth_format":            r.AuthFormat,
+		"headers":                headers,
+		"ttl":                    int64(r.TTL / time.Second),
+		"max_ttl":                int64(r.MaxTTL / time.Second),
+		"num_uses":               r.NumUses,
+		"bound_cidrs":            nonNil(r.BoundCIDRs),
+		"token_prefix":           r.TokenPrefix,
+		"created_at":             r.CreatedAt.Format(time.RFC3339),
+		"updated_at":             r.UpdatedAt.Format(time.RFC3339),
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	lock := locksutil.LockForKey(b.routeLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	r, err := getRoute(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now().UTC()
+	if r == nil {
+		id, err := newAccessor(b.rand)
+		if err != nil {
+			return nil, err
+		}
+		r = &routeEntry{ID: id, AuthType: authBearer, CreatedAt: now}
+	}
+
+	if v, ok := d.GetOk("upstream"); ok {
+		r.Upstream = strings.TrimSuffix(strings.TrimSpace(v.(string)), "/")
+	}
+	if v, ok := d.GetOk("allow_http"); ok {
+		r.AllowHTTP = v.(bool)
+	}
+	if v, ok := d.GetOk("allowed_paths"); ok {
+		r.AllowedPaths = cleanList(v.([]string))
+	}
+	if v, ok := d.GetOk("allowed_methods"); ok {
+		methods, err := normalizeMethods(v.([]string))
+		if err != nil {
+			return logical.ErrorResponse("allowed_methods: %s", err), nil
+		}
+		r.AllowedMethods = methods
+	}
+	if v, ok := d.GetOk("credential"); ok {
+		r.Credential = v.(string)
+	}
+	if v, ok := d.GetOk("auth_type"); ok && v.(string) != r.AuthType {
+		// Settings of the previous injection style would not apply.
+		r.AuthType, r.AuthHeader, r.AuthQueryParam, r.AuthFormat = v.(string), "", "", ""
+	}
+	if v, ok := d.GetOk("auth_header"); ok {
+		r.AuthHeader = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("auth_query_param"); ok {
+		r.AuthQueryParam = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("auth_format"); ok {
+		r.AuthFormat = v.(string)
+	}
+	if v, ok := d.GetOk("headers"); ok {
+		r.Headers = v.(map[string]string)
+	}
+	if v, ok := d.GetOk("ttl"); ok {
+		r.TTL = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("max_ttl"); ok {
+		r.MaxTTL = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("num_uses"); ok {
+		r.NumUses = v.(int)
+	}
+	if v, ok := d.GetOk("bound_cidrs"); ok {
+		cidrs, err := parseCIDRs(v.([]string))
+		if err != nil {
+			return logical.ErrorResponse("bound_cidrs: %s", err), nil
+		}
+		r.BoundCIDRs = prefixStrings(cidrs)
+	}
+	if v, ok := d.GetOk("token_prefix"); ok {
+		r.TokenPrefix = v.(string)
+	}
+
+	warnings, err := r.validate()
+	if err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	r.UpdatedAt = now
+	if err := putRoute(ctx, req.Storage, name, r); err != nil {
+		return nil, err
+	}
+	if len(warnings) == 0 {
+		return nil, nil
+	}
+	return &logical.Response{Warnings: warnings}, nil
+}
+
+func (b *backend) pathRouteDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	lock := locksutil.LockForKey(b.routeLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+
+	// Tokens keep the deleted route's ID, which no later route of the same
+	// name will have, so they are dead from this moment (route_deleted).
+	if err := req.Storage.Delete(ctx, routePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting route %q: %w", name, err)
+	}
+	return nil, nil
+}
+
+// cleanList trims entries and drops empty ones.
+func cleanList(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+const routeHelp = `
+A route is one upstream API, the scope phantom tokens may use there, and the
+real credential phantom-proxy injects. For example:
+
+  vault write phantom/routes/stripe-customers \
+      upstream=https://api.stripe.com \
+      allowed_paths="/v1/customers/**" \
+      allowed_methods=GET \
+      credential=sk_live_...
+
+The credential is write-only: reads return credential_fingerprint, the first
+12 hex digits of its SHA-256, so admins can tell which key is set. Writing a new
+credential rotates it for every live token at once: the next request uses it.
+
+allowed_paths are matched byte for byte against the request path: "*" matches
+one segment, "**" (only as the last segment) matches zero or more segments.
+Paths with dot segments, "//", or encoded "/", "\", "." or NUL never match.
+
+Injection (auth_type): bearer sends "Authorization: Bearer <credential>";
+header sends auth_header with auth_format (for example auth_header=x-api-key,
+or auth_header=Authorization auth_format="Token {{credential}}"); basic sends
+HTTP basic auth of auth_format (default "{{credential}}:", key as user name);
+query adds auth_query_param=<credential> to the URL.
+
+Token defaults: ttl, max_ttl, num_uses, bound_cidrs and token_prefix apply to
+every token minted from the route; a mint request may narrow them, never widen.
+
+Deleting a route kills its tokens on their next use, even if a route of the
+same name is created again.
+`

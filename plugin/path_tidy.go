@@ -1,0 +1,104 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+var errTidyRunning = errors.New("a tidy is already running")
+
+func (b *backend) pathTidy() []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "tidy$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "phantom",
+			OperationSuffix: "tokens",
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback:                    b.pathTidyWrite,
+				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "tidy"},
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+		},
+		HelpSynopsis: "Remove records of expired and revoked tokens.",
+		HelpDescription: `
+Removes token records that have been dead (expired or revoked) for more than an
+hour, and index entries that point nowhere. Until then a dead token's record
+explains why it is refused. The engine also tidies by itself every hour.
+Returns the number of records removed.
+`,
+	}}
+}
+
+func (b *backend) pathTidyWrite(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	removed, err := b.tidy(ctx, req.Storage)
+	if errors.Is(err, errTidyRunning) {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]any{"tokens_removed": removed}}, nil
+}
+
+// tidy removes token records dead for longer than tombstoneRetain.
+func (b *backend) tidy(ctx context.Context, s logical.Storage) (removed int, err error) {
+	if !b.tidying.CompareAndSwap(false, true) {
+		return 0, errTidyRunning
+	}
+	defer b.tidying.Store(false)
+
+	now := b.now()
+	accessors, err := s.List(ctx, accessorPrefix)
+	if err != nil {
+		return 0, fmt.Errorf("listing tokens: %w", err)
+	}
+	for _, accessor := range accessors {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
+		tokenHMAC, err := lookupAccessor(ctx, s, accessor)
+		if err != nil {
+			return removed, err
+		}
+		gone, err := b.tidyToken(ctx, s, tokenHMAC, accessor, now)
+		if err != nil {
+			return removed, err
+		}
+		if gone {
+			removed++
+		}
+	}
+	b.lastTidy.Store(now.Unix())
+	if removed > 0 {
+		b.Logger().Info("tidied token records", "removed", removed)
+	}
+	return removed, nil
+}
+
+func (b *backend) tidyToken(ctx context.Context, s logical.Storage, tokenHMAC, accessor string, now time.Time) (bool, error) {
+	lock := locksutil.LockForKey(b.tokenLocks, tokenHMAC)
+	lock.Lock()
+	defer lock.Unlock()
+
+	t, err := getToken(ctx, s, tokenHMAC)
+	if err != nil {
+		return false, err
+	}
+	if t != nil {
+		dead := t.deadSince(now)
+		if dead.IsZero() || now.Sub(dead) < tombstoneRetain {
+			return false, nil
+		}
+	}
+	b.usage.forget(tokenHMAC)
+	return true, deleteToken(ctx, s, tokenHMAC, accessor)
+}

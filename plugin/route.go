@@ -1,0 +1,325 @@
+package plugin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// How a route's credential reaches the upstream.
+const (
+	authBearer = "bearer" // Authorization: Bearer <credential>
+	authHeader = "header" // <auth_header>: <auth_format>
+	authBasic  = "basic"  // Authorization: Basic base64(<auth_format>)
+	authQuery  = "query"  // ?<auth_query_param>=<auth_format>
+
+	credentialPlaceholder = "{{credential}}"
+	maxCredentialLen      = 8 << 10
+)
+
+// routeEntry is one upstream, the scope tokens may use there, and the real
+// credential. It is stored seal-wrapped under routes/<name>.
+type routeEntry struct {
+	// ID changes when a route is deleted and created again, so tokens of
+	// the old route never come back to life under the new one.
+	ID string `json:"id"`
+
+	Upstream       string   `json:"upstream"`
+	AllowHTTP      bool     `json:"allow_http"`
+	AllowedPaths   []string `json:"allowed_paths"`
+	AllowedMethods []string `json:"allowed_methods"`
+
+	Credential     string            `json:"credential"`
+	AuthType       string            `json:"auth_type"`
+	AuthHeader     string            `json:"auth_header,omitempty"`
+	AuthQueryParam string            `json:"auth_query_param,omitempty"`
+	AuthFormat     string            `json:"auth_format,omitempty"`
+	Headers        map[string]string `json:"headers,omitempty"`
+
+	TTL         time.Duration `json:"ttl"`
+	MaxTTL      time.Duration `json:"max_ttl"`
+	NumUses     int           `json:"num_uses"`
+	BoundCIDRs  []string      `json:"bound_cidrs,omitempty"`
+	TokenPrefix string        `json:"token_prefix,omitempty"`
+
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func getRoute(ctx context.Context, s logical.Storage, name string) (*routeEntry, error) {
+	entry, err := s.Get(ctx, routePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading route %q: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	r := new(routeEntry)
+	if err := entry.DecodeJSON(r); err != nil {
+		return nil, fmt.Errorf("decoding route %q: %w", name, err)
+	}
+	return r, nil
+}
+
+func putRoute(ctx context.Context, s logical.Storage, name string, r *routeEntry) error {
+	entry, err := logical.StorageEntryJSON(routePrefix+name, r)
+	if err != nil {
+		return err
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("writing route %q: %w", name, err)
+	}
+	return nil
+}
+
+// fingerprint identifies a credential without revealing it: the first 12 hex
+// digits of its SHA-256, which an admin can compare with
+// `printf %s "$KEY" | sha256sum | cut -c1-12`.
+func fingerprint(credential string) string {
+	sum := sha256.Sum256([]byte(credential))
+	return "sha256:" + hex.EncodeToString(sum[:6])
+}
+
+// injection returns how the credential is injected, with defaults filled in:
+// the header (or query parameter) name and the value template.
+func (r *routeEntry) injection() (name, format string) {
+	switch r.AuthType {
+	case authHeader:
+		return r.AuthHeader, orDefault(r.AuthFormat, credentialPlaceholder)
+	case authBasic:
+		return "Authorization", orDefault(r.AuthFormat, credentialPlaceholder+":")
+	case authQuery:
+		return r.AuthQueryParam, orDefault(r.AuthFormat, credentialPlaceholder)
+	default:
+		return "Authorization", "Bearer " + credentialPlaceholder
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// validate checks a complete route and returns warnings worth showing.
+func (r *routeEntry) validate() (warnings []string, err error) {
+	w, err := validateUpstream(r.Upstream, r.AllowHTTP)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	warnings = append(warnings, w...)
+
+	if len(r.AllowedPaths) == 0 {
+		return nil, errors.New("allowed_paths is required: at least one path pattern such as /v1/customers/**")
+	}
+	for _, p := range r.AllowedPaths {
+		if err := validatePattern(p); err != nil {
+			return nil, fmt.Errorf("allowed_paths: %w", err)
+		}
+	}
+	if len(r.AllowedMethods) == 0 {
+		return nil, errors.New("allowed_methods is required: at least one HTTP method such as GET")
+	}
+	if err := validateCredential(r.Credential); err != nil {
+		return nil, err
+	}
+	if err := r.validateAuth(); err != nil {
+		return nil, err
+	}
+	for name, value := range r.Headers {
+		if err := validateHeaderName(name); err != nil {
+			return nil, fmt.Errorf("headers: %w", err)
+		}
+		if strings.EqualFold(name, r.authHeaderName()) {
+			return nil, fmt.Errorf("headers: %q is where the credential is injected", name)
+		}
+		if !validHeaderValue(value) {
+			// The value is not echoed: it may be sensitive.
+			return nil, fmt.Errorf("headers: the value of %q contains a control character", name)
+		}
+	}
+	if r.TTL < 0 || r.MaxTTL < 0 || r.NumUses < 0 {
+		return nil, errors.New("ttl, max_ttl and num_uses must not be negative")
+	}
+	if r.MaxTTL > 0 && r.TTL > r.MaxTTL {
+		return nil, fmt.Errorf("ttl (%s) must not exceed max_ttl (%s)", r.TTL, r.MaxTTL)
+	}
+	if _, err := parseCIDRs(r.BoundCIDRs); err != nil {
+		return nil, fmt.Errorf("bound_cidrs: %w", err)
+	}
+	if r.TokenPrefix != "" && !tokenPrefixRe.MatchString(r.TokenPrefix) {
+		return nil, errors.New("token_prefix must be 1-32 characters of A-Z a-z 0-9 _ -")
+	}
+	return warnings, nil
+}
+
+// authHeaderName is the request header the credential goes into, or "" for
+// query injection.
+func (r *routeEntry) authHeaderName() string {
+	if r.AuthType == authQuery {
+		return ""
+	}
+	name, _ := r.injection()
+	return name
+}
+
+func (r *routeEntry) validateAuth() error {
+	switch r.AuthType {
+	case authBearer:
+		if r.AuthHeader != "" || r.AuthQueryParam != "" || r.AuthFormat != "" {
+			return errors.New("auth_type=bearer sends Authorization: Bearer <credential>; for another header or format use auth_type=header")
+		}
+	case authHeader:
+		if r.AuthHeader == "" {
+			return errors.New("auth_type=header needs auth_header, the header name (for example x-api-key)")
+		}
+		if err := validateHeaderName(r.AuthHeader); err != nil {
+			return fmt.Errorf("auth_header: %w", err)
+		}
+		if r.AuthQueryParam != "" {
+			return errors.New("auth_query_param applies only to auth_type=query")
+		}
+	case authBasic:
+		if r.AuthHeader != "" || r.AuthQueryParam != "" {
+			return errors.New("auth_type=basic always uses the Authorization header; auth_header and auth_query_param do not apply")
+		}
+	case authQuery:
+		if r.AuthQueryParam == "" {
+			return errors.New("auth_type=query needs auth_query_param, the query parameter name (for example key)")
+		}
+		if r.AuthHeader != "" {
+			return errors.New("auth_header applies only to auth_type=header")
+		}
+		if !isQueryName(r.AuthQueryParam) {
+			return errors.New("auth_query_param must be 1-64 characters of A-Z a-z 0-9 _ - .")
+		}
+	default:
+		return fmt.Errorf("auth_type must be one of bearer, header, basic, query (got %q)", r.AuthType)
+	}
+	if r.AuthFormat != "" {
+		if !strings.Contains(r.AuthFormat, credentialPlaceholder) {
+			return fmt.Errorf("auth_format must contain %s", credentialPlaceholder)
+		}
+		if !validHeaderValue(r.AuthFormat) {
+			return errors.New("auth_format contains a control character")
+		}
+	}
+	return nil
+}
+
+func validateCredential(c string) error {
+	switch {
+	case c == "":
+		return errors.New("credential is required")
+	case len(c) > maxCredentialLen:
+		return fmt.Errorf("credential is longer than %d bytes", maxCredentialLen)
+	case strings.ContainsAny(c, "\r\n"):
+		return errors.New("credential contains a line break (a trailing newline from a file?)")
+	case !validHeaderValue(c):
+		return errors.New("credential contains a control character")
+	case strings.TrimSpace(c) != c:
+		return errors.New("credential has leading or trailing white space")
+	}
+	return nil
+}
+
+// validateUpstream accepts absolute https URLs, and http ones for loopback
+// hosts or when allowHTTP is set.
+func validateUpstream(raw string, allowHTTP bool) (warnings []string, err error) {
+	if raw == "" {
+		return nil, errors.New("upstream is required (for example https://api.stripe.com)")
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return nil, errors.New("not a URL")
+	case u.Scheme != "https" && u.Scheme != "http":
+		return nil, fmt.Errorf("scheme must be https (got %q)", u.Scheme)
+	case u.Host == "" || u.Hostname() == "":
+		return nil, errors.New("must be an absolute URL with a host")
+	case u.User != nil:
+		return nil, errors.New("must not carry user info; use credential and auth_type")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, errors.New("must not carry a query or a fragment")
+	}
+	if u.Path != "" {
+		if err := validateRequestPath(u.EscapedPath()); err != nil {
+			return nil, fmt.Errorf("path %w", err)
+		}
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		if !allowHTTP {
+			return nil, errors.New("http would send the credential in clear text; use https, or set allow_http=true")
+		}
+		warnings = append(warnings, "upstream uses plain http: the credential crosses the network unencrypted")
+	}
+	return warnings, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Headers a route may not set: they belong to the connection or the proxy.
+var reservedHeaders = map[string]bool{
+	"Host": true, "Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
+	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Te": true, "Trailer": true,
+	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
+	"Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
+}
+
+func validateHeaderName(name string) error {
+	if name == "" || len(name) > 128 {
+		return errors.New("a header name must be 1-128 characters")
+	}
+	for i := 0; i < len(name); i++ {
+		if !isTChar(name[i]) {
+			return fmt.Errorf("%q is not a valid header name", name)
+		}
+	}
+	if reservedHeaders[http.CanonicalHeaderKey(name)] {
+		return fmt.Errorf("%q is a connection-level header and cannot be set", name)
+	}
+	return nil
+}
+
+// isTChar reports whether c may appear in an HTTP token (RFC 9110 5.6.2).
+func isTChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func isQueryName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,263 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// Scope: which methods, paths and client addresses a token may use.
+//
+// Paths are matched byte for byte against the exact path the proxy forwards,
+// so anything an upstream could read differently from how we read it is
+// refused before matching (validateRequestPath).
+//
+// Patterns are absolute paths whose segments are literals, "*" (exactly one
+// non-empty segment) or, as the last segment only, "**" (zero or more further
+// segments: "/v1/customers/**" matches "/v1/customers" and everything below).
+
+const (
+	globOne  = "*"
+	globRest = "**"
+)
+
+// validateRequestPath refuses paths that an upstream might decode or
+// normalise into something other than what we match: dot segments, empty
+// segments, encoded separators, dots, NUL or percent signs, backslashes,
+// parameters, fragments, queries, and bytes outside printable ASCII.
+func validateRequestPath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return errors.New("must start with /")
+	}
+	decoded := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c <= ' ' || c >= 0x7f:
+			return errors.New("contains a control, space or non-ASCII byte")
+		case c == '\\' || c == ';' || c == '#' || c == '?':
+			return fmt.Errorf("contains %q", c)
+		case c == '%':
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return errors.New("contains a malformed percent-encoding")
+			}
+			d := unhex(p[i+1])<<4 | unhex(p[i+2])
+			if d < 0x20 || d == 0x7f || strings.IndexByte(`/\.%;?#`, d) >= 0 {
+				return fmt.Errorf("contains an encoded %q", d)
+			}
+			decoded = append(decoded, d)
+			i += 2
+		default:
+			decoded = append(decoded, c)
+		}
+	}
+	// Encoded bytes must form valid UTF-8: this refuses overlong forms
+	// such as %C0%AE, which lenient decoders read as '.'.
+	if !utf8.Valid(decoded) {
+		return errors.New("contains percent-encoded bytes that are not valid UTF-8")
+	}
+	for seg := range strings.SplitSeq(p[1:], "/") {
+		if seg == "." || seg == ".." {
+			return errors.New("contains a dot segment")
+		}
+	}
+	if strings.Contains(p, "//") {
+		return errors.New("contains an empty segment (//)")
+	}
+	return nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	default:
+		return c - 'a' + 10
+	}
+}
+
+// validatePattern checks an allowed_paths entry.
+func validatePattern(p string) error {
+	if err := validateRequestPath(p); err != nil {
+		return fmt.Errorf("path pattern %q %w", p, err)
+	}
+	segs := strings.Split(p[1:], "/")
+	for i, s := range segs {
+		switch {
+		case s == globRest && i != len(segs)-1:
+			return fmt.Errorf("path pattern %q: ** is allowed only as the last segment", p)
+		case s != globOne && s != globRest && strings.Contains(s, "*"):
+			return fmt.Errorf("path pattern %q: * and ** must be whole segments", p)
+		}
+	}
+	return nil
+}
+
+// matchPath reports whether a valid path matches a valid pattern. It does not
+// allocate: it runs on every proxied request.
+func matchPath(pattern, path string) bool {
+	pat, rest := pattern[1:], path[1:]
+	for {
+		var p, s string
+		var patMore, pathMore bool
+		p, pat, patMore = strings.Cut(pat, "/")
+		if p == globRest {
+			return true
+		}
+		s, rest, pathMore = strings.Cut(rest, "/")
+		if p == globOne {
+			if s == "" {
+				return false
+			}
+		} else if p != s {
+			return false
+		}
+		if !patMore || !pathMore {
+			if patMore {
+				// The path ended; only a trailing ** matches nothing more.
+				return pat == globRest
+			}
+			return !pathMore
+		}
+	}
+}
+
+// matchAny reports whether path matches any of patterns.
+func matchAny(patterns []string, path string) bool {
+	for _, p := range patterns {
+		if matchPath(p, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// patternWithin reports whether every path narrow matches is also matched by
+// wide.
+func patternWithin(narrow, wide string) bool {
+	n := strings.Split(narrow[1:], "/")
+	w := strings.Split(wide[1:], "/")
+	for i, ws := range w {
+		if ws == globRest {
+			return true
+		}
+		if i >= len(n) {
+			return false
+		}
+		switch ns := n[i]; {
+		case ns == globRest:
+			return false
+		case ws == globOne:
+			if ns == "" {
+				return false
+			}
+		case ws != ns:
+			return false
+		}
+	}
+	return len(n) == len(w)
+}
+
+// narrowPatterns checks that each requested pattern is valid and within one of
+// the route's patterns.
+func narrowPatterns(requested, route []string) error {
+	for _, p := range requested {
+		if err := validatePattern(p); err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(route, func(w string) bool { return patternWithin(p, w) }) {
+			return fmt.Errorf("allowed_paths entry %q is wider than the route allows (%s)", p, strings.Join(route, ", "))
+		}
+	}
+	return nil
+}
+
+// normalizeMethods upper-cases and validates HTTP methods. CONNECT would turn
+// the proxy into a tunnel and TRACE echoes the request, injected key included,
+// back to the caller, so neither may ever be allowed.
+func normalizeMethods(in []string) ([]string, error) {
+	out := make([]string, 0, len(in))
+	for _, m := range in {
+		m = strings.ToUpper(strings.TrimSpace(m))
+		switch {
+		case m == "":
+			continue
+		case m == http.MethodConnect || m == http.MethodTrace:
+			return nil, fmt.Errorf("method %s can never be allowed", m)
+		case !isToken(m):
+			return nil, fmt.Errorf("%q is not an HTTP method", m)
+		}
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('A' <= c && c <= 'Z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// parseCIDRs parses bound_cidrs entries; a bare address is a single-host prefix.
+func parseCIDRs(in []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(in))
+	for _, s := range in {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an IP address or CIDR block", s)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR block", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// prefixWithin reports whether every address in narrow is in wide.
+func prefixWithin(narrow, wide netip.Prefix) bool {
+	return wide.Bits() <= narrow.Bits() && wide.Contains(narrow.Addr())
+}
+
+// containsAddr reports whether addr is in any of prefixes.
+func containsAddr(prefixes []netip.Prefix, addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range prefixes {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func prefixStrings(in []netip.Prefix) []string {
+	out := make([]string, len(in))
+	for i, p := range in {
+		out[i] = p.String()
+	}
+	return out
+}

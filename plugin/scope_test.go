@@ -1,0 +1,168 @@
+package plugin
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func TestMatchPath(t *testing.T) {
+	tests := []struct {
+		pattern, path string
+		want          bool
+	}{
+		{"/v1/customers", "/v1/customers", true},
+		{"/v1/customers", "/v1/customers/", false},
+		{"/v1/customers", "/v1/customers/cus_1", false},
+		{"/v1/customers", "/v1/Customers", false}, // case-sensitive
+		{"/v1/customers", "/v1/customer", false},
+		{"/v1/customers", "/v1/customersX", false},
+		{"/v1/*", "/v1/customers", true},
+		{"/v1/*", "/v1/", false}, // * needs a non-empty segment
+		{"/v1/*", "/v1", false},
+		{"/v1/*", "/v1/a/b", false},
+		{"/v1/*/refunds", "/v1/ch_1/refunds", true},
+		{"/v1/*/refunds", "/v1/ch_1/refunds/re_1", false},
+		{"/v1/*/refunds", "/v1//refunds", false},
+		{"/v1/customers/**", "/v1/customers", true}, // ** is zero or more
+		{"/v1/customers/**", "/v1/customers/", true},
+		{"/v1/customers/**", "/v1/customers/cus_1", true},
+		{"/v1/customers/**", "/v1/customers/cus_1/sources/src_1", true},
+		{"/v1/customers/**", "/v1/customersX", false},
+		{"/v1/customers/**", "/v1/charges", false},
+		{"/v1/customers/**", "/v1", false},
+		{"/v1/*/**", "/v1", false},
+		{"/v1/*/**", "/v1/a", true},
+		{"/v1/*/**", "/v1/a/b/c", true},
+		{"/**", "/", true},
+		{"/**", "/anything/at/all", true},
+		{"/", "/", true},
+		{"/", "/a", false},
+		{"/a/b", "/a", false},
+		{"/a", "/a/b", false},
+	}
+	for _, tt := range tests {
+		if got := matchPath(tt.pattern, tt.path); got != tt.want {
+			t.Errorf("matchPath(%q, %q) = %v, want %v", tt.pattern, tt.path, got, tt.want)
+		}
+	}
+}
+
+func TestValidateRequestPath(t *testing.T) {
+	valid := []string{
+		"/", "/v1/customers", "/v1/customers/", "/v1/customers/cus_123",
+		"/v1/files/report%20final.pdf", "/v1/names/%C3%A9t%C3%A9", "/a-b_c~d.e", "/v1/models/gpt-4o:generate",
+		"/v1/x*y", "/...", "/a/.hidden", "/a/b..c",
+	}
+	for _, p := range valid {
+		if err := validateRequestPath(p); err != nil {
+			t.Errorf("validateRequestPath(%q) = %v, want nil", p, err)
+		}
+	}
+	invalid := []string{
+		"", "v1/customers", "*",
+		"/v1/../admin", "/v1/./customers", "/v1/customers/..", "/v1/customers/.", "/..", "/.",
+		"//v1/customers", "/v1//customers",
+		"/v1/customers%2Fadmin", "/v1/customers%2fadmin", "/v1%5Cadmin", "/v1%5cadmin",
+		"/v1/%2e%2e/admin", "/v1/%2E%2E/admin", "/v1/%2e/x", "/v1/%00", "/v1/a%252e%252e",
+		"/v1/%C0%AE%C0%AE/admin", "/v1/%c0%af", "/v1/%E0%80%AE", // overlong UTF-8
+		"/v1/%ff", "/v1/%", "/v1/%2", "/v1/%zz",
+		"/v1\\admin", "/v1/customers;jsessionid=1", "/v1/customers#frag", "/v1/customers?x=1",
+		"/v1/cus tomers", "/v1/\x00", "/v1/\r\n", "/v1/\x7f", "/v1/caf\xc3\xa9", "/v1/%0d%0a",
+	}
+	for _, p := range invalid {
+		if err := validateRequestPath(p); err == nil {
+			t.Errorf("validateRequestPath(%q) = nil, want an error", p)
+		}
+	}
+}
+
+func TestValidatePattern(t *testing.T) {
+	for _, p := range []string{"/v1/customers/**", "/v1/*/refunds", "/**", "/", "/v1/*"} {
+		if err := validatePattern(p); err != nil {
+			t.Errorf("validatePattern(%q) = %v", p, err)
+		}
+	}
+	for _, p := range []string{"v1", "/v1/**/x", "/v1/cus_*", "/v1/***", "/v1/../x", "/v1//x", "/v1/%2F"} {
+		if err := validatePattern(p); err == nil {
+			t.Errorf("validatePattern(%q) = nil, want an error", p)
+		}
+	}
+}
+
+func TestPatternWithin(t *testing.T) {
+	tests := []struct {
+		narrow, wide string
+		want         bool
+	}{
+		{"/v1/customers/**", "/v1/customers/**", true},
+		{"/v1/customers/cus_1", "/v1/customers/**", true},
+		{"/v1/customers", "/v1/customers/**", true},
+		{"/v1/customers/*/sources", "/v1/customers/**", true},
+		{"/v1/customers/*", "/v1/customers/*", true},
+		{"/v1/customers/cus_1", "/v1/customers/*", true},
+		{"/v1/customers/", "/v1/customers/*", false},
+		{"/v1/customers/**", "/v1/customers/*", false},
+		{"/v1/customers/*", "/v1/customers/cus_1", false},
+		{"/v1/**", "/v1/customers/**", false},
+		{"/v1/charges", "/v1/customers/**", false},
+		{"/v1/customers/a/b", "/v1/customers/*", false},
+		{"/v1", "/v1/*", false},
+		{"/anything", "/**", true},
+	}
+	for _, tt := range tests {
+		if got := patternWithin(tt.narrow, tt.wide); got != tt.want {
+			t.Errorf("patternWithin(%q, %q) = %v, want %v", tt.narrow, tt.wide, got, tt.want)
+		}
+	}
+	// Consistency with the matcher: whatever the narrow pattern matches, the
+	// wide one must too.
+	paths := []string{"/v1", "/v1/customers", "/v1/customers/", "/v1/customers/cus_1", "/v1/customers/cus_1/sources", "/v1/charges"}
+	for _, tt := range tests {
+		if !tt.want {
+			continue
+		}
+		for _, p := range paths {
+			if matchPath(tt.narrow, p) && !matchPath(tt.wide, p) {
+				t.Errorf("%q within %q, yet only the narrow one matches %q", tt.narrow, tt.wide, p)
+			}
+		}
+	}
+}
+
+func TestNormalizeMethods(t *testing.T) {
+	got, err := normalizeMethods([]string{"get", " POST ", "GET", ""})
+	if err != nil || len(got) != 2 || got[0] != "GET" || got[1] != "POST" {
+		t.Fatalf("normalizeMethods = %v, %v", got, err)
+	}
+	for _, bad := range []string{"CONNECT", "trace", "GE T", "G\x00", "get/"} {
+		if _, err := normalizeMethods([]string{bad}); err == nil {
+			t.Errorf("normalizeMethods(%q) accepted it", bad)
+		}
+	}
+}
+
+func TestCIDRs(t *testing.T) {
+	ps, err := parseCIDRs([]string{"10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "10.1.2.3/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := prefixStrings(ps); got[1] != "192.0.2.7/32" || got[3] != "10.0.0.0/8" {
+		t.Fatalf("parseCIDRs normalised to %v", got)
+	}
+	for addr, want := range map[string]bool{"10.9.9.9": true, "192.0.2.7": true, "192.0.2.8": false, "2001:db8::1": true, "::ffff:10.0.0.1": true, "11.0.0.1": false} {
+		if got := containsAddr(ps, netip.MustParseAddr(addr)); got != want {
+			t.Errorf("containsAddr(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	if _, err := parseCIDRs([]string{"10.0.0.0/33"}); err == nil {
+		t.Error("accepted /33")
+	}
+	if _, err := parseCIDRs([]string{"example.com"}); err == nil {
+		t.Error("accepted a host name")
+	}
+	if !prefixWithin(netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("10.0.0.0/8")) ||
+		prefixWithin(netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.1.0.0/16")) ||
+		prefixWithin(netip.MustParsePrefix("11.0.0.0/16"), netip.MustParsePrefix("10.0.0.0/8")) {
+		t.Error("prefixWithin is wrong")
+	}
+}

@@ -1,0 +1,147 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// tokenEntry is what the engine knows of one phantom token. It is stored under
+// token/<salted HMAC of the token>; the token itself is never stored.
+type tokenEntry struct {
+	Accessor string `json:"accessor"`
+	Route    string `json:"route"`
+	RouteID  string `json:"route_id"`
+
+	// Narrower scope asked for at mint time; empty means the route's. The
+	// route's current scope always applies as well.
+	AllowedPaths   []string `json:"allowed_paths,omitempty"`
+	AllowedMethods []string `json:"allowed_methods,omitempty"`
+	BoundCIDRs     []string `json:"bound_cidrs,omitempty"`
+
+	NumUses int `json:"num_uses"` // 0 is unlimited
+	Uses    int `json:"uses"`     // exact, counted only when NumUses > 0
+
+	// Requests and LastUsedAt are flushed from memory periodically.
+	Requests   uint64    `json:"requests"`
+	LastUsedAt time.Time `json:"last_used_at"`
+
+	Metadata map[string]string `json:"metadata,omitempty"`
+
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	RevokedAt time.Time `json:"revoked_at"`
+}
+
+// accessorEntry indexes a token record by its accessor.
+type accessorEntry struct {
+	TokenHMAC string `json:"token_hmac"`
+}
+
+// Token states, also the deny reasons resolve returns for them.
+const (
+	statusActive       = "active"
+	statusExpired      = "expired"
+	statusRevoked      = "revoked"
+	statusRouteDeleted = "route_deleted"
+	statusExhausted    = "uses_exhausted"
+)
+
+// status says whether the token is usable at now, given its route's current
+// entry (nil when the route is gone).
+func (t *tokenEntry) status(now time.Time, route *routeEntry) string {
+	switch {
+	case !now.Before(t.ExpiresAt):
+		return statusExpired
+	case !t.RevokedAt.IsZero():
+		return statusRevoked
+	case route == nil || route.ID != t.RouteID:
+		return statusRouteDeleted
+	case t.NumUses > 0 && t.Uses >= t.NumUses:
+		return statusExhausted
+	}
+	return statusActive
+}
+
+// deadSince returns when the token stopped being usable, or zero while it may
+// still become usable (it is live or merely exhausted).
+func (t *tokenEntry) deadSince(now time.Time) time.Time {
+	switch {
+	case !t.RevokedAt.IsZero() && t.RevokedAt.Before(t.ExpiresAt):
+		return t.RevokedAt
+	case !now.Before(t.ExpiresAt):
+		return t.ExpiresAt
+	}
+	return time.Time{}
+}
+
+func getToken(ctx context.Context, s logical.Storage, tokenHMAC string) (*tokenEntry, error) {
+	entry, err := s.Get(ctx, tokenPrefix+tokenHMAC)
+	if err != nil {
+		return nil, fmt.Errorf("reading token record: %w", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	t := new(tokenEntry)
+	if err := entry.DecodeJSON(t); err != nil {
+		return nil, fmt.Errorf("decoding token record: %w", err)
+	}
+	return t, nil
+}
+
+func putToken(ctx context.Context, s logical.Storage, tokenHMAC string, t *tokenEntry) error {
+	entry, err := logical.StorageEntryJSON(tokenPrefix+tokenHMAC, t)
+	if err != nil {
+		return err
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("writing token record %s: %w", t.Accessor, err)
+	}
+	return nil
+}
+
+// lookupAccessor returns the HMAC a token record is stored under, or "".
+func lookupAccessor(ctx context.Context, s logical.Storage, accessor string) (string, error) {
+	entry, err := s.Get(ctx, accessorPrefix+accessor)
+	if err != nil {
+		return "", fmt.Errorf("reading accessor %s: %w", accessor, err)
+	}
+	if entry == nil {
+		return "", nil
+	}
+	var a accessorEntry
+	if err := entry.DecodeJSON(&a); err != nil {
+		return "", fmt.Errorf("decoding accessor %s: %w", accessor, err)
+	}
+	return a.TokenHMAC, nil
+}
+
+// deleteToken removes a token record and its accessor index.
+func deleteToken(ctx context.Context, s logical.Storage, tokenHMAC, accessor string) error {
+	if err := s.Delete(ctx, tokenPrefix+tokenHMAC); err != nil {
+		return fmt.Errorf("deleting token record %s: %w", accessor, err)
+	}
+	if err := s.Delete(ctx, accessorPrefix+accessor); err != nil {
+		return fmt.Errorf("deleting accessor %s: %w", accessor, err)
+	}
+	return nil
+}
+
+// revokeToken marks a token revoked; it is dead on its next use. The record
+// stays until tidy so resolve can say why.
+func (b *backend) revokeToken(ctx context.Context, s logical.Storage, tokenHMAC string) error {
+	lock := locksutil.LockForKey(b.tokenLocks, tokenHMAC)
+	lock.Lock()
+	defer lock.Unlock()
+
+	t, err := getToken(ctx, s, tokenHMAC)
+	if err != nil || t == nil || !t.RevokedAt.IsZero() {
+		return err
+	}
+	t.RevokedAt = b.now().UTC()
+	return putToken(ctx, s, tokenHMAC, t)
+}

@@ -1,0 +1,87 @@
+package plugin
+
+import (
+	"bytes"
+	"crypto/rand"
+	"strings"
+	"testing"
+)
+
+func TestTokenFormat(t *testing.T) {
+	seen := map[string]bool{}
+	for _, prefix := range []string{DefaultTokenPrefix, "sk-proj-", "x"} {
+		for range 50 {
+			tok, err := newToken(rand.Reader, prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(tok, prefix) || len(tok) != len(prefix)+tokenSuffixLen {
+				t.Fatalf("token %q has the wrong shape", tok)
+			}
+			if err := CheckToken(tok); err != nil {
+				t.Fatalf("CheckToken(fresh token) = %v", err)
+			}
+			if seen[tok] {
+				t.Fatal("duplicate token")
+			}
+			seen[tok] = true
+		}
+	}
+}
+
+func TestTokenFromShortOrZeroRandomness(t *testing.T) {
+	// All-zero randomness still yields a full-width body with a checksum.
+	tok, err := newToken(bytes.NewReader(make([]byte, 32)), "phm_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "phm_" + strings.Repeat("0", tokenBodyLen); !strings.HasPrefix(tok, want) {
+		t.Fatalf("token %q", tok)
+	}
+	if _, err := newToken(bytes.NewReader(make([]byte, 5)), "phm_"); err == nil {
+		t.Fatal("a short random source was not reported")
+	}
+}
+
+func TestCheckTokenRejectsGarbage(t *testing.T) {
+	tok, err := newToken(rand.Reader, DefaultTokenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flip := func(i int) string {
+		b := []byte(tok)
+		if b[i] == 'a' {
+			b[i] = 'b'
+		} else {
+			b[i] = 'a'
+		}
+		return string(b)
+	}
+	bad := map[string]string{
+		"empty":             "",
+		"no prefix":         tok[len(DefaultTokenPrefix):],
+		"truncated":         tok[:len(tok)-1],
+		"extended":          tok + "0",
+		"body changed":      flip(len(DefaultTokenPrefix) + 3),
+		"checksum changed":  flip(len(tok) - 1),
+		"non-base62 body":   tok[:10] + "!" + tok[11:],
+		"bad prefix char":   "ph$" + tok[3:],
+		"overlong prefix":   strings.Repeat("p", 33) + tok[len(DefaultTokenPrefix):],
+		"a real stripe key": "sk_live_51H8abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV",
+	}
+	for name, s := range bad {
+		if CheckToken(s) == nil {
+			t.Errorf("%s: CheckToken accepted %q", name, s)
+		}
+	}
+}
+
+func TestAccessor(t *testing.T) {
+	a, err := newAccessor(rand.Reader)
+	if err != nil || !strings.HasPrefix(a, "pha_") || len(a) != 26 {
+		t.Fatalf("accessor %q, %v", a, err)
+	}
+	if CheckToken(a) == nil {
+		t.Fatal("an accessor passes as a token")
+	}
+}
