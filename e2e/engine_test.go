@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phantomvault/phantom/plugin"
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 const (
@@ -64,9 +64,9 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	// CI: mint a token, a real lease.
 	lease := v.jsonCLI(t, "read", "phantom/token/demo", "ttl=1h")
 	data := lease["data"].(map[string]any)
-	token, leaseID := data["token"].(string), lease["lease_id"].(string)
-	if plugin.CheckToken(token) != nil || !strings.HasPrefix(token, "phm_") {
-		t.Fatalf("minted %q", token)
+	minted, leaseID := data["token"].(string), lease["lease_id"].(string)
+	if token.Check(minted) != nil || !strings.HasPrefix(minted, "phm_") {
+		t.Fatalf("minted %q", minted)
 	}
 	if !strings.HasPrefix(leaseID, "phantom/token/demo/") || lease["lease_duration"] != float64(3600) || lease["renewable"] != true {
 		t.Fatalf("lease: %v", lease)
@@ -83,7 +83,7 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 		t.Helper()
 		return v.jsonCLI(t, "write", "phantom/resolve", "token="+tok, "method="+method, "path="+path, "client_ip=127.0.0.1")["data"].(map[string]any)
 	}
-	d := resolve(token, "GET", "/v1/customers/cus_1")
+	d := resolve(minted, "GET", "/v1/customers/cus_1")
 	if d["allowed"] != true || d["credential"] != realKey || d["upstream"] != "https://api.example.com" || d["accessor"] != data["accessor"] {
 		t.Fatalf("allowed resolve: %v", redact(d))
 	}
@@ -92,14 +92,14 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 		{"GET", "/v1/charges", "path_not_allowed"},
 		{"GET", "/v1/customers/%2e%2e/charges", "bad_request"},
 	} {
-		if d := resolve(token, tc.method, tc.path); d["allowed"] != false || d["reason"] != tc.reason {
+		if d := resolve(minted, tc.method, tc.path); d["allowed"] != false || d["reason"] != tc.reason {
 			t.Errorf("%s %s: %v", tc.method, tc.path, d)
 		}
 	}
 
 	// Rotation reaches live tokens on the next resolve.
 	run("write", "phantom/routes/demo", "credential="+rotateKey)
-	if d := resolve(token, "GET", "/v1/customers"); d["credential"] != rotateKey {
+	if d := resolve(minted, "GET", "/v1/customers"); d["credential"] != rotateKey {
 		t.Fatal("rotation did not reach the live token")
 	}
 
@@ -117,7 +117,7 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 
 	// Revoking the lease kills the token on its next use.
 	run("lease", "revoke", leaseID)
-	if !eventually(5*time.Second, func() bool { return resolve(token, "GET", "/v1/customers")["reason"] == "revoked" }) {
+	if !eventually(5*time.Second, func() bool { return resolve(minted, "GET", "/v1/customers")["reason"] == "revoked" }) {
 		t.Fatal("token still resolves after lease revoke")
 	}
 
@@ -163,7 +163,7 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	}
 
 	for _, out := range outputs {
-		for _, secret := range []string{realKey, rotateKey, token} {
+		for _, secret := range []string{realKey, rotateKey, minted} {
 			if strings.Contains(out, secret) {
 				t.Errorf("a CLI answer shows a secret:\n%s", out)
 			}
@@ -173,7 +173,7 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	if err != nil || len(audit) == 0 {
 		t.Fatalf("audit log: %v", err)
 	}
-	for _, secret := range append(tokens, realKey, rotateKey, token) {
+	for _, secret := range append(tokens, realKey, rotateKey, minted) {
 		if strings.Contains(string(audit), secret) {
 			t.Error("Vault's audit log holds a secret in clear text")
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 const testCredential = "sk_live_51TESTcredentialDoNotLeak0123456789"
@@ -227,7 +229,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		v := k + "=" + string(entry.Value)
 		for _, tk := range []string{tok, tok2} {
 			// Neither the token nor its random body may be stored.
-			if strings.Contains(v, tk) || strings.Contains(v, tk[len(DefaultTokenPrefix):len(tk)-tokenChecksumLen]) {
+			if strings.Contains(v, tk) || strings.Contains(v, tk[len(token.DefaultPrefix):len(tk)-token.ChecksumLen]) {
 				t.Errorf("storage entry %s contains a token", k)
 			}
 		}
@@ -248,5 +250,13 @@ func TestPathHelp(t *testing.T) {
 		if len(help) < 100 {
 			t.Errorf("help for %s is too thin: %q", p, help)
 		}
+	}
+}
+
+func TestRoutesAreSealWrapped(t *testing.T) {
+	e := getTestBackend(t)
+	paths := e.b.SpecialPaths()
+	if paths == nil || len(paths.SealWrapStorage) != 1 || paths.SealWrapStorage[0] != routePrefix {
+		t.Fatalf("SealWrapStorage = %v, want [%s]", paths, routePrefix)
 	}
 }

@@ -33,24 +33,3 @@ func BenchmarkMatchPath(b *testing.B) {
 		}
 	}
 }
-
-func BenchmarkCheckToken(b *testing.B) {
-	tok, err := newToken(cryptoReader{}, DefaultTokenPrefix)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for b.Loop() {
-		if CheckToken(tok) != nil {
-			b.Fatal("rejected")
-		}
-	}
-}
-
-type cryptoReader struct{}
-
-func (cryptoReader) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = byte(i * 7)
-	}
-	return len(p), nil
-}

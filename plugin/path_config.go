@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 // DefaultTokenTTL is a token's lifetime when neither the request, its route
@@ -22,7 +24,7 @@ type configEntry struct {
 }
 
 func defaultConfig() *configEntry {
-	return &configEntry{DefaultTTL: DefaultTokenTTL, TokenPrefix: DefaultTokenPrefix}
+	return &configEntry{DefaultTTL: DefaultTokenTTL, TokenPrefix: token.DefaultPrefix}
 }
 
 func (b *backend) pathConfig() []*framework.Path {
@@ -52,7 +54,7 @@ func (b *backend) pathConfig() []*framework.Path {
 			"token_prefix": {
 				Type:        framework.TypeString,
 				Description: "Prefix of minted tokens unless the route sets one: 1-32 of A-Z a-z 0-9 _ -. Default phm_.",
-				Default:     DefaultTokenPrefix,
+				Default:     token.DefaultPrefix,
 			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -136,7 +138,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse("max_ttl must not be negative"), nil
 	case cfg.MaxTTL > 0 && cfg.DefaultTTL > cfg.MaxTTL:
 		return logical.ErrorResponse("default_ttl (%s) must not exceed max_ttl (%s)", cfg.DefaultTTL, cfg.MaxTTL), nil
-	case !tokenPrefixRe.MatchString(cfg.TokenPrefix):
+	case !token.ValidPrefix(cfg.TokenPrefix):
 		return logical.ErrorResponse("token_prefix must be 1-32 characters of A-Z a-z 0-9 _ -"), nil
 	}
 	entry, err := logical.StorageEntryJSON(configKey, cfg)

@@ -9,6 +9,9 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/reqpath"
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 // Deny reasons that are not token states (see tokenEntry.status for those).
@@ -73,15 +76,15 @@ func deny(reason, message string, t *tokenEntry) *logical.Response {
 }
 
 func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	token := d.Get("token").(string)
+	tok := d.Get("token").(string)
 	rr := resolveRequest{method: d.Get("method").(string), path: d.Get("path").(string)}
 	switch {
-	case token == "":
+	case tok == "":
 		return deny(reasonBadRequest, "token is required", nil), nil
 	case !isToken(rr.method):
 		return deny(reasonBadRequest, "method must be an upper-case HTTP method", nil), nil
 	}
-	if err := validateRequestPath(rr.path); err != nil {
+	if err := reqpath.Validate(rr.path); err != nil {
 		return deny(reasonBadRequest, "path "+err.Error(), nil), nil
 	}
 	if ip := d.Get("client_ip").(string); ip != "" {
@@ -91,11 +94,11 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 		}
 		rr.clientIP = addr.Unmap()
 	}
-	if CheckToken(token) != nil {
+	if token.Check(tok) != nil {
 		return deny(reasonUnknownToken, "not a valid phantom token", nil), nil
 	}
 
-	tokenHMAC, err := b.hmacToken(ctx, req.Storage, token)
+	tokenHMAC, err := b.hmacToken(ctx, req.Storage, tok)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 func TestResolveAllowed(t *testing.T) {
@@ -60,7 +62,7 @@ func TestResolveDenials(t *testing.T) {
 	e.writeRoute(t, "other", map[string]any{"allowed_paths": "/v2/**"})
 	tok, _ := e.mint(t, "r", map[string]any{"allowed_paths": "/v1/customers/cus_1", "allowed_methods": "GET", "bound_cidrs": "10.1.0.0/16"})
 	otherTok, _ := e.mint(t, "other", nil)
-	unknown, err := newToken(e.b.rand, DefaultTokenPrefix)
+	unknown, err := token.New(e.b.rand, token.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}

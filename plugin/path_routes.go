@@ -9,6 +9,8 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 func (b *backend) pathRoutes() []*framework.Path {
@@ -211,7 +213,7 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 	}
 	now := b.now().UTC()
 	if r == nil {
-		id, err := newAccessor(b.rand)
+		id, err := token.NewAccessor(b.rand)
 		if err != nil {
 			return nil, err
 		}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 const (
@@ -106,14 +108,14 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 	}
 	t.ExpiresAt = now.Add(ttl)
 
-	token, err := newToken(b.rand, orDefault(route.TokenPrefix, cfg.TokenPrefix))
+	tok, err := token.New(b.rand, orDefault(route.TokenPrefix, cfg.TokenPrefix))
 	if err != nil {
 		return nil, err
 	}
-	if t.Accessor, err = newAccessor(b.rand); err != nil {
+	if t.Accessor, err = token.NewAccessor(b.rand); err != nil {
 		return nil, err
 	}
-	tokenHMAC, err := b.hmacToken(ctx, req.Storage, token)
+	tokenHMAC, err := b.hmacToken(ctx, req.Storage, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +131,7 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 	}
 
 	resp := b.Secret(secretTokenType).Response(map[string]any{
-		"token":           token,
+		"token":           tok,
 		"accessor":        t.Accessor,
 		"route":           name,
 		"expires_at":      t.ExpiresAt.Format(time.RFC3339),

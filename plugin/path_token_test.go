@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 func TestMintIsALease(t *testing.T) {
@@ -14,7 +16,7 @@ func TestMintIsALease(t *testing.T) {
 	e.writeRoute(t, "stripe", nil)
 
 	tok, resp := e.mint(t, "stripe", map[string]any{"metadata": map[string]any{"agent": "triage"}})
-	if !strings.HasPrefix(tok, DefaultTokenPrefix) || CheckToken(tok) != nil {
+	if !strings.HasPrefix(tok, token.DefaultPrefix) || token.Check(tok) != nil {
 		t.Fatalf("token %q", tok)
 	}
 	s := resp.Secret

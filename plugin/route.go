@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/reqpath"
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 // How a route's credential reaches the upstream.
@@ -157,7 +160,7 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 	if _, err := parseCIDRs(r.BoundCIDRs); err != nil {
 		return nil, fmt.Errorf("bound_cidrs: %w", err)
 	}
-	if r.TokenPrefix != "" && !tokenPrefixRe.MatchString(r.TokenPrefix) {
+	if r.TokenPrefix != "" && !token.ValidPrefix(r.TokenPrefix) {
 		return nil, errors.New("token_prefix must be 1-32 characters of A-Z a-z 0-9 _ -")
 	}
 	return warnings, nil
@@ -253,7 +256,7 @@ func validateUpstream(raw string, allowHTTP bool) (warnings []string, err error)
 		return nil, errors.New("must not carry a query or a fragment")
 	}
 	if u.Path != "" {
-		if err := validateRequestPath(u.EscapedPath()); err != nil {
+		if err := reqpath.Validate(u.EscapedPath()); err != nil {
 			return nil, fmt.Errorf("path %w", err)
 		}
 	}

@@ -1,20 +1,20 @@
 package plugin
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/phantomvault/phantom/internal/reqpath"
 )
 
 // Scope: which methods, paths and client addresses a token may use.
 //
 // Paths are matched byte for byte against the exact path the proxy forwards,
 // so anything an upstream could read differently from how we read it is
-// refused before matching (validateRequestPath).
+// refused before matching (reqpath.Validate).
 //
 // Patterns are absolute paths whose segments are literals, "*" (exactly one
 // non-empty segment) or, as the last segment only, "**" (zero or more further
@@ -25,70 +25,9 @@ const (
 	globRest = "**"
 )
 
-// validateRequestPath refuses paths that an upstream might decode or
-// normalise into something other than what we match: dot segments, empty
-// segments, encoded separators, dots, NUL or percent signs, backslashes,
-// parameters, fragments, queries, and bytes outside printable ASCII.
-func validateRequestPath(p string) error {
-	if !strings.HasPrefix(p, "/") {
-		return errors.New("must start with /")
-	}
-	decoded := make([]byte, 0, len(p))
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		switch {
-		case c <= ' ' || c >= 0x7f:
-			return errors.New("contains a control, space or non-ASCII byte")
-		case c == '\\' || c == ';' || c == '#' || c == '?':
-			return fmt.Errorf("contains %q", c)
-		case c == '%':
-			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
-				return errors.New("contains a malformed percent-encoding")
-			}
-			d := unhex(p[i+1])<<4 | unhex(p[i+2])
-			if d < 0x20 || d == 0x7f || strings.IndexByte(`/\.%;?#`, d) >= 0 {
-				return fmt.Errorf("contains an encoded %q", d)
-			}
-			decoded = append(decoded, d)
-			i += 2
-		default:
-			decoded = append(decoded, c)
-		}
-	}
-	// Encoded bytes must form valid UTF-8: this refuses overlong forms
-	// such as %C0%AE, which lenient decoders read as '.'.
-	if !utf8.Valid(decoded) {
-		return errors.New("contains percent-encoded bytes that are not valid UTF-8")
-	}
-	for seg := range strings.SplitSeq(p[1:], "/") {
-		if seg == "." || seg == ".." {
-			return errors.New("contains a dot segment")
-		}
-	}
-	if strings.Contains(p, "//") {
-		return errors.New("contains an empty segment (//)")
-	}
-	return nil
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c <= 'F':
-		return c - 'A' + 10
-	default:
-		return c - 'a' + 10
-	}
-}
-
 // validatePattern checks an allowed_paths entry.
 func validatePattern(p string) error {
-	if err := validateRequestPath(p); err != nil {
+	if err := reqpath.Validate(p); err != nil {
 		return fmt.Errorf("path pattern %q %w", p, err)
 	}
 	segs := strings.Split(p[1:], "/")

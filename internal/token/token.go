@@ -1,4 +1,7 @@
-package plugin
+// Package token defines the phantom token format: a prefix, 256 random bits in
+// base62, and a checksum anyone can verify offline. The engine mints tokens;
+// the proxy checks their shape before asking Vault about them.
+package token
 
 import (
 	"errors"
@@ -18,36 +21,39 @@ import (
 // token whatever prefix its route chose; it protects nothing by itself (the
 // 256 random bits do).
 const (
-	DefaultTokenPrefix  = "phm_"
-	tokenBodyLen        = 43 // ceil(256 / log2(62))
-	tokenChecksumLen    = 6  // ceil(32 / log2(62))
-	tokenRandomBytes    = 32
-	tokenSuffixLen      = tokenBodyLen + tokenChecksumLen
-	maxTokenPrefixLen   = 32
+	DefaultPrefix       = "phm_"
+	BodyLen             = 43 // ceil(256 / log2(62))
+	ChecksumLen         = 6  // ceil(32 / log2(62))
+	randomBytes         = 32
+	suffixLen           = BodyLen + ChecksumLen
+	maxPrefixLen        = 32
 	base62Alphabet      = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 	accessorRandomBytes = 16
 )
 
-var (
-	tokenPrefixRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+// ValidPrefix reports whether p may prefix a token: 1-32 of A-Z a-z 0-9 _ -.
+func ValidPrefix(p string) bool { return prefixRe.MatchString(p) }
 
-	errTokenFormat   = errors.New("not a phantom token")
-	errTokenChecksum = errors.New("phantom token checksum mismatch")
+var (
+	prefixRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+	errFormat   = errors.New("not a phantom token")
+	errChecksum = errors.New("phantom token checksum mismatch")
 )
 
-// newToken returns a fresh token with the given prefix, drawing from r.
-func newToken(r io.Reader, prefix string) (string, error) {
-	var raw [tokenRandomBytes]byte
+// New returns a fresh token with the given prefix, drawing from r.
+func New(r io.Reader, prefix string) (string, error) {
+	var raw [randomBytes]byte
 	if _, err := io.ReadFull(r, raw[:]); err != nil {
 		return "", fmt.Errorf("reading random bytes: %w", err)
 	}
-	body := base62(raw[:], tokenBodyLen)
+	body := base62(raw[:], BodyLen)
 	return prefix + body + checksum(body), nil
 }
 
-// newAccessor returns a random, non-secret handle for a token: it is what
+// NewAccessor returns a random, non-secret handle for a token: it is what
 // logs, audit records and operators use to name a token.
-func newAccessor(r io.Reader) (string, error) {
+func NewAccessor(r io.Reader) (string, error) {
 	var raw [accessorRandomBytes]byte
 	if _, err := io.ReadFull(r, raw[:]); err != nil {
 		return "", fmt.Errorf("reading random bytes: %w", err)
@@ -55,19 +61,19 @@ func newAccessor(r io.Reader) (string, error) {
 	return "pha_" + base62(raw[:], 22), nil
 }
 
-// CheckToken reports whether s has the shape and checksum of a phantom token
+// Check reports whether s has the shape and checksum of a phantom token
 // with any valid prefix. It needs no secret, so the proxy calls it too.
-func CheckToken(s string) error {
-	if len(s) <= tokenSuffixLen || len(s) > tokenSuffixLen+maxTokenPrefixLen {
-		return errTokenFormat
+func Check(s string) error {
+	if len(s) <= suffixLen || len(s) > suffixLen+maxPrefixLen {
+		return errFormat
 	}
-	split := len(s) - tokenSuffixLen
-	prefix, body, sum := s[:split], s[split:len(s)-tokenChecksumLen], s[len(s)-tokenChecksumLen:]
-	if !tokenPrefixRe.MatchString(prefix) || !isBase62(body) || !isBase62(sum) {
-		return errTokenFormat
+	split := len(s) - suffixLen
+	prefix, body, sum := s[:split], s[split:len(s)-ChecksumLen], s[len(s)-ChecksumLen:]
+	if !prefixRe.MatchString(prefix) || !isBase62(body) || !isBase62(sum) {
+		return errFormat
 	}
 	if checksum(body) != sum {
-		return errTokenChecksum
+		return errChecksum
 	}
 	return nil
 }
@@ -76,7 +82,7 @@ func checksum(body string) string {
 	var b [4]byte
 	c := crc32.ChecksumIEEE([]byte(body))
 	b[0], b[1], b[2], b[3] = byte(c>>24), byte(c>>16), byte(c>>8), byte(c)
-	return base62(b[:], tokenChecksumLen)
+	return base62(b[:], ChecksumLen)
 }
 
 // base62 encodes raw as a big-endian number, left-padded with '0' to width.

@@ -1,4 +1,4 @@
-package plugin
+package token
 
 import (
 	"bytes"
@@ -9,17 +9,17 @@ import (
 
 func TestTokenFormat(t *testing.T) {
 	seen := map[string]bool{}
-	for _, prefix := range []string{DefaultTokenPrefix, "sk-proj-", "x"} {
+	for _, prefix := range []string{DefaultPrefix, "sk-proj-", "x"} {
 		for range 50 {
-			tok, err := newToken(rand.Reader, prefix)
+			tok, err := New(rand.Reader, prefix)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.HasPrefix(tok, prefix) || len(tok) != len(prefix)+tokenSuffixLen {
+			if !strings.HasPrefix(tok, prefix) || len(tok) != len(prefix)+suffixLen {
 				t.Fatalf("token %q has the wrong shape", tok)
 			}
-			if err := CheckToken(tok); err != nil {
-				t.Fatalf("CheckToken(fresh token) = %v", err)
+			if err := Check(tok); err != nil {
+				t.Fatalf("Check(fresh token) = %v", err)
 			}
 			if seen[tok] {
 				t.Fatal("duplicate token")
@@ -31,20 +31,20 @@ func TestTokenFormat(t *testing.T) {
 
 func TestTokenFromShortOrZeroRandomness(t *testing.T) {
 	// All-zero randomness still yields a full-width body with a checksum.
-	tok, err := newToken(bytes.NewReader(make([]byte, 32)), "phm_")
+	tok, err := New(bytes.NewReader(make([]byte, 32)), "phm_")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "phm_" + strings.Repeat("0", tokenBodyLen); !strings.HasPrefix(tok, want) {
+	if want := "phm_" + strings.Repeat("0", BodyLen); !strings.HasPrefix(tok, want) {
 		t.Fatalf("token %q", tok)
 	}
-	if _, err := newToken(bytes.NewReader(make([]byte, 5)), "phm_"); err == nil {
+	if _, err := New(bytes.NewReader(make([]byte, 5)), "phm_"); err == nil {
 		t.Fatal("a short random source was not reported")
 	}
 }
 
-func TestCheckTokenRejectsGarbage(t *testing.T) {
-	tok, err := newToken(rand.Reader, DefaultTokenPrefix)
+func TestCheckRejectsGarbage(t *testing.T) {
+	tok, err := New(rand.Reader, DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,29 +59,41 @@ func TestCheckTokenRejectsGarbage(t *testing.T) {
 	}
 	bad := map[string]string{
 		"empty":             "",
-		"no prefix":         tok[len(DefaultTokenPrefix):],
+		"no prefix":         tok[len(DefaultPrefix):],
 		"truncated":         tok[:len(tok)-1],
 		"extended":          tok + "0",
-		"body changed":      flip(len(DefaultTokenPrefix) + 3),
+		"body changed":      flip(len(DefaultPrefix) + 3),
 		"checksum changed":  flip(len(tok) - 1),
 		"non-base62 body":   tok[:10] + "!" + tok[11:],
 		"bad prefix char":   "ph$" + tok[3:],
-		"overlong prefix":   strings.Repeat("p", 33) + tok[len(DefaultTokenPrefix):],
+		"overlong prefix":   strings.Repeat("p", 33) + tok[len(DefaultPrefix):],
 		"a real stripe key": "sk_live_51H8abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV",
 	}
 	for name, s := range bad {
-		if CheckToken(s) == nil {
-			t.Errorf("%s: CheckToken accepted %q", name, s)
+		if Check(s) == nil {
+			t.Errorf("%s: Check accepted %q", name, s)
 		}
 	}
 }
 
 func TestAccessor(t *testing.T) {
-	a, err := newAccessor(rand.Reader)
+	a, err := NewAccessor(rand.Reader)
 	if err != nil || !strings.HasPrefix(a, "pha_") || len(a) != 26 {
 		t.Fatalf("accessor %q, %v", a, err)
 	}
-	if CheckToken(a) == nil {
+	if Check(a) == nil {
 		t.Fatal("an accessor passes as a token")
+	}
+}
+
+func BenchmarkCheck(b *testing.B) {
+	tok, err := New(rand.Reader, DefaultPrefix)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if Check(tok) != nil {
+			b.Fatal("rejected")
+		}
 	}
 }
