@@ -3,14 +3,16 @@
 GO      ?= go
 BIN     := bin
 PLUGIN  := $(BIN)/vault-plugin-secrets-phantom
+PROXY   := $(BIN)/phantom-proxy
 VERSION ?= v0.1.0
 LDFLAGS := -X github.com/phantomvault/phantom/plugin.Version=$(VERSION)
 
 .PHONY: build vault test demo bench fmt lint clean
 
-## build: compile the Vault plugin into bin/
+## build: compile the Vault plugin and phantom-proxy into bin/
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/vault-plugin-secrets-phantom
+	$(GO) build -trimpath -o $(PROXY) ./cmd/phantom-proxy
 
 ## vault: find or build (once, into .cache/) the pinned Vault binary
 vault:
@@ -26,7 +28,7 @@ demo:
 
 ## bench: Go benchmarks of the hot path
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./plugin/
+	$(GO) test -run '^$$' -bench . -benchmem ./plugin/ ./proxy/ ./internal/...
 
 ## fmt: format the Go code
 fmt:

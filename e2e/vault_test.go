@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +31,7 @@ const pluginName = "vault-plugin-secrets-phantom"
 var (
 	vaultBin   string
 	pluginBin  string
+	proxyBin   string
 	toolsError error // why the binaries are missing
 )
 
@@ -45,15 +47,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// findTools builds the plugin from this checkout and locates a Vault binary:
-// $VAULT_BIN, else vault on PATH, else the one scripts/vault.sh caches.
+// findTools builds the plugin and the proxy from this checkout and locates a
+// Vault binary: $VAULT_BIN, else vault on PATH, else the one scripts/vault.sh
+// caches.
 func findTools(dir string) error {
 	root := repoRoot()
 	pluginBin = filepath.Join(dir, pluginName)
-	build := exec.Command("go", "build", "-o", pluginBin, "./cmd/"+pluginName)
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building the plugin: %v\n%s", err, out)
+	proxyBin = filepath.Join(dir, "phantom-proxy")
+	for bin, pkg := range map[string]string{pluginBin: "./cmd/" + pluginName, proxyBin: "./cmd/phantom-proxy"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s: %v\n%s", pkg, err, out)
+		}
 	}
 	for _, candidate := range []string{os.Getenv("VAULT_BIN"), lookPath("vault"), filepath.Join(root, ".cache/bin/vault")} {
 		if candidate == "" {
@@ -90,19 +96,80 @@ func requireTools(t *testing.T) {
 	t.Skipf("end-to-end test skipped: %v", toolsError)
 }
 
-// vaultServer is a real `vault server -dev` on loopback with the plugin
-// registered and mounted at phantom/.
+// vaultServer is a real Vault on loopback with the plugin registered and
+// mounted at phantom/: a dev server, or a persistent one (Raft storage on
+// disk, unsealed with its key) that survives restart.
 type vaultServer struct {
-	addr  string // http://127.0.0.1:port
-	token string
-	home  string // HOME for the server and CLI: keeps ~/.vault-token untouched
-	log   *bytes.Buffer
+	addr      string // http://127.0.0.1:port
+	token     string
+	home      string // HOME for the server and CLI: keeps ~/.vault-token untouched
+	log       *syncBuffer
+	args      []string
+	unsealKey string // persistent mode only
+	stop      func()
 }
 
+// startVault starts a dev server: in-memory, unsealed, root token "root".
 func startVault(t *testing.T) *vaultServer {
 	t.Helper()
-	requireTools(t)
+	v := newVaultServer(t)
+	v.token = "root"
+	v.args = []string{"server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
+		"-dev-listen-address=" + strings.TrimPrefix(v.addr, "http://"),
+		"-dev-plugin-dir=" + filepath.Join(v.home, "plugins")}
+	v.start(t)
+	v.waitHealthy(t)
+	v.registerPlugin(t)
+	return v
+}
 
+// startPersistentVault starts a single-node Raft server, initialises and
+// unseals it.
+func startPersistentVault(t *testing.T) *vaultServer {
+	t.Helper()
+	v := newVaultServer(t)
+	hostPort := strings.TrimPrefix(v.addr, "http://")
+	host, port, _ := net.SplitHostPort(hostPort)
+	p, _ := strconv.Atoi(port)
+	cluster := net.JoinHostPort(host, strconv.Itoa(p+1))
+	config := fmt.Sprintf(`
+storage "raft" {
+  path    = %q
+  node_id = "node1"
+}
+listener "tcp" {
+  address         = %q
+  cluster_address = %q
+  tls_disable     = true
+}
+api_addr         = %q
+cluster_addr     = "http://%s"
+plugin_directory = %q
+disable_mlock    = true
+`, filepath.Join(v.home, "raft"), hostPort, cluster, v.addr, cluster, filepath.Join(v.home, "plugins"))
+	if err := os.MkdirAll(filepath.Join(v.home, "raft"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(v.home, "vault.hcl")
+	if err := os.WriteFile(cfgFile, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v.args = []string{"server", "-config=" + cfgFile}
+	v.start(t)
+	if !eventually(15*time.Second, func() bool { _, _, err := v.cli(t, "status"); return err != nil && v.listening() }) {
+		t.Fatalf("vault did not start; its log:\n%s", v.log)
+	}
+	init := v.jsonCLI(t, "operator", "init", "-key-shares=1", "-key-threshold=1")
+	v.unsealKey = init["unseal_keys_b64"].([]any)[0].(string)
+	v.token = init["root_token"].(string)
+	v.unseal(t)
+	v.registerPlugin(t)
+	return v
+}
+
+func newVaultServer(t *testing.T) *vaultServer {
+	t.Helper()
+	requireTools(t)
 	dir := t.TempDir()
 	pluginDir := filepath.Join(dir, "plugins")
 	if err := os.Mkdir(pluginDir, 0o755); err != nil {
@@ -111,32 +178,59 @@ func startVault(t *testing.T) *vaultServer {
 	if err := copyFile(pluginBin, filepath.Join(pluginDir, pluginName)); err != nil {
 		t.Fatal(err)
 	}
-
 	port := freePortPair(t) // Vault also listens on port+1 for cluster traffic
-	v := &vaultServer{addr: "http://127.0.0.1:" + strconv.Itoa(port), token: "root", home: dir, log: new(bytes.Buffer)}
-	cmd := exec.Command(vaultBin, "server", "-dev",
-		"-dev-root-token-id="+v.token,
-		"-dev-listen-address=127.0.0.1:"+strconv.Itoa(port),
-		"-dev-plugin-dir="+pluginDir,
-		"-dev-no-store-token",
-	)
-	cmd.Env = append(os.Environ(), "HOME="+dir, "VAULT_ADDR=", "VAULT_TOKEN=")
+	return &vaultServer{addr: "http://127.0.0.1:" + strconv.Itoa(port), home: dir, log: new(syncBuffer)}
+}
+
+// start runs the server in its own process group, so stopping it also
+// reaches the plugin processes Vault starts.
+func (v *vaultServer) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(vaultBin, v.args...)
+	cmd.Env = append(os.Environ(), "HOME="+v.home, "VAULT_ADDR=", "VAULT_TOKEN=")
 	cmd.Stdout, cmd.Stderr = v.log, v.log
-	// Its own process group, so cleanup also reaches the plugin processes
-	// Vault starts.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting vault: %v", err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { stopGroup(cmd.Process.Pid, done) })
+	var once sync.Once
+	v.stop = func() { once.Do(func() { stopGroup(cmd.Process.Pid, done) }) }
+	t.Cleanup(v.stop)
+}
 
-	if !eventually(15*time.Second, func() bool { return v.healthy() }) {
-		t.Fatalf("vault did not become ready; its log:\n%s", v.log)
+// restart stops a persistent server and starts it again, unsealed.
+func (v *vaultServer) restart(t *testing.T) {
+	t.Helper()
+	v.stop()
+	v.start(t)
+	if !eventually(15*time.Second, v.listening) {
+		t.Fatalf("vault did not restart; its log:\n%s", v.log)
 	}
-	v.registerPlugin(t)
-	return v
+	v.unseal(t)
+}
+
+func (v *vaultServer) unseal(t *testing.T) {
+	t.Helper()
+	v.mustCLI(t, "operator", "unseal", v.unsealKey)
+	v.waitHealthy(t)
+}
+
+func (v *vaultServer) waitHealthy(t *testing.T) {
+	t.Helper()
+	if !eventually(30*time.Second, v.healthy) {
+		t.Fatalf("vault did not become active; its log:\n%s", v.log)
+	}
+}
+
+func (v *vaultServer) listening() bool {
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(v.addr, "http://"), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // stopGroup ends the process group we started: politely, then firmly.
@@ -156,6 +250,24 @@ func (v *vaultServer) healthy() bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// syncBuffer collects a child's output; the test reads it while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func (v *vaultServer) registerPlugin(t *testing.T) {
@@ -220,6 +332,23 @@ func eventually(timeout time.Duration, ok func() bool) bool {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// freePort returns a free loopback port.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln := listenLoopback(t)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func listenLoopback(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
 }
 
 // freePortPair returns a loopback port p such that p and p+1 are free.

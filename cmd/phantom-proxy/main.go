@@ -1,0 +1,168 @@
+// Command phantom-proxy forwards agents' API calls, swapping each phantom
+// token for the real credential that Vault's Phantom engine holds.
+//
+// Every flag can also be set with the environment variable shown in -h.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/phantomvault/phantom/proxy"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "phantom-proxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	var cfg proxy.Config
+	var extraHeaders, queryParams, logLevel, logFormat string
+	fs := flag.NewFlagSet("phantom-proxy", flag.ContinueOnError)
+	e := envFlags{fs: fs}
+	e.str(&cfg.ListenAddr, "listen", "PHANTOM_LISTEN", proxy.DefaultListenAddr, "address agents connect to")
+	e.str(&cfg.AdminAddr, "admin-listen", "PHANTOM_ADMIN_LISTEN", proxy.DefaultAdminAddr, "address of /metrics, /healthz and /readyz")
+	e.str(&cfg.TLSCert, "tls-cert", "PHANTOM_TLS_CERT", "", "PEM certificate to serve agents over TLS (with -tls-key)")
+	e.str(&cfg.TLSKey, "tls-key", "PHANTOM_TLS_KEY", "", "PEM private key for -tls-cert")
+	e.str(&cfg.VaultAddr, "vault-addr", "VAULT_ADDR", "", "Vault address (required)")
+	e.str(&cfg.VaultCACert, "vault-ca-cert", "VAULT_CACERT", "", "PEM CA certificate to verify Vault")
+	e.str(&cfg.VaultTLSServerName, "vault-tls-server-name", "VAULT_TLS_SERVER_NAME", "", "server name to verify in Vault's certificate")
+	e.dur(&cfg.VaultTimeout, "vault-timeout", "PHANTOM_VAULT_TIMEOUT", proxy.DefaultVaultTimeout, "deadline of each call to Vault; past it the agent gets 503")
+	e.str(&cfg.Mount, "mount", "PHANTOM_MOUNT", proxy.DefaultMount, "path where the Phantom engine is mounted")
+	e.str(&cfg.AppRoleMount, "approle-mount", "PHANTOM_APPROLE_MOUNT", proxy.DefaultAppRoleMount, "path where the AppRole auth method is mounted")
+	e.str(&cfg.RoleIDFile, "role-id-file", "PHANTOM_ROLE_ID_FILE", "", "file holding the AppRole role_id (required)")
+	e.str(&cfg.SecretIDFile, "secret-id-file", "PHANTOM_SECRET_ID_FILE", "", "file holding the AppRole secret_id, or a wrapping token for it (required)")
+	e.boolean(&cfg.SecretIDWrapped, "secret-id-wrapped", "PHANTOM_SECRET_ID_WRAPPED", false, "the secret_id file holds a response-wrapping token")
+	e.boolean(&cfg.RemoveSecretIDFile, "remove-secret-id-file", "PHANTOM_REMOVE_SECRET_ID_FILE", false, "delete the secret_id file once read")
+	e.dur(&cfg.UpstreamTimeout, "upstream-timeout", "PHANTOM_UPSTREAM_TIMEOUT", proxy.DefaultUpstreamTimeout, "longest wait for an upstream's response headers (then 504)")
+	e.dur(&cfg.DialTimeout, "dial-timeout", "PHANTOM_DIAL_TIMEOUT", proxy.DefaultDialTimeout, "longest wait to connect to an upstream")
+	e.int64(&cfg.MaxBodyBytes, "max-body-bytes", "PHANTOM_MAX_BODY_BYTES", proxy.DefaultMaxBodyBytes, "largest request body accepted (then 413)")
+	e.str(&extraHeaders, "token-headers", "PHANTOM_TOKEN_HEADERS", "", "comma-separated extra request headers that may carry a phantom token")
+	e.str(&queryParams, "token-query-params", "PHANTOM_TOKEN_QUERY_PARAMS", strings.Join(proxy.DefaultQueryParams, ","), "comma-separated query parameters that may carry a phantom token")
+	e.str(&cfg.AuditFile, "audit-file", "PHANTOM_AUDIT_FILE", "-", "audit log file (JSON lines); - is stdout")
+	e.dur(&cfg.ShutdownTimeout, "shutdown-timeout", "PHANTOM_SHUTDOWN_TIMEOUT", proxy.DefaultShutdownTimeout, "how long SIGTERM waits for in-flight requests")
+	e.str(&logLevel, "log-level", "PHANTOM_LOG_LEVEL", "info", "trace, debug, info, warn or error")
+	e.str(&logFormat, "log-format", "PHANTOM_LOG_FORMAT", "text", "text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: phantom-proxy [flags]\n\nForwards agents' API calls, swapping phantom tokens for the real credentials held by Vault.\nEvery flag can also be set through the environment variable in brackets.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return err
+	}
+	if e.err != nil {
+		return e.err
+	}
+	cfg.ExtraHeaders = splitList(extraHeaders)
+	cfg.QueryParams = splitList(queryParams)
+	if logFormat != "text" && logFormat != "json" {
+		return fmt.Errorf("-log-format must be text or json")
+	}
+	level := hclog.LevelFromString(logLevel)
+	if level == hclog.NoLevel {
+		return fmt.Errorf("-log-level %q is not a log level", logLevel)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "phantom-proxy", Level: level, JSONFormat: logFormat == "json"})
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	resolver, err := proxy.NewVaultResolver(cfg, log.Named("vault"))
+	if err != nil {
+		return err
+	}
+	srv, err := proxy.NewServer(cfg, resolver, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return err
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	go resolver.Run(ctx)
+	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "vault", cfg.VaultAddr)
+	return srv.Serve(ctx, ln, adminLn)
+}
+
+// envFlags defines flags whose defaults come from environment variables.
+type envFlags struct {
+	fs  *flag.FlagSet
+	err error
+}
+
+func (e *envFlags) usage(env, text string) string { return text + " [" + env + "]" }
+
+func (e *envFlags) str(p *string, name, env, def, text string) {
+	if v, ok := os.LookupEnv(env); ok {
+		def = v
+	}
+	e.fs.StringVar(p, name, def, e.usage(env, text))
+}
+
+func (e *envFlags) dur(p *time.Duration, name, env string, def time.Duration, text string) {
+	if v, ok := os.LookupEnv(env); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil && e.err == nil {
+			e.err = fmt.Errorf("%s=%q: %v", env, v, err)
+		}
+		def = d
+	}
+	e.fs.DurationVar(p, name, def, e.usage(env, text))
+}
+
+func (e *envFlags) boolean(p *bool, name, env string, def bool, text string) {
+	if v, ok := os.LookupEnv(env); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil && e.err == nil {
+			e.err = fmt.Errorf("%s=%q: %v", env, v, err)
+		}
+		def = b
+	}
+	e.fs.BoolVar(p, name, def, e.usage(env, text))
+}
+
+func (e *envFlags) int64(p *int64, name, env string, def int64, text string) {
+	if v, ok := os.LookupEnv(env); ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil && e.err == nil {
+			e.err = fmt.Errorf("%s=%q: %v", env, v, err)
+		}
+		def = n
+	}
+	e.fs.Int64Var(p, name, def, e.usage(env, text))
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}

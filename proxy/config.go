@@ -1,0 +1,115 @@
+// Package proxy is phantom-proxy: a thin, stateless reverse proxy that
+// resolves the phantom token of every request through Vault, swaps in the
+// real credential, forwards the call and scrubs the credential from whatever
+// comes back.
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultListenAddr        = "127.0.0.1:8080"
+	DefaultAdminAddr         = "127.0.0.1:9090"
+	DefaultMount             = "phantom"
+	DefaultAppRoleMount      = "approle"
+	DefaultVaultTimeout      = 2 * time.Second
+	DefaultUpstreamTimeout   = 120 * time.Second // until response headers; bodies may stream longer
+	DefaultDialTimeout       = 10 * time.Second
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxBodyBytes      = 64 << 20
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+)
+
+// DefaultQueryParams are the query parameters searched for a phantom token,
+// as Google-style APIs put keys there.
+var DefaultQueryParams = []string{"key", "api_key"}
+
+// Config is everything phantom-proxy needs. cmd/phantom-proxy fills it from
+// flags and environment variables.
+type Config struct {
+	ListenAddr string // agents connect here
+	AdminAddr  string // /metrics, /healthz, /readyz
+	TLSCert    string // optional TLS for ListenAddr
+	TLSKey     string
+
+	VaultAddr          string
+	VaultCACert        string // PEM file; empty means the system roots
+	VaultTLSServerName string
+	VaultTimeout       time.Duration // deadline of one call to Vault
+	Mount              string        // where the engine is mounted
+
+	AppRoleMount       string
+	RoleIDFile         string
+	SecretIDFile       string
+	SecretIDWrapped    bool // the file holds a response-wrapping token
+	RemoveSecretIDFile bool // delete the file once read, as Vault Agent can
+
+	UpstreamTimeout time.Duration
+	DialTimeout     time.Duration
+	MaxBodyBytes    int64
+
+	ExtraHeaders []string // more request headers that may carry a phantom token
+	QueryParams  []string // query parameters that may carry a phantom token
+
+	AuditFile string // JSON lines; "-" or "" is stdout
+
+	ShutdownTimeout time.Duration
+}
+
+// withDefaults returns a copy with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = DefaultListenAddr
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = DefaultAdminAddr
+	}
+	if c.Mount == "" {
+		c.Mount = DefaultMount
+	}
+	if c.AppRoleMount == "" {
+		c.AppRoleMount = DefaultAppRoleMount
+	}
+	set(&c.VaultTimeout, DefaultVaultTimeout)
+	set(&c.UpstreamTimeout, DefaultUpstreamTimeout)
+	set(&c.DialTimeout, DefaultDialTimeout)
+	set(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.QueryParams == nil {
+		c.QueryParams = DefaultQueryParams
+	}
+	return c
+}
+
+// Validate reports the first missing or inconsistent setting.
+func (c Config) Validate() error {
+	switch {
+	case c.VaultAddr == "":
+		return errors.New("the Vault address is required")
+	case c.RoleIDFile == "" || c.SecretIDFile == "":
+		return errors.New("AppRole needs both a role_id file and a secret_id file")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("TLS needs both a certificate and a key")
+	case c.MaxBodyBytes < 0:
+		return errors.New("the maximum body size must not be negative")
+	}
+	for _, h := range c.ExtraHeaders {
+		if h == "" {
+			return fmt.Errorf("an empty extra token header")
+		}
+	}
+	return nil
+}

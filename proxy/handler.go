@@ -1,0 +1,300 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// exchange is the state of one proxied request, shared by ServeHTTP and the
+// ReverseProxy hooks through the request context.
+type exchange struct {
+	grant         *Grant
+	token         string
+	path          string // exactly as received and resolved
+	rawQuery      string
+	scrub         *scrubber
+	rec           *auditRecord
+	upstreamStart time.Time
+}
+
+type exchangeKey struct{}
+
+func exchangeFrom(r *http.Request) *exchange {
+	ex, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+// Deny reasons mapped to what the agent sees: a dead token is 401, a token
+// out of its scope is 403.
+var reasonStatus = map[string]int{
+	"unknown_token":      http.StatusUnauthorized,
+	"expired":            http.StatusUnauthorized,
+	"revoked":            http.StatusUnauthorized,
+	"uses_exhausted":     http.StatusUnauthorized,
+	"route_deleted":      http.StatusUnauthorized,
+	"method_not_allowed": http.StatusForbidden,
+	"path_not_allowed":   http.StatusForbidden,
+	"cidr_denied":        http.StatusForbidden,
+	"bad_request":        http.StatusBadRequest,
+}
+
+var statusType = map[int]string{
+	http.StatusBadRequest:            errBadRequest,
+	http.StatusUnauthorized:          errUnauthorized,
+	http.StatusForbidden:             errForbidden,
+	http.StatusRequestEntityTooLarge: errTooLarge,
+	http.StatusBadGateway:            errUpstream,
+	http.StatusServiceUnavailable:    errUnavailable,
+	http.StatusGatewayTimeout:        errUpstreamTimeout,
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &auditRecord{
+		Time:       start.UTC(),
+		RequestID:  newRequestID(),
+		Method:     r.Method,
+		ClientAddr: r.RemoteAddr,
+		Decision:   "denied",
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	body := &countingReader{ReadCloser: r.Body}
+	r.Body = body
+	w.Header().Set("X-Phantom-Request-Id", rec.RequestID)
+	defer func() {
+		rec.Status = sw.status
+		rec.BytesIn, rec.BytesOut = body.n, sw.n
+		rec.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+		if err := s.audit.write(rec); err != nil {
+			s.log.Error("writing the audit log", "error", err, "request_id", rec.RequestID)
+		}
+		s.metrics.request(rec.Route, rec.Decision, rec.Status)
+	}()
+	refuse := func(status int, reason, message string) {
+		rec.Reason = reason
+		writeError(sw, status, statusType[status], reason, message, rec.RequestID)
+	}
+
+	path, rawQuery, err := checkTarget(r)
+	if err != nil {
+		rec.Path = strings.ToValidUTF8(r.URL.EscapedPath(), "?")
+		refuse(http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	rec.Path = path
+	tok, err := s.finder.find(r.Header, rawQuery)
+	switch {
+	case errors.Is(err, errTwoTokens), errors.Is(err, errBadEncoding):
+		refuse(http.StatusBadRequest, "bad_request", err.Error())
+		return
+	case err != nil:
+		refuse(http.StatusUnauthorized, "unknown_token", err.Error())
+		return
+	}
+
+	resolveStart := time.Now()
+	d, err := s.resolver.Resolve(r.Context(), ResolveRequest{Token: tok, Method: r.Method, Path: path, ClientIP: clientIP(r)})
+	if err != nil {
+		s.metrics.resolveDone(resolveStart, "error")
+		s.log.Warn("cannot resolve through Vault", "error", err, "request_id", rec.RequestID)
+		rec.Decision = "error"
+		refuse(http.StatusServiceUnavailable, "vault_unavailable", "Phantom cannot reach Vault; retry later")
+		return
+	}
+	s.metrics.resolveDone(resolveStart, "ok")
+	rec.Route, rec.Accessor = d.Route, d.Accessor
+	if !d.Allowed {
+		status, ok := reasonStatus[d.Reason]
+		if !ok {
+			status = http.StatusForbidden
+		}
+		refuse(status, d.Reason, denyMessage(d.Reason))
+		return
+	}
+
+	rec.Decision = "allowed"
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		refuse(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is too large")
+		return
+	}
+	body.ReadCloser = http.MaxBytesReader(sw, body.ReadCloser, s.cfg.MaxBodyBytes)
+	ex := &exchange{
+		grant:    d.Grant,
+		token:    tok,
+		path:     path,
+		rawQuery: rawQuery,
+		scrub:    newScrubber(d.Grant.secretForms()),
+		rec:      rec,
+	}
+	s.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+}
+
+// denyMessage explains a denial without revealing anything about the route.
+func denyMessage(reason string) string {
+	switch reason {
+	case "unknown_token":
+		return "the phantom token is not valid"
+	case "expired":
+		return "the phantom token has expired; mint a new one"
+	case "revoked":
+		return "the phantom token was revoked"
+	case "uses_exhausted":
+		return "the phantom token has no uses left"
+	case "route_deleted":
+		return "the phantom token's route no longer exists"
+	case "method_not_allowed":
+		return "this method is not allowed for the phantom token"
+	case "path_not_allowed":
+		return "this path is not allowed for the phantom token"
+	case "cidr_denied":
+		return "the phantom token may not be used from this address"
+	default:
+		return "the request was refused"
+	}
+}
+
+// newReverseProxy forwards with Rewrite, never Director: hop-by-hop headers
+// named by the client are removed before the credential is injected
+// (golang/go#50580).
+func (s *Server) newReverseProxy(transport http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      transport,
+		FlushInterval:  -1, // stream: SSE and chunked bodies pass through as they come
+		ModifyResponse: s.modifyResponse,
+		ErrorHandler:   s.proxyError,
+		ErrorLog:       s.log.StandardLogger(nil),
+	}
+}
+
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	ex := exchangeFrom(pr.In)
+	out, g := pr.Out, ex.grant
+
+	rawQuery := stripToken(out.Header, ex.rawQuery, ex.token)
+	rawPath := strings.TrimSuffix(g.Upstream.EscapedPath(), "/") + ex.path
+	out.URL.Scheme, out.URL.Host = g.Upstream.Scheme, g.Upstream.Host
+	out.URL.RawPath = rawPath
+	out.URL.Path, _ = url.PathUnescape(rawPath) // valid: checkTarget vetted it
+	out.Host = ""
+	// The transport then asks for gzip and decodes it, so bodies can be scrubbed.
+	out.Header.Del("Accept-Encoding")
+
+	value := g.authValue()
+	switch g.AuthType {
+	case "query":
+		rawQuery = removeQueryParams(rawQuery, func(key, _ string) bool { return key == g.AuthName })
+		if rawQuery != "" {
+			rawQuery += "&"
+		}
+		rawQuery += url.QueryEscape(g.AuthName) + "=" + url.QueryEscape(value)
+	case "basic":
+		out.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(value)))
+	default: // bearer and header
+		out.Header.Set(g.AuthName, value)
+	}
+	out.URL.RawQuery = rawQuery
+	for k, v := range g.Headers {
+		out.Header.Set(k, v)
+	}
+	ex.upstreamStart = time.Now()
+}
+
+func (s *Server) modifyResponse(resp *http.Response) error {
+	ex := exchangeFrom(resp.Request)
+	s.metrics.upstreamDone(ex.grant.Route, ex.upstreamStart)
+	ex.rec.UpstreamStatus = resp.StatusCode
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return errEncodedResponse
+	}
+	ex.scrub.Header(resp.Header)
+	ex.scrub.Header(resp.Trailer)
+	resp.Body = ex.scrub.Reader(resp.Body)
+	return nil
+}
+
+var errEncodedResponse = errors.New("the upstream sent an encoded body that cannot be scrubbed")
+
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeFrom(r)
+	status, reason, message := http.StatusBadGateway, "upstream_error", "the upstream could not be reached"
+	var netErr net.Error
+	switch {
+	case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		status, reason, message = http.StatusGatewayTimeout, "upstream_timeout", "the upstream did not answer in time"
+	case errors.Is(err, errEncodedResponse):
+		message = "the upstream answered with an encoding Phantom cannot inspect"
+	}
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		status, reason, message = http.StatusRequestEntityTooLarge, "body_too_large", "the request body is too large"
+	}
+	ex.rec.Decision, ex.rec.Reason = "error", reason
+	// Transport errors quote the upstream URL, which for query injection
+	// holds the credential: scrub before logging.
+	s.log.Warn("upstream request failed", "route", ex.grant.Route, "accessor", ex.grant.Accessor,
+		"request_id", ex.rec.RequestID, "error", ex.scrub.String(err.Error()))
+	writeError(w, status, statusType[status], reason, message, ex.rec.RequestID)
+}
+
+// clientIP is the TCP peer: never a header a client could forge.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
+func newRequestID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusWriter records the status and body size sent to the agent. Unwrap
+// lets http.ResponseController reach Flush for streaming.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 { // 1xx responses are interim
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type countingReader struct {
+	io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n += int64(n)
+	return n, err
+}

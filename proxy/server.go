@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Server is phantom-proxy: the agent-facing listener and the admin listener.
+type Server struct {
+	cfg      Config
+	log      hclog.Logger
+	resolver Resolver
+	finder   *tokenFinder
+	audit    *auditLog
+	metrics  *proxyMetrics
+	rp       http.Handler
+}
+
+// NewServer wires a proxy around resolver. It opens the audit log; Close
+// releases it.
+func NewServer(cfg Config, resolver Resolver, log hclog.Logger) (*Server, error) {
+	cfg = cfg.withDefaults()
+	audit, err := openAuditLog(cfg.AuditFile)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newProxyMetrics()
+	if err != nil {
+		audit.Close()
+		return nil, fmt.Errorf("setting up metrics: %w", err)
+	}
+	if v, ok := resolver.(*VaultResolver); ok {
+		v.setMetrics(m)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		resolver: resolver,
+		finder:   newTokenFinder(cfg.ExtraHeaders, cfg.QueryParams),
+		audit:    audit,
+		metrics:  m,
+	}
+	s.rp = s.newReverseProxy(newUpstreamTransport(cfg))
+	return s, nil
+}
+
+// newUpstreamTransport is tuned for many keep-alive connections to a few
+// upstreams. It ignores HTTP(S)_PROXY: credentials go straight upstream.
+func newUpstreamTransport(cfg Config) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.ResponseHeaderTimeout = cfg.UpstreamTimeout
+	t.TLSHandshakeTimeout = cfg.DialTimeout
+	return t
+}
+
+// AdminHandler serves /metrics, /healthz (the process is up) and /readyz
+// (it can reach a decision through Vault).
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.resolver.Ready(r.Context()) {
+			http.Error(w, "not ready: no authenticated connection to Vault", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// Serve runs the proxy on ln and the admin endpoints on adminLn until ctx
+// ends, then drains in-flight requests for up to ShutdownTimeout.
+func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
+	proxySrv := s.httpServer(s)
+	adminSrv := s.httpServer(s.AdminHandler())
+	errc := make(chan error, 2)
+	go func() {
+		if s.cfg.TLSCert != "" {
+			errc <- proxySrv.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey)
+		} else {
+			errc <- proxySrv.Serve(ln)
+		}
+	}()
+	go func() { errc <- adminSrv.Serve(adminLn) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	drain, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	s.log.Info("draining", "timeout", s.cfg.ShutdownTimeout)
+	if e := proxySrv.Shutdown(drain); e != nil && err == nil {
+		err = fmt.Errorf("draining: %w", e)
+	}
+	adminSrv.Shutdown(drain)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: DefaultReadHeaderTimeout,
+		IdleTimeout:       DefaultIdleTimeout,
+		MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+}
+
+// Close releases the audit log.
+func (s *Server) Close() error { return s.audit.Close() }

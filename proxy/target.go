@@ -1,0 +1,54 @@
+package proxy
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/phantomvault/phantom/internal/reqpath"
+)
+
+// checkTarget refuses request targets that could mean one thing to us and
+// another to the upstream, and returns the exact path and raw query that
+// will be forwarded: the path resolved through Vault is byte for byte the
+// path sent upstream.
+func checkTarget(r *http.Request) (path, rawQuery string, err error) {
+	if r.Method == http.MethodConnect {
+		return "", "", errors.New("CONNECT is not supported")
+	}
+	if !isMethod(r.Method) {
+		return "", "", errors.New("the method must be an upper-case HTTP method")
+	}
+	uri := r.RequestURI
+	switch {
+	case uri == "*":
+		return "", "", errors.New("asterisk-form request targets are not supported")
+	case !strings.HasPrefix(uri, "/"):
+		return "", "", errors.New("only origin-form request targets (/path?query) are supported")
+	case strings.Contains(uri, "#"):
+		return "", "", errors.New("the request target contains a fragment")
+	}
+	path, rawQuery, _ = strings.Cut(uri, "?")
+	if err := reqpath.Validate(path); err != nil {
+		return "", "", errors.New("the request path " + err.Error())
+	}
+	for i := 0; i < len(rawQuery); i++ {
+		if c := rawQuery[i]; c <= ' ' || c >= 0x7f {
+			return "", "", errors.New("the query contains a control, space or non-ASCII byte")
+		}
+	}
+	if r.Header.Get("Upgrade") != "" {
+		// An upgraded connection would bypass response scrubbing.
+		return "", "", errors.New("protocol upgrades are not supported")
+	}
+	return path, rawQuery, nil
+}
+
+func isMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return m != ""
+}

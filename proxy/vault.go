@@ -1,0 +1,373 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
+)
+
+var errNotAuthenticated = errors.New("not authenticated to Vault")
+
+// VaultResolver resolves tokens through the Phantom engine, logged in with
+// AppRole as Vault Agent would be: it renews its token, logs in again when
+// renewal ends or Vault refuses the token, and backs off while Vault is away.
+type VaultResolver struct {
+	cfg         Config
+	client      *api.Client
+	log         hclog.Logger
+	metrics     *proxyMetrics
+	resolvePath string
+
+	loginMu        sync.Mutex // one login at a time
+	cachedSecretID string     // guarded by loginMu: for re-logins once the file is gone
+
+	gen       atomic.Uint64 // increments on every successful login
+	authed    atomic.Bool   // holding a token Vault has not refused
+	reachable atomic.Bool   // the last call reached Vault
+	logins    chan *api.Secret
+}
+
+// NewVaultResolver builds the Vault client: a short deadline per call and no
+// retries, since an agent is waiting on every call.
+func NewVaultResolver(cfg Config, log hclog.Logger) (*VaultResolver, error) {
+	cfg = cfg.withDefaults()
+	apiCfg := api.DefaultConfig()
+	if apiCfg.Error != nil {
+		return nil, apiCfg.Error
+	}
+	apiCfg.Address = cfg.VaultAddr
+	apiCfg.MaxRetries = 0
+	apiCfg.Timeout = cfg.VaultTimeout
+	if t, ok := apiCfg.HttpClient.Transport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = 256
+	}
+	if cfg.VaultCACert != "" || cfg.VaultTLSServerName != "" {
+		if err := apiCfg.ConfigureTLS(&api.TLSConfig{CACert: cfg.VaultCACert, TLSServerName: cfg.VaultTLSServerName}); err != nil {
+			return nil, fmt.Errorf("configuring Vault TLS: %w", err)
+		}
+	}
+	client, err := api.NewClient(apiCfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating Vault client: %w", err)
+	}
+	client.ClearToken() // never a token from the environment: only our own login's
+	v := &VaultResolver{
+		cfg:         cfg,
+		client:      client,
+		log:         log,
+		resolvePath: strings.Trim(cfg.Mount, "/") + "/resolve",
+		logins:      make(chan *api.Secret, 1),
+	}
+	v.reachable.Store(true)
+	return v, nil
+}
+
+func (v *VaultResolver) setMetrics(m *proxyMetrics) { v.metrics = m }
+
+// Run logs in and keeps the login alive until ctx ends.
+func (v *VaultResolver) Run(ctx context.Context) {
+	var secret *api.Secret
+	for ctx.Err() == nil {
+		if secret == nil {
+			secret = v.loginUntilSuccess(ctx)
+			continue
+		}
+		secret = v.watch(ctx, secret)
+	}
+}
+
+// watch renews secret's token until it can be renewed no more, then returns
+// nil so that Run logs in again; or until a request logged in anew, then it
+// returns that login's secret.
+func (v *VaultResolver) watch(ctx context.Context, secret *api.Secret) *api.Secret {
+	w, err := v.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: secret})
+	if err != nil {
+		v.log.Error("cannot renew the Vault token; logging in again", "error", err)
+		return nil
+	}
+	go w.Start()
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-v.logins:
+			return s
+		case r := <-w.RenewCh():
+			v.log.Debug("renewed the Vault token", "accessor", r.Secret.Auth.Accessor, "ttl", r.Secret.Auth.LeaseDuration)
+		case err := <-w.DoneCh():
+			if err != nil {
+				v.log.Warn("Vault token renewal failed; logging in again", "error", err)
+			} else {
+				v.log.Info("Vault token reached the end of its renewable life; logging in again")
+			}
+			return nil
+		}
+	}
+}
+
+// loginUntilSuccess logs in, backing off exponentially with jitter.
+func (v *VaultResolver) loginUntilSuccess(ctx context.Context) *api.Secret {
+	backoff := 250 * time.Millisecond
+	for {
+		secret, err := v.login(ctx)
+		if err == nil {
+			// A request may have logged in meanwhile; this login is newer.
+			select {
+			case <-v.logins:
+			default:
+			}
+			return secret
+		}
+		v.countLogin("failure")
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := backoff/2 + rand.N(backoff)
+		v.log.Error("Vault login failed; retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// login performs one AppRole login and makes its token the client's.
+func (v *VaultResolver) login(ctx context.Context) (*api.Secret, error) {
+	v.loginMu.Lock()
+	defer v.loginMu.Unlock()
+	return v.loginLocked(ctx)
+}
+
+func (v *VaultResolver) loginLocked(ctx context.Context) (*api.Secret, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(v.cfg.VaultTimeout, 5*time.Second))
+	defer cancel()
+	secret, err := v.appRoleLogin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v.client.SetToken(secret.Auth.ClientToken)
+	v.gen.Add(1)
+	v.authed.Store(true)
+	v.reachable.Store(true)
+	v.countLogin("success")
+	v.log.Info("logged in to Vault", "accessor", secret.Auth.Accessor, "ttl", secret.Auth.LeaseDuration, "renewable", secret.Auth.Renewable)
+	return secret, nil
+}
+
+func (v *VaultResolver) appRoleLogin(ctx context.Context) (*api.Secret, error) {
+	roleID, err := os.ReadFile(v.cfg.RoleIDFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the role_id file: %w", err)
+	}
+	secretID, err := v.secretID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := approle.NewAppRoleAuth(strings.TrimSpace(string(roleID)),
+		&approle.SecretID{FromString: secretID}, approle.WithMountPath(v.cfg.AppRoleMount))
+	if err != nil {
+		return nil, err
+	}
+	// A clone, so a failed login never disturbs the token in use.
+	c, err := v.client.Clone()
+	if err != nil {
+		return nil, err
+	}
+	secret, err := c.Auth().Login(ctx, auth)
+	if err != nil {
+		return nil, fmt.Errorf("AppRole login: %w", err)
+	}
+	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
+		return nil, errors.New("AppRole login returned no token")
+	}
+	return secret, nil
+}
+
+// secretID reads the secret_id file (unwrapping it when it holds a wrapping
+// token), removes it if configured, and remembers the secret_id for later
+// logins once the file is gone.
+func (v *VaultResolver) secretID(ctx context.Context) (string, error) {
+	raw, err := os.ReadFile(v.cfg.SecretIDFile)
+	value := strings.TrimSpace(string(raw))
+	switch {
+	case (errors.Is(err, fs.ErrNotExist) || err == nil && value == "") && v.cachedSecretID != "":
+		return v.cachedSecretID, nil
+	case err != nil:
+		return "", fmt.Errorf("reading the secret_id file: %w", err)
+	case value == "":
+		return "", errors.New("the secret_id file is empty")
+	}
+	if v.cfg.SecretIDWrapped {
+		c, err := v.client.Clone()
+		if err != nil {
+			return "", err
+		}
+		c.SetToken(value)
+		unwrapped, err := c.Logical().UnwrapWithContext(ctx, "")
+		if err != nil {
+			return "", fmt.Errorf("unwrapping the secret_id: %w", err)
+		}
+		s, _ := unwrapped.Data["secret_id"].(string)
+		if s == "" {
+			return "", errors.New("the wrapped response holds no secret_id")
+		}
+		value = s
+	}
+	if v.cfg.RemoveSecretIDFile {
+		if err := os.Remove(v.cfg.SecretIDFile); err != nil {
+			v.log.Warn("could not remove the secret_id file", "error", err)
+		}
+	}
+	v.cachedSecretID = value
+	return value, nil
+}
+
+func (v *VaultResolver) countLogin(result string) {
+	if v.metrics != nil {
+		v.metrics.vaultLogin(result)
+		v.metrics.vaultAuthenticated(v.authed.Load())
+	}
+}
+
+// Ready reports whether the proxy holds a Vault token and Vault answered the
+// last call; while it did not, it asks Vault's health endpoint.
+func (v *VaultResolver) Ready(ctx context.Context) bool {
+	if !v.authed.Load() {
+		return false
+	}
+	if v.reachable.Load() {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.VaultTimeout)
+	defer cancel()
+	h, err := v.client.Sys().HealthWithContext(ctx)
+	ok := err == nil && h.Initialized && !h.Sealed
+	v.reachable.Store(ok)
+	return ok
+}
+
+// Resolve asks the engine about one request. If Vault refuses the proxy's
+// own token it logs in again, once, de-duplicated across requests.
+func (v *VaultResolver) Resolve(ctx context.Context, req ResolveRequest) (*Decision, error) {
+	if !v.authed.Load() {
+		return nil, errNotAuthenticated
+	}
+	gen := v.gen.Load()
+	d, err := v.resolveOnce(ctx, req)
+	if !isForbidden(err) {
+		return d, err
+	}
+	v.log.Warn("Vault refused the proxy's token; logging in again")
+	if err := v.reloginAfter(ctx, gen); err != nil {
+		return nil, err
+	}
+	return v.resolveOnce(ctx, req)
+}
+
+// reloginAfter logs in unless another request already did since gen.
+func (v *VaultResolver) reloginAfter(ctx context.Context, gen uint64) error {
+	v.loginMu.Lock()
+	defer v.loginMu.Unlock()
+	if v.gen.Load() != gen {
+		return nil
+	}
+	secret, err := v.loginLocked(ctx)
+	if err != nil {
+		v.authed.Store(false)
+		v.countLogin("failure")
+		v.notifyRun(nil) // Run keeps trying, with backoff
+		return err
+	}
+	v.notifyRun(secret)
+	return nil
+}
+
+// notifyRun hands Run the latest login (nil: none) without blocking.
+func (v *VaultResolver) notifyRun(s *api.Secret) {
+	select {
+	case <-v.logins:
+	default:
+	}
+	v.logins <- s
+}
+
+func (v *VaultResolver) resolveOnce(ctx context.Context, req ResolveRequest) (*Decision, error) {
+	secret, err := v.client.Logical().WriteWithContext(ctx, v.resolvePath, map[string]any{
+		"token":     req.Token,
+		"method":    req.Method,
+		"path":      req.Path,
+		"client_ip": req.ClientIP,
+	})
+	var respErr *api.ResponseError
+	v.reachable.Store(err == nil || errors.As(err, &respErr) && respErr.StatusCode != http.StatusServiceUnavailable)
+	if err != nil {
+		return nil, fmt.Errorf("resolving through Vault: %w", err)
+	}
+	if secret == nil || secret.Data == nil {
+		return nil, errors.New("resolving through Vault: empty answer")
+	}
+	return parseDecision(secret.Data)
+}
+
+func isForbidden(err error) bool {
+	var respErr *api.ResponseError
+	return errors.As(err, &respErr) && respErr.StatusCode == http.StatusForbidden
+}
+
+// parseDecision reads the engine's answer, refusing anything malformed.
+func parseDecision(data map[string]any) (*Decision, error) {
+	str := func(k string) string { s, _ := data[k].(string); return s }
+	allowed, ok := data["allowed"].(bool)
+	if !ok {
+		return nil, errors.New("resolve answer lacks allowed")
+	}
+	d := &Decision{Allowed: allowed, Reason: str("reason"), Message: str("message"), Route: str("route"), Accessor: str("accessor")}
+	if !allowed {
+		if d.Reason == "" {
+			return nil, errors.New("resolve denial lacks a reason")
+		}
+		return d, nil
+	}
+	upstream, err := url.Parse(str("upstream"))
+	if err != nil || (upstream.Scheme != "https" && upstream.Scheme != "http") || upstream.Host == "" {
+		return nil, errors.New("resolve answer has no usable upstream")
+	}
+	g := &Grant{
+		Route: d.Route, Accessor: d.Accessor, Upstream: upstream,
+		Credential: str("credential"), AuthType: str("auth_type"), AuthName: str("auth_name"), AuthFormat: str("auth_format"),
+		Headers: map[string]string{},
+	}
+	if g.Credential == "" || g.AuthName == "" || !strings.Contains(g.AuthFormat, credentialPlaceholder) {
+		return nil, errors.New("resolve answer lacks the credential or how to inject it")
+	}
+	if h, ok := data["headers"].(map[string]any); ok {
+		for k, val := range h {
+			s, ok := val.(string)
+			if !ok {
+				return nil, errors.New("resolve answer has a malformed header")
+			}
+			g.Headers[k] = s
+		}
+	}
+	if t, err := time.Parse(time.RFC3339, str("expires_at")); err == nil {
+		g.ExpiresAt = t
+	}
+	d.Grant = g
+	return d, nil
+}
