@@ -250,3 +250,39 @@ func TestProxyAgainstRealVault(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyWrappedSecretIDAndTokenLifetime: the proxy unwraps a wrapped
+// secret_id, removes its file, renews a short-lived token, and logs in again
+// (from the remembered secret_id) when the token reaches its max TTL, without
+// failing a request.
+func TestProxyWrappedSecretIDAndTokenLifetime(t *testing.T) {
+	v := startVault(t)
+	up := startUpstream(t, realKey)
+	v.mustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	roleIDFile, secretIDFile := setupProxyAppRole(t, v)
+	v.mustCLI(t, "write", "auth/approle/role/phantom-proxy", "token_ttl=2s", "token_max_ttl=5s")
+	wrapped := v.mustCLI(t, "write", "-wrap-ttl=5m", "-f", "-field=wrapping_token", "auth/approle/role/phantom-proxy/secret-id")
+	if err := os.WriteFile(secretIDFile, []byte(wrapped), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, v, roleIDFile, secretIDFile, "-secret-id-wrapped", "-remove-secret-id-file")
+	if _, err := os.Stat(secretIDFile); !os.IsNotExist(err) {
+		t.Fatalf("the secret_id file was not removed: %v", err)
+	}
+	tok := strings.TrimSpace(v.mustCLI(t, "read", "-field=token", "phantom/token/demo"))
+
+	deadline := time.Now().Add(12 * time.Second) // past two max TTLs
+	n := 0
+	for time.Now().Before(deadline) {
+		if code, body := p.call(t, "GET", "/v1/customers", tok); code != 200 {
+			t.Fatalf("request %d: %d %s\n%s", n, code, body, p.out)
+		}
+		n++
+		time.Sleep(100 * time.Millisecond)
+	}
+	logins := strings.Count(p.out.String(), "logged in to Vault")
+	if logins < 3 || !strings.Contains(p.out.String(), "renewed the Vault token") {
+		t.Fatalf("%d logins and no renewal in %d requests; proxy output:\n%s", logins, n, p.out)
+	}
+	t.Logf("%d requests, %d logins, none failed", n, logins)
+}
