@@ -218,8 +218,8 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		return errEncodedResponse
 	}
 	ex.scrub.Header(resp.Header)
-	ex.scrub.Header(resp.Trailer)
-	resp.Body = ex.scrub.Reader(resp.Body)
+	// Trailer values arrive with the end of the body.
+	resp.Body = ex.scrub.Reader(resp.Body, func() { ex.scrub.Header(resp.Trailer) })
 	return nil
 }
 

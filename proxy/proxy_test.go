@@ -692,3 +692,22 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	}
 }
+
+func TestScrubsTrailers(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Debug")
+		io.WriteString(w, "body")
+		w.(http.Flusher).Flush()
+		w.Header().Set("X-Debug", "used key "+realKey)
+	}))
+	t.Cleanup(up.Close)
+	p := newTestProxy(t, up.URL, nil)
+	resp, body := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token})
+	if body != "body" {
+		t.Fatalf("body %q", body)
+	}
+	got := resp.Trailer.Get("X-Debug")
+	if got == "" || strings.Contains(got, realKey) {
+		t.Fatalf("trailer %q", got)
+	}
+}

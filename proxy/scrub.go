@@ -83,9 +83,10 @@ func (s *scrubber) Header(h http.Header) {
 }
 
 // Reader wraps a body so that no secret, even one split across reads,
-// comes out of it.
-func (s *scrubber) Reader(src io.ReadCloser) io.ReadCloser {
-	return &scrubReader{s: s, src: src}
+// comes out of it. atEnd, if set, runs once when src is exhausted: the moment
+// an HTTP response's trailers become known.
+func (s *scrubber) Reader(src io.ReadCloser, atEnd func()) io.ReadCloser {
+	return &scrubReader{s: s, src: src, atEnd: atEnd}
 }
 
 type scrubReader struct {
@@ -94,6 +95,7 @@ type scrubReader struct {
 	buf   []byte // read from src, masked; buf[:ready] may be returned
 	ready int
 	err   error // from src, returned once buf is drained
+	atEnd func()
 }
 
 const scrubChunk = 32 << 10
@@ -125,6 +127,10 @@ func (r *scrubReader) fill() {
 	n, err := r.src.Read(r.buf[len(r.buf):cap(r.buf)])
 	r.buf = r.buf[:len(r.buf)+n]
 	r.err = err
+	if err != nil && r.atEnd != nil {
+		r.atEnd()
+		r.atEnd = nil
+	}
 	r.s.mask(r.buf)
 	r.ready = len(r.buf) - r.s.heldBack(r.buf)
 }

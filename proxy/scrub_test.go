@@ -27,7 +27,7 @@ func (c *chunks) Close() error { return nil }
 
 func scrubAll(t *testing.T, s *scrubber, parts ...string) string {
 	t.Helper()
-	out, err := io.ReadAll(s.Reader(&chunks{parts: parts}))
+	out, err := io.ReadAll(s.Reader(&chunks{parts: parts}, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestScrubberLeavesOtherBytesAlone(t *testing.T) {
 	if got := scrubAll(t, s, body[:15], body[15:]); got != body {
 		t.Fatalf("changed: %q", got)
 	}
-	r := s.Reader(io.NopCloser(strings.NewReader(body)))
+	r := s.Reader(io.NopCloser(strings.NewReader(body)), nil)
 	if err := iotest.TestReader(r, []byte(body)); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestScrubberDoesNotHoldStreams(t *testing.T) {
 	// A chunk that cannot start a secret is released at once.
 	s := newScrubber([]string{realKey})
 	pr, pw := io.Pipe()
-	r := s.Reader(pr)
+	r := s.Reader(pr, nil)
 	go pw.Write([]byte("data: one\n\n"))
 	buf := make([]byte, 64)
 	n, err := r.Read(buf)

@@ -19,7 +19,14 @@ import (
 	"github.com/hashicorp/vault/api/auth/approle"
 )
 
-var errNotAuthenticated = errors.New("not authenticated to Vault")
+var (
+	errNotAuthenticated = errors.New("not authenticated to Vault")
+	errRefusedFresh     = errors.New("Vault refuses the proxy's freshly issued token: check that its policy grants update on the resolve path")
+)
+
+// minReloginInterval spaces out logins forced by 403s, so a misconfigured
+// policy (403 even for a fresh token) cannot turn every request into a login.
+const minReloginInterval = time.Second
 
 // VaultResolver resolves tokens through the Phantom engine, logged in with
 // AppRole as Vault Agent would be: it renews its token, logs in again when
@@ -34,10 +41,11 @@ type VaultResolver struct {
 	loginMu        sync.Mutex // one login at a time
 	cachedSecretID string     // guarded by loginMu: for re-logins once the file is gone
 
-	gen       atomic.Uint64 // increments on every successful login
-	authed    atomic.Bool   // holding a token Vault has not refused
-	reachable atomic.Bool   // the last call reached Vault
-	logins    chan *api.Secret
+	gen        atomic.Uint64 // increments on every successful login
+	lastForced atomic.Int64  // unix nanoseconds of the last login forced by a 403
+	authed     atomic.Bool   // holding a token Vault has not refused
+	reachable  atomic.Bool   // the last call reached Vault
+	logins     chan *api.Secret
 }
 
 // NewVaultResolver builds the Vault client: a short deadline per call and no
@@ -273,11 +281,15 @@ func (v *VaultResolver) Resolve(ctx context.Context, req ResolveRequest) (*Decis
 	if !isForbidden(err) {
 		return d, err
 	}
-	v.log.Warn("Vault refused the proxy's token; logging in again")
 	if err := v.reloginAfter(ctx, gen); err != nil {
 		return nil, err
 	}
-	return v.resolveOnce(ctx, req)
+	d, err = v.resolveOnce(ctx, req)
+	if isForbidden(err) {
+		v.log.Error(errRefusedFresh.Error(), "path", v.resolvePath)
+		return nil, errRefusedFresh
+	}
+	return d, err
 }
 
 // reloginAfter logs in unless another request already did since gen.
@@ -287,6 +299,11 @@ func (v *VaultResolver) reloginAfter(ctx context.Context, gen uint64) error {
 	if v.gen.Load() != gen {
 		return nil
 	}
+	if time.Since(time.Unix(0, v.lastForced.Load())) < minReloginInterval {
+		return errRefusedFresh
+	}
+	v.lastForced.Store(time.Now().UnixNano())
+	v.log.Warn("Vault refused the proxy's token; logging in again")
 	secret, err := v.loginLocked(ctx)
 	if err != nil {
 		v.authed.Store(false)

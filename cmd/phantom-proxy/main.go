@@ -125,36 +125,33 @@ func (e *envFlags) str(p *string, name, env, def, text string) {
 }
 
 func (e *envFlags) dur(p *time.Duration, name, env string, def time.Duration, text string) {
-	if v, ok := os.LookupEnv(env); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil && e.err == nil {
-			e.err = fmt.Errorf("%s=%q: %v", env, v, err)
-		}
-		def = d
-	}
-	e.fs.DurationVar(p, name, def, e.usage(env, text))
+	e.fs.DurationVar(p, name, fromEnv(e, env, def, time.ParseDuration), e.usage(env, text))
 }
 
 func (e *envFlags) boolean(p *bool, name, env string, def bool, text string) {
-	if v, ok := os.LookupEnv(env); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil && e.err == nil {
-			e.err = fmt.Errorf("%s=%q: %v", env, v, err)
-		}
-		def = b
-	}
-	e.fs.BoolVar(p, name, def, e.usage(env, text))
+	e.fs.BoolVar(p, name, fromEnv(e, env, def, strconv.ParseBool), e.usage(env, text))
 }
 
 func (e *envFlags) int64(p *int64, name, env string, def int64, text string) {
-	if v, ok := os.LookupEnv(env); ok {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil && e.err == nil {
+	parse := func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
+	e.fs.Int64Var(p, name, fromEnv(e, env, def, parse), e.usage(env, text))
+}
+
+// fromEnv returns env's value parsed, or def when env is unset; a value that
+// does not parse is remembered as e.err.
+func fromEnv[T any](e *envFlags, env string, def T, parse func(string) (T, error)) T {
+	v, ok := os.LookupEnv(env)
+	if !ok {
+		return def
+	}
+	parsed, err := parse(v)
+	if err != nil {
+		if e.err == nil {
 			e.err = fmt.Errorf("%s=%q: %v", env, v, err)
 		}
-		def = n
+		return def
 	}
-	e.fs.Int64Var(p, name, def, e.usage(env, text))
+	return parsed
 }
 
 func splitList(s string) []string {

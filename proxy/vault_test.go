@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// fakeVault answers AppRole logins with numbered tokens and resolves with
+// whatever resolve returns for the presented token.
+type fakeVault struct {
+	logins  atomic.Int64
+	resolve func(token string) (int, string)
+}
+
+func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/v1/auth/approle/login":
+		var body map[string]string
+		json.NewDecoder(r.Body).Decode(&body)
+		if body["role_id"] != "role" || body["secret_id"] != "secret" {
+			http.Error(w, `{"errors":["invalid role or secret ID"]}`, http.StatusBadRequest)
+			return
+		}
+		n := f.logins.Add(1)
+		fmt.Fprintf(w, `{"auth":{"client_token":"t%d","accessor":"acc%d","lease_duration":3600,"renewable":false}}`, n, n)
+	case "/v1/phantom/resolve":
+		code, body := f.resolve(r.Header.Get("X-Vault-Token"))
+		w.WriteHeader(code)
+		io.WriteString(w, body)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+const allowJSON = `{"data":{"allowed":true,"route":"r","accessor":"pha_1","upstream":"https://api.example.com","credential":"k","auth_type":"bearer","auth_name":"Authorization","auth_format":"Bearer {{credential}}","headers":{},"expires_at":"2030-01-01T00:00:00Z"}}`
+
+func newTestResolver(t *testing.T, fv *fakeVault) *VaultResolver {
+	t.Helper()
+	vault := httptest.NewServer(fv)
+	t.Cleanup(vault.Close)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "role_id"), []byte("role\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "secret_id"), []byte("secret\n"), 0o600)
+	v, err := NewVaultResolver(Config{
+		VaultAddr: vault.URL, RoleIDFile: filepath.Join(dir, "role_id"), SecretIDFile: filepath.Join(dir, "secret_id"),
+	}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { v.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(5 * time.Second)
+	for !v.Ready(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatal("never logged in")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return v
+}
+
+func TestReloginOnceForManyRefusedRequests(t *testing.T) {
+	fv := &fakeVault{resolve: func(tok string) (int, string) {
+		if tok == "t1" { // the first token has been revoked
+			return http.StatusForbidden, `{"errors":["permission denied"]}`
+		}
+		return http.StatusOK, allowJSON
+	}}
+	v := newTestResolver(t, fv)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := v.Resolve(context.Background(), ResolveRequest{Token: "x", Method: "GET", Path: "/"})
+			if err != nil || !d.Allowed {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() != 0 || fv.logins.Load() != 2 {
+		t.Fatalf("%d failed, %d logins; want 0 and 2", failed.Load(), fv.logins.Load())
+	}
+}
+
+func TestRefusedFreshTokenDoesNotStormLogins(t *testing.T) {
+	fv := &fakeVault{resolve: func(string) (int, string) { return http.StatusForbidden, `{"errors":["permission denied"]}` }}
+	v := newTestResolver(t, fv)
+	for range 50 {
+		if _, err := v.Resolve(context.Background(), ResolveRequest{Token: "x", Method: "GET", Path: "/"}); err == nil {
+			t.Fatal("a refused resolve succeeded")
+		}
+	}
+	if n := fv.logins.Load(); n > 3 {
+		t.Fatalf("%d logins for 50 refused requests", n)
+	}
+}
+
+func TestVaultErrorsFailClosed(t *testing.T) {
+	fv := &fakeVault{resolve: func(string) (int, string) { return http.StatusServiceUnavailable, `{"errors":["Vault is sealed"]}` }}
+	v := newTestResolver(t, fv)
+	if _, err := v.Resolve(context.Background(), ResolveRequest{Token: "x", Method: "GET", Path: "/"}); err == nil {
+		t.Fatal("a sealed Vault gave a decision")
+	}
+	if v.Ready(context.Background()) {
+		t.Fatal("ready while Vault is sealed")
+	}
+}
+
+func TestParseDecision(t *testing.T) {
+	var good map[string]any
+	json.Unmarshal([]byte(allowJSON), &struct{ Data *map[string]any }{&good})
+	d, err := parseDecision(good)
+	if err != nil || !d.Allowed || d.Grant.Credential != "k" || d.Grant.Upstream.Host != "api.example.com" || d.Grant.ExpiresAt.Year() != 2030 {
+		t.Fatalf("good answer: %+v %v", d, err)
+	}
+	for name, mutate := range map[string]func(map[string]any){
+		"no allowed":        func(m map[string]any) { delete(m, "allowed") },
+		"no credential":     func(m map[string]any) { delete(m, "credential") },
+		"bad upstream":      func(m map[string]any) { m["upstream"] = "ftp://x" },
+		"no placeholder":    func(m map[string]any) { m["auth_format"] = "Bearer" },
+		"bad header":        func(m map[string]any) { m["headers"] = map[string]any{"a": 1} },
+		"denial, no reason": func(m map[string]any) { m["allowed"] = false },
+	} {
+		m := map[string]any{}
+		for k, v := range good {
+			m[k] = v
+		}
+		mutate(m)
+		if _, err := parseDecision(m); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if d, err := parseDecision(map[string]any{"allowed": false, "reason": "revoked"}); err != nil || d.Allowed || d.Reason != "revoked" {
+		t.Fatalf("denial: %+v %v", d, err)
+	}
+}
+
+func TestSecretIDFileRemovedAndRemembered(t *testing.T) {
+	fv := &fakeVault{resolve: func(string) (int, string) { return http.StatusOK, allowJSON }}
+	vault := httptest.NewServer(fv)
+	t.Cleanup(vault.Close)
+	dir := t.TempDir()
+	roleFile, secretFile := filepath.Join(dir, "role_id"), filepath.Join(dir, "secret_id")
+	os.WriteFile(roleFile, []byte("role"), 0o600)
+	os.WriteFile(secretFile, []byte("secret"), 0o600)
+	v, err := NewVaultResolver(Config{VaultAddr: vault.URL, RoleIDFile: roleFile, SecretIDFile: secretFile, RemoveSecretIDFile: true}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := v.login(context.Background()); err != nil {
+			t.Fatalf("login %d: %v", i, err)
+		}
+		if _, err := os.Stat(secretFile); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("login %d: the secret_id file is still there", i)
+		}
+	}
+	os.WriteFile(secretFile, []byte("wrong"), 0o600) // a new file replaces the remembered value
+	if _, err := v.login(context.Background()); err == nil || !strings.Contains(err.Error(), "invalid") {
+		t.Fatalf("login with a replaced secret_id: %v", err)
+	}
+}
