@@ -7,7 +7,7 @@ PROXY   := $(BIN)/phantom-proxy
 VERSION ?= v0.1.0
 LDFLAGS := -X github.com/phantomvault/phantom/plugin.Version=$(VERSION)
 
-.PHONY: build vault test demo bench fmt lint clean
+.PHONY: build vault test demo dev bench fmt lint clean
 
 ## build: compile the Vault plugin and phantom-proxy into bin/
 build:
@@ -22,9 +22,13 @@ vault:
 test: build vault
 	VAULT_BIN=$$(scripts/vault.sh) $(GO) test -race -count=1 ./...
 
-## demo: a real Vault dev server with the plugin, driven as a user would
+## demo: the whole story from nothing: Vault, plugin, proxy, an API call
 demo:
 	scripts/demo.sh
+
+## dev: a local Vault + plugin + proxy + demo API in the foreground
+dev:
+	scripts/dev.sh
 
 ## bench: Go benchmarks of the hot path
 bench:

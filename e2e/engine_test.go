@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phantomvault/phantom/e2e/harness"
+
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -20,13 +22,13 @@ const (
 // TestEngineThroughVaultCLI drives the real plugin binary in a real Vault with
 // the vault CLI, exactly as a security team, CI and the proxy would.
 func TestEngineThroughVaultCLI(t *testing.T) {
-	v := startVault(t)
-	auditLog := filepath.Join(v.home, "audit.log")
-	v.mustCLI(t, "audit", "enable", "file", "file_path="+auditLog)
+	v := harness.StartDevVault(t)
+	auditLog := filepath.Join(v.Home, "audit.log")
+	v.MustCLI(t, "audit", "enable", "file", "file_path="+auditLog)
 	var outputs []string // every CLI answer, scanned for secrets at the end
 	run := func(args ...string) string {
 		t.Helper()
-		out := v.mustCLI(t, args...)
+		out := v.MustCLI(t, args...)
 		outputs = append(outputs, out)
 		return out
 	}
@@ -40,7 +42,7 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 		"credential="+realKey,
 		"headers=Stripe-Version=2024-06-20",
 	)
-	route := v.jsonCLI(t, "read", "phantom/routes/demo")["data"].(map[string]any)
+	route := v.JSON(t, "read", "phantom/routes/demo")["data"].(map[string]any)
 	if fp := route["credential_fingerprint"].(string); !strings.HasPrefix(fp, "sha256:") {
 		t.Fatalf("fingerprint %q", fp)
 	}
@@ -50,19 +52,19 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	outputs = append(outputs, run("read", "phantom/routes/demo"), run("list", "phantom/routes"))
 
 	// Bad input is a clear 400, and the credential is not echoed.
-	out, errOut, err := v.cli(t, "write", "phantom/routes/bad", "upstream=http://api.example.com",
+	out, errOut, err := v.Run(t, "write", "phantom/routes/bad", "upstream=http://api.example.com",
 		"allowed_paths=/x", "allowed_methods=GET", "credential="+realKey)
 	if err == nil || !strings.Contains(errOut, "Code: 400") || !strings.Contains(errOut, "allow_http") {
 		t.Fatalf("plain-http upstream: err=%v\n%s%s", err, out, errOut)
 	}
 	outputs = append(outputs, out, errOut)
-	_, errOut, err = v.cli(t, "read", "phantom/token/nope")
+	_, errOut, err = v.Run(t, "read", "phantom/token/nope")
 	if err == nil || !strings.Contains(errOut, `no route named "nope"`) {
 		t.Fatalf("unknown route: %v %s", err, errOut)
 	}
 
 	// CI: mint a token, a real lease.
-	lease := v.jsonCLI(t, "read", "phantom/token/demo", "ttl=1h")
+	lease := v.JSON(t, "read", "phantom/token/demo", "ttl=1h")
 	data := lease["data"].(map[string]any)
 	minted, leaseID := data["token"].(string), lease["lease_id"].(string)
 	if token.Check(minted) != nil || !strings.HasPrefix(minted, "phm_") {
@@ -74,14 +76,14 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	if data["proxy_url"] != "http://127.0.0.1:8080" {
 		t.Fatalf("proxy_url %v", data["proxy_url"])
 	}
-	if got := strings.TrimSpace(v.mustCLI(t, "read", "-field=proxy_url", "phantom/config")); got != "http://127.0.0.1:8080" {
+	if got := strings.TrimSpace(v.MustCLI(t, "read", "-field=proxy_url", "phantom/config")); got != "http://127.0.0.1:8080" {
 		t.Fatalf("config proxy_url %q", got)
 	}
 
 	// The proxy: resolve allowed and denied.
 	resolve := func(tok, method, path string) map[string]any {
 		t.Helper()
-		return v.jsonCLI(t, "write", "phantom/resolve", "token="+tok, "method="+method, "path="+path, "client_ip=127.0.0.1")["data"].(map[string]any)
+		return v.JSON(t, "write", "phantom/resolve", "token="+tok, "method="+method, "path="+path, "client_ip=127.0.0.1")["data"].(map[string]any)
 	}
 	d := resolve(minted, "GET", "/v1/customers/cus_1")
 	if d["allowed"] != true || d["credential"] != realKey || d["upstream"] != "https://api.example.com" || d["accessor"] != data["accessor"] {
@@ -104,12 +106,12 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	}
 
 	// Renew extends the lease and the token.
-	renewed := v.jsonCLI(t, "lease", "renew", "-increment=2h", leaseID)
+	renewed := v.JSON(t, "lease", "renew", "-increment=2h", leaseID)
 	if renewed["lease_duration"] != float64(7200) {
 		t.Fatalf("renew: %v", renewed)
 	}
 	acc := data["accessor"].(string)
-	info := v.jsonCLI(t, "read", "phantom/tokens/"+acc)["data"].(map[string]any)
+	info := v.JSON(t, "read", "phantom/tokens/"+acc)["data"].(map[string]any)
 	expires, _ := time.Parse(time.RFC3339, info["expires_at"].(string))
 	if d := time.Until(expires); d < 110*time.Minute || d > 121*time.Minute {
 		t.Fatalf("token expires in %v after a 2h renewal", d)
@@ -117,14 +119,14 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 
 	// Revoking the lease kills the token on its next use.
 	run("lease", "revoke", leaseID)
-	if !eventually(5*time.Second, func() bool { return resolve(minted, "GET", "/v1/customers")["reason"] == "revoked" }) {
+	if !harness.Eventually(5*time.Second, func() bool { return resolve(minted, "GET", "/v1/customers")["reason"] == "revoked" }) {
 		t.Fatal("token still resolves after lease revoke")
 	}
 
 	// revoke -prefix kills every token of the route.
 	var tokens []string
 	for range 3 {
-		tokens = append(tokens, strings.TrimSpace(v.mustCLI(t, "read", "-field=token", "phantom/token/demo")))
+		tokens = append(tokens, strings.TrimSpace(v.MustCLI(t, "read", "-field=token", "phantom/token/demo")))
 	}
 	for _, tok := range tokens {
 		if resolve(tok, "GET", "/v1/customers")["allowed"] != true {
@@ -133,18 +135,18 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	}
 	run("lease", "revoke", "-prefix", "phantom/token/demo")
 	for _, tok := range tokens {
-		if !eventually(5*time.Second, func() bool { return resolve(tok, "GET", "/v1/customers")["reason"] == "revoked" }) {
+		if !harness.Eventually(5*time.Second, func() bool { return resolve(tok, "GET", "/v1/customers")["reason"] == "revoked" }) {
 			t.Fatal("token still resolves after revoke -prefix")
 		}
 	}
 
 	// Operators: tokens by accessor, tidy, path help.
-	out, _, err = v.cliFormat(t, "json", "list", "phantom/tokens")
+	out, _, err = v.RunAs(t, v.Token, "json", "", "list", "phantom/tokens")
 	var accessors []string
 	if err := json.Unmarshal([]byte(out), &accessors); err != nil || len(accessors) != 4 || !slices.Contains(accessors, acc) {
 		t.Fatalf("list phantom/tokens: %v %v", accessors, err)
 	}
-	if st := v.jsonCLI(t, "read", "phantom/tokens/"+acc)["data"].(map[string]any)["status"]; st != "revoked" {
+	if st := v.JSON(t, "read", "phantom/tokens/"+acc)["data"].(map[string]any)["status"]; st != "revoked" {
 		t.Fatalf("status %v", st)
 	}
 	outputs = append(outputs, run("write", "-f", "phantom/tidy"))
@@ -156,7 +158,7 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	}
 
 	// Deleting the route kills what is left.
-	last := strings.TrimSpace(v.mustCLI(t, "read", "-field=token", "phantom/token/demo"))
+	last := strings.TrimSpace(v.MustCLI(t, "read", "-field=token", "phantom/token/demo"))
 	run("delete", "phantom/routes/demo")
 	if r := resolve(last, "GET", "/v1/customers")["reason"]; r != "route_deleted" {
 		t.Fatalf("after route delete: %v", r)

@@ -1,102 +1,75 @@
 #!/usr/bin/env bash
-# The Phantom engine, end to end, from nothing: a real Vault dev server, the
-# real plugin binary, a route, a phantom token, resolve allowed and denied, and
-# revocation. Exits non-zero if anything does not behave as shown.
+# Phantom's story from nothing: a real Vault with the plugin, phantom-proxy,
+# and an API that accepts only the real key. Exits non-zero if anything does
+# not behave as shown.
 set -euo pipefail
-
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-port=${PHANTOM_DEMO_VAULT_PORT:-18200}
-work=$(mktemp -d)
-vault_pid=""
-
-cleanup() {
-  if [[ -n "$vault_pid" ]]; then
-    kill -TERM "$vault_pid" 2>/dev/null || true
-    wait "$vault_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/stack.sh"
+trap stack_stop EXIT
 
 if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
-fail() { printf '\nDEMO FAILED: %s\n' "$*" >&2; exit 1; }
+mask() { sed -E "s/$real_key/sk_live_demo_.../g; s/(phm_[A-Za-z0-9]{6})[A-Za-z0-9]+/\1.../g"; }
+v() { printf '$ vault %s\n' "$*" | mask; "$vault" "$@" | mask; }
 
-step "Building the plugin and finding Vault"
-make -C "$root" --no-print-directory build
-vault=$("$root/scripts/vault.sh")
-"$vault" version
-
-if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  fail "port $port is in use; set PHANTOM_DEMO_VAULT_PORT to a free port"
-fi
-
-step "Starting a Vault dev server on 127.0.0.1:$port"
-mkdir -p "$work/plugins"
-cp "$root/bin/vault-plugin-secrets-phantom" "$work/plugins/"
-HOME=$work "$vault" server -dev -dev-root-token-id=root -dev-no-store-token \
-  -dev-listen-address="127.0.0.1:$port" -dev-plugin-dir="$work/plugins" >"$work/vault.log" 2>&1 &
-vault_pid=$!
-export VAULT_ADDR="http://127.0.0.1:$port" VAULT_TOKEN=root HOME=$work
-for _ in $(seq 1 100); do
-  "$vault" status >/dev/null 2>&1 && break
-  kill -0 "$vault_pid" 2>/dev/null || { cat "$work/vault.log"; fail "vault exited"; }
-  sleep 0.1
-done
-"$vault" status >/dev/null || fail "vault did not start"
-v() { printf '$ vault %s\n' "$*"; "$vault" "$@"; }
-
-step "Registering the plugin by SHA-256 and mounting it at phantom/"
-sha=$(sha256sum "$work/plugins/vault-plugin-secrets-phantom" | cut -d' ' -f1)
-v plugin register -sha256="$sha" secret vault-plugin-secrets-phantom
-v secrets enable -path=phantom vault-plugin-secrets-phantom
-
-step "Security team: register a route holding the real key"
-real_key="sk_live_demo_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-echo "\$ vault write phantom/routes/stripe-customers upstream=https://api.stripe.com allowed_paths='/v1/customers/**' allowed_methods=GET credential=sk_live_demo_..."
-"$vault" write phantom/routes/stripe-customers \
-  upstream=https://api.stripe.com \
-  allowed_paths='/v1/customers/**' \
-  allowed_methods=GET \
-  credential="$real_key"
-v read phantom/routes/stripe-customers
-"$vault" read phantom/routes/stripe-customers | grep -q "$real_key" && fail "a route read showed the key"
-
-step "CI: mint a phantom token (a Vault lease)"
-echo "\$ vault read phantom/token/stripe-customers ttl=1h"
-lease=$("$vault" read phantom/token/stripe-customers ttl=1h)
-token=$(awk '$1 == "token" {print $2}' <<<"$lease")
-lease_id=$(awk '$1 == "lease_id" {print $2}' <<<"$lease")
-sed -E 's/(phm_[A-Za-z0-9]{6})[A-Za-z0-9]+/\1.../' <<<"$lease"
-[[ "$token" == phm_* && -n "$lease_id" ]] || fail "no token minted"
-echo "export STRIPE_API_KEY=${token:0:10}...   # all the agent ever holds"
-
-resolve() {
-  "$vault" write -field="$1" phantom/resolve token="$token" method="$2" path="$3" client_ip=127.0.0.1
+# agent_call METHOD PATH: what an agent's SDK does, with only the phantom token.
+agent_call() {
+  printf '$ curl -X %s -H "Authorization: Bearer $DEMO_API_KEY" $DEMO_BASE_URL%s\n' "$1" "$2"
+  status=$(curl -sS -o "$work/body" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $DEMO_API_KEY" "$DEMO_BASE_URL$2")
+  echo "HTTP $status $(cat "$work/body")" | mask
 }
 
-step "The proxy's question: may this token GET /v1/customers/cus_123?"
-allowed=$(resolve allowed GET /v1/customers/cus_123)
-echo "allowed=$allowed (the proxy would now inject the real key and forward)"
-[[ "$allowed" == true ]] || fail "an in-scope request was denied"
-[[ "$(resolve credential GET /v1/customers/cus_123)" == "$real_key" ]] || fail "resolve did not return the route's key"
+step "Starting a Vault dev server, bootstrapping Phantom, starting phantom-proxy"
+stack_start
+sed 's/^/  /' "$work/bootstrap.log"
+echo "  Vault $VAULT_ADDR, phantom-proxy $proxy, demo API $upstream (accepts only the real key)"
 
-step "Out of scope: DELETE /v1/customers/cus_123 and GET /v1/charges"
-echo "reason=$(resolve reason DELETE /v1/customers/cus_123)"
-[[ "$(resolve reason DELETE /v1/customers/cus_123)" == method_not_allowed ]] || fail "DELETE was not refused"
-echo "reason=$(resolve reason GET /v1/charges)"
-[[ "$(resolve reason GET /v1/charges)" == path_not_allowed ]] || fail "/v1/charges was not refused"
-echo "reason=$(resolve reason GET /v1/customers/%2e%2e/charges)   (encoded dot segments)"
-[[ "$(resolve reason GET /v1/customers/%2e%2e/charges)" == bad_request ]] || fail "an encoded traversal was not refused"
+step "Security team: register a route holding the real key"
+echo "\$ vault write phantom/routes/demo-api upstream=$upstream allowed_paths='/v1/customers/**,/v1/debug/*' allowed_methods=GET credential=sk_live_demo_..."
+"$vault" write phantom/routes/demo-api upstream="$upstream" allowed_paths='/v1/customers/**,/v1/debug/*' \
+  allowed_methods=GET credential="$real_key" | mask
+v read phantom/routes/demo-api
 
-step "Operator: revoke the lease; the very next resolve is refused"
-v lease revoke "$lease_id"
-for _ in $(seq 1 50); do
-  [[ "$(resolve reason GET /v1/customers/cus_123 2>/dev/null)" == revoked ]] && break
-  sleep 0.1
-done
-echo "reason=$(resolve reason GET /v1/customers/cus_123)"
-[[ "$(resolve reason GET /v1/customers/cus_123)" == revoked ]] || fail "a revoked token still resolves"
+step "CI: mint a phantom token for the agent (a Vault lease)"
+lease=$("$vault" read phantom/token/demo-api ttl=1h)
+echo '$ vault read phantom/token/demo-api ttl=1h'
+mask <<<"$lease"
+DEMO_API_KEY=$(awk '$1 == "token" {print $2}' <<<"$lease")
+lease_id=$(awk '$1 == "lease_id" {print $2}' <<<"$lease")
+DEMO_BASE_URL=$("$vault" read -field=proxy_url phantom/config)
+echo '$ export DEMO_API_KEY=$(vault read -field=token phantom/token/demo-api ttl=1h)'
+echo '$ export DEMO_BASE_URL=$(vault read -field=proxy_url phantom/config)'
+
+step "The agent's whole environment: a phantom token and a base URL"
+agent_env=$(env -i DEMO_API_KEY="$DEMO_API_KEY" DEMO_BASE_URL="$DEMO_BASE_URL" env)
+mask <<<"$agent_env"
+grep -q "$real_key" <<<"$agent_env" && fail "the agent's environment holds the real key"
+echo "(the real key appears nowhere in it)"
+
+step "An allowed call: the proxy swaps in the real key"
+agent_call GET /v1/customers
+[[ $status == 200 ]] || fail "the allowed call got $status"
+
+step "The API echoes the key it received; the agent sees it masked"
+agent_call GET /v1/debug/whoami
+[[ $status == 200 ]] || fail "the echo call got $status"
+grep -q "$real_key" "$work/body" && fail "the real key reached the agent"
+grep -q '\*\*\*\*' "$work/body" || fail "the echoed key was not masked"
+
+step "Out of scope: the proxy refuses before anything reaches the API"
+agent_call DELETE /v1/customers/cus_123
+[[ $status == 403 ]] || fail "DELETE got $status, want 403"
+agent_call GET /v1/charges
+[[ $status == 403 ]] || fail "/v1/charges got $status, want 403"
+
+step "Operator: revoke the lease; the very next call is refused"
+v lease revoke -sync "$lease_id"
+agent_call GET /v1/customers
+[[ $status == 401 ]] || fail "the revoked token got $status, want 401"
+
+step "phantom-proxy's audit log (one JSON line per request; accessors, never tokens)"
+cat "$audit_log"
+grep -q "$DEMO_API_KEY" "$audit_log" && fail "the audit log holds the token"
+grep -q "$real_key" "$audit_log" && fail "the audit log holds the real key"
 
 step "Demo complete"
-echo "The agent held only a scoped, revocable phantom token; the real key stayed in Vault."
+echo "The agent only ever held a scoped, revocable phantom token; the real key stayed in Vault."

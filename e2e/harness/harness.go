@@ -1,0 +1,178 @@
+// Package harness runs Phantom's real parts for end-to-end tests: a real
+// Vault (from scripts/vault.sh), the plugin and proxy binaries built from this
+// checkout, Phantom installed through bootstrap/bootstrap.sh, and loopback
+// upstreams. Everything it starts is stopped in t.Cleanup.
+package harness
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// PluginName is the plugin's catalog name.
+const PluginName = "vault-plugin-secrets-phantom"
+
+// Tools are the binaries every test runs.
+type Tools struct {
+	Root   string // the repository
+	Vault  string
+	Plugin string // built with the default version
+	Proxy  string
+	dir    string
+	err    error // why a binary is missing
+}
+
+var tools *Tools
+
+// Main builds the binaries, runs the tests and cleans up: call it from
+// TestMain.
+func Main(m *testing.M) {
+	dir, err := os.MkdirTemp("", "phantom-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tools = build(dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Require returns the tools, failing the test in CI and skipping it
+// elsewhere when one is missing: CI must never pass by skipping.
+func Require(t testing.TB) *Tools {
+	t.Helper()
+	if tools == nil {
+		t.Fatal("harness.Main was not called from TestMain")
+	}
+	if tools.err == nil {
+		return tools
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("end-to-end test cannot run: %v", tools.err)
+	}
+	t.Skipf("end-to-end test skipped: %v", tools.err)
+	return nil
+}
+
+func build(dir string) *Tools {
+	_, file, _, _ := runtime.Caller(0)
+	tl := &Tools{Root: filepath.Dir(filepath.Dir(filepath.Dir(file))), dir: dir}
+	tl.Plugin = filepath.Join(dir, PluginName)
+	tl.Proxy = filepath.Join(dir, "phantom-proxy")
+	if tl.err = tl.goBuild(tl.Plugin, "./cmd/"+PluginName); tl.err != nil {
+		return tl
+	}
+	if tl.err = tl.goBuild(tl.Proxy, "./cmd/phantom-proxy"); tl.err != nil {
+		return tl
+	}
+	for _, candidate := range []string{os.Getenv("VAULT_BIN"), lookPath("vault"), filepath.Join(tl.Root, ".cache/bin/vault")} {
+		if info, err := os.Stat(candidate); candidate != "" && err == nil && !info.IsDir() {
+			tl.Vault = candidate
+			return tl
+		}
+	}
+	tl.err = errors.New("no Vault binary: run scripts/vault.sh (make test does) or set VAULT_BIN")
+	return tl
+}
+
+func (tl *Tools) goBuild(out, pkg string, flags ...string) error {
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", out, pkg)...)
+	cmd.Dir = tl.Root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+// PluginVersion builds the plugin reporting version, for upgrade tests.
+func (tl *Tools) PluginVersion(t testing.TB, version string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), PluginName)
+	if err := tl.goBuild(out, "./cmd/"+PluginName, "-ldflags", "-X github.com/phantomvault/phantom/plugin.Version="+version); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func lookPath(name string) string {
+	p, _ := exec.LookPath(name)
+	return p
+}
+
+// FreePort returns a free loopback port.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln := Listen(t)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Listen listens on a free loopback port.
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// freePortPair returns a loopback port p such that p and p+1 are free.
+func freePortPair(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		l1 := Listen(t)
+		p := l1.Addr().(*net.TCPAddr).Port
+		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1))
+		l1.Close()
+		if err == nil {
+			l2.Close()
+			return p
+		}
+	}
+	t.Fatal("no free pair of loopback ports")
+	return 0
+}
+
+// Eventually polls ok every 50 ms until it holds or timeout passes.
+func Eventually(timeout time.Duration, ok func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if ok() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// SyncBuffer collects a child's output; tests read it while it runs.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

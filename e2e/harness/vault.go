@@ -1,0 +1,252 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Vault is a real Vault server on loopback with Phantom installed at
+// phantom/ by bootstrap/bootstrap.sh: a dev server, or a persistent one (Raft
+// storage on disk, unsealed with its key) that survives Restart.
+type Vault struct {
+	Addr  string // http://127.0.0.1:port
+	Token string // root
+	Home  string // HOME for the server and the CLI: ~/.vault-token stays untouched
+	Log   *SyncBuffer
+
+	// RoleIDFile and SecretIDFile are the proxy's AppRole credentials that
+	// the bootstrap wrote.
+	RoleIDFile, SecretIDFile string
+
+	tools     *Tools
+	args      []string
+	unsealKey string
+	stop      func()
+}
+
+// StartDevVault starts `vault server -dev` and bootstraps Phantom.
+func StartDevVault(t testing.TB) *Vault {
+	t.Helper()
+	v := newVault(t)
+	v.Token = "root"
+	v.args = []string{"server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
+		"-dev-listen-address=" + v.hostPort(), "-dev-plugin-dir=" + v.pluginDir()}
+	v.start(t)
+	v.waitActive(t)
+	v.Bootstrap(t)
+	return v
+}
+
+// StartPersistentVault starts a single-node Raft server, initialises and
+// unseals it, and bootstraps Phantom.
+func StartPersistentVault(t testing.TB) *Vault {
+	t.Helper()
+	v := newVault(t)
+	host, port, _ := net.SplitHostPort(v.hostPort())
+	p, _ := strconv.Atoi(port)
+	cluster := net.JoinHostPort(host, strconv.Itoa(p+1))
+	raft := filepath.Join(v.Home, "raft")
+	config := fmt.Sprintf(`
+storage "raft" {
+  path    = %q
+  node_id = "node1"
+}
+listener "tcp" {
+  address         = %q
+  cluster_address = %q
+  tls_disable     = true
+}
+api_addr         = %q
+cluster_addr     = "http://%s"
+plugin_directory = %q
+disable_mlock    = true
+`, raft, v.hostPort(), cluster, v.Addr, cluster, v.pluginDir())
+	cfgFile := filepath.Join(v.Home, "vault.hcl")
+	if err := os.MkdirAll(raft, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgFile, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v.args = []string{"server", "-config=" + cfgFile}
+	v.start(t)
+	if !Eventually(15*time.Second, v.listening) {
+		t.Fatalf("vault did not start; its log:\n%s", v.Log)
+	}
+	init := v.JSON(t, "operator", "init", "-key-shares=1", "-key-threshold=1")
+	v.unsealKey = init["unseal_keys_b64"].([]any)[0].(string)
+	v.Token = init["root_token"].(string)
+	v.unseal(t)
+	v.Bootstrap(t)
+	return v
+}
+
+func newVault(t testing.TB) *Vault {
+	t.Helper()
+	tl := Require(t)
+	v := &Vault{Home: t.TempDir(), Log: new(SyncBuffer), tools: tl}
+	v.Addr = "http://127.0.0.1:" + strconv.Itoa(freePortPair(t)) // Vault also takes port+1
+	if err := os.Mkdir(v.pluginDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (v *Vault) hostPort() string  { return strings.TrimPrefix(v.Addr, "http://") }
+func (v *Vault) pluginDir() string { return filepath.Join(v.Home, "plugins") }
+
+// Bootstrap runs bootstrap/bootstrap.sh against this Vault with the given
+// extra environment (for example PHANTOM_PLUGIN_BIN=...), and records the
+// proxy's credential files.
+func (v *Vault) Bootstrap(t testing.TB, env ...string) string {
+	t.Helper()
+	out := filepath.Join(v.Home, "bootstrap")
+	cmd := exec.Command(filepath.Join(v.tools.Root, "bootstrap", "bootstrap.sh"))
+	cmd.Env = append(os.Environ(), append([]string{
+		"VAULT=" + v.tools.Vault, "VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token, "HOME=" + v.Home,
+		"PHANTOM_PLUGIN_BIN=" + v.tools.Plugin, "PHANTOM_PLUGIN_DIR=" + v.pluginDir(), "PHANTOM_OUT_DIR=" + out,
+	}, env...)...)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, b)
+	}
+	v.RoleIDFile, v.SecretIDFile = filepath.Join(out, "role_id"), filepath.Join(out, "secret_id")
+	return string(b)
+}
+
+// start runs the server in its own process group, so stopping it also
+// reaches the plugin processes Vault starts.
+func (v *Vault) start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(v.tools.Vault, v.args...)
+	cmd.Env = append(os.Environ(), "HOME="+v.Home, "VAULT_ADDR=", "VAULT_TOKEN=")
+	cmd.Stdout, cmd.Stderr = v.Log, v.Log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting vault: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	var once sync.Once
+	v.stop = func() { once.Do(func() { stopGroup(cmd.Process.Pid, done) }) }
+	t.Cleanup(v.stop)
+}
+
+// Stop stops the server (and its plugins).
+func (v *Vault) Stop() { v.stop() }
+
+// Restart stops a persistent server and starts it again, unsealed.
+func (v *Vault) Restart(t testing.TB) {
+	t.Helper()
+	v.stop()
+	v.start(t)
+	if !Eventually(15*time.Second, v.listening) {
+		t.Fatalf("vault did not restart; its log:\n%s", v.Log)
+	}
+	v.unseal(t)
+}
+
+func (v *Vault) unseal(t testing.TB) {
+	t.Helper()
+	v.MustCLI(t, "operator", "unseal", v.unsealKey)
+	v.waitActive(t)
+}
+
+func (v *Vault) waitActive(t testing.TB) {
+	t.Helper()
+	if !Eventually(30*time.Second, v.healthy) {
+		t.Fatalf("vault did not become active; its log:\n%s", v.Log)
+	}
+}
+
+func (v *Vault) healthy() bool {
+	resp, err := http.Get(v.Addr + "/v1/sys/health")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (v *Vault) listening() bool {
+	c, err := net.DialTimeout("tcp", v.hostPort(), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// stopGroup ends a process group we started: politely, then firmly.
+func stopGroup(pid int, done <-chan struct{}) {
+	syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// Run runs the vault CLI as a user would, with the root token.
+func (v *Vault) Run(t testing.TB, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	return v.RunAs(t, v.Token, "table", "", args...)
+}
+
+// RunAs runs the vault CLI with another token, output format and stdin.
+func (v *Vault) RunAs(t testing.TB, token, format, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, v.tools.Vault, args...)
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+v.Addr, "VAULT_TOKEN="+token, "HOME="+v.Home, "VAULT_FORMAT="+format)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// MustCLI runs the vault CLI and fails the test if it fails.
+func (v *Vault) MustCLI(t testing.TB, args ...string) string {
+	t.Helper()
+	out, errOut, err := v.Run(t, args...)
+	if err != nil {
+		t.Fatalf("vault %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// JSON runs the vault CLI with JSON output and decodes it.
+func (v *Vault) JSON(t testing.TB, args ...string) map[string]any {
+	t.Helper()
+	out, errOut, err := v.RunAs(t, v.Token, "json", "", args...)
+	if err != nil {
+		t.Fatalf("vault %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("vault %s: not JSON: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return m
+}
+
+// Mint mints a token for route and returns it with its lease id.
+func (v *Vault) Mint(t testing.TB, route string, args ...string) (token, leaseID string) {
+	t.Helper()
+	lease := v.JSON(t, append([]string{"read", "phantom/token/" + route}, args...)...)
+	return lease["data"].(map[string]any)["token"].(string), lease["lease_id"].(string)
+}
