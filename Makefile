@@ -18,9 +18,11 @@ build:
 vault:
 	@scripts/vault.sh >/dev/null
 
-## test: unit tests and end-to-end tests against a real Vault
+## test: unit tests and end-to-end tests against a real Vault, then the
+## official SDKs through Phantom (a module of their own: e2e/sdk)
 test: build vault
 	VAULT_BIN=$$(scripts/vault.sh) $(GO) test -race -count=1 ./...
+	cd e2e/sdk && VAULT_BIN=$$(../../scripts/vault.sh) $(GO) test -race -count=1 ./...
 
 ## demo: the whole story from nothing: Vault, plugin, proxy, an API call
 demo:
@@ -42,6 +44,7 @@ fmt:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd e2e/sdk && $(GO) vet ./...
 
 clean:
 	rm -rf $(BIN)
