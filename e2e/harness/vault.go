@@ -43,7 +43,7 @@ func StartDevVault(t testing.TB) *Vault {
 	v := newVault(t)
 	v.Token = "root"
 	v.args = []string{"server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
-		"-dev-listen-address=" + v.hostPort(), "-dev-plugin-dir=" + v.pluginDir()}
+		"-dev-listen-address=" + v.hostPort(), "-dev-plugin-dir=" + v.PluginDir()}
 	v.start(t)
 	v.waitActive(t)
 	v.Bootstrap(t)
@@ -73,7 +73,7 @@ api_addr         = %q
 cluster_addr     = "http://%s"
 plugin_directory = %q
 disable_mlock    = true
-`, raft, v.hostPort(), cluster, v.Addr, cluster, v.pluginDir())
+`, raft, v.hostPort(), cluster, v.Addr, cluster, v.PluginDir())
 	cfgFile := filepath.Join(v.Home, "vault.hcl")
 	if err := os.MkdirAll(raft, 0o700); err != nil {
 		t.Fatal(err)
@@ -99,14 +99,16 @@ func newVault(t testing.TB) *Vault {
 	tl := Require(t)
 	v := &Vault{Home: t.TempDir(), Log: new(SyncBuffer), tools: tl}
 	v.Addr = "http://127.0.0.1:" + strconv.Itoa(freePortPair(t)) // Vault also takes port+1
-	if err := os.Mkdir(v.pluginDir(), 0o755); err != nil {
+	if err := os.Mkdir(v.PluginDir(), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return v
 }
 
-func (v *Vault) hostPort() string  { return strings.TrimPrefix(v.Addr, "http://") }
-func (v *Vault) pluginDir() string { return filepath.Join(v.Home, "plugins") }
+func (v *Vault) hostPort() string { return strings.TrimPrefix(v.Addr, "http://") }
+
+// PluginDir is the server's plugin_directory.
+func (v *Vault) PluginDir() string { return filepath.Join(v.Home, "plugins") }
 
 // Bootstrap runs bootstrap/bootstrap.sh against this Vault with the given
 // extra environment (for example PHANTOM_PLUGIN_BIN=...), and records the
@@ -117,7 +119,7 @@ func (v *Vault) Bootstrap(t testing.TB, env ...string) string {
 	cmd := exec.Command(filepath.Join(v.tools.Root, "bootstrap", "bootstrap.sh"))
 	cmd.Env = append(os.Environ(), append([]string{
 		"VAULT=" + v.tools.Vault, "VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token, "HOME=" + v.Home,
-		"PHANTOM_PLUGIN_BIN=" + v.tools.Plugin, "PHANTOM_PLUGIN_DIR=" + v.pluginDir(), "PHANTOM_OUT_DIR=" + out,
+		"PHANTOM_PLUGIN_BIN=" + v.tools.Plugin, "PHANTOM_PLUGIN_DIR=" + v.PluginDir(), "PHANTOM_OUT_DIR=" + out,
 	}, env...)...)
 	b, err := cmd.CombinedOutput()
 	if err != nil {
