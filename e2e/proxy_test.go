@@ -175,3 +175,48 @@ func TestProxyWrappedSecretIDAndTokenLifetime(t *testing.T) {
 	}
 	t.Logf("%d requests, %d logins, none failed", n, logins)
 }
+
+// TestTokenScopeThroughTheProxy: what a mint narrows (uses, client
+// addresses, paths, methods) holds at the proxy, and usage shows on the
+// token's record.
+func TestTokenScopeThroughTheProxy(t *testing.T) {
+	v := harness.StartDevVault(t)
+	up := startUpstream(t, realKey)
+	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+realKey)
+	p := harness.StartProxy(t, v)
+
+	twice, _ := v.Mint(t, "demo", "num_uses=2")
+	for i := range 2 {
+		if code, body := p.Call(t, "GET", "/v1/customers", twice); code != 200 {
+			t.Fatalf("use %d: %d %s", i+1, code, body)
+		}
+	}
+	if code, body := p.Call(t, "GET", "/v1/customers", twice); code != 401 || !strings.Contains(body, "uses_exhausted") {
+		t.Fatalf("third use: %d %s", code, body)
+	}
+
+	elsewhere, _ := v.Mint(t, "demo", "bound_cidrs=10.0.0.0/8")
+	if code, body := p.Call(t, "GET", "/v1/customers", elsewhere); code != 403 || !strings.Contains(body, "cidr_denied") {
+		t.Fatalf("token bound elsewhere: %d %s", code, body)
+	}
+	here, _ := v.Mint(t, "demo", "bound_cidrs=127.0.0.1")
+	if code, _ := p.Call(t, "GET", "/v1/customers", here); code != 200 {
+		t.Fatalf("token bound to loopback: %d", code)
+	}
+
+	lease := v.JSON(t, "read", "phantom/token/demo", "allowed_paths=/v1/customers/*", "allowed_methods=GET", "metadata=agent=triage-bot")
+	narrow := lease["data"].(map[string]any)["token"].(string)
+	accessor := lease["data"].(map[string]any)["accessor"].(string)
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{{"GET", "/v1/customers/cus_1", 200}, {"GET", "/v1/customers", 403}, {"POST", "/v1/customers/cus_1", 403}} {
+		if code, body := p.Call(t, c.method, c.path, narrow); code != c.want {
+			t.Fatalf("narrow token %s %s: %d %s", c.method, c.path, code, body)
+		}
+	}
+	info := v.JSON(t, "read", "phantom/tokens/"+accessor)["data"].(map[string]any)
+	if info["requests"] != float64(1) || info["metadata"].(map[string]any)["agent"] != "triage-bot" || info["status"] != "active" {
+		t.Fatalf("token record: %v", info)
+	}
+}
