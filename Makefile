@@ -7,7 +7,7 @@ PROXY   := $(BIN)/phantom-proxy
 VERSION ?= v0.1.0
 LDFLAGS := -X github.com/phantomvault/phantom/plugin.Version=$(VERSION)
 
-.PHONY: build vault test demo dev bench fmt lint clean
+.PHONY: build vault test fuzz demo dev bench fmt lint clean
 
 ## build: compile the Vault plugin and phantom-proxy into bin/
 build:
@@ -18,11 +18,20 @@ build:
 vault:
 	@scripts/vault.sh >/dev/null
 
-## test: unit tests and end-to-end tests against a real Vault, then the
-## official SDKs through Phantom (a module of their own: e2e/sdk)
+## test: unit tests and end-to-end tests against a real Vault, the official
+## SDKs through Phantom (a module of their own: e2e/sdk), and a short fuzz run
 test: build vault
 	VAULT_BIN=$$(scripts/vault.sh) $(GO) test -race -count=1 ./...
 	cd e2e/sdk && VAULT_BIN=$$(../../scripts/vault.sh) $(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz
+
+## fuzz: each fuzz target for FUZZTIME (default 10s)
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/reqpath
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./internal/token
+	$(GO) test -run '^$$' -fuzz '^FuzzMatchPath$$' -fuzztime $(FUZZTIME) ./plugin
+	$(GO) test -run '^$$' -fuzz '^FuzzScrubber$$' -fuzztime $(FUZZTIME) ./proxy
 
 ## demo: the whole story from nothing: Vault, plugin, proxy, an API call
 demo:

@@ -8,13 +8,14 @@ import (
 // Error types the agent sees. SDKs retry 429 and 5xx and do not retry 401 and
 // 403, so a dead token must never look transient.
 const (
-	errBadRequest      = "phantom_bad_request"       // 400
-	errUnauthorized    = "phantom_unauthorized"      // 401: missing, unknown, expired, revoked, used-up token
-	errForbidden       = "phantom_forbidden"         // 403: out of scope
-	errTooLarge        = "phantom_request_too_large" // 413
-	errUpstream        = "phantom_upstream_error"    // 502
-	errUnavailable     = "phantom_unavailable"       // 503: Vault unreachable or proxy not authenticated
-	errUpstreamTimeout = "phantom_upstream_timeout"  // 504
+	errBadRequest       = "phantom_bad_request"        // 400
+	errUnauthorized     = "phantom_unauthorized"       // 401: missing, unknown, expired, revoked, used-up token
+	errForbidden        = "phantom_forbidden"          // 403: out of scope
+	errMethodNotAllowed = "phantom_method_not_allowed" // 405: CONNECT, TRACE
+	errTooLarge         = "phantom_request_too_large"  // 413
+	errUpstream         = "phantom_upstream_error"     // 502
+	errUnavailable      = "phantom_unavailable"        // 503: Vault unreachable or proxy not authenticated
+	errUpstreamTimeout  = "phantom_upstream_timeout"   // 504
 )
 
 type errorBody struct {

@@ -52,6 +52,7 @@ var statusType = map[int]string{
 	http.StatusBadRequest:            errBadRequest,
 	http.StatusUnauthorized:          errUnauthorized,
 	http.StatusForbidden:             errForbidden,
+	http.StatusMethodNotAllowed:      errMethodNotAllowed,
 	http.StatusRequestEntityTooLarge: errTooLarge,
 	http.StatusBadGateway:            errUpstream,
 	http.StatusServiceUnavailable:    errUnavailable,
@@ -88,6 +89,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path, rawQuery, err := checkTarget(r)
 	if err != nil {
 		rec.Path = strings.ToValidUTF8(r.URL.EscapedPath(), "?")
+		if errors.Is(err, errMethod) {
+			sw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+			refuse(http.StatusMethodNotAllowed, "method_not_allowed", err.Error())
+			return
+		}
 		refuse(http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}

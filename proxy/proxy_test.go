@@ -645,13 +645,16 @@ func TestAuditRecords(t *testing.T) {
 	get(t, p.url+"/v1/no", map[string]string{"Authorization": "Bearer " + denied})
 	get(t, p.url+"/v1/none", nil)
 
+	waitFor(t, func() bool { return len(p.auditLines(t)) >= 3 })
 	raw, _ := os.ReadFile(p.srv.cfg.AuditFile)
 	for _, secret := range []string{p.token, denied, realKey} {
 		if strings.Contains(string(raw), secret) {
 			t.Fatalf("the audit log holds a secret:\n%s", raw)
 		}
 	}
-	recs := p.auditLines(t)
+	// A request's line is written just after its response.
+	var recs []auditRecord
+	waitFor(t, func() bool { recs = p.auditLines(t); return len(recs) >= 3 })
 	if len(recs) != 3 {
 		t.Fatalf("%d audit lines, want 3", len(recs))
 	}
@@ -685,7 +688,11 @@ func TestAdminEndpoints(t *testing.T) {
 	if resp, _ := get(t, admin.URL+"/readyz", nil); resp.StatusCode != 503 {
 		t.Fatalf("readyz when not ready %d", resp.StatusCode)
 	}
-	_, metrics := get(t, admin.URL+"/metrics", nil)
+	var metrics string
+	waitFor(t, func() bool { // counted just after the response
+		_, metrics = get(t, admin.URL+"/metrics", nil)
+		return strings.Contains(metrics, "phantom_proxy_requests{")
+	})
 	for _, want := range []string{`phantom_proxy_requests{decision="allowed",route="r",status="200"} 1`, "phantom_proxy_resolve_seconds", "phantom_proxy_upstream_seconds"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q:\n%s", want, metrics)
@@ -709,5 +716,15 @@ func TestScrubsTrailers(t *testing.T) {
 	got := resp.Trailer.Get("X-Debug")
 	if got == "" || strings.Contains(got, realKey) {
 		t.Fatalf("trailer %q", got)
+	}
+}
+
+// waitFor polls cond for up to five seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
 	}
 }

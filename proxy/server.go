@@ -116,11 +116,14 @@ func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 
 func (s *Server) httpServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: DefaultReadHeaderTimeout,
-		IdleTimeout:       DefaultIdleTimeout,
-		MaxHeaderBytes:    DefaultMaxHeaderBytes,
-		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		Handler: h,
+		// "OPTIONS *" must reach the handler, which refuses it, rather
+		// than get net/http's built-in 200.
+		DisableGeneralOptionsHandler: true,
+		ReadHeaderTimeout:            DefaultReadHeaderTimeout,
+		IdleTimeout:                  DefaultIdleTimeout,
+		MaxHeaderBytes:               DefaultMaxHeaderBytes,
+		ErrorLog:                     s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 }
 

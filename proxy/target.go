@@ -8,13 +8,17 @@ import (
 	"github.com/phantomvault/phantom/internal/reqpath"
 )
 
+// errMethod marks a method the proxy never forwards: CONNECT would make it a
+// tunnel, and TRACE would echo the injected credential back.
+var errMethod = errors.New("CONNECT and TRACE are not supported")
+
 // checkTarget refuses request targets that could mean one thing to us and
 // another to the upstream, and returns the exact path and raw query that
 // will be forwarded: the path resolved through Vault is byte for byte the
 // path sent upstream.
 func checkTarget(r *http.Request) (path, rawQuery string, err error) {
-	if r.Method == http.MethodConnect {
-		return "", "", errors.New("CONNECT is not supported")
+	if r.Method == http.MethodConnect || r.Method == http.MethodTrace {
+		return "", "", errMethod
 	}
 	if !isMethod(r.Method) {
 		return "", "", errors.New("the method must be an upper-case HTTP method")
