@@ -7,7 +7,7 @@ PROXY   := $(BIN)/phantom-proxy
 VERSION ?= v0.1.0
 LDFLAGS := -X github.com/phantomvault/phantom/plugin.Version=$(VERSION)
 
-.PHONY: build vault test fuzz demo dev bench fmt lint clean
+.PHONY: build vault test fuzz demo dev bench bench-go fmt lint clean
 
 ## build: compile the Vault plugin and phantom-proxy into bin/
 build:
@@ -41,8 +41,13 @@ demo:
 dev:
 	scripts/dev.sh
 
-## bench: Go benchmarks of the hot path
+## bench: Phantom against direct calls and a bare reverse proxy, on a local
+## stack (ARGS="-duration=10s -conns=1,16,64" to change the runs)
 bench:
+	scripts/bench.sh $(ARGS)
+
+## bench-go: Go benchmarks of the hot path (resolve, matching, tokens, scrubbing)
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./plugin/ ./proxy/ ./internal/...
 
 ## fmt: format the Go code

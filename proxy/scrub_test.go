@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -104,5 +105,28 @@ func TestScrubHeaders(t *testing.T) {
 	s.Header(h)
 	if bytes.Contains([]byte(h["Set-Cookie"][0]), []byte(realKey)) || h["X-Ok"][0] != "fine" {
 		t.Fatalf("headers %v", h)
+	}
+}
+
+// BenchmarkScrub measures masking a 32 KiB body with every form of a key.
+func BenchmarkScrub(b *testing.B) {
+	s := newScrubber((&Grant{Credential: realKey, AuthFormat: "Bearer {{credential}}"}).secretForms())
+	body := strings.Repeat(`{"id":"cus_123","name":"Ada Lovelace","email":"ada@example.com"},`, 500)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := io.Copy(io.Discard, s.Reader(io.NopCloser(strings.NewReader(body)), nil)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkFindToken(b *testing.B) {
+	f := newTokenFinder(nil, DefaultQueryParams)
+	h := http.Header{"Authorization": {"Bearer " + mintToken(b)}, "Content-Type": {"application/json"}}
+	for b.Loop() {
+		if _, err := f.find(h, "limit=10"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
