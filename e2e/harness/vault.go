@@ -32,6 +32,7 @@ type Vault struct {
 	RoleIDFile, SecretIDFile string
 
 	tools     *Tools
+	pid       int // of the running server
 	args      []string
 	unsealKey string
 	stop      func()
@@ -142,9 +143,39 @@ func (v *Vault) start(t testing.TB) {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
+	v.pid = cmd.Process.Pid
 	var once sync.Once
 	v.stop = func() { once.Do(func() { stopGroup(cmd.Process.Pid, done) }) }
 	t.Cleanup(v.stop)
+}
+
+// PluginPIDs returns the processes of the Phantom plugin that this server
+// started (children of the server running the plugin binary).
+func (v *Vault) PluginPIDs(t testing.TB) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces, so split after ')'.
+		s := string(stat)
+		comm := s[strings.IndexByte(s, '(')+1 : strings.LastIndexByte(s, ')')]
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 1 && fields[1] == strconv.Itoa(v.pid) && strings.HasPrefix(PluginName, comm) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // Stop stops the server (and its plugins).
@@ -160,6 +191,9 @@ func (v *Vault) Restart(t testing.TB) {
 	}
 	v.unseal(t)
 }
+
+// Unseal unseals a persistent server sealed with `vault operator seal`.
+func (v *Vault) Unseal(t testing.TB) { v.unseal(t) }
 
 func (v *Vault) unseal(t testing.TB) {
 	t.Helper()

@@ -34,10 +34,10 @@ import (
 
 type config struct {
 	upstream, proxy, vaultAddr, vaultToken, token, realKey, route, path string
-	proxyPID                                                              int
-	duration                                                              time.Duration
-	conns                                                                 []int
-	jsonOut                                                               string
+	proxyPID                                                            int
+	duration                                                            time.Duration
+	conns                                                               []int
+	jsonOut                                                             string
 }
 
 type result struct {
@@ -260,7 +260,7 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return round(float64(d.Microseconds()) / 1000) }
-func round(f float64) float64   { return float64(int64(f*1000+0.5)) / 1000 }
+func round(f float64) float64    { return float64(int64(f*1000+0.5)) / 1000 }
 
 func printReport(r report) {
 	fmt.Printf("\n%-11s %5s %10s %9s %9s %7s\n", "target", "conns", "req/s", "p50 ms", "p99 ms", "errors")

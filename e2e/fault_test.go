@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/phantomvault/phantom/e2e/harness"
+)
+
+// TestVaultSealedFailsClosed: while Vault is sealed the proxy answers 503
+// and is not ready; once Vault is unsealed it serves again by itself.
+func TestVaultSealedFailsClosed(t *testing.T) {
+	v := harness.StartPersistentVault(t)
+	up := startUpstream(t, realKey)
+	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	p := harness.StartProxy(t, v)
+	tok, _ := v.Mint(t, "demo")
+	if code, _ := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
+		t.Fatalf("before sealing: %d", code)
+	}
+	before := len(up.log())
+
+	v.MustCLI(t, "operator", "seal")
+	start := time.Now()
+	code, body := p.Call(t, "GET", "/v1/customers", tok)
+	t.Logf("sealed: %d after %v", code, time.Since(start).Round(time.Millisecond))
+	if code != 503 || !strings.Contains(body, "phantom_unavailable") {
+		t.Fatalf("sealed: %d %s", code, body)
+	}
+	if s := harness.Status(p.Admin + "/readyz"); s != 503 {
+		t.Fatalf("readyz while sealed: %d", s)
+	}
+	if len(up.log()) != before {
+		t.Fatal("a request was forwarded while Vault was sealed")
+	}
+
+	v.Unseal(t)
+	start = time.Now()
+	if !harness.Eventually(30*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 }) {
+		t.Fatalf("no service after unseal:\n%s", p.Out)
+	}
+	t.Logf("served again %v after unseal", time.Since(start).Round(time.Millisecond))
+	if s := harness.Status(p.Admin + "/readyz"); s != 200 {
+		t.Fatalf("readyz after unseal: %d", s)
+	}
+}
+
+// TestPluginProcessKilled: Vault restarts a killed plugin on the next
+// request; agents see at most transient 503s, never a wrong grant.
+func TestPluginProcessKilled(t *testing.T) {
+	v := harness.StartDevVault(t)
+	up := startUpstream(t, realKey)
+	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	p := harness.StartProxy(t, v)
+	tok, leaseID := v.Mint(t, "demo")
+	if code, _ := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
+		t.Fatalf("before: %d", code)
+	}
+	pids := v.PluginPIDs(t)
+	if len(pids) == 0 {
+		t.Fatal("found no plugin process")
+	}
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	start := time.Now()
+	if !harness.Eventually(30*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 }) {
+		t.Fatalf("no service after the plugin was killed; Vault log:\n%s", v.Log)
+	}
+	t.Logf("served again %v after the plugin was killed", time.Since(start).Round(time.Millisecond))
+	if after := v.PluginPIDs(t); len(after) == 0 || after[0] == pids[0] {
+		t.Fatalf("the plugin was not restarted: %v -> %v", pids, after)
+	}
+	// State lives in Vault's storage, not the plugin: revocation still bites.
+	v.MustCLI(t, "lease", "revoke", "-sync", leaseID)
+	if code, _ := p.Call(t, "GET", "/v1/customers", tok); code != 401 {
+		t.Fatalf("revoked after the restart: %d", code)
+	}
+}
+
+// TestSecretIDInvalidFailsClosed: once its token cannot be renewed and its
+// secret_id is no longer valid (destroyed here: Vault 1.21 still accepted an
+// expired secret_id at login in our trials), the proxy cannot log in: it
+// answers 503, says why in its log, and recovers unattended when a fresh
+// secret_id is put in place.
+func TestSecretIDInvalidFailsClosed(t *testing.T) {
+	v := harness.StartDevVault(t)
+	up := startUpstream(t, realKey)
+	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	v.Bootstrap(t, "PHANTOM_PROXY_TOKEN_TTL=2s", "PHANTOM_PROXY_TOKEN_MAX_TTL=3s")
+	p := harness.StartProxy(t, v)
+	tok, _ := v.Mint(t, "demo")
+	if code, _ := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
+		t.Fatalf("before: %d", code)
+	}
+	secretID, err := os.ReadFile(v.SecretIDFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.MustCLI(t, "write", "auth/approle/role/phantom-proxy/secret-id/destroy", "secret_id="+strings.TrimSpace(string(secretID)))
+	if !harness.Eventually(30*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 503 }) {
+		t.Fatalf("still serving without a valid login:\n%s", p.Out)
+	}
+	if s := harness.Status(p.Admin + "/readyz"); s != 503 {
+		t.Fatalf("readyz without a login: %d", s)
+	}
+	if !strings.Contains(p.Out.String(), "Vault login failed") || !strings.Contains(p.Out.String(), "invalid") {
+		t.Fatalf("the log does not say why:\n%s", p.Out)
+	}
+	fresh := v.MustCLI(t, "write", "-f", "-field=secret_id", "auth/approle/role/phantom-proxy/secret-id", "ttl=1h")
+	if err := os.WriteFile(v.SecretIDFile, []byte(fresh), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !harness.Eventually(60*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 }) {
+		t.Fatalf("no recovery with a fresh secret_id:\n%s", p.Out)
+	}
+}
+
+// TestUpstreamFaults: an upstream that is down, resets connections or is
+// slow gets 502 or 504 within the configured timeouts, and the proxy stays
+// healthy and serves the next good request.
+func TestUpstreamFaults(t *testing.T) {
+	v := harness.StartDevVault(t)
+	good := startUpstream(t, realKey)
+	down := "http://" + func() string { ln := harness.Listen(t); a := ln.Addr().String(); ln.Close(); return a }()
+	reset := harness.Listen(t)
+	go func() {
+		for {
+			c, err := reset.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetLinger(0) // RST, not FIN
+			c.Close()
+		}
+	}()
+	slowLn := harness.Listen(t)
+	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	})}
+	go slow.Serve(slowLn)
+	t.Cleanup(func() { slow.Close(); reset.Close() })
+
+	for name, upstream := range map[string]string{"good": good.url, "down": down, "reset": "http://" + reset.Addr().String(), "slow": "http://" + slowLn.Addr().String()} {
+		v.MustCLI(t, "write", "phantom/routes/"+name, "upstream="+upstream, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	}
+	p := harness.StartProxy(t, v, "-upstream-timeout=1s", "-dial-timeout=1s")
+	for _, c := range []struct {
+		route string
+		want  int
+	}{{"down", 502}, {"reset", 502}, {"slow", 504}, {"good", 200}} {
+		tok, _ := v.Mint(t, c.route)
+		start := time.Now()
+		code, body := p.Call(t, "GET", "/v1/customers", tok)
+		t.Logf("%s: %d after %v", c.route, code, time.Since(start).Round(time.Millisecond))
+		if code != c.want {
+			t.Fatalf("%s: %d %s", c.route, code, body)
+		}
+		if s := harness.Status(p.Admin + "/healthz"); s != 200 {
+			t.Fatalf("healthz after %s: %d", c.route, s)
+		}
+	}
+}
