@@ -6,7 +6,6 @@ package proxy
 
 import (
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -108,7 +107,7 @@ func (c Config) Validate() error {
 	}
 	for _, h := range c.ExtraHeaders {
 		if h == "" {
-			return fmt.Errorf("an empty extra token header")
+			return errors.New("an empty extra token header")
 		}
 	}
 	return nil

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRunRefusesBadSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"no vault", nil, []string{"-role-id-file=r", "-secret-id-file=s"}, "Vault address is required"},
+		{"no approle files", nil, []string{"-vault-addr=http://127.0.0.1:8200"}, "role_id file"},
+		{"half of TLS", nil, []string{"-vault-addr=x", "-role-id-file=r", "-secret-id-file=s", "-tls-cert=c"}, "certificate and a key"},
+		{"bad duration in env", map[string]string{"PHANTOM_VAULT_TIMEOUT": "soon"}, nil, "PHANTOM_VAULT_TIMEOUT"},
+		{"bad bool in env", map[string]string{"PHANTOM_SECRET_ID_WRAPPED": "maybe"}, nil, "PHANTOM_SECRET_ID_WRAPPED"},
+		{"bad log format", nil, []string{"-log-format=xml"}, "log-format"},
+		{"unknown flag", nil, []string{"-frobnicate"}, "frobnicate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("VAULT_ADDR", "")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			err := run(tc.args)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run(%v) = %v, want an error about %q", tc.args, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestEnvironmentFillsFlags(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "")
+	t.Setenv("PHANTOM_ROLE_ID_FILE", "r")
+	t.Setenv("PHANTOM_SECRET_ID_FILE", "s")
+	// Everything but the Vault address comes from the environment, so the
+	// error names only that.
+	if err := run(nil); err == nil || !strings.Contains(err.Error(), "Vault address") {
+		t.Fatalf("run = %v", err)
+	}
+	if err := run([]string{"-h"}); err != nil {
+		t.Fatalf("-h: %v", err)
+	}
+}
