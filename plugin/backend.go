@@ -59,6 +59,7 @@ type backend struct {
 	tokenLocks []*locksutil.LockEntry
 
 	usage *usageCounter
+	cache *storageCache
 
 	tidying  atomic.Bool
 	lastTidy atomic.Int64 // unix seconds
@@ -71,6 +72,7 @@ func newBackend(now func() time.Time, random io.Reader) *backend {
 		routeLocks: locksutil.CreateLocks(),
 		tokenLocks: locksutil.CreateLocks(),
 		usage:      newUsageCounter(),
+		cache:      newStorageCache(),
 	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
@@ -95,7 +97,18 @@ func newBackend(now func() time.Time, random io.Reader) *backend {
 	return b
 }
 
+// HandleRequest serves every request with the cached view of its storage,
+// so that all of this process's reads and writes go through the cache.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	req.Storage = b.cache.wrap(req.Storage)
+	return b.Backend.HandleRequest(ctx, req)
+}
+
+// invalidate runs when storage changed elsewhere (replication, another node).
 func (b *backend) invalidate(_ context.Context, key string) {
+	if cacheable(key) {
+		b.cache.wrote(key, nil)
+	}
 	if key == salt.DefaultLocation {
 		b.saltMu.Lock()
 		b.salt = nil

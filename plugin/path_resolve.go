@@ -49,11 +49,11 @@ func (b *backend) pathResolve() []*framework.Path {
 				Description: "Address of the client as seen by the proxy; checked against bound_cidrs.",
 			},
 		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback:     b.pathResolveWrite,
-				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "resolve"},
-			},
+		// Callbacks, not Operations: for Operations the framework asks Vault
+		// for the replication state on every request, a gRPC round trip that
+		// resolve does not need (it never forwards to another node).
+		Callbacks: map[logical.Operation]framework.OperationFunc{
+			logical.UpdateOperation: b.pathResolveWrite,
 		},
 		HelpSynopsis:    "Decide whether a phantom token may make a request; if so, return the real credential.",
 		HelpDescription: resolveHelp,

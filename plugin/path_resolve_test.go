@@ -167,9 +167,7 @@ func TestResolveDoesNotWriteOnTheCommonPath(t *testing.T) {
 	if got := e.ok(t, logical.ReadOperation, "tokens/"+acc, nil).Data["requests"]; got != uint64(52) {
 		t.Fatalf("requests before flush = %v", got)
 	}
-	if err := e.b.flushUsage(t.Context(), e.storage); err != nil {
-		t.Fatal(err)
-	}
+	e.periodic(t)
 	if got := e.ok(t, logical.ReadOperation, "tokens/"+acc, nil).Data["requests"]; got != uint64(52) {
 		t.Fatalf("requests after flush = %v", got)
 	}

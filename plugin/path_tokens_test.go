@@ -79,18 +79,13 @@ func TestPeriodicFlushesAndTidies(t *testing.T) {
 	tok, mint := e.mint(t, "r", map[string]any{"ttl": "1h"})
 	wantAllowed(t, e.resolve(t, tok, "GET", "/v1/customers", ""))
 
-	req := &logical.Request{Storage: e.storage}
-	if err := e.b.periodic(t.Context(), req); err != nil {
-		t.Fatal(err)
-	}
+	e.periodic(t)
 	stored, err := getToken(t.Context(), e.storage, mustHMAC(t, e, tok))
 	if err != nil || stored.Requests != 1 {
 		t.Fatalf("after periodic: %+v %v", stored, err)
 	}
 	e.clock.Advance(3 * time.Hour)
-	if err := e.b.periodic(t.Context(), req); err != nil {
-		t.Fatal(err)
-	}
+	e.periodic(t)
 	if resp, _ := e.request(t, logical.ReadOperation, "tokens/"+mint.Data["accessor"].(string), nil); resp != nil {
 		t.Fatal("periodic did not tidy an expired record")
 	}
