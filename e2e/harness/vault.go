@@ -32,6 +32,7 @@ type Vault struct {
 	RoleIDFile, SecretIDFile string
 
 	tools     *Tools
+	plugins   string
 	pid       int // of the running server
 	args      []string
 	unsealKey string
@@ -41,7 +42,7 @@ type Vault struct {
 // StartDevVault starts `vault server -dev` and bootstraps Phantom.
 func StartDevVault(t testing.TB) *Vault {
 	t.Helper()
-	v := newVault(t)
+	v := newVault(t, "")
 	v.Token = "root"
 	v.args = []string{"server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
 		"-dev-listen-address=" + v.hostPort(), "-dev-plugin-dir=" + v.PluginDir()}
@@ -55,15 +56,59 @@ func StartDevVault(t testing.TB) *Vault {
 // unseals it, and bootstraps Phantom.
 func StartPersistentVault(t testing.TB) *Vault {
 	t.Helper()
-	v := newVault(t)
+	v := newVault(t, "")
+	v.startRaftNode(t, "node1", "")
+	init := v.JSON(t, "operator", "init", "-key-shares=1", "-key-threshold=1")
+	v.unsealKey = init["unseal_keys_b64"].([]any)[0].(string)
+	v.Token = init["root_token"].(string)
+	v.unseal(t)
+	v.Bootstrap(t)
+	return v
+}
+
+// StartRaftCluster starts an n-node Vault HA cluster with integrated
+// storage: node 0 is initialised and bootstrapped, the others join it
+// (sharing its plugin directory, as identical nodes would) and are unsealed.
+func StartRaftCluster(t testing.TB, n int) []*Vault {
+	t.Helper()
+	first := StartPersistentVault(t)
+	nodes := []*Vault{first}
+	for i := 1; i < n; i++ {
+		v := newVault(t, first.PluginDir())
+		v.Token, v.unsealKey = first.Token, first.unsealKey
+		v.RoleIDFile, v.SecretIDFile = first.RoleIDFile, first.SecretIDFile
+		v.startRaftNode(t, fmt.Sprintf("node%d", i+1), first.Addr)
+		if !Eventually(30*time.Second, func() bool { _, _, err := v.Run(t, "operator", "unseal", v.unsealKey); return err == nil }) {
+			t.Fatalf("node %d could not be unsealed; its log:\n%s", i+1, v.Log)
+		}
+		nodes = append(nodes, v)
+	}
+	if !Eventually(60*time.Second, func() bool {
+		out, _, err := first.Run(t, "operator", "raft", "list-peers")
+		return err == nil && strings.Count(out, " true") == n // n voters
+	}) {
+		out, _, _ := first.Run(t, "operator", "raft", "list-peers")
+		t.Fatalf("the cluster did not form:\n%s", out)
+	}
+	return nodes
+}
+
+// startRaftNode writes a Raft server config (joining join unless empty)
+// and starts the server.
+func (v *Vault) startRaftNode(t testing.TB, nodeID, join string) {
+	t.Helper()
 	host, port, _ := net.SplitHostPort(v.hostPort())
 	p, _ := strconv.Atoi(port)
 	cluster := net.JoinHostPort(host, strconv.Itoa(p+1))
 	raft := filepath.Join(v.Home, "raft")
+	joinStanza := ""
+	if join != "" {
+		joinStanza = fmt.Sprintf("\n  retry_join {\n    leader_api_addr = %q\n  }", join)
+	}
 	config := fmt.Sprintf(`
 storage "raft" {
   path    = %q
-  node_id = "node1"
+  node_id = %q%s
 }
 listener "tcp" {
   address         = %q
@@ -74,7 +119,7 @@ api_addr         = %q
 cluster_addr     = "http://%s"
 plugin_directory = %q
 disable_mlock    = true
-`, raft, v.hostPort(), cluster, v.Addr, cluster, v.PluginDir())
+`, raft, nodeID, joinStanza, v.hostPort(), cluster, v.Addr, cluster, v.PluginDir())
 	cfgFile := filepath.Join(v.Home, "vault.hcl")
 	if err := os.MkdirAll(raft, 0o700); err != nil {
 		t.Fatal(err)
@@ -87,21 +132,20 @@ disable_mlock    = true
 	if !Eventually(15*time.Second, v.listening) {
 		t.Fatalf("vault did not start; its log:\n%s", v.Log)
 	}
-	init := v.JSON(t, "operator", "init", "-key-shares=1", "-key-threshold=1")
-	v.unsealKey = init["unseal_keys_b64"].([]any)[0].(string)
-	v.Token = init["root_token"].(string)
-	v.unseal(t)
-	v.Bootstrap(t)
-	return v
 }
 
-func newVault(t testing.TB) *Vault {
+// newVault prepares a server's directories; plugins is its plugin
+// directory, or "" for one of its own.
+func newVault(t testing.TB, plugins string) *Vault {
 	t.Helper()
 	tl := Require(t)
-	v := &Vault{Home: t.TempDir(), Log: new(SyncBuffer), tools: tl}
+	v := &Vault{Home: t.TempDir(), Log: new(SyncBuffer), tools: tl, plugins: plugins}
 	v.Addr = "http://127.0.0.1:" + strconv.Itoa(freePortPair(t)) // Vault also takes port+1
-	if err := os.Mkdir(v.PluginDir(), 0o755); err != nil {
-		t.Fatal(err)
+	if plugins == "" {
+		v.plugins = filepath.Join(v.Home, "plugins")
+		if err := os.Mkdir(v.plugins, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return v
 }
@@ -109,7 +153,7 @@ func newVault(t testing.TB) *Vault {
 func (v *Vault) hostPort() string { return strings.TrimPrefix(v.Addr, "http://") }
 
 // PluginDir is the server's plugin_directory.
-func (v *Vault) PluginDir() string { return filepath.Join(v.Home, "plugins") }
+func (v *Vault) PluginDir() string { return v.plugins }
 
 // Bootstrap runs bootstrap/bootstrap.sh against this Vault with the given
 // extra environment (for example PHANTOM_PLUGIN_BIN=...), and records the
@@ -177,6 +221,9 @@ func (v *Vault) PluginPIDs(t testing.TB) []int {
 	}
 	return pids
 }
+
+// Crash kills the server and its plugins at once, with no graceful step-down.
+func (v *Vault) Crash() { syscall.Kill(-v.pid, syscall.SIGKILL) }
 
 // Stop stops the server (and its plugins).
 func (v *Vault) Stop() { v.stop() }
