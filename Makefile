@@ -18,10 +18,12 @@ build:
 vault:
 	@scripts/vault.sh >/dev/null
 
-## test: unit tests and end-to-end tests against a real Vault, the official
-## SDKs through Phantom (a module of their own: e2e/sdk), and a short fuzz run
+## test: unit tests and end-to-end tests against a real Vault (with a SOAK-long
+## load test, default 3m), the official SDKs through Phantom (a module of
+## their own: e2e/sdk), and a short fuzz run
+SOAK ?= 3m
 test: build vault
-	VAULT_BIN=$$(scripts/vault.sh) $(GO) test -race -count=1 ./...
+	VAULT_BIN=$$(scripts/vault.sh) PHANTOM_SOAK=$(SOAK) $(GO) test -race -count=1 -timeout 30m ./...
 	cd e2e/sdk && VAULT_BIN=$$(../../scripts/vault.sh) $(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
 

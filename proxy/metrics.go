@@ -8,6 +8,7 @@ import (
 	metrics "github.com/armon/go-metrics"
 	promsink "github.com/armon/go-metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -29,6 +30,9 @@ type proxyMetrics struct {
 
 func newProxyMetrics() (*proxyMetrics, error) {
 	registry := prometheus.NewRegistry()
+	// Go runtime and process figures (go_goroutines,
+	// process_resident_memory_bytes, ...) for capacity and leak watching.
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sink, err := promsink.NewPrometheusSinkFrom(promsink.PrometheusOpts{Registerer: registry, Name: "phantom_proxy"})
 	if err != nil {
 		return nil, err
