@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -167,5 +170,85 @@ func TestUpstreamFaults(t *testing.T) {
 		if s := harness.Status(p.Admin + "/healthz"); s != 200 {
 			t.Fatalf("healthz after %s: %d", c.route, s)
 		}
+	}
+}
+
+// TestSIGTERMUnderLoad: on SIGTERM the proxy stops accepting, lets every
+// in-flight request finish, and exits; nothing is half-forwarded.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	v := harness.StartDevVault(t)
+	var received, answered atomic.Int64
+	ln := harness.Listen(t)
+	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received.Add(1)
+		time.Sleep(500 * time.Millisecond) // in flight when SIGTERM arrives
+		io.WriteString(w, `{"ok":true}`)
+		answered.Add(1)
+	})}
+	go slow.Serve(ln)
+	t.Cleanup(func() { slow.Close() })
+	v.MustCLI(t, "write", "phantom/routes/slow", "upstream=http://"+ln.Addr().String(), "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	p := harness.StartProxy(t, v)
+	tok, _ := v.Mint(t, "slow")
+
+	var ok, refused, other atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 20 * time.Second}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("GET", p.URL+"/v1/x", nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := client.Do(req)
+				switch {
+				case err != nil && strings.Contains(err.Error(), "connection refused"):
+					refused.Add(1)
+					time.Sleep(20 * time.Millisecond)
+				case err != nil:
+					other.Add(1)
+				default:
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 && string(body) == `{"ok":true}` {
+						ok.Add(1)
+					} else {
+						other.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	time.Sleep(1200 * time.Millisecond) // requests in flight
+	inFlight := received.Load() - answered.Load()
+	start := time.Now()
+	exited := p.Terminate()
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the proxy did not exit after SIGTERM")
+	}
+	t.Logf("SIGTERM with %d requests in flight: exited after %v", inFlight, time.Since(start).Round(time.Millisecond))
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if inFlight == 0 {
+		t.Fatal("nothing was in flight: the test proved nothing")
+	}
+	if other.Load() != 0 {
+		t.Fatalf("%d requests ended badly (reset or half-answered)", other.Load())
+	}
+	if refused.Load() == 0 {
+		t.Fatal("no request was refused after SIGTERM")
+	}
+	if received.Load() != answered.Load() || answered.Load() != ok.Load() {
+		t.Fatalf("upstream received %d, answered %d, agents got %d complete answers", received.Load(), answered.Load(), ok.Load())
 	}
 }

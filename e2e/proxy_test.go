@@ -100,8 +100,10 @@ func TestProxyAgainstRealVault(t *testing.T) {
 		t.Fatalf("no re-login in the proxy's log:\n%s", p.Out)
 	}
 
-	// Vault stopped: 503 at once, not-ready; back by itself when Vault is.
+	// Vault stopped: 503 at once, not-ready, nothing forwarded; back by
+	// itself when Vault is.
 	v.Stop()
+	forwarded := up.log()
 	start := time.Now()
 	code, body := p.Call(t, "GET", "/v1/customers", tok)
 	t.Logf("with Vault down the agent got %d after %v", code, time.Since(start).Round(time.Millisecond))
@@ -110,6 +112,9 @@ func TestProxyAgainstRealVault(t *testing.T) {
 	}
 	if s := harness.Status(p.Admin + "/readyz"); s != 503 {
 		t.Fatalf("readyz with Vault down: %d", s)
+	}
+	if up.log() != forwarded {
+		t.Fatal("a request was forwarded while Vault was down")
 	}
 	v.Restart(t)
 	start = time.Now()

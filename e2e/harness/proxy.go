@@ -21,6 +21,16 @@ type Proxy struct {
 	Admin     string // /metrics, /healthz, /readyz
 	AuditFile string
 	Out       *SyncBuffer // stdout and stderr
+
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+}
+
+// Terminate sends SIGTERM, as an orchestrator does, and returns a channel
+// closed once the process has exited.
+func (p *Proxy) Terminate() <-chan struct{} {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	return p.done
 }
 
 // StartProxy starts phantom-proxy against v and waits until it is ready.
@@ -51,6 +61,7 @@ func StartProxy(t testing.TB, v *Vault, extra ...string) *Proxy {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
+	p.cmd, p.done = cmd, done
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
