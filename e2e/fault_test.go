@@ -20,7 +20,7 @@ import (
 func TestVaultSealedFailsClosed(t *testing.T) {
 	v := harness.StartPersistentVault(t)
 	up := startUpstream(t, realKey)
-	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	writeRoute(t, v, "demo", up.url)
 	p := harness.StartProxy(t, v)
 	tok, _ := v.Mint(t, "demo")
 	if code, _ := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
@@ -58,7 +58,7 @@ func TestVaultSealedFailsClosed(t *testing.T) {
 func TestPluginProcessKilled(t *testing.T) {
 	v := harness.StartDevVault(t)
 	up := startUpstream(t, realKey)
-	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	writeRoute(t, v, "demo", up.url)
 	p := harness.StartProxy(t, v)
 	tok, leaseID := v.Mint(t, "demo")
 	if code, _ := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
@@ -94,7 +94,7 @@ func TestPluginProcessKilled(t *testing.T) {
 func TestSecretIDInvalidFailsClosed(t *testing.T) {
 	v := harness.StartDevVault(t)
 	up := startUpstream(t, realKey)
-	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	writeRoute(t, v, "demo", up.url)
 	v.Bootstrap(t, "PHANTOM_PROXY_TOKEN_TTL=2s", "PHANTOM_PROXY_TOKEN_MAX_TTL=3s")
 	p := harness.StartProxy(t, v)
 	tok, _ := v.Mint(t, "demo")
@@ -153,7 +153,7 @@ func TestUpstreamFaults(t *testing.T) {
 	t.Cleanup(func() { slow.Close(); reset.Close() })
 
 	for name, upstream := range map[string]string{"good": good.url, "down": down, "reset": "http://" + reset.Addr().String(), "slow": "http://" + slowLn.Addr().String()} {
-		v.MustCLI(t, "write", "phantom/routes/"+name, "upstream="+upstream, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+		writeRoute(t, v, name, upstream)
 	}
 	p := harness.StartProxy(t, v, "-upstream-timeout=1s", "-dial-timeout=1s")
 	for _, c := range []struct {
@@ -187,7 +187,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	})}
 	go slow.Serve(ln)
 	t.Cleanup(func() { slow.Close() })
-	v.MustCLI(t, "write", "phantom/routes/slow", "upstream=http://"+ln.Addr().String(), "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	writeRoute(t, v, "slow", "http://"+ln.Addr().String())
 	p := harness.StartProxy(t, v)
 	tok, _ := v.Mint(t, "slow")
 

@@ -20,7 +20,7 @@ func TestHAFailover(t *testing.T) {
 	nodes := harness.StartRaftCluster(t, 3)
 	leader := nodes[0]
 	up := startUpstream(t, realKey)
-	leader.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	writeRoute(t, leader, "demo", up.url)
 	proxies := []*harness.Proxy{harness.StartProxy(t, nodes[1]), harness.StartProxy(t, nodes[2])}
 
 	tok, _ := nodes[1].Mint(t, "demo") // minted through a standby

@@ -81,7 +81,7 @@ func TestPluginUpgradeKeepsLiveTokens(t *testing.T) {
 	v := harness.StartDevVault(t)
 	tools := harness.Require(t)
 	up := startUpstream(t, realKey)
-	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	writeRoute(t, v, "demo", up.url)
 	p := harness.StartProxy(t, v)
 	tok, leaseID := v.Mint(t, "demo", "ttl=1h")
 	if code, body := p.Call(t, "GET", "/v1/customers", tok); code != 200 {

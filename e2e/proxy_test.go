@@ -12,6 +12,13 @@ import (
 	"github.com/phantomvault/phantom/e2e/harness"
 )
 
+// writeRoute registers the route most tests use: GET on /v1/** of upstream,
+// with the real key.
+func writeRoute(t *testing.T, v *harness.Vault, name, upstream string) {
+	t.Helper()
+	v.MustCLI(t, "write", "phantom/routes/"+name, "upstream="+upstream, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+}
+
 // keyCheckingUpstream is an API that accepts only its current real key, as
 // Bearer, and records what it received.
 type keyCheckingUpstream struct {
@@ -60,7 +67,7 @@ func (u *keyCheckingUpstream) log() string {
 func TestProxyAgainstRealVault(t *testing.T) {
 	v := harness.StartPersistentVault(t)
 	up := startUpstream(t, realKey)
-	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	writeRoute(t, v, "demo", up.url)
 	p := harness.StartProxy(t, v)
 
 	lease := v.JSON(t, "read", "phantom/token/demo", "ttl=1h")
@@ -157,7 +164,7 @@ func TestProxyAgainstRealVault(t *testing.T) {
 func TestProxyWrappedSecretIDAndTokenLifetime(t *testing.T) {
 	v := harness.StartDevVault(t)
 	up := startUpstream(t, realKey)
-	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	writeRoute(t, v, "demo", up.url)
 	v.Bootstrap(t, "PHANTOM_SECRET_ID_WRAP_TTL=5m", "PHANTOM_PROXY_TOKEN_TTL=2s", "PHANTOM_PROXY_TOKEN_MAX_TTL=5s")
 	p := harness.StartProxy(t, v, "-secret-id-wrapped", "-remove-secret-id-file")
 	if _, err := os.Stat(v.SecretIDFile); !os.IsNotExist(err) {

@@ -49,7 +49,7 @@ func TestSoak(t *testing.T) {
 	}
 	v := harness.StartDevVault(t)
 	up := startUpstream(t, realKey)
-	v.MustCLI(t, "write", "phantom/routes/soak", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
+	writeRoute(t, v, "soak", up.url)
 	p := harness.StartProxy(t, v, "-log-level=warn")
 
 	cfg := api.DefaultConfig()

@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -29,18 +30,7 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	p := newTestProxy(t, up.URL, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- p.srv.Serve(ctx, ln, adminLn) }()
+	addr, stop := serveProxy(t, p.srv)
 
 	type result struct {
 		status int
@@ -49,7 +39,7 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/v1/slow", nil)
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/slow", nil)
 		req.Header.Set("Authorization", "Bearer "+p.token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -61,7 +51,8 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 		got <- result{status: resp.StatusCode, body: string(b)}
 	}()
 	<-inFlight
-	cancel() // as SIGTERM does
+	served := make(chan error, 1)
+	go func() { served <- stop() }() // as SIGTERM does
 	r := <-got
 	if r.err != nil || r.status != 200 || r.body != "finished" {
 		t.Fatalf("in-flight request during drain: %+v", r)
@@ -69,7 +60,7 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
-	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Fatal("still accepting connections after the drain")
 	}
 }
@@ -113,21 +104,10 @@ func TestServeTLS(t *testing.T) {
 	p := newTestProxy(t, up.URL, nil)
 	var pool *x509.CertPool
 	p.srv.cfg.TLSCert, p.srv.cfg.TLSKey, pool = selfSigned(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- p.srv.Serve(ctx, ln, adminLn) }()
-	t.Cleanup(func() { cancel(); <-served })
+	addr, _ := serveProxy(t, p.srv)
 
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	req, _ := http.NewRequest("GET", "https://"+ln.Addr().String()+"/v1/x", nil)
+	req, _ := http.NewRequest("GET", "https://"+addr+"/v1/x", nil)
 	req.Header.Set("Authorization", "Bearer "+p.token)
 	resp, err := client.Do(req)
 	if err != nil {
@@ -138,10 +118,36 @@ func TestServeTLS(t *testing.T) {
 		t.Fatalf("over TLS: %d, tls=%v, upstream saw %d", resp.StatusCode, resp.TLS != nil, seen.count())
 	}
 	// Plain HTTP to the TLS listener gets nowhere.
-	if resp, err := http.Get("http://" + ln.Addr().String() + "/v1/x"); err == nil {
+	if resp, err := http.Get("http://" + addr + "/v1/x"); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode == 200 {
 			t.Fatal("plain HTTP was served on the TLS listener")
 		}
 	}
+}
+
+// serveProxy runs s.Serve on loopback listeners and returns the agents'
+// address. stop ends it as SIGTERM does and returns Serve's error; the test's
+// cleanup stops it too.
+func serveProxy(t *testing.T, s *Server) (addr string, stop func() error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln, adminLn) }()
+	var once sync.Once
+	var serveErr error
+	stop = func() error {
+		once.Do(func() { cancel(); serveErr = <-served })
+		return serveErr
+	}
+	t.Cleanup(func() { stop() })
+	return ln.Addr().String(), stop
 }
