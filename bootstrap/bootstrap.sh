@@ -13,6 +13,8 @@
 #   PHANTOM_PLUGIN_DIR        Vault's plugin_directory; when set the binary is
 #                             copied there as vault-plugin-secrets-phantom-<version>,
 #                             otherwise it must already be there under its own name
+#   PHANTOM_PLUGIN_ENV        space-separated KEY=VALUE pairs Vault sets in the
+#                             plugin's environment (e.g. PHANTOM_PPROF_ADDR=127.0.0.1:6061)
 #   PHANTOM_MOUNT             mount path                   (phantom)
 #   PHANTOM_PROXY_URL         written to <mount>/config proxy_url when set
 #   PHANTOM_ISSUER_ROUTES     comma-separated route patterns CI may mint for (*)
@@ -61,7 +63,12 @@ if [[ -n "${PHANTOM_PLUGIN_DIR:-}" ]]; then
   mv "$PHANTOM_PLUGIN_DIR/$command.tmp" "$PHANTOM_PLUGIN_DIR/$command"
 fi
 sha=$(sha256sum "$plugin_bin" | cut -d' ' -f1)
-"$vault" plugin register -sha256="$sha" -version="$version" -command="$command" secret "$plugin" >/dev/null \
+env_args=()
+for kv in ${PHANTOM_PLUGIN_ENV:-}; do
+  [[ "$kv" =~ ^[A-Z_][A-Z0-9_]*= ]] || die "PHANTOM_PLUGIN_ENV: \"$kv\" is not KEY=VALUE"
+  env_args+=(-env "$kv")
+done
+"$vault" plugin register -sha256="$sha" -version="$version" -command="$command" "${env_args[@]}" secret "$plugin" >/dev/null \
   || die "registering the plugin failed"
 say "registered $plugin $version (sha256 ${sha:0:12}...)"
 
@@ -95,11 +102,13 @@ policy "$here/policies/phantom-proxy.hcl" | "$vault" policy write phantom-proxy 
 say "wrote policies phantom-admin, phantom-issuer (routes: $issuer_routes), phantom-proxy"
 
 # 4. AppRole for the proxy: a long-running client, so token_num_uses=0.
+# No default policy: the proxy needs none of it, and Vault re-parses the
+# default policy (it is templated) on every request of a token that holds it.
 if ! "$vault" auth list | awk '{print $1}' | grep -qx "approle/"; then
   "$vault" auth enable approle >/dev/null || die "enabling AppRole failed"
   say "enabled the AppRole auth method"
 fi
-role_args=(token_policies=phantom-proxy token_num_uses=0
+role_args=(token_policies=phantom-proxy token_no_default_policy=true token_num_uses=0
   token_ttl="${PHANTOM_PROXY_TOKEN_TTL:-1h}" token_max_ttl="${PHANTOM_PROXY_TOKEN_MAX_TTL:-24h}"
   secret_id_ttl="${PHANTOM_SECRET_ID_TTL:-0}" secret_id_num_uses=0)
 if [[ -n "${PHANTOM_PROXY_CIDRS:-}" ]]; then

@@ -26,13 +26,18 @@ func TestLeastPrivilege(t *testing.T) {
 	adminToken := strings.TrimSpace(v.MustCLI(t, "token", "create", "-policy=phantom-admin", "-field=token"))
 	phantomToken, leaseID := v.Mint(t, "stripe-customers")
 
-	resolve := []string{"write", "phantom/resolve", "token=" + phantomToken, "method=GET", "path=/v1/x", "client_ip=127.0.0.1"}
+	// The proxy resolves with PATCH (see proxy/vault_resolve.go).
+	resolve := []string{"patch", "phantom/resolve", "token=" + phantomToken, "method=GET", "path=/v1/x", "client_ip=127.0.0.1"}
+	resolveWrite := append([]string{"write"}, resolve[1:]...)
 	cases := []struct {
 		who, token string
 		args       []string
 		allowed    bool
 	}{
 		{"proxy", proxyToken, resolve, true},
+		{"proxy", proxyToken, resolveWrite, false},
+		{"proxy", proxyToken, []string{"token", "renew"}, true},
+		{"proxy", proxyToken, []string{"token", "lookup"}, false}, // no default policy
 		{"proxy", proxyToken, []string{"read", "phantom/routes/stripe-customers"}, false},
 		{"proxy", proxyToken, []string{"list", "phantom/routes"}, false},
 		{"proxy", proxyToken, []string{"read", "phantom/token/stripe-customers"}, false},
@@ -49,6 +54,7 @@ func TestLeastPrivilege(t *testing.T) {
 		{"admin", adminToken, []string{"list", "phantom/tokens"}, true},
 		{"admin", adminToken, []string{"lease", "revoke", "-sync", "-prefix", "phantom/token/openai"}, true},
 		{"admin", adminToken, resolve, false},
+		{"admin", adminToken, resolveWrite, false},
 		{"phantom token", phantomToken, []string{"token", "lookup"}, false},
 		{"phantom token", phantomToken, []string{"read", "phantom/token/stripe-customers"}, false},
 		{"phantom token", phantomToken, resolve, false},

@@ -162,7 +162,7 @@ func (e *testEnv) resolve(t testing.TB, token, method, path, ip string) map[stri
 	if ip != "" {
 		data["client_ip"] = ip
 	}
-	return e.ok(t, logical.UpdateOperation, "resolve", data).Data
+	return e.ok(t, logical.PatchOperation, "resolve", data).Data // as phantom-proxy calls it
 }
 
 func wantAllowed(t testing.TB, d map[string]any) {

@@ -48,12 +48,19 @@ func (b *backend) pathResolve() []*framework.Path {
 				Type:        framework.TypeString,
 				Description: "Address of the client as seen by the proxy; checked against bound_cidrs.",
 			},
+			"requests": {
+				Type: framework.TypeSlice,
+				Description: "Several requests at once, instead of token, method, path and client_ip: " +
+					"a list of objects with those fields. The answer's results hold one decision each, in order.",
+				DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+			},
 		},
 		// Callbacks, not Operations: for Operations the framework asks Vault
 		// for the replication state on every request, a gRPC round trip that
 		// resolve does not need (it never forwards to another node).
 		Callbacks: map[logical.Operation]framework.OperationFunc{
 			logical.UpdateOperation: b.pathResolveWrite,
+			logical.PatchOperation:  b.pathResolveWrite,
 		},
 		HelpSynopsis:    "Decide whether a phantom token may make a request; if so, return the real credential.",
 		HelpDescription: resolveHelp,
@@ -75,34 +82,108 @@ func deny(reason, message string, t *tokenEntry) *logical.Response {
 	return &logical.Response{Data: data}
 }
 
+// maxResolveBatch bounds the requests one resolve call may carry.
+const maxResolveBatch = 256
+
+// pathResolveWrite decides one request, or a batch of them. A proxy under
+// load batches the requests that queue up while a call is in flight: Vault's
+// cost per call (HTTP, token and policy checks, the gRPC hop to the plugin)
+// is then shared, while every request still gets its own decision, made
+// after it arrived.
 func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	tok := d.Get("token").(string)
-	rr := resolveRequest{method: d.Get("method").(string), path: d.Get("path").(string)}
+	raw, batch := d.GetOk("requests")
+	if !batch {
+		in := resolveInput{
+			token:    d.Get("token").(string),
+			method:   d.Get("method").(string),
+			path:     d.Get("path").(string),
+			clientIP: d.Get("client_ip").(string),
+		}
+		data, err := b.resolve(ctx, req.Storage, in)
+		if err != nil {
+			return nil, err
+		}
+		return &logical.Response{Data: data}, nil
+	}
+	if _, ok := d.GetOk("token"); ok {
+		return logical.ErrorResponse("give either token, method, path and client_ip, or requests; not both"), nil
+	}
+	items := raw.([]any)
+	if len(items) > maxResolveBatch {
+		return logical.ErrorResponse("at most %d requests per call", maxResolveBatch), nil
+	}
+	results := make([]map[string]any, len(items))
+	for i, item := range items {
+		in, ok := batchInput(item)
+		if !ok {
+			results[i] = deny(reasonBadRequest, "each request must be an object of string fields", nil).Data
+			continue
+		}
+		data, err := b.resolve(ctx, req.Storage, in)
+		if err != nil {
+			return nil, err
+		}
+		results[i] = data
+	}
+	return &logical.Response{Data: map[string]any{"results": results}}, nil
+}
+
+// resolveInput is one request as the proxy describes it.
+type resolveInput struct {
+	token, method, path, clientIP string
+}
+
+func batchInput(item any) (resolveInput, bool) {
+	m, ok := item.(map[string]any)
+	if !ok {
+		return resolveInput{}, false
+	}
+	field := func(k string) (string, bool) {
+		v, present := m[k]
+		if !present {
+			return "", true
+		}
+		s, ok := v.(string)
+		return s, ok
+	}
+	var in resolveInput
+	var ok1, ok2, ok3, ok4 bool
+	in.token, ok1 = field("token")
+	in.method, ok2 = field("method")
+	in.path, ok3 = field("path")
+	in.clientIP, ok4 = field("client_ip")
+	return in, ok1 && ok2 && ok3 && ok4
+}
+
+// resolve decides one request; the answer is always data, an error only
+// when storage fails.
+func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInput) (map[string]any, error) {
+	rr := resolveRequest{method: in.method, path: in.path}
 	switch {
-	case tok == "":
-		return deny(reasonBadRequest, "token is required", nil), nil
+	case in.token == "":
+		return deny(reasonBadRequest, "token is required", nil).Data, nil
 	case !isToken(rr.method):
-		return deny(reasonBadRequest, "method must be an upper-case HTTP method", nil), nil
+		return deny(reasonBadRequest, "method must be an upper-case HTTP method", nil).Data, nil
 	}
 	if err := reqpath.Validate(rr.path); err != nil {
-		return deny(reasonBadRequest, "path "+err.Error(), nil), nil
+		return deny(reasonBadRequest, "path "+err.Error(), nil).Data, nil
 	}
-	if ip := d.Get("client_ip").(string); ip != "" {
-		addr, err := netip.ParseAddr(ip)
+	if in.clientIP != "" {
+		addr, err := netip.ParseAddr(in.clientIP)
 		if err != nil {
-			return deny(reasonBadRequest, "client_ip is not an IP address", nil), nil
+			return deny(reasonBadRequest, "client_ip is not an IP address", nil).Data, nil
 		}
 		rr.clientIP = addr.Unmap()
 	}
-	if token.Check(tok) != nil {
-		return deny(reasonUnknownToken, "not a valid phantom token", nil), nil
+	if token.Check(in.token) != nil {
+		return deny(reasonUnknownToken, "not a valid phantom token", nil).Data, nil
 	}
 
-	tokenHMAC, err := b.hmacToken(ctx, req.Storage, tok)
+	tokenHMAC, err := b.hmacToken(ctx, s, in.token)
 	if err != nil {
 		return nil, err
 	}
-	t, err := getToken(ctx, req.Storage, tokenHMAC)
+	t, err := getToken(ctx, s, tokenHMAC)
 	if err != nil {
 		return nil, err
 	}
@@ -112,29 +193,29 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 		lock := locksutil.LockForKey(b.tokenLocks, tokenHMAC)
 		lock.Lock()
 		defer lock.Unlock()
-		if t, err = getToken(ctx, req.Storage, tokenHMAC); err != nil {
+		if t, err = getToken(ctx, s, tokenHMAC); err != nil {
 			return nil, err
 		}
 	}
 	if t == nil {
-		return deny(reasonUnknownToken, "no such token", nil), nil
+		return deny(reasonUnknownToken, "no such token", nil).Data, nil
 	}
-	route, err := getRoute(ctx, req.Storage, t.Route)
+	route, err := getRoute(ctx, s, t.Route)
 	if err != nil {
 		return nil, err
 	}
 	now := b.now().UTC()
 	if reason, msg := authorize(t, route, rr, now); reason != "" {
-		return deny(reason, msg, t), nil
+		return deny(reason, msg, t).Data, nil
 	}
 	if t.NumUses > 0 {
 		t.Uses++
-		if err := putToken(ctx, req.Storage, tokenHMAC, t); err != nil {
+		if err := putToken(ctx, s, tokenHMAC, t); err != nil {
 			return nil, err
 		}
 	}
 	b.usage.record(tokenHMAC, now)
-	return allow(t, route), nil
+	return allow(t, route).Data, nil
 }
 
 // authorize returns "" when t may make the request, else a deny reason and a
@@ -201,7 +282,11 @@ const resolveHelp = `
 phantom-proxy calls this for every request: may this token make this request?
 
 Input: token, method, path (exactly the bytes that will be forwarded, without
-the query) and client_ip. The answer is always data, never an error:
+the query) and client_ip; or requests, a list of up to 256 objects with those
+fields, answered by results, a list of decisions in the same order. phantom-proxy
+calls with PATCH (an update needs an extra round trip to the plugin) and
+batches the requests that queue up while a call is in flight. The answer is
+always data, never an error:
 
   allowed=true   route, accessor, upstream, credential, auth_type, auth_name
                  (header or query parameter), auth_format (a template around

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"crypto/rand"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,6 +34,25 @@ func TestResolveAllowed(t *testing.T) {
 	if d["headers"].(map[string]string)["anthropic-version"] != "2023-06-01" {
 		t.Errorf("headers = %v", d["headers"])
 	}
+}
+
+// TestResolveByWrite: `vault write phantom/resolve` (an update) answers as
+// the proxy's PATCH does.
+func TestResolveByWrite(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", nil)
+	tok, _ := e.mint(t, "r", nil)
+	in := map[string]any{"token": tok, "method": "GET", "path": "/v1/customers/cus_1"}
+	byPatch := e.ok(t, logical.PatchOperation, "resolve", in).Data
+	byWrite := e.ok(t, logical.UpdateOperation, "resolve", in).Data
+	wantAllowed(t, byWrite)
+	for k, v := range byPatch {
+		if k != "headers" && byWrite[k] != v {
+			t.Errorf("%s: write gave %v, patch %v", k, byWrite[k], v)
+		}
+	}
+	in["path"] = "/v2/other"
+	wantDenied(t, e.ok(t, logical.UpdateOperation, "resolve", in).Data, reasonPathNotAllowed)
 }
 
 func TestResolveInjectionDefaults(t *testing.T) {
@@ -235,4 +255,59 @@ func mustHMAC(t *testing.T, e *testEnv, token string) string {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// TestResolveBatch: each request of a batch gets the decision it would get
+// alone, in order, and num_uses counts every one of them.
+func TestResolveBatch(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", nil)
+	tok, mint := e.mint(t, "r", nil)
+	limited, _ := e.mint(t, "r", map[string]any{"num_uses": 2})
+	unknown, err := token.New(rand.Reader, "phm_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(tok, method, path string) map[string]any {
+		return map[string]any{"token": tok, "method": method, "path": path, "client_ip": "127.0.0.1"}
+	}
+	resp := e.ok(t, logical.PatchOperation, "resolve", map[string]any{"requests": []any{
+		req(tok, "GET", "/v1/customers/cus_1"),
+		req(tok, "DELETE", "/v1/customers/cus_1"),
+		req(tok, "GET", "/v2/elsewhere"),
+		req(unknown, "GET", "/v1/customers/cus_1"),
+		map[string]any{"token": tok, "method": 7, "path": "/v1/customers/cus_1"},
+		"not an object",
+		req(limited, "GET", "/v1/customers/cus_1"),
+		req(limited, "GET", "/v1/customers/cus_1"),
+		req(limited, "GET", "/v1/customers/cus_1"),
+	}})
+	results, _ := resp.Data["results"].([]map[string]any)
+	if len(results) != 9 {
+		t.Fatalf("results: %v", resp.Data)
+	}
+	wantAllowed(t, results[0])
+	if results[0]["credential"] != testCredential || results[0]["accessor"] != mint.Data["accessor"] {
+		t.Errorf("allowed result: %v", results[0])
+	}
+	for i, reason := range map[int]string{
+		1: reasonMethodNotAllowed, 2: reasonPathNotAllowed, 3: reasonUnknownToken,
+		4: reasonBadRequest, 5: reasonBadRequest, 8: statusExhausted,
+	} {
+		wantDenied(t, results[i], reason)
+	}
+	wantAllowed(t, results[6])
+	wantAllowed(t, results[7])
+	if resp.Data["token"] != nil || resp.Data["allowed"] != nil {
+		t.Errorf("a batch answer carries single-request fields: %v", resp.Data)
+	}
+
+	e.userError(t, logical.PatchOperation, "resolve", map[string]any{
+		"token": tok, "requests": []any{req(tok, "GET", "/v1/customers/cus_1")},
+	}, "not both")
+	many := make([]any, maxResolveBatch+1)
+	for i := range many {
+		many[i] = req(tok, "GET", "/v1/customers/cus_1")
+	}
+	e.userError(t, logical.PatchOperation, "resolve", map[string]any{"requests": many}, "at most")
 }

@@ -16,6 +16,7 @@ const (
 	DefaultMount             = "phantom"
 	DefaultAppRoleMount      = "approle"
 	DefaultVaultTimeout      = 2 * time.Second
+	DefaultVaultConcurrency  = 4
 	DefaultUpstreamTimeout   = 120 * time.Second // until response headers; bodies may stream longer
 	DefaultDialTimeout       = 10 * time.Second
 	DefaultShutdownTimeout   = 30 * time.Second
@@ -42,6 +43,9 @@ type Config struct {
 	VaultTLSServerName string
 	VaultTimeout       time.Duration // deadline of one call to Vault
 	Mount              string        // where the engine is mounted
+	// VaultConcurrency is the most resolve calls in flight at once; requests
+	// that find them all busy wait and go together in the next call.
+	VaultConcurrency int
 
 	AppRoleMount       string
 	RoleIDFile         string
@@ -57,6 +61,11 @@ type Config struct {
 	QueryParams  []string // query parameters that may carry a phantom token
 
 	AuditFile string // JSON lines; "-" or "" is stdout
+
+	// Pprof serves Go's profiler at /debug/pprof/ on the admin listener.
+	// Off by default: profiles show memory, so only for a loopback admin
+	// listener on a machine you trust.
+	Pprof bool
 
 	ShutdownTimeout time.Duration
 }
@@ -81,6 +90,9 @@ func (c Config) withDefaults() Config {
 		c.AppRoleMount = DefaultAppRoleMount
 	}
 	set(&c.VaultTimeout, DefaultVaultTimeout)
+	if c.VaultConcurrency == 0 {
+		c.VaultConcurrency = DefaultVaultConcurrency
+	}
 	set(&c.UpstreamTimeout, DefaultUpstreamTimeout)
 	set(&c.DialTimeout, DefaultDialTimeout)
 	set(&c.ShutdownTimeout, DefaultShutdownTimeout)
@@ -104,6 +116,8 @@ func (c Config) Validate() error {
 		return errors.New("TLS needs both a certificate and a key")
 	case c.MaxBodyBytes < 0:
 		return errors.New("the maximum body size must not be negative")
+	case c.VaultConcurrency < 0:
+		return errors.New("the Vault concurrency must not be negative")
 	}
 	for _, h := range c.ExtraHeaders {
 		if h == "" {

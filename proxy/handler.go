@@ -174,9 +174,12 @@ func denyMessage(reason string) string {
 // (golang/go#50580).
 func (s *Server) newReverseProxy(transport http.RoundTripper) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:        s.rewrite,
-		Transport:      transport,
-		FlushInterval:  -1, // stream: SSE and chunked bodies pass through as they come
+		Rewrite:   s.rewrite,
+		Transport: transport,
+		// Zero: ReverseProxy flushes SSE and bodies of unknown length (chunked)
+		// at once, and writes a body of known length in one go rather than
+		// as separate header, body and trailer writes.
+		FlushInterval:  0,
 		ModifyResponse: s.modifyResponse,
 		ErrorHandler:   s.proxyError,
 		ErrorLog:       s.log.StandardLogger(nil),

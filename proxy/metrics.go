@@ -19,6 +19,7 @@ var (
 	metricUpstream    = []string{"upstream", "seconds"}    // summary of upstream latency (to headers)
 	metricVaultAuth   = []string{"vault", "authenticated"} // gauge: 1 when logged in
 	metricVaultLogins = []string{"vault", "logins"}        // counter: result
+	metricBatch       = []string{"vault", "batch", "size"} // summary of requests per resolve call
 )
 
 // proxyMetrics records through go-metrics into a Prometheus registry of its
@@ -58,6 +59,10 @@ func (p *proxyMetrics) request(route, decision string, status int) {
 
 func (p *proxyMetrics) resolveDone(start time.Time, outcome string) {
 	p.m.AddSampleWithLabels(metricResolve, float32(time.Since(start).Seconds()), []metrics.Label{{Name: "outcome", Value: outcome}})
+}
+
+func (p *proxyMetrics) resolveBatch(size int) {
+	p.m.AddSample(metricBatch, float32(size))
 }
 
 func (p *proxyMetrics) upstreamDone(route string, start time.Time) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -63,8 +64,8 @@ func newUpstreamTransport(cfg Config) *http.Transport {
 	return t
 }
 
-// AdminHandler serves /metrics, /healthz (the process is up) and /readyz
-// (it can reach a decision through Vault).
+// AdminHandler serves /metrics, /healthz (the process is up), /readyz (it
+// can reach a decision through Vault) and, when configured, /debug/pprof/.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", s.metrics.handler())
@@ -78,6 +79,13 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	if s.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

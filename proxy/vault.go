@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -32,11 +31,12 @@ const minReloginInterval = time.Second
 // AppRole as Vault Agent would be: it renews its token, logs in again when
 // renewal ends or Vault refuses the token, and backs off while Vault is away.
 type VaultResolver struct {
-	cfg         Config
-	client      *api.Client
-	log         hclog.Logger
-	metrics     *proxyMetrics
-	resolvePath string
+	cfg     Config
+	client  *api.Client
+	log     hclog.Logger
+	metrics *proxyMetrics
+	resolve resolveCall // the per-request call, cheaper than the api client's
+	batch   *batcher
 
 	loginMu        sync.Mutex // one login at a time
 	cachedSecretID string     // guarded by loginMu: for re-logins once the file is gone
@@ -73,17 +73,21 @@ func NewVaultResolver(cfg Config, log hclog.Logger) (*VaultResolver, error) {
 	}
 	client.ClearToken() // never a token from the environment: only our own login's
 	v := &VaultResolver{
-		cfg:         cfg,
-		client:      client,
-		log:         log,
-		resolvePath: strings.Trim(cfg.Mount, "/") + "/resolve",
-		logins:      make(chan *api.Secret, 1),
+		cfg:     cfg,
+		client:  client,
+		log:     log,
+		resolve: newResolveCall(client, apiCfg.HttpClient, cfg),
+		logins:  make(chan *api.Secret, 1),
 	}
+	v.batch = &batcher{call: v.resolveMany, maxInFlight: cfg.VaultConcurrency}
 	v.reachable.Store(true)
 	return v, nil
 }
 
-func (v *VaultResolver) setMetrics(m *proxyMetrics) { v.metrics = m }
+func (v *VaultResolver) setMetrics(m *proxyMetrics) {
+	v.metrics = m
+	v.batch.onBatch = m.resolveBatch
+}
 
 // Run logs in and keeps the login alive until ctx ends.
 func (v *VaultResolver) Run(ctx context.Context) {
@@ -270,26 +274,47 @@ func (v *VaultResolver) Ready(ctx context.Context) bool {
 	return ok
 }
 
-// Resolve asks the engine about one request. If Vault refuses the proxy's
-// own token it logs in again, once, de-duplicated across requests.
+func (v *VaultResolver) resolveOnce(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
+	ds, err := v.resolve.do(ctx, v.client.Token(), reqs)
+	var vErr *vaultError
+	v.reachable.Store(err == nil || errors.As(err, &vErr) && vErr.status != http.StatusServiceUnavailable)
+	return ds, err
+}
+
+func isForbidden(err error) bool {
+	var vErr *vaultError
+	return errors.As(err, &vErr) && vErr.status == http.StatusForbidden
+}
+
+// Resolve asks the engine about one request, batched with whatever else
+// waits for Vault (see batcher).
 func (v *VaultResolver) Resolve(ctx context.Context, req ResolveRequest) (*Decision, error) {
 	if !v.authed.Load() {
 		return nil, errNotAuthenticated
 	}
+	return v.batch.resolve(ctx, req)
+}
+
+// resolveMany makes one call for reqs. If Vault refuses the proxy's own
+// token it logs in again, once, de-duplicated across calls.
+func (v *VaultResolver) resolveMany(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
+	if !v.authed.Load() {
+		return nil, errNotAuthenticated
+	}
 	gen := v.gen.Load()
-	d, err := v.resolveOnce(ctx, req)
+	ds, err := v.resolveOnce(ctx, reqs)
 	if !isForbidden(err) {
-		return d, err
+		return ds, err
 	}
 	if err := v.reloginAfter(ctx, gen); err != nil {
 		return nil, err
 	}
-	d, err = v.resolveOnce(ctx, req)
+	ds, err = v.resolveOnce(ctx, reqs)
 	if isForbidden(err) {
-		v.log.Error(errRefusedFresh.Error(), "path", v.resolvePath)
+		v.log.Error(errRefusedFresh.Error(), "url", v.resolve.url)
 		return nil, errRefusedFresh
 	}
-	return d, err
+	return ds, err
 }
 
 // reloginAfter logs in unless another request already did since gen.
@@ -322,69 +347,4 @@ func (v *VaultResolver) notifyRun(s *api.Secret) {
 	default:
 	}
 	v.logins <- s
-}
-
-func (v *VaultResolver) resolveOnce(ctx context.Context, req ResolveRequest) (*Decision, error) {
-	secret, err := v.client.Logical().WriteWithContext(ctx, v.resolvePath, map[string]any{
-		"token":     req.Token,
-		"method":    req.Method,
-		"path":      req.Path,
-		"client_ip": req.ClientIP,
-	})
-	var respErr *api.ResponseError
-	v.reachable.Store(err == nil || errors.As(err, &respErr) && respErr.StatusCode != http.StatusServiceUnavailable)
-	if err != nil {
-		return nil, fmt.Errorf("resolving through Vault: %w", err)
-	}
-	if secret == nil || secret.Data == nil {
-		return nil, errors.New("resolving through Vault: empty answer")
-	}
-	return parseDecision(secret.Data)
-}
-
-func isForbidden(err error) bool {
-	var respErr *api.ResponseError
-	return errors.As(err, &respErr) && respErr.StatusCode == http.StatusForbidden
-}
-
-// parseDecision reads the engine's answer, refusing anything malformed.
-func parseDecision(data map[string]any) (*Decision, error) {
-	str := func(k string) string { s, _ := data[k].(string); return s }
-	allowed, ok := data["allowed"].(bool)
-	if !ok {
-		return nil, errors.New("resolve answer lacks allowed")
-	}
-	d := &Decision{Allowed: allowed, Reason: str("reason"), Message: str("message"), Route: str("route"), Accessor: str("accessor")}
-	if !allowed {
-		if d.Reason == "" {
-			return nil, errors.New("resolve denial lacks a reason")
-		}
-		return d, nil
-	}
-	upstream, err := url.Parse(str("upstream"))
-	if err != nil || (upstream.Scheme != "https" && upstream.Scheme != "http") || upstream.Host == "" {
-		return nil, errors.New("resolve answer has no usable upstream")
-	}
-	g := &Grant{
-		Route: d.Route, Accessor: d.Accessor, Upstream: upstream,
-		Credential: str("credential"), AuthType: str("auth_type"), AuthName: str("auth_name"), AuthFormat: str("auth_format"),
-		Headers: map[string]string{},
-	}
-	if g.Credential == "" || g.AuthName == "" || !strings.Contains(g.AuthFormat, credentialPlaceholder) {
-		return nil, errors.New("resolve answer lacks the credential or how to inject it")
-	}
-	if h, ok := data["headers"].(map[string]any); ok {
-		for k, val := range h {
-			s, ok := val.(string)
-			if !ok {
-				return nil, errors.New("resolve answer has a malformed header")
-			}
-			g.Headers[k] = s
-		}
-	}
-	if t, err := time.Parse(time.RFC3339, str("expires_at")); err == nil {
-		g.ExpiresAt = t
-	}
-	d.Grant = g
-	return d, nil
 }

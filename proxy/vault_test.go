@@ -23,6 +23,7 @@ import (
 // whatever resolve returns for the presented token.
 type fakeVault struct {
 	logins  atomic.Int64
+	calls   atomic.Int64 // resolve calls, single or batched
 	resolve func(token string) (int, string)
 }
 
@@ -38,7 +39,21 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n := f.logins.Add(1)
 		fmt.Fprintf(w, `{"auth":{"client_token":"t%d","accessor":"acc%d","lease_duration":3600,"renewable":false}}`, n, n)
 	case "/v1/phantom/resolve":
+		if r.Method != http.MethodPatch || r.Header.Get("Content-Type") != "application/merge-patch+json" {
+			http.Error(w, `{"errors":["unsupported operation"]}`, http.StatusMethodNotAllowed)
+			return
+		}
 		code, body := f.resolve(r.Header.Get("X-Vault-Token"))
+		var in struct{ Requests []json.RawMessage }
+		json.NewDecoder(r.Body).Decode(&in)
+		f.calls.Add(1)
+		if len(in.Requests) > 0 && code == http.StatusOK {
+			// The batch form: the same decision for each request.
+			var single struct{ Data json.RawMessage }
+			json.Unmarshal([]byte(body), &single)
+			results := strings.Repeat(string(single.Data)+",", len(in.Requests))
+			body = `{"data":{"results":[` + strings.TrimSuffix(results, ",") + `]}}`
+		}
 		w.WriteHeader(code)
 		io.WriteString(w, body)
 	default:
@@ -126,30 +141,34 @@ func TestVaultErrorsFailClosed(t *testing.T) {
 }
 
 func TestParseDecision(t *testing.T) {
-	var good map[string]any
-	json.Unmarshal([]byte(allowJSON), &struct{ Data *map[string]any }{&good})
-	d, err := parseDecision(good)
+	parse := func(answer string) (*Decision, error) {
+		var out struct{ Data *resolveAnswer }
+		if err := json.Unmarshal([]byte(answer), &out); err != nil {
+			return nil, err
+		}
+		return parseDecision(out.Data)
+	}
+	d, err := parse(allowJSON)
 	if err != nil || !d.Allowed || d.Grant.Credential != "k" || d.Grant.Upstream.Host != "api.example.com" || d.Grant.ExpiresAt.Year() != 2030 {
 		t.Fatalf("good answer: %+v %v", d, err)
 	}
-	for name, mutate := range map[string]func(map[string]any){
-		"no allowed":        func(m map[string]any) { delete(m, "allowed") },
-		"no credential":     func(m map[string]any) { delete(m, "credential") },
-		"bad upstream":      func(m map[string]any) { m["upstream"] = "ftp://x" },
-		"no placeholder":    func(m map[string]any) { m["auth_format"] = "Bearer" },
-		"bad header":        func(m map[string]any) { m["headers"] = map[string]any{"a": 1} },
-		"denial, no reason": func(m map[string]any) { m["allowed"] = false },
+	for name, mutate := range map[string][2]string{
+		"no allowed":        {`"allowed":true,`, ``},
+		"no credential":     {`"credential":"k",`, ``},
+		"bad upstream":      {`"https://api.example.com"`, `"ftp://x"`},
+		"no placeholder":    {`"Bearer {{credential}}"`, `"Bearer"`},
+		"bad header":        {`"headers":{}`, `"headers":{"a":1}`},
+		"denial, no reason": {`"allowed":true`, `"allowed":false`},
 	} {
-		m := map[string]any{}
-		for k, v := range good {
-			m[k] = v
+		answer := strings.Replace(allowJSON, mutate[0], mutate[1], 1)
+		if answer == allowJSON {
+			t.Fatalf("%s: the mutation changed nothing", name)
 		}
-		mutate(m)
-		if _, err := parseDecision(m); err == nil {
+		if _, err := parse(answer); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if d, err := parseDecision(map[string]any{"allowed": false, "reason": "revoked"}); err != nil || d.Allowed || d.Reason != "revoked" {
+	if d, err := parse(`{"data":{"allowed":false,"reason":"revoked"}}`); err != nil || d.Allowed || d.Reason != "revoked" {
 		t.Fatalf("denial: %+v %v", d, err)
 	}
 }

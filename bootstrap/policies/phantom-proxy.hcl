@@ -1,5 +1,13 @@
-# phantom-proxy: ask the engine about each request. Nothing else: it cannot
-# read routes, mint tokens or list anything.
+# phantom-proxy: ask the engine about each request, and keep its own token
+# alive. Nothing else: it cannot read routes, mint tokens or list anything.
+# Its tokens carry no default policy (see bootstrap.sh).
+
+# It resolves with PATCH, which spares each request Vault's existence check
+# (a second round trip to the plugin), so patch is all it needs.
 path "phantom/resolve" {
+  capabilities = ["patch"]
+}
+
+path "auth/token/renew-self" {
   capabilities = ["update"]
 }

@@ -41,6 +41,7 @@ func run(args []string) error {
 	e.str(&cfg.VaultCACert, "vault-ca-cert", "VAULT_CACERT", "", "PEM CA certificate to verify Vault")
 	e.str(&cfg.VaultTLSServerName, "vault-tls-server-name", "VAULT_TLS_SERVER_NAME", "", "server name to verify in Vault's certificate")
 	e.dur(&cfg.VaultTimeout, "vault-timeout", "PHANTOM_VAULT_TIMEOUT", proxy.DefaultVaultTimeout, "deadline of each call to Vault; past it the agent gets 503")
+	e.int(&cfg.VaultConcurrency, "vault-concurrency", "PHANTOM_VAULT_CONCURRENCY", proxy.DefaultVaultConcurrency, "most resolve calls to Vault at once; requests beyond wait and go together in the next call")
 	e.str(&cfg.Mount, "mount", "PHANTOM_MOUNT", proxy.DefaultMount, "path where the Phantom engine is mounted")
 	e.str(&cfg.AppRoleMount, "approle-mount", "PHANTOM_APPROLE_MOUNT", proxy.DefaultAppRoleMount, "path where the AppRole auth method is mounted")
 	e.str(&cfg.RoleIDFile, "role-id-file", "PHANTOM_ROLE_ID_FILE", "", "file holding the AppRole role_id (required)")
@@ -54,6 +55,7 @@ func run(args []string) error {
 	e.str(&queryParams, "token-query-params", "PHANTOM_TOKEN_QUERY_PARAMS", strings.Join(proxy.DefaultQueryParams, ","), "comma-separated query parameters that may carry a phantom token")
 	e.str(&cfg.AuditFile, "audit-file", "PHANTOM_AUDIT_FILE", "-", "audit log file (JSON lines); - is stdout")
 	e.dur(&cfg.ShutdownTimeout, "shutdown-timeout", "PHANTOM_SHUTDOWN_TIMEOUT", proxy.DefaultShutdownTimeout, "how long SIGTERM waits for in-flight requests")
+	e.boolean(&cfg.Pprof, "pprof", "PHANTOM_PPROF", false, "serve Go's profiler at /debug/pprof/ on the admin listener")
 	e.str(&logLevel, "log-level", "PHANTOM_LOG_LEVEL", "info", "trace, debug, info, warn or error")
 	e.str(&logFormat, "log-format", "PHANTOM_LOG_FORMAT", "text", "text or json")
 	fs.Usage = func() {
@@ -135,6 +137,10 @@ func (e *envFlags) boolean(p *bool, name, env string, def bool, text string) {
 func (e *envFlags) int64(p *int64, name, env string, def int64, text string) {
 	parse := func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
 	e.fs.Int64Var(p, name, fromEnv(e, env, def, parse), e.usage(env, text))
+}
+
+func (e *envFlags) int(p *int, name, env string, def int, text string) {
+	e.fs.IntVar(p, name, fromEnv(e, env, def, strconv.Atoi), e.usage(env, text))
 }
 
 // fromEnv returns env's value parsed, or def when env is unset; a value that

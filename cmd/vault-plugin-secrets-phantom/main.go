@@ -19,6 +19,12 @@ func main() {
 		fatal(err)
 	}
 
+	if addr := os.Getenv(pprofEnv); addr != "" {
+		if _, err := servePprof(addr); err != nil {
+			fatal(err)
+		}
+	}
+
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
 		BackendFactoryFunc: phantom.Factory,
 		// TLSProviderFunc is only needed by Vault versions before 1.12.

@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -33,11 +34,11 @@ import (
 )
 
 type config struct {
-	upstream, proxy, vaultAddr, vaultToken, token, realKey, route, path string
-	proxyPID                                                            int
-	duration                                                            time.Duration
-	conns                                                               []int
-	jsonOut                                                             string
+	upstream, proxy, vaultAddr, vaultToken, resolveToken, token, realKey, route, path string
+	proxyPID                                                                          int
+	duration, memoryRun                                                               time.Duration
+	conns                                                                             []int
+	jsonOut                                                                           string
 }
 
 type result struct {
@@ -57,9 +58,11 @@ type report struct {
 	Ratios           map[string]float64 `json:"ratios"`
 	AddedMedianMS    float64            `json:"phantom_added_median_ms_at_1"`
 	ResolvePerSecond float64            `json:"vault_resolve_per_second"`
+	BatchedPerSecond float64            `json:"vault_batched_decisions_per_second"`
 	MintPerSecond    float64            `json:"vault_mint_per_second"`
 	ProxyPeakRSSMiB  float64            `json:"proxy_peak_rss_mib"`
 	ProxyRSSMiB      []float64          `json:"proxy_rss_mib_samples"`
+	MemoryRun        *memoryRun         `json:"memory_run,omitempty"`
 }
 
 func main() {
@@ -68,7 +71,8 @@ func main() {
 	flag.StringVar(&c.upstream, "upstream", "", "the API, directly")
 	flag.StringVar(&c.proxy, "proxy", "", "phantom-proxy's base URL")
 	flag.StringVar(&c.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address")
-	flag.StringVar(&c.vaultToken, "vault-token", os.Getenv("VAULT_TOKEN"), "Vault token that may mint and resolve")
+	flag.StringVar(&c.vaultToken, "vault-token", os.Getenv("VAULT_TOKEN"), "Vault token that may mint")
+	flag.StringVar(&c.resolveToken, "resolve-token", "", "Vault token with the proxy's policy, to resolve as phantom-proxy does")
 	flag.StringVar(&c.token, "token", "", "a phantom token for -route")
 	flag.StringVar(&c.realKey, "real-key-env", "DEMO_UPSTREAM_KEY", "environment variable holding the API's real key")
 	flag.StringVar(&c.route, "route", "demo-api", "route the token belongs to")
@@ -77,6 +81,7 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 5*time.Second, "how long each run drives traffic")
 	flag.StringVar(&conns, "conns", "1,16,64", "comma-separated concurrency levels")
 	flag.StringVar(&c.jsonOut, "json", "bench.json", "where to write the figures as JSON")
+	flag.DurationVar(&c.memoryRun, "memory-run", 0, "after the runs, drive phantom-proxy at the highest concurrency this long and record its memory (e.g. 10m)")
 	flag.Parse()
 	for _, s := range strings.Split(conns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -117,10 +122,13 @@ func main() {
 	if p, ok := byKey["phantom/1"]; ok {
 		r.AddedMedianMS = round(p.P50ms - byKey["direct/1"].P50ms)
 	}
-	if c.vaultAddr != "" && c.vaultToken != "" {
-		r.ResolvePerSecond, r.MintPerSecond = vaultRates(c, 16, c.duration)
+	if c.vaultAddr != "" && c.vaultToken != "" && c.resolveToken != "" {
+		r.ResolvePerSecond, r.BatchedPerSecond, r.MintPerSecond = vaultRates(c, 16, c.duration)
 	}
 	r.ProxyPeakRSSMiB, r.ProxyRSSMiB = rss.stop()
+	if c.memoryRun > 0 {
+		r.MemoryRun = runMemory(c.proxy+c.path, "Bearer "+c.token, slices.Max(c.conns), c.memoryRun, c.proxyPID)
+	}
 	printReport(r)
 	out, _ := json.MarshalIndent(r, "", "  ")
 	if err := os.WriteFile(c.jsonOut, append(out, '\n'), 0o644); err != nil {
@@ -131,12 +139,26 @@ func main() {
 
 // drive sends GETs over n keep-alive connections for d and measures them.
 func drive(target, auth string, n int, d time.Duration) result {
+	lat := make([][]time.Duration, n)
+	ok, failed := hammer(target, auth, n, d, func(worker int, took time.Duration) {
+		lat[worker] = append(lat[worker], took)
+	})
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	return result{
+		Connections: n, Requests: ok, Errors: failed,
+		RPS: round(float64(ok) / d.Seconds()), P50ms: ms(quantile(all, 0.50)), P99ms: ms(quantile(all, 0.99)),
+	}
+}
+
+// hammer sends GETs from n workers, each over its own keep-alive
+// connection, for d, and passes each success's latency to done.
+func hammer(target, auth string, n int, d time.Duration, done func(worker int, took time.Duration)) (ok, failed int64) {
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConns: n, MaxIdleConnsPerHost: n, MaxConnsPerHost: n, DisableCompression: true,
 	}}
 	defer client.CloseIdleConnections()
-	var ok, failed atomic.Int64
-	lat := make([][]time.Duration, n)
+	var okN, failedN atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -156,21 +178,16 @@ func drive(target, auth string, n int, d time.Duration) result {
 					resp.Body.Close()
 				}
 				if err != nil || resp.StatusCode != http.StatusOK {
-					failed.Add(1)
+					failedN.Add(1)
 					continue
 				}
-				lat[i] = append(lat[i], time.Since(start))
-				ok.Add(1)
+				done(i, time.Since(start))
+				okN.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	return result{
-		Connections: n, Requests: ok.Load(), Errors: failed.Load(),
-		RPS: round(float64(ok.Load()) / d.Seconds()), P50ms: ms(quantile(all, 0.50)), P99ms: ms(quantile(all, 0.99)),
-	}
+	return okN.Load(), failedN.Load()
 }
 
 // startBareProxy is what any reverse proxy costs: no Vault, a fixed key.
@@ -197,8 +214,10 @@ func startBareProxy(upstream, key string) (string, func()) {
 	return "http://" + ln.Addr().String(), func() { srv.Close() }
 }
 
-// vaultRates measures resolve and mint straight against Vault with n workers.
-func vaultRates(c config, n int, d time.Duration) (resolve, mint float64) {
+// vaultRates measures straight against Vault with n workers: resolve as
+// phantom-proxy calls it (PATCH, the proxy's policy), one request per call
+// and in batches of 16, and mint.
+func vaultRates(c config, n int, d time.Duration) (resolve, batched, mint float64) {
 	cfg := api.DefaultConfig()
 	cfg.Address = c.vaultAddr
 	cfg.MaxRetries = 0
@@ -210,7 +229,7 @@ func vaultRates(c config, n int, d time.Duration) (resolve, mint float64) {
 		log.Fatal(err)
 	}
 	client.SetToken(c.vaultToken)
-	rate := func(name string, op func() error) float64 {
+	rate := func(name string, per int, op func() error) float64 {
 		var count, failed atomic.Int64
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
@@ -220,28 +239,25 @@ func vaultRates(c config, n int, d time.Duration) (resolve, mint float64) {
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					if op() != nil {
-						failed.Add(1)
+					if err := op(); err != nil {
+						if failed.Add(1) == 1 {
+							log.Printf("vault %s: %v", name, err)
+						}
 						continue
 					}
-					count.Add(1)
+					count.Add(int64(per))
 				}
 			}()
 		}
 		wg.Wait()
 		r := round(float64(count.Load()) / d.Seconds())
-		log.Printf("vault %-7s %d workers: %8.0f /s  errors %d", name, n, r, failed.Load())
+		log.Printf("vault %-15s %d workers: %8.0f /s  errors %d", name, n, r, failed.Load())
 		return r
 	}
-	resolveData := map[string]any{"token": c.token, "method": "GET", "path": c.path, "client_ip": "127.0.0.1"}
-	resolve = rate("resolve", func() error {
-		s, err := client.Logical().Write("phantom/resolve", resolveData)
-		if err == nil && s.Data["allowed"] != true {
-			err = fmt.Errorf("denied: %v", s.Data["reason"])
-		}
-		return err
-	})
-	mint = rate("mint", func() error {
+	one := resolveItem{Token: c.token, Method: "GET", Path: c.path, ClientIP: "127.0.0.1"}
+	resolve = rate("resolve", 1, func() error { return patchResolve(cfg.HttpClient, c, one, 1) })
+	batched = rate("resolve, batched", 16, func() error { return patchResolve(cfg.HttpClient, c, one, 16) })
+	mint = rate("mint", 1, func() error {
 		s, err := client.Logical().Read("phantom/token/" + c.route)
 		if err == nil && s.LeaseID != "" {
 			// Leave no thousands of leases behind.
@@ -249,7 +265,60 @@ func vaultRates(c config, n int, d time.Duration) (resolve, mint float64) {
 		}
 		return err
 	})
-	return resolve, mint
+	return resolve, batched, mint
+}
+
+type resolveItem struct {
+	Token    string `json:"token"`
+	Method   string `json:"method"`
+	Path     string `json:"path"`
+	ClientIP string `json:"client_ip"`
+}
+
+// patchResolve resolves item, alone or n times in the batch form, and
+// checks that every decision allows it.
+func patchResolve(hc *http.Client, c config, item resolveItem, n int) error {
+	var body []byte
+	if n == 1 {
+		body, _ = json.Marshal(item)
+	} else {
+		body, _ = json.Marshal(map[string]any{"requests": slices.Repeat([]resolveItem{item}, n)})
+	}
+	req, _ := http.NewRequest(http.MethodPatch, strings.TrimSuffix(c.vaultAddr, "/")+"/v1/phantom/resolve", bytes.NewReader(body))
+	req.Header.Set("X-Vault-Token", c.resolveToken)
+	req.Header.Set("Content-Type", "application/merge-patch+json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	type decision struct {
+		Allowed bool   `json:"allowed"`
+		Reason  string `json:"reason"`
+	}
+	var out struct {
+		Data struct {
+			decision
+			Results []decision `json:"results"`
+		} `json:"data"`
+		Errors []string `json:"errors"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d %v %v", resp.StatusCode, out.Errors, err)
+	}
+	ds := out.Data.Results
+	if n == 1 {
+		ds = []decision{out.Data.decision}
+	}
+	if len(ds) != n {
+		return fmt.Errorf("%d decisions for %d requests", len(ds), n)
+	}
+	for _, d := range ds {
+		if !d.Allowed {
+			return fmt.Errorf("denied: %s", d.Reason)
+		}
+	}
+	return nil
 }
 
 func quantile(sorted []time.Duration, q float64) time.Duration {
@@ -277,7 +346,16 @@ func printReport(r report) {
 		fmt.Printf("ratio %-24s %6.3f\n", k, r.Ratios[k])
 	}
 	fmt.Printf("median latency phantom adds over direct at 1 connection: %.3f ms\n", r.AddedMedianMS)
-	fmt.Printf("resolve straight against Vault: %.0f /s; mint: %.0f /s\n", r.ResolvePerSecond, r.MintPerSecond)
+	fmt.Printf("resolve straight against Vault: %.0f /s one per call, %.0f /s in batches of 16; mint: %.0f /s\n",
+		r.ResolvePerSecond, r.BatchedPerSecond, r.MintPerSecond)
 	fmt.Printf("phantom-proxy peak RSS: %.1f MiB\n", r.ProxyPeakRSSMiB)
+	if m := r.MemoryRun; m != nil {
+		fmt.Printf("memory run: %d conns for %s, %.0f req/s, %d errors; RSS MiB every %s:\n ",
+			m.Connections, m.Duration, m.RPS, m.Errors, m.Interval)
+		for _, s := range m.RSSMiB {
+			fmt.Printf(" %.1f", s)
+		}
+		fmt.Println()
+	}
 	fmt.Printf("machine: %v\n", r.Machine)
 }

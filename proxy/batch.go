@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+)
+
+// maxBatch bounds the requests in one Vault call (the engine takes 256).
+const maxBatch = 128
+
+// batcher coalesces concurrent resolves into fewer Vault calls. At most
+// maxInFlight calls run at once; a request that finds a free slot is sent at
+// once, alone, so an idle proxy adds no wait. Requests that arrive while
+// every slot is busy queue up, and the next slot to free takes all of them
+// as one call. Each request still gets its own decision, made by the engine
+// after the request arrived: batching changes what a call costs Vault, not
+// what it decides.
+type batcher struct {
+	call        func(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error)
+	maxInFlight int
+	onBatch     func(size int) // observes each call's size; may be nil
+
+	mu       sync.Mutex
+	inFlight int
+	queue    []*queued
+}
+
+type queued struct {
+	req  ResolveRequest
+	done chan struct{}
+	d    *Decision
+	err  error
+}
+
+func (b *batcher) resolve(ctx context.Context, req ResolveRequest) (*Decision, error) {
+	b.mu.Lock()
+	if b.inFlight < b.maxInFlight {
+		b.inFlight++
+		b.mu.Unlock()
+		ds, err := b.send(ctx, []ResolveRequest{req})
+		b.release()
+		if err != nil {
+			return nil, err
+		}
+		return ds[0], nil
+	}
+	q := &queued{req: req, done: make(chan struct{})}
+	b.queue = append(b.queue, q)
+	b.mu.Unlock()
+	select {
+	case <-q.done:
+		return q.d, q.err
+	case <-ctx.Done():
+		// The batch goes on without this request; its decision is dropped
+		// and nothing is forwarded.
+		return nil, ctx.Err()
+	}
+}
+
+// release hands the caller's slot to the queue, if anything waits there.
+func (b *batcher) release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) == 0 {
+		b.inFlight--
+		return
+	}
+	go b.drain(b.takeLocked())
+}
+
+// drain sends batches with the slot it holds until the queue is empty.
+func (b *batcher) drain(batch []*queued) {
+	for {
+		reqs := make([]ResolveRequest, len(batch))
+		for i, q := range batch {
+			reqs[i] = q.req
+		}
+		// Not any one request's context: the others still want the answer.
+		ds, err := b.send(context.Background(), reqs)
+		for i, q := range batch {
+			if err != nil {
+				q.err = err
+			} else {
+				q.d = ds[i]
+			}
+			close(q.done)
+		}
+		b.mu.Lock()
+		if len(b.queue) == 0 {
+			b.inFlight--
+			b.mu.Unlock()
+			return
+		}
+		batch = b.takeLocked()
+		b.mu.Unlock()
+	}
+}
+
+func (b *batcher) takeLocked() []*queued {
+	n := min(len(b.queue), maxBatch)
+	batch := b.queue[:n:n]
+	b.queue = b.queue[n:]
+	if len(b.queue) == 0 {
+		b.queue = nil // let the old array go
+	}
+	return batch
+}
+
+func (b *batcher) send(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
+	if b.onBatch != nil {
+		b.onBatch(len(reqs))
+	}
+	return b.call(ctx, reqs)
+}

@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// maxResolveAnswer bounds what the proxy reads of one resolve answer.
+const maxResolveAnswer = 1 << 20
+
+// resolveCall is the one Vault call on every request. It is made with plain
+// net/http rather than the api client: no retry wrapper, no rate limiter, a
+// typed body both ways instead of map[string]any, and the connection pool of
+// the api client's own http.Client (its TLS settings, no redirects).
+//
+// It uses PATCH: Vault asks a plugin whether the resource exists before every
+// create or update (a second gRPC round trip to the plugin per request),
+// never before a patch. The engine accepts both; the proxy's policy grants
+// only patch.
+type resolveCall struct {
+	http    *http.Client
+	url     string
+	headers http.Header // the api client's, e.g. X-Vault-Namespace
+	timeout time.Duration
+}
+
+func newResolveCall(client *api.Client, hc *http.Client, cfg Config) resolveCall {
+	return resolveCall{
+		http:    hc,
+		url:     strings.TrimSuffix(client.Address(), "/") + "/v1/" + strings.Trim(cfg.Mount, "/") + "/resolve",
+		headers: client.Headers(),
+		timeout: cfg.VaultTimeout,
+	}
+}
+
+// resolveInput is the engine's resolve input.
+type resolveInput struct {
+	Token    string `json:"token"`
+	Method   string `json:"method"`
+	Path     string `json:"path"`
+	ClientIP string `json:"client_ip"`
+}
+
+// resolveAnswer is the engine's resolve output (see plugin/path_resolve.go).
+type resolveAnswer struct {
+	Allowed    *bool             `json:"allowed"`
+	Reason     string            `json:"reason"`
+	Message    string            `json:"message"`
+	Route      string            `json:"route"`
+	Accessor   string            `json:"accessor"`
+	Upstream   string            `json:"upstream"`
+	Credential string            `json:"credential"`
+	AuthType   string            `json:"auth_type"`
+	AuthName   string            `json:"auth_name"`
+	AuthFormat string            `json:"auth_format"`
+	Headers    map[string]string `json:"headers"`
+	ExpiresAt  string            `json:"expires_at"`
+}
+
+// vaultError is an HTTP error from Vault.
+type vaultError struct {
+	status int
+	errors []string
+}
+
+func (e *vaultError) Error() string {
+	return fmt.Sprintf("Vault answered %d: %s", e.status, strings.Join(e.errors, "; "))
+}
+
+// do resolves reqs in one call: alone in the engine's single form, or
+// several in its batch form. The decisions come back in order.
+func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRequest) ([]*Decision, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	inputs := make([]resolveInput, len(reqs))
+	for i, r := range reqs {
+		inputs[i] = resolveInput{Token: r.Token, Method: r.Method, Path: r.Path, ClientIP: r.ClientIP}
+	}
+	var body []byte
+	var err error
+	if len(inputs) == 1 {
+		body, err = json.Marshal(inputs[0])
+	} else {
+		body, err = json.Marshal(struct {
+			Requests []resolveInput `json:"requests"`
+		}{inputs})
+	}
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPatch, c.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range c.headers {
+		hreq.Header[k] = v
+	}
+	hreq.Header.Set("Content-Type", "application/merge-patch+json")
+	hreq.Header.Set("X-Vault-Token", vaultToken)
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("resolving through Vault: %w", err)
+	}
+	defer func() {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxResolveAnswer)) // keep the connection reusable
+		resp.Body.Close()
+	}()
+	var out struct {
+		Data *struct {
+			resolveAnswer
+			Results []*resolveAnswer `json:"results"`
+		} `json:"data"`
+		Errors []string `json:"errors"`
+	}
+	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, maxResolveAnswer)).Decode(&out)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("resolving through Vault: %w", &vaultError{status: resp.StatusCode, errors: out.Errors})
+	}
+	if decodeErr != nil {
+		return nil, fmt.Errorf("resolving through Vault: malformed answer: %w", decodeErr)
+	}
+	if out.Data == nil {
+		return nil, errors.New("resolving through Vault: empty answer")
+	}
+	answers := out.Data.Results
+	if len(reqs) == 1 {
+		answers = []*resolveAnswer{&out.Data.resolveAnswer}
+	}
+	if len(answers) != len(reqs) {
+		return nil, fmt.Errorf("resolving through Vault: %d decisions for %d requests", len(answers), len(reqs))
+	}
+	ds := make([]*Decision, len(answers))
+	for i, a := range answers {
+		if a == nil {
+			return nil, errors.New("resolving through Vault: a null decision")
+		}
+		if ds[i], err = parseDecision(a); err != nil {
+			return nil, err
+		}
+	}
+	return ds, nil
+}
+
+// parseDecision reads the engine's answer, refusing anything malformed.
+func parseDecision(a *resolveAnswer) (*Decision, error) {
+	if a.Allowed == nil {
+		return nil, errors.New("resolve answer lacks allowed")
+	}
+	d := &Decision{Allowed: *a.Allowed, Reason: a.Reason, Message: a.Message, Route: a.Route, Accessor: a.Accessor}
+	if !d.Allowed {
+		if d.Reason == "" {
+			return nil, errors.New("resolve denial lacks a reason")
+		}
+		return d, nil
+	}
+	upstream, err := url.Parse(a.Upstream)
+	if err != nil || (upstream.Scheme != "https" && upstream.Scheme != "http") || upstream.Host == "" {
+		return nil, errors.New("resolve answer has no usable upstream")
+	}
+	if a.Credential == "" || a.AuthName == "" || !strings.Contains(a.AuthFormat, credentialPlaceholder) {
+		return nil, errors.New("resolve answer lacks the credential or how to inject it")
+	}
+	g := &Grant{
+		Route: a.Route, Accessor: a.Accessor, Upstream: upstream,
+		Credential: a.Credential, AuthType: a.AuthType, AuthName: a.AuthName, AuthFormat: a.AuthFormat,
+		Headers: a.Headers,
+	}
+	if t, err := time.Parse(time.RFC3339, a.ExpiresAt); err == nil {
+		g.ExpiresAt = t
+	}
+	d.Grant = g
+	return d, nil
+}
