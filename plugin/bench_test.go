@@ -18,9 +18,33 @@ func BenchmarkResolve(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		resp, err := e.b.HandleRequest(b.Context(), &logical.Request{
-			Operation: logical.UpdateOperation, Path: "resolve", Data: data, Storage: e.storage,
+			Operation: logical.PatchOperation, Path: "resolve", Data: data, Storage: e.storage,
 		})
 		if err != nil || resp.Data["allowed"] != true {
+			b.Fatalf("resolve: %v %v", resp, err)
+		}
+	}
+}
+
+// BenchmarkResolveBatch16 is BenchmarkResolve for a batch of 16 requests, as
+// a busy proxy sends them; divide by 16 for the cost of one decision.
+func BenchmarkResolveBatch16(b *testing.B) {
+	e := getTestBackend(b)
+	e.writeRoute(b, "r", nil)
+	requests := make([]any, 16)
+	for i := range requests {
+		tok, _ := e.mint(b, "r", nil)
+		requests[i] = map[string]any{"token": tok, "method": "GET", "path": "/v1/customers/cus_123", "client_ip": "10.1.2.3"}
+	}
+	data := map[string]any{"requests": requests}
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := e.b.HandleRequest(b.Context(), &logical.Request{
+			Operation: logical.PatchOperation, Path: "resolve", Data: data, Storage: e.storage,
+		})
+		if err != nil || len(resp.Data["results"].([]map[string]any)) != 16 {
 			b.Fatalf("resolve: %v %v", resp, err)
 		}
 	}

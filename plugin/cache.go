@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"unsafe"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -21,6 +22,7 @@ const cacheSize = 64 << 10
 // therefore refused on its next request, cache or not.
 type storageCache struct {
 	entries *lru.Cache[string, []byte]
+	decoded *lru.Cache[string, decodedValue] // see decodeShared
 
 	// mu makes "store what was read, unless a write happened meanwhile"
 	// atomic with writes, so a slow read never re-inserts an old value.
@@ -33,7 +35,48 @@ func newStorageCache() *storageCache {
 	if err != nil {
 		panic(err) // only for a non-positive size
 	}
-	return &storageCache{entries: entries}
+	decoded, err := lru.New[string, decodedValue](cacheSize)
+	if err != nil {
+		panic(err)
+	}
+	return &storageCache{entries: entries, decoded: decoded}
+}
+
+// decodedValue is a value decoded from raw, the cached bytes of its key.
+type decodedValue struct {
+	raw   []byte
+	value any
+}
+
+// decodeShared decodes entry's JSON into a new T. When entry came from the
+// cache it reuses what an earlier call decoded from the very same bytes (a
+// write replaces the bytes, so a memo is never staler than the cache). The
+// result is a shallow copy: its slices and maps are shared with the memo,
+// so the caller may change its plain fields but only read the rest.
+func decodeShared[T any](s logical.Storage, entry *logical.StorageEntry) (*T, error) {
+	cs, ok := s.(*cachedStorage)
+	if !ok || len(entry.Value) == 0 {
+		v := new(T)
+		return v, entry.DecodeJSON(v)
+	}
+	if d, ok := cs.cache.decoded.Get(entry.Key); ok && sameBytes(d.raw, entry.Value) {
+		if v, ok := d.value.(*T); ok {
+			c := *v
+			return &c, nil
+		}
+	}
+	v := new(T)
+	if err := entry.DecodeJSON(v); err != nil {
+		return nil, err
+	}
+	cs.cache.decoded.Add(entry.Key, decodedValue{raw: entry.Value, value: v})
+	c := *v
+	return &c, nil
+}
+
+// sameBytes reports whether a and b are the same slice, not merely equal.
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
 func cacheable(key string) bool {
@@ -45,6 +88,7 @@ func (c *storageCache) wrote(key string, value []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.writes++
+	c.decoded.Remove(key)
 	if value == nil {
 		c.entries.Remove(key)
 		return

@@ -92,3 +92,42 @@ func TestRevokeRacingResolves(t *testing.T) {
 		wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), statusRevoked)
 	}
 }
+
+// TestDecodeSharedFollowsWrites: a memoized decode serves repeated reads, a
+// caller's change to its copy never reaches the memo, and a write (here or
+// announced by Invalidate) is seen at once.
+func TestDecodeSharedFollowsWrites(t *testing.T) {
+	ctx := context.Background()
+	c := newStorageCache()
+	inner := &logical.InmemStorage{}
+	s := c.wrap(inner)
+	put := func(st logical.Storage, uses int) {
+		t.Helper()
+		if err := putToken(ctx, st, "h", &tokenEntry{Accessor: "a", Uses: uses, AllowedPaths: []string{"/x"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() *tokenEntry {
+		t.Helper()
+		tok, err := getTokenShared(ctx, s, "h")
+		if err != nil || tok == nil {
+			t.Fatalf("read: %v %v", tok, err)
+		}
+		return tok
+	}
+	put(s, 1)
+	first := read()
+	first.Uses = 99 // a caller's change to its copy
+	if again := read(); again.Uses != 1 || again.AllowedPaths[0] != "/x" {
+		t.Fatalf("memo changed by a caller: %+v", again)
+	}
+	put(s, 2)
+	if got := read(); got.Uses != 2 {
+		t.Fatalf("after a write: uses=%d, want 2", got.Uses)
+	}
+	put(inner, 3) // behind the cache's back, then announced
+	c.wrote(tokenPrefix+"h", nil)
+	if got := read(); got.Uses != 3 {
+		t.Fatalf("after an invalidation: uses=%d, want 3", got.Uses)
+	}
+}

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -99,7 +100,7 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 			path:     d.Get("path").(string),
 			clientIP: d.Get("client_ip").(string),
 		}
-		data, err := b.resolve(ctx, req.Storage, in)
+		data, err := b.resolve(ctx, req.Storage, in, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -113,19 +114,27 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 		return logical.ErrorResponse("at most %d requests per call", maxResolveBatch), nil
 	}
 	results := make([]map[string]any, len(items))
+	snapshot := map[string]*routeEntry{}
+	grants := map[string]any{}
 	for i, item := range items {
 		in, ok := batchInput(item)
 		if !ok {
 			results[i] = deny(reasonBadRequest, "each request must be an object of string fields", nil).Data
 			continue
 		}
-		data, err := b.resolve(ctx, req.Storage, in)
+		data, err := b.resolve(ctx, req.Storage, in, snapshot)
 		if err != nil {
 			return nil, err
 		}
+		if data["allowed"] == true {
+			name := data["route"].(string)
+			if _, ok := grants[name]; !ok {
+				grants[name] = routeGrant(snapshot[name])
+			}
+		}
 		results[i] = data
 	}
-	return &logical.Response{Data: map[string]any{"results": results}}, nil
+	return &logical.Response{Data: map[string]any{"results": results, "routes": grants}}, nil
 }
 
 // resolveInput is one request as the proxy describes it.
@@ -156,8 +165,11 @@ func batchInput(item any) (resolveInput, bool) {
 }
 
 // resolve decides one request; the answer is always data, an error only
-// when storage fails.
-func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInput) (map[string]any, error) {
+// when storage fails. Alone (routes nil), an allowed answer carries the
+// route's grant: upstream, credential and how to inject it. In a batch, the
+// routes are read once per call into routes, each allowed answer names its
+// route, and the caller sends each route's grant once.
+func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInput, routes map[string]*routeEntry) (map[string]any, error) {
 	rr := resolveRequest{method: in.method, path: in.path}
 	switch {
 	case in.token == "":
@@ -183,7 +195,7 @@ func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInpu
 	if err != nil {
 		return nil, err
 	}
-	t, err := getToken(ctx, s, tokenHMAC)
+	t, err := getTokenShared(ctx, s, tokenHMAC)
 	if err != nil {
 		return nil, err
 	}
@@ -193,16 +205,21 @@ func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInpu
 		lock := locksutil.LockForKey(b.tokenLocks, tokenHMAC)
 		lock.Lock()
 		defer lock.Unlock()
-		if t, err = getToken(ctx, s, tokenHMAC); err != nil {
+		if t, err = getTokenShared(ctx, s, tokenHMAC); err != nil {
 			return nil, err
 		}
 	}
 	if t == nil {
 		return deny(reasonUnknownToken, "no such token", nil).Data, nil
 	}
-	route, err := getRoute(ctx, s, t.Route)
-	if err != nil {
-		return nil, err
+	route, seen := routes[t.Route]
+	if !seen {
+		if route, err = getRouteShared(ctx, s, t.Route); err != nil {
+			return nil, err
+		}
+		if routes != nil {
+			routes[t.Route] = route
+		}
 	}
 	now := b.now().UTC()
 	if reason, msg := authorize(t, route, rr, now); reason != "" {
@@ -215,7 +232,11 @@ func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInpu
 		}
 	}
 	b.usage.record(tokenHMAC, now)
-	return allow(t, route).Data, nil
+	data := allow(t)
+	if routes == nil {
+		maps.Copy(data, routeGrant(route))
+	}
+	return data, nil
 }
 
 // authorize returns "" when t may make the request, else a deny reason and a
@@ -254,39 +275,47 @@ func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Tim
 	return "", ""
 }
 
-func allow(t *tokenEntry, route *routeEntry) *logical.Response {
+// allow is an allowed answer for t, without its route's grant.
+func allow(t *tokenEntry) map[string]any {
+	data := map[string]any{
+		"allowed":    true,
+		"route":      t.Route,
+		"accessor":   t.Accessor,
+		"expires_at": t.ExpiresAt.Format(time.RFC3339),
+	}
+	if t.NumUses > 0 {
+		data["uses_remaining"] = t.NumUses - t.Uses
+	}
+	return data
+}
+
+// routeGrant is what the proxy needs of a route to forward a request.
+func routeGrant(route *routeEntry) map[string]any {
 	name, format := route.injection()
 	headers := route.Headers
 	if headers == nil {
 		headers = map[string]string{}
 	}
-	data := map[string]any{
-		"allowed":     true,
-		"route":       t.Route,
-		"accessor":    t.Accessor,
+	return map[string]any{
 		"upstream":    route.Upstream,
 		"credential":  route.Credential,
 		"auth_type":   route.AuthType,
 		"auth_name":   name,
 		"auth_format": format,
 		"headers":     headers,
-		"expires_at":  t.ExpiresAt.Format(time.RFC3339),
 	}
-	if t.NumUses > 0 {
-		data["uses_remaining"] = t.NumUses - t.Uses
-	}
-	return &logical.Response{Data: data}
 }
 
 const resolveHelp = `
 phantom-proxy calls this for every request: may this token make this request?
 
 Input: token, method, path (exactly the bytes that will be forwarded, without
-the query) and client_ip; or requests, a list of up to 256 objects with those
-fields, answered by results, a list of decisions in the same order. phantom-proxy
-calls with PATCH (an update needs an extra round trip to the plugin) and
-batches the requests that queue up while a call is in flight. The answer is
-always data, never an error:
+the query) and client_ip. Or requests, a list of up to 256 objects with those
+fields, answered by results, the decisions in the same order, and routes, the
+grant (upstream through headers below) of each route allowed, once; a batch
+reads each route once. phantom-proxy calls with PATCH (an update needs an
+extra round trip to the plugin) and batches the requests that queue up while
+a call is in flight. The answer is always data, never an error:
 
   allowed=true   route, accessor, upstream, credential, auth_type, auth_name
                  (header or query parameter), auth_format (a template around

@@ -264,6 +264,8 @@ func TestResolveBatch(t *testing.T) {
 	e.writeRoute(t, "r", nil)
 	tok, mint := e.mint(t, "r", nil)
 	limited, _ := e.mint(t, "r", map[string]any{"num_uses": 2})
+	e.writeRoute(t, "other", map[string]any{"credential": "sk_live_other"})
+	other, _ := e.mint(t, "other", nil)
 	unknown, err := token.New(rand.Reader, "phm_")
 	if err != nil {
 		t.Fatal(err)
@@ -281,18 +283,25 @@ func TestResolveBatch(t *testing.T) {
 		req(limited, "GET", "/v1/customers/cus_1"),
 		req(limited, "GET", "/v1/customers/cus_1"),
 		req(limited, "GET", "/v1/customers/cus_1"),
+		req(other, "DELETE", "/v1/customers/cus_1"),
 	}})
 	results, _ := resp.Data["results"].([]map[string]any)
-	if len(results) != 9 {
+	if len(results) != 10 {
 		t.Fatalf("results: %v", resp.Data)
 	}
 	wantAllowed(t, results[0])
-	if results[0]["credential"] != testCredential || results[0]["accessor"] != mint.Data["accessor"] {
+	if results[0]["route"] != "r" || results[0]["accessor"] != mint.Data["accessor"] || results[0]["credential"] != nil {
 		t.Errorf("allowed result: %v", results[0])
+	}
+	// Each allowed route's grant comes once; a route only denied sends none.
+	routes, _ := resp.Data["routes"].(map[string]any)
+	grant, _ := routes["r"].(map[string]any)
+	if len(routes) != 1 || grant["credential"] != testCredential || grant["upstream"] != "https://api.example.com" {
+		t.Errorf("routes: %v", routes)
 	}
 	for i, reason := range map[int]string{
 		1: reasonMethodNotAllowed, 2: reasonPathNotAllowed, 3: reasonUnknownToken,
-		4: reasonBadRequest, 5: reasonBadRequest, 8: statusExhausted,
+		4: reasonBadRequest, 5: reasonBadRequest, 8: statusExhausted, 9: reasonMethodNotAllowed,
 	} {
 		wantDenied(t, results[i], reason)
 	}

@@ -59,6 +59,16 @@ type routeEntry struct {
 }
 
 func getRoute(ctx context.Context, s logical.Storage, name string) (*routeEntry, error) {
+	return readRoute(ctx, s, name, false)
+}
+
+// getRouteShared is getRoute for resolve, the hot path: the route's slices
+// and maps are shared with the cache, so they must only be read.
+func getRouteShared(ctx context.Context, s logical.Storage, name string) (*routeEntry, error) {
+	return readRoute(ctx, s, name, true)
+}
+
+func readRoute(ctx context.Context, s logical.Storage, name string, shared bool) (*routeEntry, error) {
 	entry, err := s.Get(ctx, routePrefix+name)
 	if err != nil {
 		return nil, fmt.Errorf("reading route %q: %w", name, err)
@@ -66,8 +76,14 @@ func getRoute(ctx context.Context, s logical.Storage, name string) (*routeEntry,
 	if entry == nil {
 		return nil, nil
 	}
-	r := new(routeEntry)
-	if err := entry.DecodeJSON(r); err != nil {
+	var r *routeEntry
+	if shared {
+		r, err = decodeShared[routeEntry](s, entry)
+	} else {
+		r = new(routeEntry)
+		err = entry.DecodeJSON(r)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("decoding route %q: %w", name, err)
 	}
 	return r, nil

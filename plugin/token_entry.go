@@ -79,6 +79,16 @@ func (t *tokenEntry) deadSince(now time.Time) time.Time {
 }
 
 func getToken(ctx context.Context, s logical.Storage, tokenHMAC string) (*tokenEntry, error) {
+	return readToken(ctx, s, tokenHMAC, false)
+}
+
+// getTokenShared is getToken for resolve, the hot path: the record's slices
+// and maps are shared with the cache, so they must only be read.
+func getTokenShared(ctx context.Context, s logical.Storage, tokenHMAC string) (*tokenEntry, error) {
+	return readToken(ctx, s, tokenHMAC, true)
+}
+
+func readToken(ctx context.Context, s logical.Storage, tokenHMAC string, shared bool) (*tokenEntry, error) {
 	entry, err := s.Get(ctx, tokenPrefix+tokenHMAC)
 	if err != nil {
 		return nil, fmt.Errorf("reading token record: %w", err)
@@ -86,8 +96,14 @@ func getToken(ctx context.Context, s logical.Storage, tokenHMAC string) (*tokenE
 	if entry == nil {
 		return nil, nil
 	}
-	t := new(tokenEntry)
-	if err := entry.DecodeJSON(t); err != nil {
+	var t *tokenEntry
+	if shared {
+		t, err = decodeShared[tokenEntry](s, entry)
+	} else {
+		t = new(tokenEntry)
+		err = entry.DecodeJSON(t)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("decoding token record: %w", err)
 	}
 	return t, nil

@@ -16,7 +16,7 @@ const (
 	DefaultMount             = "phantom"
 	DefaultAppRoleMount      = "approle"
 	DefaultVaultTimeout      = 2 * time.Second
-	DefaultVaultConcurrency  = 4
+	DefaultVaultConcurrency  = 1
 	DefaultUpstreamTimeout   = 120 * time.Second // until response headers; bodies may stream longer
 	DefaultDialTimeout       = 10 * time.Second
 	DefaultShutdownTimeout   = 30 * time.Second

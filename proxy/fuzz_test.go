@@ -22,9 +22,14 @@ func FuzzScrubber(f *testing.F) {
 			split = -split
 		}
 		split %= len(body) + 1
-		out, err := io.ReadAll(s.Reader(&chunks{parts: []string{body[:split], body[split:]}}, nil))
+		out, err := io.ReadAll(s.Reader(&chunks{parts: []string{body[:split], body[split:]}}, -1, nil))
 		if err != nil {
 			t.Fatal(err)
+		}
+		// With its length known, the body gets a small buffer: same output.
+		sized, err := io.ReadAll(s.Reader(&chunks{parts: []string{body[:split], body[split:]}}, int64(len(body)), nil))
+		if err != nil || string(sized) != string(out) {
+			t.Fatalf("known length gave %q (%v), unknown %q", sized, err, out)
 		}
 		if len(out) != len(body) {
 			t.Fatalf("length %d became %d", len(body), len(out))

@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -139,7 +140,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		token:    tok,
 		path:     path,
 		rawQuery: rawQuery,
-		scrub:    newScrubber(d.Grant.secretForms()),
+		scrub:    scrubberFor(d.Grant),
 		rec:      rec,
 	}
 	s.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
@@ -181,10 +182,19 @@ func (s *Server) newReverseProxy(transport http.RoundTripper) *httputil.ReverseP
 		// as separate header, body and trailer writes.
 		FlushInterval:  0,
 		ModifyResponse: s.modifyResponse,
+		BufferPool:     copyBuffers,
 		ErrorHandler:   s.proxyError,
 		ErrorLog:       s.log.StandardLogger(nil),
 	}
 }
+
+// copyBuffers spares each response ReverseProxy's own 32 KiB buffer.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return p.pool.Get().(*[32 << 10]byte)[:] }
+func (p *bufferPool) Put(b []byte) { p.pool.Put((*[32 << 10]byte)(b)) }
 
 func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeFrom(pr.In)
@@ -228,7 +238,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	}
 	ex.scrub.Header(resp.Header)
 	// Trailer values arrive with the end of the body.
-	resp.Body = ex.scrub.Reader(resp.Body, func() { ex.scrub.Header(resp.Trailer) })
+	resp.Body = ex.scrub.Reader(resp.Body, resp.ContentLength, func() { ex.scrub.Header(resp.Trailer) })
 	return nil
 }
 

@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
 )
 
 // The scrubber masks every occurrence of a secret with '*' of the same
@@ -17,6 +20,22 @@ const maskByte = '*'
 type scrubber struct {
 	secrets [][]byte // distinct, non-empty
 	maxLen  int
+}
+
+// scrubbers keeps the scrubbers of recently used credentials, so a request
+// does not rebuild the encoded forms of its key. Entries expire, so a key
+// rotated away does not linger in memory.
+var scrubbers = expirable.NewLRU[string, *scrubber](1024, nil, 5*time.Minute)
+
+// scrubberFor returns the scrubber of g's credential as g injects it.
+func scrubberFor(g *Grant) *scrubber {
+	key := g.AuthFormat + "\x00" + g.Credential
+	if s, ok := scrubbers.Get(key); ok {
+		return s
+	}
+	s := newScrubber(g.secretForms())
+	scrubbers.Add(key, s)
+	return s
 }
 
 func newScrubber(forms []string) *scrubber {
@@ -83,10 +102,15 @@ func (s *scrubber) Header(h http.Header) {
 }
 
 // Reader wraps a body so that no secret, even one split across reads,
-// comes out of it. atEnd, if set, runs once when src is exhausted: the moment
-// an HTTP response's trailers become known.
-func (s *scrubber) Reader(src io.ReadCloser, atEnd func()) io.ReadCloser {
-	return &scrubReader{s: s, src: src, atEnd: atEnd}
+// comes out of it. size is the body's length if known, else -1: a small body
+// gets a small buffer. atEnd, if set, runs once when src is exhausted: the
+// moment an HTTP response's trailers become known.
+func (s *scrubber) Reader(src io.ReadCloser, size int64, atEnd func()) io.ReadCloser {
+	chunk := scrubChunk
+	if size >= 0 && size < scrubChunk {
+		chunk = max(int(size)+1, minScrubChunk) // +1: room to see EOF
+	}
+	return &scrubReader{s: s, src: src, atEnd: atEnd, chunk: chunk}
 }
 
 type scrubReader struct {
@@ -96,9 +120,13 @@ type scrubReader struct {
 	ready int
 	err   error // from src, returned once buf is drained
 	atEnd func()
+	chunk int // how much to grow buf by
 }
 
-const scrubChunk = 32 << 10
+const (
+	scrubChunk    = 32 << 10
+	minScrubChunk = 512
+)
 
 func (r *scrubReader) Read(p []byte) (int, error) {
 	for r.ready == 0 {
@@ -119,8 +147,8 @@ func (r *scrubReader) Read(p []byte) (int, error) {
 }
 
 func (r *scrubReader) fill() {
-	if cap(r.buf)-len(r.buf) < scrubChunk/2 {
-		grown := make([]byte, len(r.buf), len(r.buf)+scrubChunk)
+	if cap(r.buf)-len(r.buf) < r.chunk/2 {
+		grown := make([]byte, len(r.buf), len(r.buf)+r.chunk)
 		copy(grown, r.buf)
 		r.buf = grown
 	}

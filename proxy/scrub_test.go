@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -26,11 +27,20 @@ func (c *chunks) Read(p []byte) (int, error) {
 
 func (c *chunks) Close() error { return nil }
 
+// scrubAll reads parts through the scrubber twice, as a body of unknown
+// length (a big buffer) and of known length (a small one): both must agree.
 func scrubAll(t *testing.T, s *scrubber, parts ...string) string {
 	t.Helper()
-	out, err := io.ReadAll(s.Reader(&chunks{parts: parts}, nil))
+	out, err := io.ReadAll(s.Reader(&chunks{parts: slices.Clone(parts)}, -1, nil))
 	if err != nil {
 		t.Fatal(err)
+	}
+	sized, err := io.ReadAll(s.Reader(&chunks{parts: parts}, int64(len(strings.Join(parts, ""))), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, sized) {
+		t.Fatalf("unknown length gave %q, known length %q", out, sized)
 	}
 	return string(out)
 }
@@ -57,7 +67,7 @@ func TestScrubberLeavesOtherBytesAlone(t *testing.T) {
 	if got := scrubAll(t, s, body[:15], body[15:]); got != body {
 		t.Fatalf("changed: %q", got)
 	}
-	r := s.Reader(io.NopCloser(strings.NewReader(body)), nil)
+	r := s.Reader(io.NopCloser(strings.NewReader(body)), int64(len(body)), nil)
 	if err := iotest.TestReader(r, []byte(body)); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +96,7 @@ func TestScrubberDoesNotHoldStreams(t *testing.T) {
 	// A chunk that cannot start a secret is released at once.
 	s := newScrubber([]string{realKey})
 	pr, pw := io.Pipe()
-	r := s.Reader(pr, nil)
+	r := s.Reader(pr, -1, nil)
 	go pw.Write([]byte("data: one\n\n"))
 	buf := make([]byte, 64)
 	n, err := r.Read(buf)
@@ -115,7 +125,7 @@ func BenchmarkScrub(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := io.Copy(io.Discard, s.Reader(io.NopCloser(strings.NewReader(body)), nil)); err != nil {
+		if _, err := io.Copy(io.Discard, s.Reader(io.NopCloser(strings.NewReader(body)), int64(len(body)), nil)); err != nil {
 			b.Fatal(err)
 		}
 	}

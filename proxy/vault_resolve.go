@@ -51,20 +51,27 @@ type resolveInput struct {
 	ClientIP string `json:"client_ip"`
 }
 
-// resolveAnswer is the engine's resolve output (see plugin/path_resolve.go).
+// resolveAnswer is the engine's resolve output (see plugin/path_resolve.go):
+// a decision, with its route's grant when resolved alone.
 type resolveAnswer struct {
-	Allowed    *bool             `json:"allowed"`
-	Reason     string            `json:"reason"`
-	Message    string            `json:"message"`
-	Route      string            `json:"route"`
-	Accessor   string            `json:"accessor"`
+	Allowed   *bool  `json:"allowed"`
+	Reason    string `json:"reason"`
+	Message   string `json:"message"`
+	Route     string `json:"route"`
+	Accessor  string `json:"accessor"`
+	ExpiresAt string `json:"expires_at"`
+	routeGrant
+}
+
+// routeGrant is how to forward to a route; a batch answer sends each
+// allowed route's once, in routes.
+type routeGrant struct {
 	Upstream   string            `json:"upstream"`
 	Credential string            `json:"credential"`
 	AuthType   string            `json:"auth_type"`
 	AuthName   string            `json:"auth_name"`
 	AuthFormat string            `json:"auth_format"`
 	Headers    map[string]string `json:"headers"`
-	ExpiresAt  string            `json:"expires_at"`
 }
 
 // vaultError is an HTTP error from Vault.
@@ -118,7 +125,8 @@ func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRe
 	var out struct {
 		Data *struct {
 			resolveAnswer
-			Results []*resolveAnswer `json:"results"`
+			Results []*resolveAnswer       `json:"results"`
+			Routes  map[string]*routeGrant `json:"routes"`
 		} `json:"data"`
 		Errors []string `json:"errors"`
 	}
@@ -143,6 +151,13 @@ func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRe
 	for i, a := range answers {
 		if a == nil {
 			return nil, errors.New("resolving through Vault: a null decision")
+		}
+		if len(reqs) > 1 && a.Allowed != nil && *a.Allowed {
+			g := out.Data.Routes[a.Route]
+			if g == nil {
+				return nil, fmt.Errorf("resolving through Vault: no grant for route %q", a.Route)
+			}
+			a.routeGrant = *g
 		}
 		if ds[i], err = parseDecision(a); err != nil {
 			return nil, err

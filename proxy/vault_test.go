@@ -48,11 +48,25 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewDecoder(r.Body).Decode(&in)
 		f.calls.Add(1)
 		if len(in.Requests) > 0 && code == http.StatusOK {
-			// The batch form: the same decision for each request.
-			var single struct{ Data json.RawMessage }
+			// The batch form: the same decision for each request, the
+			// route's grant once.
+			var single struct{ Data map[string]any }
 			json.Unmarshal([]byte(body), &single)
-			results := strings.Repeat(string(single.Data)+",", len(in.Requests))
-			body = `{"data":{"results":[` + strings.TrimSuffix(results, ",") + `]}}`
+			grant := map[string]any{}
+			for _, k := range []string{"upstream", "credential", "auth_type", "auth_name", "auth_format", "headers"} {
+				if v, ok := single.Data[k]; ok {
+					grant[k] = v
+					delete(single.Data, k)
+				}
+			}
+			results := make([]any, len(in.Requests))
+			for i := range results {
+				results[i] = single.Data
+			}
+			out, _ := json.Marshal(map[string]any{"data": map[string]any{
+				"results": results, "routes": map[string]any{fmt.Sprint(single.Data["route"]): grant},
+			}})
+			body = string(out)
 		}
 		w.WriteHeader(code)
 		io.WriteString(w, body)
@@ -196,5 +210,45 @@ func TestSecretIDFileRemovedAndRemembered(t *testing.T) {
 	os.WriteFile(secretFile, []byte("wrong"), 0o600) // a new file replaces the remembered value
 	if _, err := v.login(context.Background()); err == nil || !strings.Contains(err.Error(), "invalid") {
 		t.Fatalf("login with a replaced secret_id: %v", err)
+	}
+}
+
+// TestBatchAnswer: a batch's decisions pair with the grants of their routes;
+// an allowed decision whose route has no grant fails the whole call.
+func TestBatchAnswer(t *testing.T) {
+	answer := `{"data":{"results":[
+		{"allowed":true,"route":"a","accessor":"pha_1","expires_at":"2030-01-01T00:00:00Z"},
+		{"allowed":false,"reason":"revoked","route":"b","accessor":"pha_2"},
+		{"allowed":true,"route":"c","accessor":"pha_3"}],
+	"routes":{
+		"a":{"upstream":"https://a.example.com","credential":"ka","auth_type":"bearer","auth_name":"Authorization","auth_format":"Bearer {{credential}}","headers":{}},
+		"c":{"upstream":"https://c.example.com","credential":"kc","auth_type":"header","auth_name":"x-api-key","auth_format":"{{credential}}","headers":{"v":"1"}}}}}`
+	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, answer) }))
+	t.Cleanup(vault.Close)
+	v, err := NewVaultResolver(Config{VaultAddr: vault.URL, RoleIDFile: "x", SecretIDFile: "x"}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := make([]ResolveRequest, 3)
+	ds, err := v.resolve.do(context.Background(), "t", reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := ds[0].Grant; !ds[0].Allowed || g.Credential != "ka" || g.Upstream.Host != "a.example.com" || g.ExpiresAt.Year() != 2030 {
+		t.Errorf("first: %+v %+v", ds[0], g)
+	}
+	if ds[1].Allowed || ds[1].Reason != "revoked" || ds[1].Grant != nil {
+		t.Errorf("second: %+v", ds[1])
+	}
+	if g := ds[2].Grant; g.Credential != "kc" || g.AuthName != "x-api-key" || g.Headers["v"] != "1" {
+		t.Errorf("third: %+v", g)
+	}
+
+	answer = strings.Replace(answer, `"c":{`, `"d":{`, 1)
+	if _, err := v.resolve.do(context.Background(), "t", reqs); err == nil || !strings.Contains(err.Error(), `no grant for route "c"`) {
+		t.Fatalf("a decision without its grant: %v", err)
+	}
+	if _, err := v.resolve.do(context.Background(), "t", reqs[:2]); err == nil {
+		t.Fatal("3 decisions for 2 requests were accepted")
 	}
 }

@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phantomvault/phantom/e2e/harness"
+)
+
+// TestRevocationUnderLoad: with 32 agents' requests in flight and the proxy
+// batching its resolves, every request sent after `vault lease revoke -sync`
+// returned is refused, none forwarded. Batching and the engine's caches may
+// make resolves cheaper; they may not make a revocation late.
+func TestRevocationUnderLoad(t *testing.T) {
+	v := harness.StartDevVault(t)
+	v.Bootstrap(t)
+	up := startUpstream(t, realKey)
+	writeRoute(t, v, "load", up.url)
+	p := harness.StartProxy(t, v)
+	tok, leaseID := v.Mint(t, "load")
+
+	type call struct {
+		start  time.Time
+		status int
+	}
+	var mu sync.Mutex
+	var calls []call
+	stop := make(chan struct{})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("GET", p.URL+"/v1/customers", nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				start := time.Now()
+				status := 0
+				if resp, err := client.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					status = resp.StatusCode
+				}
+				mu.Lock()
+				calls = append(calls, call{start, status})
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	revokeStart := time.Now()
+	v.MustCLI(t, "lease", "revoke", "-sync", leaseID)
+	revoked := time.Now()
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+
+	var before, after, late int
+	for _, c := range calls {
+		switch {
+		case c.start.Before(revokeStart):
+			before++
+			if c.status != http.StatusOK {
+				t.Errorf("a request before the revocation got %d", c.status)
+			}
+		case c.start.After(revoked):
+			after++
+			if c.status != http.StatusUnauthorized {
+				late++
+			}
+		}
+	}
+	if late > 0 {
+		t.Fatalf("%d of %d requests sent after the revocation returned were not refused", late, after)
+	}
+	if before < 100 || after < 100 {
+		t.Fatalf("too little load to show anything: %d requests before the revocation, %d after", before, after)
+	}
+	// The proxy did batch: more requests resolved than calls made.
+	size, calls2 := metric(t, p, "phantom_proxy_vault_batch_size_sum"), metric(t, p, "phantom_proxy_vault_batch_size_count")
+	if size <= calls2 {
+		t.Fatalf("no batching under load: %v requests in %v calls", size, calls2)
+	}
+	t.Logf("%d requests before the revocation (all 200), %d after (all 401); %.0f resolves in %.0f Vault calls",
+		before, after, size, calls2)
+}
+
+// metric reads one unlabelled value from the proxy's /metrics.
+func metric(t *testing.T, p *harness.Proxy, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(p.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s not in /metrics", name)
+	return 0
+}
