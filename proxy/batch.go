@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -51,8 +52,13 @@ func (b *batcher) resolve(ctx context.Context, req ResolveRequest) (*Decision, e
 	case <-q.done:
 		return q.d, q.err
 	case <-ctx.Done():
-		// The batch goes on without this request; its decision is dropped
-		// and nothing is forwarded.
+		// Leave the queue if still in it; if a call already carries this
+		// request, its decision is dropped. Nothing is forwarded either way.
+		b.mu.Lock()
+		if i := slices.Index(b.queue, q); i >= 0 {
+			b.queue = slices.Delete(b.queue, i, i+1)
+		}
+		b.mu.Unlock()
 		return nil, ctx.Err()
 	}
 }

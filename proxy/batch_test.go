@@ -161,6 +161,10 @@ func TestBatcherQueuedRequestGivesUpWithItsContext(t *testing.T) {
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("a cancelled request got %v", err)
 	}
+	waitQueued(t, b, 0) // it left the queue: Vault never hears of it
 	close(e.release)
 	waitInFlight(t, b, 0)
+	if got := e.callSizes(); !slices.Equal(got, []int{1}) {
+		t.Fatalf("call sizes %v, want only the first request's call", got)
+	}
 }

@@ -20,7 +20,7 @@ import (
 
 var (
 	errNotAuthenticated = errors.New("not authenticated to Vault")
-	errRefusedFresh     = errors.New("Vault refuses the proxy's freshly issued token: check that its policy grants update on the resolve path")
+	errRefusedFresh     = errors.New("Vault refuses the proxy's freshly issued token: check that its policy grants patch on the resolve path")
 )
 
 // minReloginInterval spaces out logins forced by 403s, so a misconfigured

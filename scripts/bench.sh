@@ -12,8 +12,10 @@ stack_start
 "$vault" write phantom/routes/demo-api upstream="$upstream" allowed_paths='/v1/customers/**' \
   allowed_methods=GET credential="$real_key" >/dev/null
 token=$("$vault" read -field=token phantom/token/demo-api ttl=2h)
-# Resolve straight against Vault as phantom-proxy does: its policy only.
-resolve_token=$("$vault" token create -policy=phantom-proxy -no-default-policy -ttl=2h -field=token)
+# Resolve straight against Vault as phantom-proxy does: with a token from its
+# own AppRole login.
+resolve_token=$("$vault" write -field=token auth/approle/login role_id="$(cat "$work/role_id")" \
+  secret_id="$(cat "$work/secret_id")")
 proxy_pid=${pids[2]}
 
 go build -C "$root" -o "$root/bin/phantom-bench" ./scripts/bench

@@ -5,9 +5,9 @@
 //
 // For each concurrency it drives, for a fixed time, with keep-alive
 // connections: (1) the API directly, (2) a bare httputil.ReverseProxy that
-// injects a fixed key, (3) phantom-proxy, which resolves every request
-// through Vault. It also measures resolve and mint straight against Vault and
-// samples phantom-proxy's memory.
+// injects a fixed key, in a process of its own, (3) phantom-proxy, which
+// resolves every request through Vault. It also measures resolve and mint
+// straight against Vault and samples phantom-proxy's memory.
 package main
 
 import (
@@ -18,10 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -37,6 +34,7 @@ type config struct {
 	upstream, proxy, vaultAddr, vaultToken, resolveToken, token, realKey, route, path string
 	proxyPID                                                                          int
 	duration, memoryRun                                                               time.Duration
+	rounds                                                                            int
 	conns                                                                             []int
 	jsonOut                                                                           string
 }
@@ -59,6 +57,7 @@ type report struct {
 	AddedMedianMS    float64            `json:"phantom_added_median_ms_at_1"`
 	ResolvePerSecond float64            `json:"vault_resolve_per_second"`
 	BatchedPerSecond float64            `json:"vault_batched_decisions_per_second"`
+	Floor            *floor             `json:"vault_latency_floor,omitempty"`
 	MintPerSecond    float64            `json:"vault_mint_per_second"`
 	ProxyPeakRSSMiB  float64            `json:"proxy_peak_rss_mib"`
 	ProxyRSSMiB      []float64          `json:"proxy_rss_mib_samples"`
@@ -78,11 +77,17 @@ func main() {
 	flag.StringVar(&c.route, "route", "demo-api", "route the token belongs to")
 	flag.StringVar(&c.path, "path", "/v1/customers/cus_123", "request path")
 	flag.IntVar(&c.proxyPID, "proxy-pid", 0, "phantom-proxy's process id, for its memory")
-	flag.DurationVar(&c.duration, "duration", 5*time.Second, "how long each run drives traffic")
+	flag.DurationVar(&c.duration, "duration", 5*time.Second, "how long each target is driven at each concurrency")
+	flag.IntVar(&c.rounds, "rounds", 5, "slices the duration is cut into, the targets taking turns")
 	flag.StringVar(&conns, "conns", "1,16,64", "comma-separated concurrency levels")
 	flag.StringVar(&c.jsonOut, "json", "bench.json", "where to write the figures as JSON")
 	flag.DurationVar(&c.memoryRun, "memory-run", 0, "after the runs, drive phantom-proxy at the highest concurrency this long and record its memory (e.g. 10m)")
+	bareProxy := flag.Bool("bare-proxy", false, "serve the bare reverse proxy to -upstream and print its URL (the bench starts itself so)")
 	flag.Parse()
+	if *bareProxy {
+		serveBareProxy(c.upstream, os.Getenv(c.realKey))
+		return
+	}
 	for _, s := range strings.Split(conns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
@@ -90,12 +95,15 @@ func main() {
 		}
 		c.conns = append(c.conns, n)
 	}
+	if c.rounds < 1 {
+		log.Fatal("bench: -rounds must be at least 1")
+	}
 	key := os.Getenv(c.realKey)
 	if c.upstream == "" || c.proxy == "" || c.token == "" || key == "" {
 		log.Fatal("bench: -upstream, -proxy, -token and the real key in $" + c.realKey + " are required (scripts/bench.sh sets them)")
 	}
 
-	bare, stopBare := startBareProxy(c.upstream, key)
+	bare, stopBare := startBareProxy(c.upstream, c.realKey)
 	defer stopBare()
 	rss := newRSSSampler(c.proxyPID)
 	defer rss.stop()
@@ -108,8 +116,17 @@ func main() {
 	}
 	byKey := map[string]result{}
 	for _, n := range c.conns {
-		for _, tg := range targets {
-			res := drive(tg.base+c.path, tg.auth, n, c.duration)
+		// The targets take turns in short slices, so a noisy neighbour
+		// slows them alike rather than whichever ran at the time.
+		runs := make([]run, len(targets))
+		slice := c.duration / time.Duration(c.rounds)
+		for range c.rounds {
+			for i, tg := range targets {
+				runs[i].add(tg.base+c.path, tg.auth, n, slice)
+			}
+		}
+		for i, tg := range targets {
+			res := runs[i].result(n)
 			res.Target = tg.name
 			r.Results = append(r.Results, res)
 			byKey[fmt.Sprintf("%s/%d", tg.name, n)] = res
@@ -124,6 +141,8 @@ func main() {
 	}
 	if c.vaultAddr != "" && c.vaultToken != "" && c.resolveToken != "" {
 		r.ResolvePerSecond, r.BatchedPerSecond, r.MintPerSecond = vaultRates(c, 16, c.duration)
+		f := vaultFloor(c)
+		r.Floor = &f
 	}
 	r.ProxyPeakRSSMiB, r.ProxyRSSMiB = rss.stop()
 	if c.memoryRun > 0 {
@@ -137,17 +156,28 @@ func main() {
 	fmt.Printf("\nfigures written to %s\n", c.jsonOut)
 }
 
-// drive sends GETs over n keep-alive connections for d and measures them.
-func drive(target, auth string, n int, d time.Duration) result {
+// run accumulates one target's slices of load.
+type run struct {
+	ok, failed int64
+	took       time.Duration
+	lat        []time.Duration
+}
+
+// add sends GETs over n keep-alive connections for d and records them.
+func (r *run) add(target, auth string, n int, d time.Duration) {
 	lat := make([][]time.Duration, n)
 	ok, failed := hammer(target, auth, n, d, func(worker int, took time.Duration) {
 		lat[worker] = append(lat[worker], took)
 	})
-	all := slices.Concat(lat...)
-	slices.Sort(all)
+	r.ok, r.failed, r.took = r.ok+ok, r.failed+failed, r.took+d
+	r.lat = append(r.lat, slices.Concat(lat...)...)
+}
+
+func (r *run) result(n int) result {
+	slices.Sort(r.lat)
 	return result{
-		Connections: n, Requests: ok, Errors: failed,
-		RPS: round(float64(ok) / d.Seconds()), P50ms: ms(quantile(all, 0.50)), P99ms: ms(quantile(all, 0.99)),
+		Connections: n, Requests: r.ok, Errors: r.failed,
+		RPS: round(float64(r.ok) / r.took.Seconds()), P50ms: ms(quantile(r.lat, 0.50)), P99ms: ms(quantile(r.lat, 0.99)),
 	}
 }
 
@@ -188,30 +218,6 @@ func hammer(target, auth string, n int, d time.Duration, done func(worker int, t
 	}
 	wg.Wait()
 	return okN.Load(), failedN.Load()
-}
-
-// startBareProxy is what any reverse proxy costs: no Vault, a fixed key.
-func startBareProxy(upstream, key string) (string, func()) {
-	u, err := url.Parse(upstream)
-	if err != nil {
-		log.Fatal(err)
-	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 256
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(u)
-			pr.Out.Header.Set("Authorization", "Bearer "+key)
-		},
-		Transport: t,
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	srv := &http.Server{Handler: rp}
-	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), func() { srv.Close() }
 }
 
 // vaultRates measures straight against Vault with n workers: resolve as
@@ -348,6 +354,10 @@ func printReport(r report) {
 	fmt.Printf("median latency phantom adds over direct at 1 connection: %.3f ms\n", r.AddedMedianMS)
 	fmt.Printf("resolve straight against Vault: %.0f /s one per call, %.0f /s in batches of 16; mint: %.0f /s\n",
 		r.ResolvePerSecond, r.BatchedPerSecond, r.MintPerSecond)
+	if f := r.Floor; f != nil {
+		fmt.Printf("one call at a time to Vault, p50: sys/health %.3f ms; resolve %.3f ms, of which Vault and its hop to the plugin %.3f ms (a malformed token)\n",
+			f.HealthMS, f.ResolveMS, f.NoopMS)
+	}
 	fmt.Printf("phantom-proxy peak RSS: %.1f MiB\n", r.ProxyPeakRSSMiB)
 	if m := r.MemoryRun; m != nil {
 		fmt.Printf("memory run: %d conns for %s, %.0f req/s, %d errors; RSS MiB every %s:\n ",

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// floor is the median latency of single, sequential calls to Vault: what a
+// resolve per request costs an agent before phantom-proxy does anything.
+type floor struct {
+	HealthMS  float64 `json:"vault_sys_health_p50_ms"`
+	NoopMS    float64 `json:"vault_resolve_malformed_token_p50_ms"` // Vault and its hop to the plugin; the engine stops at the checksum
+	ResolveMS float64 `json:"vault_resolve_p50_ms"`
+}
+
+func vaultFloor(c config) floor {
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	base := strings.TrimSuffix(c.vaultAddr, "/") + "/v1/"
+	health := func() (*http.Request, error) { return http.NewRequest(http.MethodGet, base+"sys/health", nil) }
+	resolve := func(token string) func() (*http.Request, error) {
+		body := fmt.Sprintf(`{"token":%q,"method":"GET","path":%q,"client_ip":"127.0.0.1"}`, token, c.path)
+		return func() (*http.Request, error) {
+			req, err := http.NewRequest(http.MethodPatch, base+"phantom/resolve", bytes.NewReader([]byte(body)))
+			if err == nil {
+				req.Header.Set("X-Vault-Token", c.resolveToken)
+				req.Header.Set("Content-Type", "application/merge-patch+json")
+			}
+			return req, err
+		}
+	}
+	return floor{
+		HealthMS:  p50(client, health),
+		NoopMS:    p50(client, resolve("phm_malformed")),
+		ResolveMS: p50(client, resolve(c.token)),
+	}
+}
+
+// p50 makes 1000 calls, one at a time, and returns their median in ms; 0
+// if a call fails.
+func p50(client *http.Client, newReq func() (*http.Request, error)) float64 {
+	lat := make([]time.Duration, 0, 1000)
+	for range cap(lat) {
+		req, err := newReq()
+		if err != nil {
+			return 0
+		}
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	return ms(quantile(lat, 0.5))
+}
