@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -186,6 +187,10 @@ func TestSoak(t *testing.T) {
 					errorsN.Add(1)
 					continue
 				}
+				// Read to the end so the connection is reused, as an SDK's is: a
+				// new connection per request would fill the port range with
+				// TIME_WAIT and starve later tests of loopback ports.
+				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				st.mu.Lock()
 				revokedBefore := !st.revokeDone.IsZero() && start.After(st.revokeDone)

@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"errors"
+	"net"
 	"time"
 )
 
@@ -118,6 +119,8 @@ func (c Config) Validate() error {
 		return errors.New("the maximum body size must not be negative")
 	case c.VaultConcurrency < 0:
 		return errors.New("the Vault concurrency must not be negative")
+	case c.Pprof && !loopbackAddr(c.AdminAddr):
+		return errors.New("pprof shows the proxy's memory, credentials included: it needs an admin listener on a loopback address")
 	}
 	for _, h := range c.ExtraHeaders {
 		if h == "" {
@@ -125,4 +128,17 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// loopbackAddr reports whether addr (host:port) listens on loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -688,6 +688,16 @@ func TestAdminEndpoints(t *testing.T) {
 	if resp, _ := get(t, admin.URL+"/readyz", nil); resp.StatusCode != 503 {
 		t.Fatalf("readyz when not ready %d", resp.StatusCode)
 	}
+	// pprof only when asked for.
+	if resp, _ := get(t, admin.URL+"/debug/pprof/heap", nil); resp.StatusCode != 404 {
+		t.Fatalf("pprof without -pprof: %d", resp.StatusCode)
+	}
+	p.srv.cfg.Pprof = true
+	withPprof := httptest.NewServer(p.srv.AdminHandler())
+	t.Cleanup(withPprof.Close)
+	if resp, _ := get(t, withPprof.URL+"/debug/pprof/heap", nil); resp.StatusCode != 200 {
+		t.Fatalf("pprof with -pprof: %d", resp.StatusCode)
+	}
 	var metrics string
 	waitFor(t, func() bool { // counted just after the response
 		_, metrics = get(t, admin.URL+"/metrics", nil)

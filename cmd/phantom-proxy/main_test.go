@@ -19,6 +19,8 @@ func TestRunRefusesBadSettings(t *testing.T) {
 		{"bad bool in env", map[string]string{"PHANTOM_SECRET_ID_WRAPPED": "maybe"}, nil, "PHANTOM_SECRET_ID_WRAPPED"},
 		{"bad log format", nil, []string{"-log-format=xml"}, "log-format"},
 		{"unknown flag", nil, []string{"-frobnicate"}, "frobnicate"},
+		{"pprof off loopback", nil, []string{"-vault-addr=x", "-role-id-file=r", "-secret-id-file=s", "-pprof", "-admin-listen=0.0.0.0:9090"}, "loopback"},
+		{"negative concurrency", nil, []string{"-vault-addr=x", "-role-id-file=r", "-secret-id-file=s", "-vault-concurrency=-1"}, "concurrency"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("VAULT_ADDR", "")
