@@ -25,8 +25,8 @@ func TestRevocationUnderLoad(t *testing.T) {
 	tok, leaseID := v.Mint(t, "load")
 
 	type call struct {
-		start  time.Time
-		status int
+		start, end time.Time
+		status     int
 	}
 	var mu sync.Mutex
 	var calls []call
@@ -54,7 +54,7 @@ func TestRevocationUnderLoad(t *testing.T) {
 					status = resp.StatusCode
 				}
 				mu.Lock()
-				calls = append(calls, call{start, status})
+				calls = append(calls, call{start, time.Now(), status})
 				mu.Unlock()
 			}
 		}()
@@ -70,10 +70,10 @@ func TestRevocationUnderLoad(t *testing.T) {
 	var before, after, late int
 	for _, c := range calls {
 		switch {
-		case c.start.Before(revokeStart):
+		case c.end.Before(revokeStart):
 			before++
 			if c.status != http.StatusOK {
-				t.Errorf("a request before the revocation got %d", c.status)
+				t.Errorf("a request answered before the revocation began got %d", c.status)
 			}
 		case c.start.After(revoked):
 			after++
@@ -86,14 +86,14 @@ func TestRevocationUnderLoad(t *testing.T) {
 		t.Fatalf("%d of %d requests sent after the revocation returned were not refused", late, after)
 	}
 	if before < 100 || after < 100 {
-		t.Fatalf("too little load to show anything: %d requests before the revocation, %d after", before, after)
+		t.Fatalf("too little load to show anything: %d requests answered before the revocation, %d sent after", before, after)
 	}
 	// The proxy did batch: more requests resolved than calls made.
 	size, calls2 := metric(t, p, "phantom_proxy_vault_batch_size_sum"), metric(t, p, "phantom_proxy_vault_batch_size_count")
 	if size <= calls2 {
 		t.Fatalf("no batching under load: %v requests in %v calls", size, calls2)
 	}
-	t.Logf("%d requests before the revocation (all 200), %d after (all 401); %.0f resolves in %.0f Vault calls",
+	t.Logf("%d requests answered before the revocation (all 200), %d sent after it (all 401); %.0f resolves in %.0f Vault calls",
 		before, after, size, calls2)
 }
 
