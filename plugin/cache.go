@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"unsafe"
@@ -48,6 +49,23 @@ type decodedValue struct {
 	value any
 }
 
+// readJSON reads key and decodes its JSON into a new T; nil when absent.
+// shared: as decodeShared, for the read-only hot path.
+func readJSON[T any](ctx context.Context, s logical.Storage, key string, shared bool) (*T, error) {
+	entry, err := s.Get(ctx, key)
+	if err != nil || entry == nil {
+		return nil, err
+	}
+	if shared {
+		return decodeShared[T](s, entry)
+	}
+	v := new(T)
+	if err := entry.DecodeJSON(v); err != nil {
+		return nil, fmt.Errorf("decoding: %w", err)
+	}
+	return v, nil
+}
+
 // decodeShared decodes entry's JSON into a new T. When entry came from the
 // cache it reuses what an earlier call decoded from the very same bytes (a
 // write replaces the bytes, so a memo is never staler than the cache). The
@@ -57,7 +75,10 @@ func decodeShared[T any](s logical.Storage, entry *logical.StorageEntry) (*T, er
 	cs, ok := s.(*cachedStorage)
 	if !ok || len(entry.Value) == 0 {
 		v := new(T)
-		return v, entry.DecodeJSON(v)
+		if err := entry.DecodeJSON(v); err != nil {
+			return nil, fmt.Errorf("decoding: %w", err)
+		}
+		return v, nil
 	}
 	if d, ok := cs.cache.decoded.Get(entry.Key); ok && sameBytes(d.raw, entry.Value) {
 		if v, ok := d.value.(*T); ok {
@@ -67,7 +88,7 @@ func decodeShared[T any](s logical.Storage, entry *logical.StorageEntry) (*T, er
 	}
 	v := new(T)
 	if err := entry.DecodeJSON(v); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("decoding: %w", err)
 	}
 	cs.cache.decoded.Add(entry.Key, decodedValue{raw: entry.Value, value: v})
 	c := *v

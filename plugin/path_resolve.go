@@ -74,13 +74,15 @@ type resolveRequest struct {
 	clientIP     netip.Addr // invalid when the proxy sent none
 }
 
-func deny(reason, message string, t *tokenEntry) *logical.Response {
+// deny is a denied answer; it names the token's accessor and route when
+// the token is known.
+func deny(reason, message string, t *tokenEntry) map[string]any {
 	data := map[string]any{"allowed": false, "reason": reason, "message": message}
 	if t != nil {
 		data["accessor"] = t.Accessor
 		data["route"] = t.Route
 	}
-	return &logical.Response{Data: data}
+	return data
 }
 
 // maxResolveBatch bounds the requests one resolve call may carry.
@@ -119,7 +121,7 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 	for i, item := range items {
 		in, ok := batchInput(item)
 		if !ok {
-			results[i] = deny(reasonBadRequest, "each request must be an object of string fields", nil).Data
+			results[i] = deny(reasonBadRequest, "each request must be an object of string fields", nil)
 			continue
 		}
 		data, err := b.resolve(ctx, req.Storage, in, snapshot)
@@ -173,22 +175,22 @@ func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInpu
 	rr := resolveRequest{method: in.method, path: in.path}
 	switch {
 	case in.token == "":
-		return deny(reasonBadRequest, "token is required", nil).Data, nil
+		return deny(reasonBadRequest, "token is required", nil), nil
 	case !isToken(rr.method):
-		return deny(reasonBadRequest, "method must be an upper-case HTTP method", nil).Data, nil
+		return deny(reasonBadRequest, "method must be an upper-case HTTP method", nil), nil
 	}
 	if err := reqpath.Validate(rr.path); err != nil {
-		return deny(reasonBadRequest, "path "+err.Error(), nil).Data, nil
+		return deny(reasonBadRequest, "path "+err.Error(), nil), nil
 	}
 	if in.clientIP != "" {
 		addr, err := netip.ParseAddr(in.clientIP)
 		if err != nil {
-			return deny(reasonBadRequest, "client_ip is not an IP address", nil).Data, nil
+			return deny(reasonBadRequest, "client_ip is not an IP address", nil), nil
 		}
 		rr.clientIP = addr.Unmap()
 	}
 	if token.Check(in.token) != nil {
-		return deny(reasonUnknownToken, "not a valid phantom token", nil).Data, nil
+		return deny(reasonUnknownToken, "not a valid phantom token", nil), nil
 	}
 
 	tokenHMAC, err := b.hmacToken(ctx, s, in.token)
@@ -210,7 +212,7 @@ func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInpu
 		}
 	}
 	if t == nil {
-		return deny(reasonUnknownToken, "no such token", nil).Data, nil
+		return deny(reasonUnknownToken, "no such token", nil), nil
 	}
 	route, seen := routes[t.Route]
 	if !seen {
@@ -223,7 +225,7 @@ func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInpu
 	}
 	now := b.now().UTC()
 	if reason, msg := authorize(t, route, rr, now); reason != "" {
-		return deny(reason, msg, t).Data, nil
+		return deny(reason, msg, t), nil
 	}
 	if t.NumUses > 0 {
 		t.Uses++

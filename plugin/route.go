@@ -69,22 +69,9 @@ func getRouteShared(ctx context.Context, s logical.Storage, name string) (*route
 }
 
 func readRoute(ctx context.Context, s logical.Storage, name string, shared bool) (*routeEntry, error) {
-	entry, err := s.Get(ctx, routePrefix+name)
+	r, err := readJSON[routeEntry](ctx, s, routePrefix+name, shared)
 	if err != nil {
 		return nil, fmt.Errorf("reading route %q: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	var r *routeEntry
-	if shared {
-		r, err = decodeShared[routeEntry](s, entry)
-	} else {
-		r = new(routeEntry)
-		err = entry.DecodeJSON(r)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("decoding route %q: %w", name, err)
 	}
 	return r, nil
 }

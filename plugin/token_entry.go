@@ -89,22 +89,9 @@ func getTokenShared(ctx context.Context, s logical.Storage, tokenHMAC string) (*
 }
 
 func readToken(ctx context.Context, s logical.Storage, tokenHMAC string, shared bool) (*tokenEntry, error) {
-	entry, err := s.Get(ctx, tokenPrefix+tokenHMAC)
+	t, err := readJSON[tokenEntry](ctx, s, tokenPrefix+tokenHMAC, shared)
 	if err != nil {
 		return nil, fmt.Errorf("reading token record: %w", err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	var t *tokenEntry
-	if shared {
-		t, err = decodeShared[tokenEntry](s, entry)
-	} else {
-		t = new(tokenEntry)
-		err = entry.DecodeJSON(t)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("decoding token record: %w", err)
 	}
 	return t, nil
 }
@@ -122,16 +109,12 @@ func putToken(ctx context.Context, s logical.Storage, tokenHMAC string, t *token
 
 // lookupAccessor returns the HMAC a token record is stored under, or "".
 func lookupAccessor(ctx context.Context, s logical.Storage, accessor string) (string, error) {
-	entry, err := s.Get(ctx, accessorPrefix+accessor)
-	if err != nil {
+	a, err := readJSON[accessorEntry](ctx, s, accessorPrefix+accessor, false)
+	switch {
+	case err != nil:
 		return "", fmt.Errorf("reading accessor %s: %w", accessor, err)
-	}
-	if entry == nil {
+	case a == nil:
 		return "", nil
-	}
-	var a accessorEntry
-	if err := entry.DecodeJSON(&a); err != nil {
-		return "", fmt.Errorf("decoding accessor %s: %w", accessor, err)
 	}
 	return a.TokenHMAC, nil
 }
