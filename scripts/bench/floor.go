@@ -1,8 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
@@ -24,15 +23,8 @@ func vaultFloor(c config) floor {
 	base := strings.TrimSuffix(c.vaultAddr, "/") + "/v1/"
 	health := func() (*http.Request, error) { return http.NewRequest(http.MethodGet, base+"sys/health", nil) }
 	resolve := func(token string) func() (*http.Request, error) {
-		body := fmt.Sprintf(`{"token":%q,"method":"GET","path":%q,"client_ip":"127.0.0.1"}`, token, c.path)
-		return func() (*http.Request, error) {
-			req, err := http.NewRequest(http.MethodPatch, base+"phantom/resolve", bytes.NewReader([]byte(body)))
-			if err == nil {
-				req.Header.Set("X-Vault-Token", c.resolveToken)
-				req.Header.Set("Content-Type", "application/merge-patch+json")
-			}
-			return req, err
-		}
+		body, err := json.Marshal(resolveItem{Token: token, Method: "GET", Path: c.path, ClientIP: "127.0.0.1"})
+		return func() (*http.Request, error) { return newResolveRequest(c, body), err }
 	}
 	return floor{
 		HealthMS:  p50(client, health),

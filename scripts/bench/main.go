@@ -105,7 +105,7 @@ func main() {
 
 	bare, stopBare := startBareProxy(c.upstream, c.realKey)
 	defer stopBare()
-	rss := newRSSSampler(c.proxyPID)
+	rss := newRSSSampler(c.proxyPID, time.Second)
 	defer rss.stop()
 
 	r := report{Machine: machine(), Duration: c.duration.String(), Ratios: map[string]float64{}}
@@ -281,6 +281,18 @@ type resolveItem struct {
 	ClientIP string `json:"client_ip"`
 }
 
+// newResolveRequest is a resolve call as phantom-proxy makes it: PATCH, with
+// the proxy's kind of token.
+func newResolveRequest(c config, body []byte) *http.Request {
+	req, err := http.NewRequest(http.MethodPatch, strings.TrimSuffix(c.vaultAddr, "/")+"/v1/phantom/resolve", bytes.NewReader(body))
+	if err != nil {
+		log.Fatal(err) // only for a malformed -vault-addr
+	}
+	req.Header.Set("X-Vault-Token", c.resolveToken)
+	req.Header.Set("Content-Type", "application/merge-patch+json")
+	return req
+}
+
 // patchResolve resolves item, alone or n times in the batch form, and
 // checks that every decision allows it.
 func patchResolve(hc *http.Client, c config, item resolveItem, n int) error {
@@ -290,10 +302,7 @@ func patchResolve(hc *http.Client, c config, item resolveItem, n int) error {
 	} else {
 		body, _ = json.Marshal(map[string]any{"requests": slices.Repeat([]resolveItem{item}, n)})
 	}
-	req, _ := http.NewRequest(http.MethodPatch, strings.TrimSuffix(c.vaultAddr, "/")+"/v1/phantom/resolve", bytes.NewReader(body))
-	req.Header.Set("X-Vault-Token", c.resolveToken)
-	req.Header.Set("Content-Type", "application/merge-patch+json")
-	resp, err := hc.Do(req)
+	resp, err := hc.Do(newResolveRequest(c, body))
 	if err != nil {
 		return err
 	}

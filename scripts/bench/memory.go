@@ -21,26 +21,12 @@ type memoryRun struct {
 func runMemory(target, auth string, n int, d time.Duration, pid int) *memoryRun {
 	interval := max(d/20, 10*time.Second)
 	m := &memoryRun{Connections: n, Duration: d.String(), Interval: interval.String()}
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			if rss, _, found := readStatus(pid); found {
-				m.RSSMiB = append(m.RSSMiB, round(rss))
-			}
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	rss := newRSSSampler(pid, interval)
 	m.Requests, m.Errors = hammer(target, auth, n, d, func(int, time.Duration) {})
-	close(stop)
-	<-sampled
+	_, samples := rss.stop()
+	for _, s := range samples {
+		m.RSSMiB = append(m.RSSMiB, round(s))
+	}
 	m.RPS = round(float64(m.Requests) / d.Seconds())
 	return m
 }

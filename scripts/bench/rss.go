@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// rssSampler samples a process's resident memory once a second.
+// rssSampler samples a process's resident memory every interval.
 type rssSampler struct {
 	done    chan struct{}
 	stopped chan struct{}
@@ -18,14 +18,14 @@ type rssSampler struct {
 	peak    float64
 }
 
-func newRSSSampler(pid int) *rssSampler {
+func newRSSSampler(pid int, interval time.Duration) *rssSampler {
 	s := &rssSampler{done: make(chan struct{}), stopped: make(chan struct{})}
 	go func() {
 		defer close(s.stopped)
 		if pid == 0 {
 			return
 		}
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			if rss, peak, ok := readStatus(pid); ok {
