@@ -44,7 +44,7 @@ func TestVaultSealedFailsClosed(t *testing.T) {
 
 	v.Unseal(t)
 	start = time.Now()
-	if !harness.Eventually(30*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 }) {
+	if !servesAgain(t, p, tok, 30*time.Second) {
 		t.Fatalf("no service after unseal:\n%s", p.Out)
 	}
 	t.Logf("served again %v after unseal", time.Since(start).Round(time.Millisecond))
@@ -72,7 +72,7 @@ func TestPluginProcessKilled(t *testing.T) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	start := time.Now()
-	if !harness.Eventually(30*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 }) {
+	if !servesAgain(t, p, tok, 30*time.Second) {
 		t.Fatalf("no service after the plugin was killed; Vault log:\n%s", v.Log)
 	}
 	t.Logf("served again %v after the plugin was killed", time.Since(start).Round(time.Millisecond))
@@ -119,7 +119,7 @@ func TestSecretIDInvalidFailsClosed(t *testing.T) {
 	if err := os.WriteFile(v.SecretIDFile, []byte(fresh), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if !harness.Eventually(60*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 }) {
+	if !servesAgain(t, p, tok, 60*time.Second) {
 		t.Fatalf("no recovery with a fresh secret_id:\n%s", p.Out)
 	}
 }

@@ -58,7 +58,7 @@ func TestHAFailover(t *testing.T) {
 	leader.Crash() // the active node dies: SIGKILL, no step-down
 	start := time.Now()
 	for i, p := range proxies {
-		if !harness.Eventually(90*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 }) {
+		if !servesAgain(t, p, tok, 90*time.Second) {
 			t.Fatalf("proxy %d never served again after the failover:\n%s", i, p.Out)
 		}
 	}

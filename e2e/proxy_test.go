@@ -19,6 +19,12 @@ func writeRoute(t *testing.T, v *harness.Vault, name, upstream string) {
 	v.MustCLI(t, "write", "phantom/routes/"+name, "upstream="+upstream, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
 }
 
+// servesAgain waits up to timeout for tok's next GET /v1/customers through p
+// to get 200, as an agent retrying after a fault would.
+func servesAgain(t *testing.T, p *harness.Proxy, tok string, timeout time.Duration) bool {
+	return harness.Eventually(timeout, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 })
+}
+
 // keyCheckingUpstream is an API that accepts only its current real key, as
 // Bearer, and records what it received.
 type keyCheckingUpstream struct {
@@ -125,7 +131,7 @@ func TestProxyAgainstRealVault(t *testing.T) {
 	}
 	v.Restart(t)
 	start = time.Now()
-	if !harness.Eventually(60*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 }) {
+	if !servesAgain(t, p, tok, 60*time.Second) {
 		t.Fatalf("service did not come back after Vault did; proxy output:\n%s", p.Out)
 	}
 	t.Logf("service returned %v after Vault was unsealed", time.Since(start).Round(time.Millisecond))
