@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/phantomvault/phantom/internal/profiling"
 )
 
 // Server is phantom-proxy: the agent-facing listener and the admin listener.
@@ -80,11 +81,7 @@ func (s *Server) AdminHandler() http.Handler {
 		w.Write([]byte("ready\n"))
 	})
 	if s.cfg.Pprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		profiling.Register(mux)
 	}
 	return mux
 }
