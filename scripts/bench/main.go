@@ -55,6 +55,7 @@ type report struct {
 	Results          []result           `json:"results"`
 	Ratios           map[string]float64 `json:"ratios"`
 	AddedMedianMS    float64            `json:"phantom_added_median_ms_at_1"`
+	AddedFloorMS     float64            `json:"phantom_added_floor_ms_at_1,omitempty"` // the bare proxy's added latency plus one resolve
 	ResolvePerSecond float64            `json:"vault_resolve_per_second"`
 	BatchedPerSecond float64            `json:"vault_batched_decisions_per_second"`
 	Floor            *floor             `json:"vault_latency_floor,omitempty"`
@@ -143,6 +144,9 @@ func main() {
 		r.ResolvePerSecond, r.BatchedPerSecond, r.MintPerSecond = vaultRates(c, 16, c.duration)
 		f := vaultFloor(c)
 		r.Floor = &f
+		if b, ok := byKey["bare-proxy/1"]; ok && f.ResolveMS > 0 {
+			r.AddedFloorMS = round(b.P50ms - byKey["direct/1"].P50ms + f.ResolveMS)
+		}
 	}
 	r.ProxyPeakRSSMiB, r.ProxyRSSMiB = rss.stop()
 	if c.memoryRun > 0 {
@@ -364,8 +368,11 @@ func printReport(r report) {
 	fmt.Printf("resolve straight against Vault: %.0f /s one per call, %.0f /s in batches of 16; mint: %.0f /s\n",
 		r.ResolvePerSecond, r.BatchedPerSecond, r.MintPerSecond)
 	if f := r.Floor; f != nil {
-		fmt.Printf("one call at a time to Vault, p50: sys/health %.3f ms; resolve %.3f ms, of which Vault and its hop to the plugin %.3f ms (a malformed token)\n",
-			f.HealthMS, f.ResolveMS, f.NoopMS)
+		fmt.Printf("one call at a time to Vault, p50: sys/health %.3f ms; a call the ACL refuses %.3f ms; resolve %.3f ms, of which Vault and its hop to the plugin %.3f ms (a malformed token)\n",
+			f.HealthMS, f.RefusedMS, f.ResolveMS, f.NoopMS)
+	}
+	if r.AddedFloorMS > 0 {
+		fmt.Printf("floor of what phantom can add at 1 connection (the bare proxy's added latency plus one resolve): %.3f ms\n", r.AddedFloorMS)
 	}
 	fmt.Printf("phantom-proxy peak RSS: %.1f MiB\n", r.ProxyPeakRSSMiB)
 	if m := r.MemoryRun; m != nil {
