@@ -25,6 +25,40 @@ func servesAgain(t *testing.T, p *harness.Proxy, tok string, timeout time.Durati
 	return harness.Eventually(timeout, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 })
 }
 
+// failsClosed checks what an agent and an operator see while Vault cannot
+// answer (when says in what state): a 503 phantom_unavailable at once, a
+// not-ready /readyz, and nothing forwarded to up.
+func failsClosed(t *testing.T, p *harness.Proxy, up *keyCheckingUpstream, tok, when string) {
+	t.Helper()
+	forwarded := up.log()
+	start := time.Now()
+	code, body := p.Call(t, "GET", "/v1/customers", tok)
+	t.Logf("%s the agent got %d after %v", when, code, time.Since(start).Round(time.Millisecond))
+	if code != 503 || !strings.Contains(body, "phantom_unavailable") {
+		t.Fatalf("%s: %d %s", when, code, body)
+	}
+	if s := harness.Status(p.Admin + "/readyz"); s != 503 {
+		t.Fatalf("readyz %s: %d", when, s)
+	}
+	if up.log() != forwarded {
+		t.Fatalf("a request was forwarded %s", when)
+	}
+}
+
+// recovers waits up to timeout for p to serve tok again by itself, then
+// checks that it reports ready (when says after what).
+func recovers(t *testing.T, p *harness.Proxy, tok string, timeout time.Duration, when string) {
+	t.Helper()
+	start := time.Now()
+	if !servesAgain(t, p, tok, timeout) {
+		t.Fatalf("no service %s; proxy output:\n%s", when, p.Out)
+	}
+	t.Logf("served again %v %s", time.Since(start).Round(time.Millisecond), when)
+	if s := harness.Status(p.Admin + "/readyz"); s != 200 {
+		t.Fatalf("readyz %s: %d", when, s)
+	}
+}
+
 // keyCheckingUpstream is an API that accepts only its current real key, as
 // Bearer, and records what it received.
 type keyCheckingUpstream struct {
@@ -116,28 +150,9 @@ func TestProxyAgainstRealVault(t *testing.T) {
 	// Vault stopped: 503 at once, not-ready, nothing forwarded; back by
 	// itself when Vault is.
 	v.Stop()
-	forwarded := up.log()
-	start := time.Now()
-	code, body := p.Call(t, "GET", "/v1/customers", tok)
-	t.Logf("with Vault down the agent got %d after %v", code, time.Since(start).Round(time.Millisecond))
-	if code != 503 || !strings.Contains(body, "phantom_unavailable") {
-		t.Fatalf("with Vault down: %d %s", code, body)
-	}
-	if s := harness.Status(p.Admin + "/readyz"); s != 503 {
-		t.Fatalf("readyz with Vault down: %d", s)
-	}
-	if up.log() != forwarded {
-		t.Fatal("a request was forwarded while Vault was down")
-	}
+	failsClosed(t, p, up, tok, "with Vault down")
 	v.Restart(t)
-	start = time.Now()
-	if !servesAgain(t, p, tok, 60*time.Second) {
-		t.Fatalf("service did not come back after Vault did; proxy output:\n%s", p.Out)
-	}
-	t.Logf("service returned %v after Vault was unsealed", time.Since(start).Round(time.Millisecond))
-	if s := harness.Status(p.Admin + "/readyz"); s != 200 {
-		t.Fatalf("readyz after Vault returned: %d", s)
-	}
+	recovers(t, p, tok, 60*time.Second, "after Vault returned")
 
 	// Revoking the lease: 401 on the very next request.
 	v.MustCLI(t, "lease", "revoke", "-sync", leaseID)
