@@ -64,7 +64,7 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	}
 
 	// CI: mint a token, a real lease.
-	lease := v.JSON(t, "read", "phantom/token/demo", "ttl=1h")
+	lease := v.JSON(t, "read", "phantom/token/demo", "ttl=1h", "max_ttl=3h") // room to renew, asked for at mint
 	data := lease["data"].(map[string]any)
 	minted, leaseID := data["token"].(string), lease["lease_id"].(string)
 	if token.Check(minted) != nil || !strings.HasPrefix(minted, "phm_") {

@@ -72,7 +72,7 @@ func newBackend(now func() time.Time, random io.Reader) *backend {
 		routeLocks: locksutil.CreateLocks(),
 		tokenLocks: locksutil.CreateLocks(),
 		usage:      newUsageCounter(),
-		cache:      newStorageCache(),
+		cache:      newStorageCache(now),
 	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,13 +71,20 @@ type recorded struct {
 func getTestBackend(t testing.TB) *testEnv {
 	t.Helper()
 	clock := &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	b := newBackend(clock.Now, rand.Reader)
+	return newTestEnv(t, clock, rand.Reader, &logical.InmemStorage{})
+}
+
+// newTestEnv runs a backend with the given clock, random source and
+// storage; two of them on one storage are two nodes of a cluster.
+func newTestEnv(t testing.TB, clock *fakeClock, random io.Reader, storage logical.Storage) *testEnv {
+	t.Helper()
+	b := newBackend(clock.Now, random)
 	conf := logical.TestBackendConfig()
-	conf.StorageView = &logical.InmemStorage{}
+	conf.StorageView = storage
 	if err := b.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
-	return &testEnv{b: b, storage: &countingStorage{Storage: conf.StorageView}, clock: clock}
+	return &testEnv{b: b, storage: &countingStorage{Storage: storage}, clock: clock}
 }
 
 // request runs one request and returns Vault's view of it: the response,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -14,16 +15,30 @@ import (
 // cacheSize bounds the entries kept in memory: token records and routes.
 const cacheSize = 64 << 10
 
+// Keys read and found absent are remembered too, so a token nobody minted
+// (anyone can forge a well-formed one: the checksum is public) costs one
+// storage read, not one per request. They are bounded apart from the
+// entries, so a flood of forged tokens cannot evict live ones, and in time,
+// as a backstop: a write here or an invalidation forgets them at once.
+const (
+	absentCacheSize = 16 << 10
+	absentCacheTTL  = 30 * time.Second
+)
+
 // storageCache keeps token records and routes in memory, so resolve (the hot
 // path) reads no storage: each storage read is a gRPC round trip to Vault.
 //
 // It stays exact because every write of these keys in this process goes
 // through cachedStorage (backend.HandleRequest wraps every request's
 // storage), and writes made elsewhere reach Invalidate. A revoked token is
-// therefore refused on its next request, cache or not.
+// therefore refused on its next request, cache or not, and a token minted
+// (here, or on the active node and replicated to this one) is known on its
+// first request even if its key was remembered as absent.
 type storageCache struct {
 	entries *lru.Cache[string, []byte]
 	decoded *lru.Cache[string, decodedValue] // see decodeShared
+	absent  *lru.Cache[string, time.Time]    // keys known absent, until when
+	now     func() time.Time
 
 	// mu makes "store what was read, unless a write happened meanwhile"
 	// atomic with writes, so a slow read never re-inserts an old value.
@@ -31,7 +46,7 @@ type storageCache struct {
 	writes uint64
 }
 
-func newStorageCache() *storageCache {
+func newStorageCache(now func() time.Time) *storageCache {
 	entries, err := lru.New[string, []byte](cacheSize)
 	if err != nil {
 		panic(err) // only for a non-positive size
@@ -40,7 +55,22 @@ func newStorageCache() *storageCache {
 	if err != nil {
 		panic(err)
 	}
-	return &storageCache{entries: entries, decoded: decoded}
+	absent, err := lru.New[string, time.Time](absentCacheSize)
+	if err != nil {
+		panic(err)
+	}
+	return &storageCache{entries: entries, decoded: decoded, absent: absent, now: now}
+}
+
+// knownAbsent reports whether key was read and found absent recently, with
+// no write of it since.
+func (c *storageCache) knownAbsent(key string) bool {
+	until, ok := c.absent.Get(key)
+	if ok && !c.now().Before(until) {
+		c.absent.Remove(key) // at worst a fresher entry: one more read
+		return false
+	}
+	return ok
 }
 
 // decodedValue is a value decoded from raw, the cached bytes of its key.
@@ -110,6 +140,7 @@ func (c *storageCache) wrote(key string, value []byte) {
 	defer c.mu.Unlock()
 	c.writes++
 	c.decoded.Remove(key)
+	c.absent.Remove(key) // a mint makes its token known at once
 	if value == nil {
 		c.entries.Remove(key)
 		return
@@ -141,12 +172,23 @@ func (s *cachedStorage) Get(ctx context.Context, key string) (*logical.StorageEn
 	if v, ok := c.entries.Get(key); ok {
 		return &logical.StorageEntry{Key: key, Value: v}, nil
 	}
+	if c.knownAbsent(key) {
+		return nil, nil
+	}
 	c.mu.Lock()
 	seen := c.writes
 	c.mu.Unlock()
 	entry, err := s.Storage.Get(ctx, key)
-	if err != nil || entry == nil {
-		return entry, err
+	if err != nil {
+		return nil, err
+	}
+	if entry == nil {
+		c.mu.Lock()
+		if c.writes == seen {
+			c.absent.Add(key, c.now().Add(absentCacheTTL))
+		}
+		c.mu.Unlock()
+		return nil, nil
 	}
 	value := append([]byte(nil), entry.Value...)
 	c.mu.Lock()

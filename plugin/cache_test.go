@@ -1,12 +1,18 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"io"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 func TestResolveReadsNoStorageWhenWarm(t *testing.T) {
@@ -98,7 +104,7 @@ func TestRevokeRacingResolves(t *testing.T) {
 // announced by Invalidate) is seen at once.
 func TestDecodeSharedFollowsWrites(t *testing.T) {
 	ctx := context.Background()
-	c := newStorageCache()
+	c := newStorageCache(time.Now)
 	inner := &logical.InmemStorage{}
 	s := c.wrap(inner)
 	put := func(st logical.Storage, uses int) {
@@ -129,5 +135,128 @@ func TestDecodeSharedFollowsWrites(t *testing.T) {
 	c.wrote(tokenPrefix+"h", nil)
 	if got := read(); got.Uses != 3 {
 		t.Fatalf("after an invalidation: uses=%d, want 3", got.Uses)
+	}
+}
+
+// TestForgedTokenCostsOneRead: anyone can forge a well-formed token (the
+// checksum is public); repeating one must not cost a storage read each time.
+func TestForgedTokenCostsOneRead(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", nil)
+	forged, err := token.New(rand.Reader, token.DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDenied(t, e.resolve(t, forged, "GET", "/v1/customers", ""), reasonUnknownToken)
+	before := e.storage.gets.Load()
+	for range 20 {
+		wantDenied(t, e.resolve(t, forged, "GET", "/v1/customers", ""), reasonUnknownToken)
+	}
+	batch := make([]any, maxResolveBatch)
+	for i := range batch {
+		batch[i] = map[string]any{"token": forged, "method": "GET", "path": "/v1/customers"}
+	}
+	e.ok(t, logical.PatchOperation, "resolve", map[string]any{"requests": batch})
+	if n := e.storage.gets.Load() - before; n != 0 {
+		t.Fatalf("%d repeated resolves of a forged token read storage %d times", 20+maxResolveBatch, n)
+	}
+
+	// Absence is remembered for a while only.
+	e.clock.Advance(absentCacheTTL)
+	wantDenied(t, e.resolve(t, forged, "GET", "/v1/customers", ""), reasonUnknownToken)
+	if n := e.storage.gets.Load() - before; n != 1 {
+		t.Fatalf("after absentCacheTTL: %d reads, want 1", n)
+	}
+}
+
+// switchableRandom lets a test decide the next random bytes of a backend.
+type switchableRandom struct {
+	mu sync.Mutex
+	r  io.Reader
+}
+
+func (s *switchableRandom) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.r.Read(p)
+}
+
+func (s *switchableRandom) next(b []byte) {
+	s.mu.Lock()
+	s.r = io.MultiReader(bytes.NewReader(b), rand.Reader)
+	s.mu.Unlock()
+}
+
+// TestMintForgetsNegativeLookup: a token looked up before it was minted (only
+// possible with a predictable random source, as here) is known at once after
+// the mint, on the node that minted it, and on another node as soon as the
+// write reaches it as an invalidation (or, as a backstop, after
+// absentCacheTTL).
+func TestMintForgetsNegativeLookup(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	random := &switchableRandom{r: rand.Reader}
+	shared := &logical.InmemStorage{}
+	active := newTestEnv(t, clock, random, shared)
+	standby := newTestEnv(t, clock, rand.Reader, shared)
+	active.writeRoute(t, "r", nil)
+
+	seed := make([]byte, 32)
+	if _, err := rand.Read(seed); err != nil {
+		t.Fatal(err)
+	}
+	predicted, err := token.New(bytes.NewReader(seed), token.DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range []*testEnv{active, standby} {
+		wantDenied(t, node.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+		before := node.storage.gets.Load()
+		wantDenied(t, node.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+		if node.storage.gets.Load() != before {
+			t.Fatal("the unknown token was not remembered as unknown")
+		}
+	}
+
+	random.next(seed)
+	if tok, _ := active.mint(t, "r", nil); tok != predicted {
+		t.Fatal("the mint did not use the scripted random bytes")
+	}
+	wantAllowed(t, active.resolve(t, predicted, "GET", "/v1/customers", ""))
+
+	// The standby has not heard of the write yet: still unknown, from memory.
+	wantDenied(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+	standby.b.InvalidateKey(t.Context(), tokenPrefix+mustHMAC(t, standby, predicted))
+	wantAllowed(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""))
+
+	// Without the invalidation, absentCacheTTL bounds the wait.
+	seed[0]++
+	predicted, _ = token.New(bytes.NewReader(seed), token.DefaultPrefix)
+	wantDenied(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+	random.next(seed)
+	active.mint(t, "r", nil)
+	wantDenied(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+	clock.Advance(absentCacheTTL)
+	wantAllowed(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""))
+}
+
+// A flood of forged tokens fills only the bounded absent set: live entries
+// stay cached.
+func TestAbsentKeysCannotEvictLiveEntries(t *testing.T) {
+	ctx := context.Background()
+	c := newStorageCache(time.Now)
+	s := c.wrap(&logical.InmemStorage{})
+	if err := putToken(ctx, s, "live", &tokenEntry{Accessor: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range absentCacheSize + 100 {
+		if got, err := s.Get(ctx, tokenPrefix+"forged"+strconv.Itoa(i)); err != nil || got != nil {
+			t.Fatalf("forged %d: %v %v", i, got, err)
+		}
+	}
+	if c.absent.Len() != absentCacheSize {
+		t.Fatalf("absent set holds %d keys, want its bound %d", c.absent.Len(), absentCacheSize)
+	}
+	if _, ok := c.entries.Get(tokenPrefix + "live"); !ok {
+		t.Fatal("forged lookups evicted a live token record")
 	}
 }

@@ -16,6 +16,12 @@ import (
 // nor the config sets one.
 const DefaultTokenTTL = 24 * time.Hour
 
+// DefaultTokenMaxTTL bounds a token's whole life, renewals included, when
+// neither its route nor the config sets a max_ttl. Without it the bound would
+// be the mount's max lease TTL, 768h on a default Vault, and any token may
+// renew a lease whose ID it knows.
+const DefaultTokenMaxTTL = 24 * time.Hour
+
 type configEntry struct {
 	ProxyURL    string        `json:"proxy_url"`
 	DefaultTTL  time.Duration `json:"default_ttl"`
@@ -25,6 +31,12 @@ type configEntry struct {
 
 func defaultConfig() *configEntry {
 	return &configEntry{DefaultTTL: DefaultTokenTTL, TokenPrefix: token.DefaultPrefix}
+}
+
+// maxTTL is the engine's bound on a token's life: max_ttl, or
+// DefaultTokenMaxTTL when unset (0, as configs written before it store).
+func (c *configEntry) maxTTL() time.Duration {
+	return firstPositive(c.MaxTTL, DefaultTokenMaxTTL)
 }
 
 func (b *backend) pathConfig() []*framework.Path {
@@ -49,7 +61,7 @@ func (b *backend) pathConfig() []*framework.Path {
 			},
 			"max_ttl": {
 				Type:        framework.TypeDurationSecond,
-				Description: "Longest a token may live, renewals included, unless a route sets less. 0 means the mount's maximum.",
+				Description: "Longest a token may live, renewals included, unless a route sets less. Default 24h (0 restores it); never more than the mount's max lease TTL.",
 			},
 			"token_prefix": {
 				Type:        framework.TypeString,
@@ -104,7 +116,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 	return &logical.Response{Data: map[string]any{
 		"proxy_url":    cfg.ProxyURL,
 		"default_ttl":  int64(cfg.DefaultTTL / time.Second),
-		"max_ttl":      int64(cfg.MaxTTL / time.Second),
+		"max_ttl":      int64(cfg.maxTTL() / time.Second),
 		"token_prefix": cfg.TokenPrefix,
 	}}, nil
 }
@@ -136,8 +148,8 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse("default_ttl must be positive"), nil
 	case cfg.MaxTTL < 0:
 		return logical.ErrorResponse("max_ttl must not be negative"), nil
-	case cfg.MaxTTL > 0 && cfg.DefaultTTL > cfg.MaxTTL:
-		return logical.ErrorResponse("default_ttl (%s) must not exceed max_ttl (%s)", cfg.DefaultTTL, cfg.MaxTTL), nil
+	case cfg.DefaultTTL > cfg.maxTTL():
+		return logical.ErrorResponse("default_ttl (%s) must not exceed max_ttl (%s); raise max_ttl as well", cfg.DefaultTTL, cfg.maxTTL()), nil
 	case !token.ValidPrefix(cfg.TokenPrefix):
 		return logical.ErrorResponse("token_prefix must be 1-32 characters of A-Z a-z 0-9 _ -"), nil
 	}
@@ -181,8 +193,9 @@ Engine-wide settings:
                   vault read -field=proxy_url phantom/config
   default_ttl   token lifetime when neither the request nor the route sets one
                 (default 24h)
-  max_ttl       the longest any token may live, renewals included (default:
-                the mount's max lease TTL)
+  max_ttl       the longest any token may live, renewals included, unless a
+                route sets less (default 24h; never more than the mount's max
+                lease TTL). A token's own bound is fixed when it is minted.
   token_prefix  prefix of minted tokens (default phm_); routes may override it
                 so tokens look like the key format an SDK checks for
 

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -10,7 +11,7 @@ func TestConfig(t *testing.T) {
 	e := getTestBackend(t)
 
 	d := e.ok(t, logical.ReadOperation, "config", nil).Data
-	if d["default_ttl"] != int64(86400) || d["token_prefix"] != "phm_" || d["proxy_url"] != "" || d["max_ttl"] != int64(0) {
+	if d["default_ttl"] != int64(86400) || d["token_prefix"] != "phm_" || d["proxy_url"] != "" || d["max_ttl"] != int64(DefaultTokenMaxTTL/time.Second) {
 		t.Fatalf("defaults: %v", d)
 	}
 
@@ -29,6 +30,7 @@ func TestConfig(t *testing.T) {
 		{map[string]any{"proxy_url": "phantom.internal"}, "proxy_url"},
 		{map[string]any{"proxy_url": "https://u:p@phantom"}, "user info"},
 		{map[string]any{"default_ttl": "24h"}, "must not exceed max_ttl"},
+		{map[string]any{"max_ttl": "0", "default_ttl": "25h"}, "must not exceed max_ttl (24h0m0s)"}, // 0 is the finite default
 		{map[string]any{"default_ttl": "-1h"}, "default_ttl"},
 		{map[string]any{"token_prefix": "bad prefix"}, "token_prefix"},
 		{map[string]any{"token_prefix": ""}, "token_prefix"},
@@ -38,7 +40,7 @@ func TestConfig(t *testing.T) {
 	}
 
 	e.ok(t, logical.DeleteOperation, "config", nil)
-	if d := e.ok(t, logical.ReadOperation, "config", nil).Data; d["token_prefix"] != "phm_" || d["proxy_url"] != "" {
+	if d := e.ok(t, logical.ReadOperation, "config", nil).Data; d["token_prefix"] != "phm_" || d["proxy_url"] != "" || d["max_ttl"] != int64(86400) {
 		t.Fatalf("after delete: %v", d)
 	}
 }

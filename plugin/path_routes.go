@@ -77,11 +77,11 @@ func routeFields() map[string]*framework.FieldSchema {
 		},
 		"upstream": {
 			Type:        framework.TypeString,
-			Description: "Base URL of the upstream API, for example https://api.stripe.com. https is required unless the host is loopback or allow_http is set.",
+			Description: "Base URL of the upstream API, for example https://api.stripe.com. https is required unless the host is loopback or allow_http is set. Changing it (path prefix included) requires sending credential again.",
 		},
 		"allow_http": {
 			Type:        framework.TypeBool,
-			Description: "Allow a plain-http upstream on a non-loopback host. The credential then crosses the network unencrypted.",
+			Description: "Allow a plain-http upstream on a non-loopback host. The credential then crosses the network unencrypted. Turning it on requires sending credential again.",
 		},
 		"allowed_paths": {
 			Type:        framework.TypeCommaStringSlice,
@@ -101,7 +101,7 @@ func routeFields() map[string]*framework.FieldSchema {
 		},
 		"auth_type": {
 			Type:          framework.TypeString,
-			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), or query (auth_query_param).",
+			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), or query (auth_query_param). Changing it, auth_header, auth_query_param or auth_format requires sending credential again.",
 			Default:       authBearer,
 			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery},
 		},
@@ -119,7 +119,7 @@ func routeFields() map[string]*framework.FieldSchema {
 		},
 		"headers": {
 			Type:        framework.TypeKVPairs,
-			Description: "Static headers added to every upstream request, for example anthropic-version=2023-06-01.",
+			Description: "Static headers added to every upstream request, for example anthropic-version=2023-06-01. A header can pick the backend behind a shared front end, so changing them requires sending credential again.",
 		},
 		"ttl": {
 			Type:        framework.TypeDurationSecond,
@@ -127,7 +127,7 @@ func routeFields() map[string]*framework.FieldSchema {
 		},
 		"max_ttl": {
 			Type:        framework.TypeDurationSecond,
-			Description: "Longest a token of this route may live, renewals included. Default: the engine's max_ttl.",
+			Description: "Longest a token of this route may live, renewals included; a mint may ask for up to this much (max_ttl on phantom/token/<route>). Default: the engine's max_ttl (24h unless configured).",
 		},
 		"num_uses": {
 			Type:        framework.TypeInt,
@@ -212,12 +212,16 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	now := b.now().UTC()
+	var stored *routeEntry // the route before this write; nil on create
 	if r == nil {
 		id, err := token.NewAccessor(b.rand)
 		if err != nil {
 			return nil, err
 		}
 		r = &routeEntry{ID: id, AuthType: authBearer, CreatedAt: now}
+	} else {
+		before := *r
+		stored = &before
 	}
 
 	if v, ok := d.GetOk("upstream"); ok {
@@ -236,8 +240,9 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 		}
 		r.AllowedMethods = methods
 	}
-	if v, ok := d.GetOk("credential"); ok {
-		r.Credential = v.(string)
+	_, credentialSent := d.GetOk("credential")
+	if credentialSent {
+		r.Credential = d.Get("credential").(string)
 	}
 	if v, ok := d.GetOk("auth_type"); ok && v.(string) != r.AuthType {
 		// Settings of the previous injection style would not apply.
@@ -278,6 +283,20 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 	warnings, err := r.validate()
 	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
+	}
+	if stored != nil && !credentialSent {
+		if changed := r.deliveryChanges(stored); len(changed) > 0 {
+			return logical.ErrorResponse("changing %s changes where or how the credential is sent: "+
+				"send credential again in the same write (the stored key never follows a new destination)",
+				strings.Join(changed, ", ")), nil
+		}
+	}
+	cfg, err := getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if engineMax := min(cfg.maxTTL(), b.System().MaxLeaseTTL()); max(r.TTL, r.MaxTTL) > engineMax {
+		warnings = append(warnings, fmt.Sprintf("tokens are capped at the engine's max_ttl of %s (see config), below this route's ttl or max_ttl", engineMax))
 	}
 	r.UpdatedAt = now
 	if err := putRoute(ctx, req.Storage, name, r); err != nil {
@@ -328,6 +347,15 @@ The credential is write-only: reads return credential_fingerprint, the first
 12 hex digits of its SHA-256, so admins can tell which key is set. Writing a new
 credential rotates it for every live token at once: the next request uses it.
 
+The credential is bound to where and how it is sent. An update that changes
+upstream (its scheme, host, port or path prefix), auth_type, auth_header,
+auth_query_param, auth_format or headers, or turns allow_http on, is refused
+unless it carries credential again: whoever may update a route but does not
+know its key cannot send that key somewhere new. Scope and token settings
+(allowed_paths, allowed_methods, ttl, max_ttl, num_uses, bound_cidrs,
+token_prefix) change without it. On a shared host where the path picks the
+tenant, put the tenant part in upstream, which is bound, not in allowed_paths.
+
 allowed_paths are matched byte for byte against the request path: "*" matches
 one segment, "**" (only as the last segment) matches zero or more segments.
 Paths with dot segments, "//", or encoded "/", "\", "." or NUL never match.
@@ -340,6 +368,10 @@ query adds auth_query_param=<credential> to the URL.
 
 Token defaults: ttl, max_ttl, num_uses, bound_cidrs and token_prefix apply to
 every token minted from the route; a mint request may narrow them, never widen.
+max_ttl bounds how long a token may live, renewals included (default: the
+engine's max_ttl, 24h unless configured). A token's own bound is fixed when it
+is minted; lowering max_ttl also bounds renewals of live tokens, raising it
+never extends them.
 
 Deleting a route kills its tokens on their next use, even if a route of the
 same name is created again.

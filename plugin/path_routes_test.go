@@ -1,6 +1,8 @@
 package plugin
 
 import (
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -171,9 +173,85 @@ func TestRouteValidation(t *testing.T) {
 func TestRouteAuthTypeChangeDropsStaleSettings(t *testing.T) {
 	e := getTestBackend(t)
 	e.writeRoute(t, "r", map[string]any{"auth_type": "header", "auth_header": "x-api-key", "auth_format": "Key {{credential}}"})
-	e.ok(t, logical.UpdateOperation, "routes/r", map[string]any{"auth_type": "query", "auth_query_param": "key"})
+	e.ok(t, logical.UpdateOperation, "routes/r", map[string]any{"auth_type": "query", "auth_query_param": "key", "credential": testCredential})
 	d := e.ok(t, logical.ReadOperation, "routes/r", nil).Data
 	if d["auth_header"] != "" || d["auth_format"] != "" || d["auth_query_param"] != "key" {
 		t.Fatalf("stale settings: %v", d)
+	}
+}
+
+// TestRouteUpdateCannotMoveTheCredential: whoever may update a route but does
+// not know its credential (the phantom-admin policy) cannot change where or
+// how the key is sent; with the credential in the same write, they can.
+func TestRouteUpdateCannotMoveTheCredential(t *testing.T) {
+	const attacker = "https://collector.attacker.example"
+	moves := map[string]map[string]any{
+		"origin":            {"upstream": attacker},
+		"port":              {"upstream": "https://api.example.com:8443"},
+		"scheme":            {"upstream": "http://api.example.com", "allow_http": true},
+		"path prefix":       {"upstream": "https://api.example.com/tenant-b"},
+		"allow_http on":     {"allow_http": true},
+		"auth_type":         {"auth_type": "query", "auth_query_param": "key"},
+		"auth_header":       {"auth_type": "header", "auth_header": "x-api-key"},
+		"basic format":      {"auth_type": "basic", "auth_format": "user:{{credential}}"},
+		"static header":     {"headers": map[string]any{"x-apigw-api-id": "attacker-api"}},
+		"headers removed":   {"headers": map[string]any{}},
+		"header value":      {"headers": map[string]any{"Stripe-Version": "2099-01-01"}},
+		"upstream, headers": {"upstream": attacker, "headers": map[string]any{"X-A": "b"}},
+	}
+	for name, update := range moves {
+		t.Run(name, func(t *testing.T) {
+			e := getTestBackend(t)
+			e.writeRoute(t, "r", map[string]any{"headers": map[string]any{"Stripe-Version": "2024-06-20"}})
+			tok, _ := e.mint(t, "r", nil)
+			before := e.ok(t, logical.ReadOperation, "routes/r", nil).Data
+
+			for field := range update {
+				if field == "auth_query_param" || field == "auth_header" || field == "auth_format" {
+					continue // named with auth_type, which changes first
+				}
+				e.userError(t, logical.UpdateOperation, "routes/r", update, field)
+			}
+			e.userError(t, logical.UpdateOperation, "routes/r", update, "send credential again")
+			after := e.ok(t, logical.ReadOperation, "routes/r", nil).Data
+			for k, v := range before {
+				if fmt.Sprint(after[k]) != fmt.Sprint(v) {
+					t.Fatalf("a refused update changed %s: %v -> %v", k, v, after[k])
+				}
+			}
+			if d := e.resolve(t, tok, "GET", "/v1/customers", ""); d["upstream"] != "https://api.example.com" {
+				t.Fatalf("the key would go to %v", d["upstream"])
+			}
+
+			// Knowing the key, the same update is fine.
+			withKey := maps.Clone(update)
+			withKey["credential"] = testCredential
+			e.ok(t, logical.UpdateOperation, "routes/r", withKey)
+		})
+	}
+
+	t.Run("scope and no-op updates need no credential", func(t *testing.T) {
+		e := getTestBackend(t)
+		e.writeRoute(t, "r", map[string]any{"headers": map[string]any{"Stripe-Version": "2024-06-20"}, "allow_http": true})
+		for _, update := range []map[string]any{
+			{"allowed_paths": "/v1/customers/**", "allowed_methods": "GET"},
+			{"ttl": "1h", "max_ttl": "2h", "num_uses": 5, "bound_cidrs": "10.0.0.0/8", "token_prefix": "sk_"},
+			{"upstream": "https://api.example.com/", "auth_type": "bearer"}, // the same, as stored
+			{"headers": map[string]any{"Stripe-Version": "2024-06-20"}},
+			{"allow_http": false}, // only narrows
+		} {
+			e.ok(t, logical.UpdateOperation, "routes/r", update)
+		}
+	})
+}
+
+func TestRouteWarnsAboveTheEngineMax(t *testing.T) {
+	e := getTestBackend(t)
+	resp := e.ok(t, logical.CreateOperation, "routes/r", map[string]any{
+		"upstream": "https://api.example.com", "allowed_paths": "/v1/**", "allowed_methods": "GET", "credential": testCredential,
+		"max_ttl": "30h",
+	})
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "capped at the engine's max_ttl of 24h") {
+		t.Fatalf("warnings %v", resp.Warnings)
 	}
 }

@@ -44,6 +44,10 @@ func (b *backend) pathToken() []*framework.Path {
 				Type:        framework.TypeDurationSecond,
 				Description: "Token lifetime, for example 1h. Default: the route's ttl, else the engine's default_ttl (24h). Capped at max_ttl.",
 			},
+			"max_ttl": {
+				Type:        framework.TypeDurationSecond,
+				Description: "Longest the token may live, renewals included, fixed now: no renewal by anyone goes past it. Default: the token's ttl (renewals cannot extend it). Capped at the route's max_ttl.",
+			},
 			"num_uses": {
 				Type:        framework.TypeInt,
 				Description: "Maximum requests the token may make; 0 is unlimited. At most the route's num_uses when the route sets one.",
@@ -95,18 +99,12 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 		return errResp, nil
 	}
 
-	requested := time.Duration(d.Get("ttl").(int)) * time.Second
-	if requested < 0 {
-		return logical.ErrorResponse("ttl must not be negative"), nil
-	}
-	ttl := firstPositive(requested, route.TTL, cfg.DefaultTTL)
-	maxTTL := b.maxTTL(route, cfg)
-	var warnings []string
-	if ttl > maxTTL {
-		warnings = append(warnings, fmt.Sprintf("ttl of %s exceeds the max_ttl of %s; capped", ttl, maxTTL))
-		ttl = maxTTL
+	ttl, life, warnings, errResp := b.mintLifetime(d, route, cfg)
+	if errResp != nil {
+		return errResp, nil
 	}
 	t.ExpiresAt = now.Add(ttl)
+	t.MaxExpiresAt = now.Add(life)
 
 	tok, err := token.New(b.rand, orDefault(route.TokenPrefix, cfg.TokenPrefix))
 	if err != nil {
@@ -135,26 +133,64 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 		"accessor":        t.Accessor,
 		"route":           name,
 		"expires_at":      t.ExpiresAt.Format(time.RFC3339),
+		"max_expires_at":  t.MaxExpiresAt.Format(time.RFC3339),
 		"proxy_url":       cfg.ProxyURL,
 		"allowed_paths":   orRoute(t.AllowedPaths, route.AllowedPaths),
 		"allowed_methods": orRoute(t.AllowedMethods, route.AllowedMethods),
 		"num_uses":        t.NumUses,
 	}, map[string]any{
-		internalAccessor:  t.Accessor,
-		internalTokenHMAC: tokenHMAC,
-		internalRoute:     name,
+		internalAccessor:     t.Accessor,
+		internalTokenHMAC:    tokenHMAC,
+		internalRoute:        name,
+		internalMaxExpiresAt: t.MaxExpiresAt.Format(time.RFC3339Nano),
 	})
 	resp.Secret.TTL = ttl
-	resp.Secret.MaxTTL = maxTTL
+	resp.Secret.MaxTTL = life
 	resp.Warnings = warnings
 	return resp, nil
+}
+
+// mintLifetime returns a new token's ttl and its whole life, renewals
+// included. Vault's default policy lets any token renew a lease whose ID it
+// knows, and lease IDs are not secret, so the life is fixed here, by the
+// minter: the ttl, unless the mint asks for room to renew (max_ttl), never
+// more than the route's and the engine's max_ttl.
+func (b *backend) mintLifetime(d *framework.FieldData, route *routeEntry, cfg *configEntry) (ttl, life time.Duration, warnings []string, errResp *logical.Response) {
+	requested := time.Duration(d.Get("ttl").(int)) * time.Second
+	requestedMax := time.Duration(d.Get("max_ttl").(int)) * time.Second
+	switch {
+	case requested < 0 || requestedMax < 0:
+		return 0, 0, nil, logical.ErrorResponse("ttl and max_ttl must not be negative")
+	case requested > 0 && requestedMax > 0 && requested > requestedMax:
+		return 0, 0, nil, logical.ErrorResponse("ttl (%s) must not exceed max_ttl (%s)", requested, requestedMax)
+	}
+	ceiling := b.maxTTL(route, cfg)
+	ttl = firstPositive(requested, route.TTL, cfg.DefaultTTL)
+	if ttl > ceiling {
+		warnings = append(warnings, fmt.Sprintf("ttl of %s exceeds the max_ttl of %s; capped", ttl, ceiling))
+		ttl = ceiling
+	}
+	life = firstPositive(requestedMax, ttl)
+	if life > ceiling {
+		warnings = append(warnings, fmt.Sprintf("max_ttl of %s exceeds the max_ttl of %s allowed here; capped", life, ceiling))
+		life = ceiling
+	}
+	// An explicit max_ttl below the route's default ttl shortens the ttl.
+	ttl = min(ttl, life)
+	return ttl, life, warnings, nil
 }
 
 // narrowScope applies the mint request's scope to t, refusing anything wider
 // than the route allows.
 func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logical.Response {
+	// A narrowing parameter that is present but names nothing (a CI
+	// variable that came out empty) is refused: taken as absent, it would
+	// silently mint the route's widest token.
 	if v, ok := d.GetOk("allowed_paths"); ok {
 		paths := cleanList(v.([]string))
+		if len(paths) == 0 {
+			return emptyNarrowing("allowed_paths", "path pattern")
+		}
 		if err := narrowPatterns(paths, route.AllowedPaths); err != nil {
 			return logical.ErrorResponse("allowed_paths: %s", err)
 		}
@@ -164,6 +200,9 @@ func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logi
 		methods, err := normalizeMethods(v.([]string))
 		if err != nil {
 			return logical.ErrorResponse("allowed_methods: %s", err)
+		}
+		if len(methods) == 0 {
+			return emptyNarrowing("allowed_methods", "method")
 		}
 		for _, m := range methods {
 			if !slices.Contains(route.AllowedMethods, m) {
@@ -186,6 +225,9 @@ func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logi
 		cidrs, err := parseCIDRs(v.([]string))
 		if err != nil {
 			return logical.ErrorResponse("bound_cidrs: %s", err)
+		}
+		if len(cidrs) == 0 {
+			return emptyNarrowing("bound_cidrs", "CIDR block")
 		}
 		routeCIDRs, _ := parseCIDRs(route.BoundCIDRs) // validated on write
 		for _, c := range cidrs {
@@ -210,14 +252,17 @@ func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logi
 	return nil
 }
 
+func emptyNarrowing(field, what string) *logical.Response {
+	return logical.ErrorResponse("%s was given but is empty: name at least one %s, or leave %s out to use the route's", field, what, field)
+}
+
 // maxTTL is the longest a token of route may live: the smallest of the
-// route's, the engine's and the mount's maximums.
+// route's, the engine's (DefaultTokenMaxTTL unless configured) and the
+// mount's maximums.
 func (b *backend) maxTTL(route *routeEntry, cfg *configEntry) time.Duration {
-	m := b.System().MaxLeaseTTL()
-	for _, d := range []time.Duration{route.MaxTTL, cfg.MaxTTL} {
-		if d > 0 && d < m {
-			m = d
-		}
+	m := min(cfg.maxTTL(), b.System().MaxLeaseTTL())
+	if route.MaxTTL > 0 && route.MaxTTL < m {
+		m = route.MaxTTL
 	}
 	return m
 }
@@ -249,11 +294,24 @@ phantom/tokens/<accessor>), route, expires_at and proxy_url, plus the lease
 (lease_id, lease_duration, renewable).
 
 A mint request may narrow the route's scope (allowed_paths, allowed_methods,
-bound_cidrs, num_uses) but never widen it: asking for more is an error.
+bound_cidrs, num_uses) but never widen it: asking for more is an error, and so
+is a narrowing parameter given but empty (allowed_paths="" or
+allowed_methods=","), which would otherwise mean the route's whole scope.
 Metadata labels (for example metadata=agent=triage-bot) are kept with the token.
 
+Lifetime: ttl (default: the route's ttl, else default_ttl) is how long the
+token lives now; max_ttl is how long it may live at most, renewals included,
+and is fixed at mint. It defaults to the ttl, so a token is not extended past
+the lifetime its minter chose unless the mint asked for room (for example
+ttl=1h max_ttl=8h). Both are capped by the route's max_ttl (default: the
+engine's, 24h). The response's max_expires_at shows the bound.
+
 Manage the token through its lease:
-  vault lease renew <lease_id>                      extend within max_ttl
+  vault lease renew <lease_id>                      extend, up to max_expires_at
   vault lease revoke <lease_id>                     dead on its next use
   vault lease revoke -prefix phantom/token/<route>  every token of the route
+
+Renewal: Vault's default policy lets any token renew a lease whose ID it knows
+(sys/leases/renew), and lease IDs are not secret. So whoever renews, a renewal
+never goes past max_expires_at, and never shortens the token's current life.
 `

@@ -20,7 +20,8 @@ func TestMintIsALease(t *testing.T) {
 		t.Fatalf("token %q", tok)
 	}
 	s := resp.Secret
-	if s == nil || !s.Renewable || s.TTL != DefaultTokenTTL || s.MaxTTL != 48*time.Hour {
+	// Not renewable past its ttl: the mint asked for no more.
+	if s == nil || !s.Renewable || s.TTL != DefaultTokenTTL || s.MaxTTL != DefaultTokenTTL {
 		t.Fatalf("lease: %+v", s)
 	}
 	if s.InternalData["secret_type"] != secretTokenType {
@@ -30,8 +31,8 @@ func TestMintIsALease(t *testing.T) {
 	if d["route"] != "stripe" || d["proxy_url"] != "https://phantom.internal" || !strings.HasPrefix(d["accessor"].(string), "pha_") {
 		t.Fatalf("data: %v", d)
 	}
-	if d["expires_at"] != e.clock.Now().Add(DefaultTokenTTL).Format(time.RFC3339) {
-		t.Fatalf("expires_at %v", d["expires_at"])
+	if d["expires_at"] != e.clock.Now().Add(DefaultTokenTTL).Format(time.RFC3339) || d["max_expires_at"] != d["expires_at"] {
+		t.Fatalf("expires_at %v max_expires_at %v", d["expires_at"], d["max_expires_at"])
 	}
 
 	// GET with query parameters mints too, as `vault read phantom/token/x ttl=1h` does.
@@ -54,7 +55,7 @@ func TestMintTTLPrecedence(t *testing.T) {
 	}{
 		{"plain", "", 3 * time.Hour, false},       // config default
 		{"plain", "10m", 10 * time.Minute, false}, // request
-		{"plain", "100h", 48 * time.Hour, true},   // capped by the mount max
+		{"plain", "100h", 24 * time.Hour, true},   // capped by the engine's default max
 		{"short", "", 30 * time.Minute, false},    // route default
 		{"short", "90m", 90 * time.Minute, false}, // request within route max
 		{"short", "5h", 2 * time.Hour, true},      // capped by route max
@@ -137,4 +138,76 @@ func TestMintUsesRouteTokenPrefix(t *testing.T) {
 		t.Fatalf("token %q", tok)
 	}
 	wantAllowed(t, e.resolve(t, tok, "GET", "/v1/customers", ""))
+}
+
+// A narrowing parameter that is present but names nothing must not mint the
+// route's widest token (a CI script whose variable came out empty).
+func TestMintRefusesEmptyNarrowing(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", map[string]any{"bound_cidrs": "10.0.0.0/8"})
+	for _, op := range []logical.Operation{logical.UpdateOperation, logical.ReadOperation} {
+		for _, tc := range []struct {
+			field string
+			value any
+		}{
+			{"allowed_paths", ""},
+			{"allowed_paths", " , "},
+			{"allowed_paths", []any{}},
+			{"allowed_methods", ","},
+			{"allowed_methods", " "},
+			{"allowed_methods", ""},
+			{"bound_cidrs", ""},
+			{"bound_cidrs", ",,"},
+		} {
+			e.userError(t, op, "token/r", map[string]any{tc.field: tc.value}, tc.field+" was given but is empty")
+		}
+	}
+	if keys, err := e.storage.List(t.Context(), accessorPrefix); err != nil || len(keys) != 0 {
+		t.Fatalf("refused mints left records: %v %v", keys, err)
+	}
+	e.mint(t, "r", nil) // absent still means the route's
+}
+
+// TestMintFixesTheTokenLife: a token's whole life, renewals included, is its
+// ttl unless the mint asks for more with max_ttl, never past the route's.
+func TestMintFixesTheTokenLife(t *testing.T) {
+	e := getTestBackend(t)
+	e.writeRoute(t, "r", map[string]any{"max_ttl": "4h"})
+	e.writeRoute(t, "short", map[string]any{"ttl": "1h"})
+	e.writeRoute(t, "plain", nil)
+	for _, tc := range []struct {
+		route         string
+		data          map[string]any
+		ttl, life     time.Duration
+		wantWarnings  int
+		wantErrorText string
+	}{
+		{"r", map[string]any{"ttl": "30s"}, 30 * time.Second, 30 * time.Second, 0, ""},
+		{"r", map[string]any{"ttl": "30m", "max_ttl": "2h"}, 30 * time.Minute, 2 * time.Hour, 0, ""},
+		{"r", map[string]any{"ttl": "30m", "max_ttl": "10h"}, 30 * time.Minute, 4 * time.Hour, 1, ""},
+		{"r", nil, 4 * time.Hour, 4 * time.Hour, 1, ""}, // default_ttl 24h capped by the route
+		{"short", map[string]any{"max_ttl": "30m"}, 30 * time.Minute, 30 * time.Minute, 0, ""},
+		{"plain", map[string]any{"max_ttl": "100h"}, 24 * time.Hour, DefaultTokenMaxTTL, 1, ""},
+		{"r", map[string]any{"ttl": "2h", "max_ttl": "1h"}, 0, 0, 0, "must not exceed max_ttl"},
+		{"r", map[string]any{"max_ttl": "-1h"}, 0, 0, 0, "max_ttl"},
+	} {
+		if tc.wantErrorText != "" {
+			e.userError(t, logical.UpdateOperation, "token/"+tc.route, tc.data, tc.wantErrorText)
+			continue
+		}
+		_, resp := e.mint(t, tc.route, tc.data)
+		now := e.clock.Now()
+		if resp.Secret.TTL != tc.ttl || resp.Secret.MaxTTL != tc.life || len(resp.Warnings) != tc.wantWarnings ||
+			resp.Data["max_expires_at"] != now.Add(tc.life).Format(time.RFC3339) ||
+			resp.Secret.InternalData[internalMaxExpiresAt] != now.Add(tc.life).Format(time.RFC3339Nano) {
+			t.Errorf("%s %v: ttl=%v life=%v max_expires_at=%v warnings=%v; want ttl=%v life=%v",
+				tc.route, tc.data, resp.Secret.TTL, resp.Secret.MaxTTL, resp.Data["max_expires_at"], resp.Warnings, tc.ttl, tc.life)
+		}
+	}
+
+	// An operator who raises the engine's max_ttl still meets the mount's.
+	e.ok(t, logical.UpdateOperation, "config", map[string]any{"max_ttl": "100h"})
+	if _, resp := e.mint(t, "plain", map[string]any{"max_ttl": "100h"}); resp.Secret.MaxTTL != 48*time.Hour {
+		t.Fatalf("life %v, want the test mount's 48h", resp.Secret.MaxTTL)
+	}
 }

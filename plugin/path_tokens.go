@@ -88,6 +88,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		"status":          t.status(b.now(), route),
 		"issued_at":       t.IssuedAt.Format(time.RFC3339),
 		"expires_at":      t.ExpiresAt.Format(time.RFC3339),
+		"max_expires_at":  formatTime(t.MaxExpiresAt),
 		"revoked_at":      formatTime(t.RevokedAt),
 		"last_used_at":    formatTime(lastUsed),
 		"requests":        t.Requests + pending,
@@ -122,7 +123,8 @@ func formatTime(t time.Time) string {
 const tokensHelp = `
 Reading returns what the engine knows of one token, never the token itself:
 route, status (active, expired, revoked, route_deleted, uses_exhausted),
-issued_at, expires_at, revoked_at, usage (requests and last_used_at, flushed
+issued_at, expires_at, max_expires_at (the latest any renewal may reach,
+fixed at mint), revoked_at, usage (requests and last_used_at, flushed
 from memory about once a minute; uses, exact, for num_uses tokens), its own
 narrowed scope (empty means the route's) and metadata.
 

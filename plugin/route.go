@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -93,6 +94,36 @@ func putRoute(ctx context.Context, s logical.Storage, name string, r *routeEntry
 func fingerprint(credential string) string {
 	sum := sha256.Sum256([]byte(credential))
 	return "sha256:" + hex.EncodeToString(sum[:6])
+}
+
+// deliveryChanges names the settings that decide where and how the
+// credential is sent (its destination: the upstream URL, path prefix
+// included, and the static headers; its form: the injection settings and
+// allow_http) that differ between old and r. The credential is bound to
+// them: a write that changes any of them must carry the credential again, or
+// whoever may update a route could send the key it cannot read to a host it
+// controls.
+//
+// The whole upstream counts, not only its origin: on shared hosts the path
+// prefix picks the tenant (API gateways with the account in the path), and a
+// static header can pick the backend behind a shared front end
+// (x-apigw-api-id, X-Original-URL). Turning allow_http off only narrows, so
+// only turning it on counts.
+func (r *routeEntry) deliveryChanges(old *routeEntry) []string {
+	var changed []string
+	add := func(field string, differs bool) {
+		if differs {
+			changed = append(changed, field)
+		}
+	}
+	add("upstream", r.Upstream != old.Upstream)
+	add("allow_http", r.AllowHTTP && !old.AllowHTTP)
+	add("auth_type", r.AuthType != old.AuthType)
+	add("auth_header", r.AuthHeader != old.AuthHeader)
+	add("auth_query_param", r.AuthQueryParam != old.AuthQueryParam)
+	add("auth_format", r.AuthFormat != old.AuthFormat)
+	add("headers", !maps.Equal(r.Headers, old.Headers))
+	return changed
 }
 
 // injection returns how the credential is injected, with defaults filled in:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
@@ -17,6 +18,9 @@ const (
 	internalAccessor  = "accessor"
 	internalTokenHMAC = "token_hmac"
 	internalRoute     = "route"
+	// The latest any renewal may reach, fixed at mint (RFC 3339); leases
+	// minted before it existed lack it.
+	internalMaxExpiresAt = "max_expires_at"
 )
 
 func (b *backend) secretToken() *framework.Secret {
@@ -79,15 +83,24 @@ func (b *backend) tokenRenew(ctx context.Context, req *logical.Request, _ *frame
 		return nil, err
 	}
 
-	maxTTL := b.maxTTL(route, cfg)
-	ttl := firstPositive(req.Secret.Increment, route.TTL, cfg.DefaultTTL)
-	remaining := t.IssuedAt.Add(maxTTL).Sub(now)
+	// Whoever renews (any token may, knowing the lease ID), the answer is
+	// bounded by what was fixed at mint.
+	bound := b.renewBound(t, route, cfg, req.Secret)
+	remaining := bound.Sub(now)
 	if remaining <= 0 {
-		return logical.ErrorResponse("token %s has reached its max_ttl of %s", accessor, maxTTL), nil
+		return logical.ErrorResponse("token %s has reached its max_ttl (%s); mint a new one", accessor, bound.Format(time.RFC3339)), nil
 	}
+	// Never shorten either: a stranger's short increment would cut the
+	// token's life, a revocation by another name. Vault sets the lease to
+	// the increment whatever the answer says, so it must be refused.
+	left := min(t.ExpiresAt.Sub(now), remaining)
+	if inc := req.Secret.Increment; inc > 0 && inc < left.Truncate(time.Second) {
+		return logical.ErrorResponse("token %s has %s left; a renewal never shortens it (revoke it instead)", accessor, left.Round(time.Second)), nil
+	}
+	ttl := max(firstPositive(req.Secret.Increment, route.TTL, cfg.DefaultTTL), left)
 	var warnings []string
 	if ttl > remaining {
-		warnings = append(warnings, fmt.Sprintf("ttl capped to %s by the max_ttl of %s", remaining.Round(1e9), maxTTL))
+		warnings = append(warnings, fmt.Sprintf("ttl capped to %s: the token may not live past %s (its max_ttl)", remaining.Round(time.Second), bound.Format(time.RFC3339)))
 		ttl = remaining
 	}
 	t.ExpiresAt = now.Add(ttl)
@@ -97,8 +110,30 @@ func (b *backend) tokenRenew(ctx context.Context, req *logical.Request, _ *frame
 
 	resp := &logical.Response{Secret: req.Secret, Warnings: warnings}
 	resp.Secret.TTL = ttl
-	resp.Secret.MaxTTL = maxTTL
+	resp.Secret.MaxTTL = bound.Sub(t.IssuedAt)
 	return resp, nil
+}
+
+// renewBound is the latest a token may be renewed to: the bound fixed at
+// mint, recorded both in its record and in its lease (the earlier wins), and
+// never past its route's and the engine's current max_ttl counted from
+// issue, so lowering a max_ttl bites on live tokens while raising it never
+// extends them. Tokens minted before bounds were recorded get only the
+// latter.
+func (b *backend) renewBound(t *tokenEntry, route *routeEntry, cfg *configEntry, lease *logical.Secret) time.Time {
+	bound := t.IssuedAt.Add(b.maxTTL(route, cfg))
+	fixed := []time.Time{t.MaxExpiresAt}
+	if s, ok := lease.InternalData[internalMaxExpiresAt].(string); ok {
+		if at, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			fixed = append(fixed, at)
+		}
+	}
+	for _, at := range fixed {
+		if !at.IsZero() && at.Before(bound) {
+			bound = at
+		}
+	}
+	return bound
 }
 
 func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {

@@ -34,6 +34,10 @@ type tokenEntry struct {
 	IssuedAt  time.Time `json:"issued_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 	RevokedAt time.Time `json:"revoked_at"`
+
+	// MaxExpiresAt is fixed at mint: no renewal, by whoever, goes past it.
+	// Zero on records minted before it existed (see backend.renewBound).
+	MaxExpiresAt time.Time `json:"max_expires_at"`
 }
 
 // accessorEntry indexes a token record by its accessor.
