@@ -2,12 +2,22 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 )
 
-// maxBatch bounds the requests in one Vault call (the engine takes 256).
-const maxBatch = 128
+const (
+	// maxBatch bounds the requests in one Vault call (the engine takes 256).
+	maxBatch = 128
+	// maxQueued bounds the requests waiting for Vault. Past it a request is
+	// shed at once: a flood (of forged tokens, say) must not grow memory
+	// and latency for everyone without limit.
+	maxQueued = 4096
+)
+
+// errOverloaded sheds a request when too many already wait for Vault.
+var errOverloaded = errors.New("too many requests are waiting for Vault")
 
 // batcher coalesces concurrent resolves into fewer Vault calls. At most
 // maxInFlight calls run at once; a request that finds a free slot is sent at
@@ -44,6 +54,10 @@ func (b *batcher) resolve(ctx context.Context, req ResolveRequest) (*Decision, e
 			return nil, err
 		}
 		return ds[0], nil
+	}
+	if len(b.queue) >= maxQueued {
+		b.mu.Unlock()
+		return nil, errOverloaded
 	}
 	q := &queued{req: req, done: make(chan struct{})}
 	b.queue = append(b.queue, q)

@@ -168,3 +168,34 @@ func TestBatcherQueuedRequestGivesUpWithItsContext(t *testing.T) {
 		t.Fatalf("call sizes %v, want only the first request's call", got)
 	}
 }
+
+// A full queue sheds the next request at once rather than growing.
+func TestBatcherShedsWhenTheQueueIsFull(t *testing.T) {
+	e := &echoCall{release: make(chan struct{})}
+	b := &batcher{call: e.call, maxInFlight: 1}
+	var wg sync.WaitGroup
+	errs := make(chan error, maxQueued+1)
+	for i := range maxQueued + 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := b.resolve(context.Background(), ResolveRequest{Path: "/x"})
+			errs <- err
+		}()
+		if i == 0 {
+			waitInFlight(t, b, 1)
+		}
+	}
+	waitQueued(t, b, maxQueued)
+	if _, err := b.resolve(context.Background(), ResolveRequest{Path: "/y"}); !errors.Is(err, errOverloaded) {
+		t.Fatalf("resolve with a full queue: %v, want errOverloaded", err)
+	}
+	close(e.release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a queued request failed: %v", err)
+		}
+	}
+}

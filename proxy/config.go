@@ -25,6 +25,10 @@ const (
 	DefaultMaxBodyBytes      = 64 << 20
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 120 * time.Second
+	DefaultBodyStallTimeout  = 30 * time.Second // longest wait for the next bytes of a request body
+	DefaultMaxConnections    = 4096             // per listener
+	DefaultUnknownTokenRate  = 1.0              // unknown tokens per second per client, after the burst
+	DefaultUnknownTokenBurst = 20
 )
 
 // DefaultQueryParams are the query parameters searched for a phantom token,
@@ -57,6 +61,16 @@ type Config struct {
 	UpstreamTimeout time.Duration
 	DialTimeout     time.Duration
 	MaxBodyBytes    int64
+	// BodyStallTimeout bounds each wait for more of a request body.
+	BodyStallTimeout time.Duration
+	// MaxConnections bounds the open connections of each listener.
+	MaxConnections int
+	// UnknownTokenRate and UnknownTokenBurst bound how fast one client
+	// address (an IPv4 address or an IPv6 /64) may have tokens refused as
+	// unknown by the engine; past it, its requests get 429. A negative rate
+	// turns the limit off.
+	UnknownTokenRate  float64
+	UnknownTokenBurst int
 
 	ExtraHeaders []string // more request headers that may carry a phantom token
 	QueryParams  []string // query parameters that may carry a phantom token
@@ -97,6 +111,16 @@ func (c Config) withDefaults() Config {
 	set(&c.UpstreamTimeout, DefaultUpstreamTimeout)
 	set(&c.DialTimeout, DefaultDialTimeout)
 	set(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	set(&c.BodyStallTimeout, DefaultBodyStallTimeout)
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.UnknownTokenRate == 0 {
+		c.UnknownTokenRate = DefaultUnknownTokenRate
+	}
+	if c.UnknownTokenBurst == 0 {
+		c.UnknownTokenBurst = DefaultUnknownTokenBurst
+	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -117,6 +141,10 @@ func (c Config) Validate() error {
 		return errors.New("TLS needs both a certificate and a key")
 	case c.MaxBodyBytes < 0:
 		return errors.New("the maximum body size must not be negative")
+	case c.MaxConnections < 0:
+		return errors.New("the maximum number of connections must not be negative")
+	case c.UnknownTokenBurst < 0:
+		return errors.New("the unknown-token burst must not be negative")
 	case c.VaultConcurrency < 0:
 		return errors.New("the Vault concurrency must not be negative")
 	case c.Pprof && !loopbackAddr(c.AdminAddr):

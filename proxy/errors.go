@@ -12,7 +12,9 @@ const (
 	errUnauthorized     = "phantom_unauthorized"       // 401: missing, unknown, expired, revoked, used-up token
 	errForbidden        = "phantom_forbidden"          // 403: out of scope
 	errMethodNotAllowed = "phantom_method_not_allowed" // 405: CONNECT, TRACE
+	errRequestTimeout   = "phantom_request_timeout"    // 408: the request body stalled
 	errTooLarge         = "phantom_request_too_large"  // 413
+	errRateLimited      = "phantom_rate_limited"       // 429
 	errUpstream         = "phantom_upstream_error"     // 502
 	errUnavailable      = "phantom_unavailable"        // 503: Vault unreachable or proxy not authenticated
 	errUpstreamTimeout  = "phantom_upstream_timeout"   // 504

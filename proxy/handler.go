@@ -11,8 +11,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +29,7 @@ type exchange struct {
 	scrub         *scrubber
 	rec           *auditRecord
 	upstreamStart time.Time
+	bodyStalled   atomic.Bool // the client stopped sending the request body
 }
 
 type exchangeKey struct{}
@@ -51,10 +55,12 @@ var reasonStatus = map[string]int{
 
 var statusType = map[int]string{
 	http.StatusBadRequest:            errBadRequest,
+	http.StatusRequestTimeout:        errRequestTimeout,
 	http.StatusUnauthorized:          errUnauthorized,
 	http.StatusForbidden:             errForbidden,
 	http.StatusMethodNotAllowed:      errMethodNotAllowed,
 	http.StatusRequestEntityTooLarge: errTooLarge,
+	http.StatusTooManyRequests:       errRateLimited,
 	http.StatusBadGateway:            errUpstream,
 	http.StatusServiceUnavailable:    errUnavailable,
 	http.StatusGatewayTimeout:        errUpstreamTimeout,
@@ -70,12 +76,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Decision:   "denied",
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	body := &countingReader{ReadCloser: r.Body}
-	r.Body = body
+	var body *countingReader // set once the request is allowed
 	w.Header().Set("X-Phantom-Request-Id", rec.RequestID)
 	defer func() {
 		rec.Status = sw.status
-		rec.BytesIn, rec.BytesOut = body.n, sw.n
+		if body != nil {
+			rec.BytesIn = body.n
+		}
+		rec.BytesOut = sw.n
 		rec.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 		if err := s.audit.write(rec); err != nil {
 			s.log.Error("writing the audit log", "error", err, "request_id", rec.RequestID)
@@ -84,6 +92,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	refuse := func(status int, reason, message string) {
 		rec.Reason = reason
+		if r.ContentLength != 0 {
+			// The body is never read: answer at once and close, rather
+			// than let the server wait to drain a body that may never come.
+			sw.Header().Set("Connection", "close")
+			http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
 		writeError(sw, status, statusType[status], reason, message, rec.RequestID)
 	}
 
@@ -109,18 +123,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	ip := clientIP(r)
+	if wait := s.unknownTokens.retryAfter(ip); wait > 0 {
+		sw.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
+		refuse(http.StatusTooManyRequests, "rate_limited", "too many unknown phantom tokens from this address; retry later")
+		return
+	}
 	resolveStart := time.Now()
-	d, err := s.resolver.Resolve(r.Context(), ResolveRequest{Token: tok, Method: r.Method, Path: path, ClientIP: clientIP(r)})
+	d, err := s.resolver.Resolve(r.Context(), ResolveRequest{Token: tok, Method: r.Method, Path: path, ClientIP: ip})
 	if err != nil {
 		s.metrics.resolveDone(resolveStart, "error")
-		s.log.Warn("cannot resolve through Vault", "error", err, "request_id", rec.RequestID)
 		rec.Decision = "error"
+		if errors.Is(err, errOverloaded) {
+			sw.Header().Set("Retry-After", "1")
+			refuse(http.StatusServiceUnavailable, "overloaded", "Phantom is overloaded; retry later")
+			return
+		}
+		s.log.Warn("cannot resolve through Vault", "error", err, "request_id", rec.RequestID)
 		refuse(http.StatusServiceUnavailable, "vault_unavailable", "Phantom cannot reach Vault; retry later")
 		return
 	}
 	s.metrics.resolveDone(resolveStart, "ok")
 	rec.Route, rec.Accessor = d.Route, d.Accessor
 	if !d.Allowed {
+		if d.Reason == "unknown_token" {
+			s.unknownTokens.refused(ip)
+		}
 		status, ok := reasonStatus[d.Reason]
 		if !ok {
 			status = http.StatusForbidden
@@ -134,7 +162,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is too large")
 		return
 	}
-	body.ReadCloser = http.MaxBytesReader(sw, body.ReadCloser, s.cfg.MaxBodyBytes)
 	ex := &exchange{
 		grant:    d.Grant,
 		token:    tok,
@@ -143,7 +170,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		scrub:    scrubberFor(d.Grant),
 		rec:      rec,
 	}
-	s.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
+	// Only an allowed request's body is read, each read bounded in time.
+	body = &countingReader{ReadCloser: &stallReader{
+		ReadCloser: http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes),
+		rc:         http.NewResponseController(w),
+		timeout:    s.cfg.BodyStallTimeout,
+		stalled:    &ex.bodyStalled,
+	}}
+	out.Body = body
+	s.rp.ServeHTTP(sw, out)
 }
 
 // denyMessage explains a denial without revealing anything about the route.
@@ -201,6 +237,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	out, g := pr.Out, ex.grant
 
 	rawQuery := stripToken(out.Header, ex.rawQuery, ex.token)
+	removeNeverForwarded(out.Header)
 	rawPath := strings.TrimSuffix(g.Upstream.EscapedPath(), "/") + ex.path
 	out.URL.Scheme, out.URL.Host = g.Upstream.Scheme, g.Upstream.Host
 	out.URL.RawPath = rawPath
@@ -233,16 +270,14 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	ex := exchangeFrom(resp.Request)
 	s.metrics.upstreamDone(ex.grant.Route, ex.upstreamStart)
 	ex.rec.UpstreamStatus = resp.StatusCode
-	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return errEncodedResponse
+	if err := checkResponse(resp); err != nil {
+		return err
 	}
 	ex.scrub.Header(resp.Header)
 	// Trailer values arrive with the end of the body.
 	resp.Body = ex.scrub.Reader(resp.Body, resp.ContentLength, func() { ex.scrub.Header(resp.Trailer) })
 	return nil
 }
-
-var errEncodedResponse = errors.New("the upstream sent an encoded body that cannot be scrubbed")
 
 func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeFrom(r)
@@ -253,10 +288,16 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		status, reason, message = http.StatusGatewayTimeout, "upstream_timeout", "the upstream did not answer in time"
 	case errors.Is(err, errEncodedResponse):
 		message = "the upstream answered with an encoding Phantom cannot inspect"
+	case errors.Is(err, errPartialResponse):
+		message = "the upstream answered with partial content (206), which Phantom does not pass on"
 	}
 	var maxErr *http.MaxBytesError
-	if errors.As(err, &maxErr) {
+	switch {
+	case errors.As(err, &maxErr):
 		status, reason, message = http.StatusRequestEntityTooLarge, "body_too_large", "the request body is too large"
+	case ex.bodyStalled.Load():
+		status, reason, message = http.StatusRequestTimeout, "body_timeout", "the request body stopped arriving"
+		w.Header().Set("Connection", "close")
 	}
 	ex.rec.Decision, ex.rec.Reason = "error", reason
 	// Transport errors quote the upstream URL, which for query injection
@@ -316,4 +357,42 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// stallReader bounds how long one read of a request body may wait for the
+// client, so a body announced and never sent cannot hold a connection and
+// an upstream request open for ever. When the body ends the deadline is
+// lifted, as the connection then waits for the next request; when it is
+// abandoned (a stall, an upstream that answered without reading it), the
+// connection may read no more, so the server closes it instead of waiting
+// to drain the rest.
+type stallReader struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	timeout time.Duration
+	stalled *atomic.Bool
+	ended   bool
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	s.rc.SetReadDeadline(time.Now().Add(s.timeout))
+	n, err := s.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF:
+		s.ended = true
+		s.rc.SetReadDeadline(time.Time{})
+	case err != nil:
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.stalled.Store(true)
+		}
+		s.rc.SetReadDeadline(time.Now())
+	}
+	return n, err
+}
+
+func (s *stallReader) Close() error {
+	if !s.ended {
+		s.rc.SetReadDeadline(time.Now())
+	}
+	return s.ReadCloser.Close()
 }

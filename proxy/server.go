@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/netutil"
 
 	"github.com/phantomvault/phantom/internal/profiling"
 )
@@ -22,6 +23,9 @@ type Server struct {
 	audit    *auditLog
 	metrics  *proxyMetrics
 	rp       http.Handler
+	// unknownTokens limits each client's tokens refused as unknown; nil
+	// when turned off.
+	unknownTokens *unknownTokenLimit
 }
 
 // NewServer wires a proxy around resolver. It opens the audit log; Close
@@ -41,14 +45,15 @@ func NewServer(cfg Config, resolver Resolver, log hclog.Logger) (*Server, error)
 		v.setMetrics(m)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		resolver: resolver,
-		finder:   newTokenFinder(cfg.ExtraHeaders, cfg.QueryParams),
-		audit:    audit,
-		metrics:  m,
+		cfg:           cfg,
+		log:           log,
+		resolver:      resolver,
+		finder:        newTokenFinder(cfg.ExtraHeaders, cfg.QueryParams),
+		audit:         audit,
+		metrics:       m,
+		unknownTokens: newUnknownTokenLimit(cfg.UnknownTokenRate, cfg.UnknownTokenBurst),
 	}
-	s.rp = s.newReverseProxy(newUpstreamTransport(cfg))
+	s.rp = s.newReverseProxy(interimScrubber{next: newUpstreamTransport(cfg)})
 	return s, nil
 }
 
@@ -86,11 +91,16 @@ func (s *Server) AdminHandler() http.Handler {
 	return mux
 }
 
+// maxAdminConnections bounds the admin listener: scrapers and probes.
+const maxAdminConnections = 64
+
 // Serve runs the proxy on ln and the admin endpoints on adminLn until ctx
 // ends, then drains in-flight requests for up to ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	proxySrv := s.httpServer(s)
 	adminSrv := s.httpServer(s.AdminHandler())
+	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
+	adminLn = netutil.LimitListener(adminLn, maxAdminConnections)
 	errc := make(chan error, 2)
 	go func() {
 		if s.cfg.TLSCert != "" {

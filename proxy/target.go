@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/phantomvault/phantom/internal/reqpath"
@@ -41,6 +42,9 @@ func checkTarget(r *http.Request) (path, rawQuery string, err error) {
 			return "", "", errors.New("the query contains a control, space or non-ASCII byte")
 		}
 	}
+	if hasMethodOverride(rawQuery) {
+		return "", "", errors.New("the " + methodOverrideParam + " query parameter is refused: some upstreams read it as the method to run")
+	}
 	if r.Header.Get("Upgrade") != "" {
 		// An upgraded connection would bypass response scrubbing.
 		return "", "", errors.New("protocol upgrades are not supported")
@@ -55,4 +59,17 @@ func isMethod(m string) bool {
 		}
 	}
 	return m != ""
+}
+
+// hasMethodOverride reports whether the query names a method override, in
+// any case or percent-encoding.
+func hasMethodOverride(rawQuery string) bool {
+	for pair := range strings.SplitSeq(rawQuery, "&") {
+		k, _, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil || strings.EqualFold(strings.TrimSpace(key), methodOverrideParam) {
+			return true
+		}
+	}
+	return false
 }

@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Validate refuses paths that an upstream might decode or
 // normalise into something other than what we match: dot segments, empty
 // segments, encoded separators, dots, NUL or percent signs, backslashes,
-// parameters, fragments, queries, and bytes outside printable ASCII.
+// parameters, fragments, queries, bytes outside printable ASCII, and encoded
+// characters that Unicode compatibility normalisation turns into any of these.
 func Validate(p string) error {
 	if !strings.HasPrefix(p, "/") {
 		return errors.New("must start with /")
@@ -45,6 +48,9 @@ func Validate(p string) error {
 	if !utf8.Valid(decoded) {
 		return errors.New("contains percent-encoded bytes that are not valid UTF-8")
 	}
+	if err := checkCompatibilityForms(decoded); err != nil {
+		return err
+	}
 	for seg := range strings.SplitSeq(p[1:], "/") {
 		if seg == "." || seg == ".." {
 			return errors.New("contains a dot segment")
@@ -54,6 +60,64 @@ func Validate(p string) error {
 		return errors.New("contains an empty segment (//)")
 	}
 	return nil
+}
+
+// structural are the bytes that decide how a path is read: separators, dots,
+// escapes, parameters, queries and fragments.
+const structural = "/\\.%;?#:"
+
+// checkCompatibilityForms refuses encoded characters whose NFKC form holds a
+// structural byte or a control: an upstream that normalises (full-width
+// U+FF0E and U+FF0F, U+2025 TWO DOT LEADER, U+FE68 SMALL REVERSE SOLIDUS, ...)
+// would read them as "..", "/" or "\", though they matched as one segment
+// here. Letters and digits that normalise to other letters stay allowed: they
+// cannot move a request out of an allow-list's segments.
+func checkCompatibilityForms(decoded []byte) error {
+	for i := 0; i < len(decoded); {
+		if decoded[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(decoded[i:])
+		if nf := norm.NFKC.String(string(r)); nf != string(r) && strings.IndexFunc(nf, isStructural) >= 0 {
+			return fmt.Errorf("contains %U, which Unicode normalisation turns into %q", r, nf)
+		}
+		i += size
+	}
+	// Normalising the whole path can compose across characters: it must
+	// leave the structure exactly as it is.
+	if nf := norm.NFKC.Bytes(decoded); !sameStructure(decoded, nf) {
+		return errors.New("contains characters that Unicode normalisation turns into separators, dots or controls")
+	}
+	return nil
+}
+
+func isStructural(r rune) bool {
+	return r < ' ' || r == 0x7f || r < utf8.RuneSelf && strings.IndexByte(structural, byte(r)) >= 0
+}
+
+// sameStructure reports whether a and b hold the same structural bytes in
+// the same order.
+func sameStructure(a, b []byte) bool {
+	next := func(s []byte) ([]byte, int) {
+		for i, c := range s {
+			if c < utf8.RuneSelf && isStructural(rune(c)) {
+				return s[i+1:], int(c)
+			}
+		}
+		return nil, -1
+	}
+	for {
+		var ca, cb int
+		a, ca = next(a)
+		b, cb = next(b)
+		if ca != cb {
+			return false
+		}
+		if ca < 0 {
+			return true
+		}
+	}
 }
 
 func isHex(c byte) bool {

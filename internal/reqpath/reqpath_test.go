@@ -30,3 +30,39 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateCompatibilityForms: characters that an NFKC-normalising
+// upstream reads as separators, dots or escapes are refused; letters that
+// merely normalise to other letters are not.
+func TestValidateCompatibilityForms(t *testing.T) {
+	refused := []string{
+		"/v1/public/%EF%BC%8E%EF%BC%8E/admin",  // U+FF0E FULLWIDTH FULL STOP, twice
+		"/v1/public%EF%BC%8Fadmin",             // U+FF0F FULLWIDTH SOLIDUS
+		"/v1/public/%E2%80%A5/admin",           // U+2025 TWO DOT LEADER
+		"/v1/public/%E2%80%A4%E2%80%A4",        // U+2024 ONE DOT LEADER
+		"/v1/public%EF%B9%A8admin",             // U+FE68 SMALL REVERSE SOLIDUS
+		"/v1/public%EF%BC%BCadmin",             // U+FF3C FULLWIDTH REVERSE SOLIDUS
+		"/v1/a%EF%BC%852e",                     // U+FF05 FULLWIDTH PERCENT SIGN
+		"/v1/a%EF%BC%9Bx",                      // U+FF1B FULLWIDTH SEMICOLON
+		"/v1/a%EF%BC%9Fx",                      // U+FF1F FULLWIDTH QUESTION MARK
+		"/v1/a%EF%BC%83x",                      // U+FF03 FULLWIDTH NUMBER SIGN
+		"/v1/models/m%EF%BC%9AgenerateContent", // U+FF1A FULLWIDTH COLON
+		"/v1/a%EF%B9%92x",                      // U+FE52 SMALL FULL STOP
+	}
+	for _, p := range refused {
+		if err := Validate(p); err == nil {
+			t.Errorf("Validate(%q) = nil, want an error", p)
+		}
+	}
+	allowed := []string{
+		"/v1/names/%EF%BD%81", // U+FF41 FULLWIDTH LATIN SMALL LETTER A: still one segment
+		"/v1/names/%EF%AC%80", // U+FB00 LATIN SMALL LIGATURE FF
+		"/v1/names/%C3%A9t%C3%A9",
+		"/v1/names/e%CC%81", // e + COMBINING ACUTE: composes to é
+	}
+	for _, p := range allowed {
+		if err := Validate(p); err != nil {
+			t.Errorf("Validate(%q) = %v, want nil", p, err)
+		}
+	}
+}

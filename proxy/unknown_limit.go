@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"math"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	"golang.org/x/time/rate"
+)
+
+// unknownTokenLimit bounds how fast one client can have tokens refused as
+// unknown by the engine. Anyone can forge a well-formed token (the checksum
+// is public) and each one costs a Vault round trip; a client past its limit
+// gets 429 before its next token reaches Vault. An agent with a real token
+// never meets it: its token is not unknown.
+type unknownTokenLimit struct {
+	every   rate.Limit
+	burst   int
+	clients *expirable.LRU[netip.Prefix, *rate.Limiter]
+}
+
+// maxLimitedClients bounds the limiter's memory; an evicted client starts
+// over with a full burst, and the engine still pays only a cached miss.
+const maxLimitedClients = 1 << 16
+
+func newUnknownTokenLimit(perSecond float64, burst int) *unknownTokenLimit {
+	if perSecond <= 0 {
+		return nil // disabled
+	}
+	// A client's state is kept until its bucket would be full again.
+	keep := time.Duration(float64(burst)/perSecond*float64(time.Second)) + time.Minute
+	return &unknownTokenLimit{
+		every:   rate.Limit(perSecond),
+		burst:   burst,
+		clients: expirable.NewLRU[netip.Prefix, *rate.Limiter](maxLimitedClients, nil, keep),
+	}
+}
+
+// clientKey groups addresses one client controls: an IPv4 address, or an
+// IPv6 /64 (one host's usual allocation).
+func clientKey(ip string) netip.Prefix {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	addr = addr.Unmap()
+	bits := 32
+	if addr.Is6() {
+		bits = 64
+	}
+	p, _ := addr.Prefix(bits)
+	return p
+}
+
+// retryAfter is how long ip must wait before another token of its is
+// resolved: zero when it may go on.
+func (l *unknownTokenLimit) retryAfter(ip string) time.Duration {
+	if l == nil {
+		return 0
+	}
+	lim, ok := l.clients.Get(clientKey(ip))
+	if !ok {
+		return 0
+	}
+	tokens := lim.Tokens()
+	if tokens >= 1 {
+		return 0
+	}
+	return time.Duration(math.Ceil((1 - tokens) / float64(l.every) * float64(time.Second)))
+}
+
+// refused records that the engine did not know a token ip sent.
+func (l *unknownTokenLimit) refused(ip string) {
+	if l == nil {
+		return
+	}
+	key := clientKey(ip)
+	lim, ok := l.clients.Get(key)
+	if !ok {
+		lim = rate.NewLimiter(l.every, l.burst)
+		l.clients.Add(key, lim)
+	}
+	lim.Allow()
+}

@@ -1,0 +1,83 @@
+package proxy
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestCheckResponse(t *testing.T) {
+	cases := []struct {
+		name      string
+		status    int
+		encodings []string
+		want      error
+	}{
+		{"plain", 200, nil, nil},
+		{"identity", 200, []string{"identity"}, nil},
+		{"gzip left encoded", 200, []string{"gzip"}, errEncodedResponse},
+		{"gzip behind identity", 200, []string{"identity", "gzip"}, errEncodedResponse},
+		{"a list in one value", 200, []string{"identity, br"}, errEncodedResponse},
+		{"partial content", 206, nil, errPartialResponse},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp := &http.Response{StatusCode: c.status, Header: http.Header{}}
+			for _, e := range c.encodings {
+				resp.Header.Add("Content-Encoding", e)
+			}
+			if got := checkResponse(resp); got != c.want {
+				t.Fatalf("checkResponse = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestRemoveNeverForwarded(t *testing.T) {
+	h := http.Header{}
+	for _, name := range []string{"Range", "if-range", "X-HTTP-Method-Override", "x-original-url", "X-Forwarded-Prefix"} {
+		h.Set(name, "x")
+	}
+	h.Set("Content-Type", "application/json")
+	removeNeverForwarded(h)
+	if len(h) != 1 || h.Get("Content-Type") == "" {
+		t.Fatalf("left %v, want only Content-Type", h)
+	}
+}
+
+func TestHasMethodOverride(t *testing.T) {
+	for q, want := range map[string]bool{
+		"": false, "a=1": false, "_method=DELETE": true, "a=1&_METHOD=put": true,
+		"%5Fmethod=DELETE": true, "_method": true, "method=x": false, "x=_method": false,
+	} {
+		if got := hasMethodOverride(q); got != want {
+			t.Errorf("hasMethodOverride(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
+
+func TestUnknownTokenLimit(t *testing.T) {
+	l := newUnknownTokenLimit(1, 3)
+	for i := range 3 {
+		if l.retryAfter("192.0.2.1") != 0 {
+			t.Fatalf("limited after %d refusals, burst is 3", i)
+		}
+		l.refused("192.0.2.1")
+	}
+	if wait := l.retryAfter("192.0.2.1"); wait <= 0 || wait > time.Second {
+		t.Fatalf("retryAfter past the burst = %v, want (0, 1s]", wait)
+	}
+	if l.retryAfter("192.0.2.2") != 0 {
+		t.Fatal("another address was limited")
+	}
+	// One IPv6 /64 is one client.
+	for range 3 {
+		l.refused("2001:db8::1")
+	}
+	if l.retryAfter("2001:db8::ffff") == 0 {
+		t.Fatal("another address of the same /64 was not limited")
+	}
+	if newUnknownTokenLimit(-1, 3).retryAfter("192.0.2.1") != 0 {
+		t.Fatal("a disabled limit limited")
+	}
+}
