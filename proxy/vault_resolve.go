@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -23,6 +24,11 @@ const maxResolveAnswer = 1 << 20
 // typed body both ways instead of map[string]any, and the connection pool of
 // the api client's own http.Client (its TLS settings, no redirects).
 //
+// It asks Vault to run it on the active node (X-Vault-Forward: active-node):
+// a Vault Enterprise performance standby would otherwise answer from its own
+// storage and cache, which learn of a revocation only once it has
+// replicated, and the promise is that the very next request is refused.
+//
 // It uses PATCH: Vault asks a plugin whether the resource exists before every
 // create or update (a second gRPC round trip to the plugin per request),
 // never before a patch. The engine accepts both; the proxy's policy grants
@@ -32,15 +38,19 @@ type resolveCall struct {
 	url     string
 	headers http.Header // the api client's, e.g. X-Vault-Namespace
 	timeout time.Duration
+	forward *atomic.Bool // send X-Vault-Forward (see VaultResolver.forwardingRefused)
 }
 
-func newResolveCall(client *api.Client, hc *http.Client, cfg Config) resolveCall {
-	return resolveCall{
+func newResolveCall(client *api.Client, hc *http.Client, cfg Config, forwardActive bool) resolveCall {
+	c := resolveCall{
 		http:    hc,
 		url:     strings.TrimSuffix(client.Address(), "/") + "/v1/" + strings.Trim(cfg.Mount, "/") + "/resolve",
 		headers: client.Headers(),
 		timeout: cfg.VaultTimeout,
+		forward: new(atomic.Bool),
 	}
+	c.forward.Store(forwardActive)
+	return c
 }
 
 // resolveInput is the engine's resolve input.
@@ -84,6 +94,14 @@ func (e *vaultError) Error() string {
 	return fmt.Sprintf("Vault answered %d: %s", e.status, strings.Join(e.errors, "; "))
 }
 
+// isForwardRefused reports Vault's refusal of X-Vault-Forward (Vault
+// Community Edition, or Enterprise without allow_forwarding_via_header).
+func isForwardRefused(err error) bool {
+	var vErr *vaultError
+	return errors.As(err, &vErr) && vErr.status == http.StatusBadRequest &&
+		strings.Contains(strings.Join(vErr.errors, " "), "forwarding via header "+api.HeaderForward)
+}
+
 // do resolves reqs in one call: alone in the engine's single form, or
 // several in its batch form. The decisions come back in order.
 func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRequest) ([]*Decision, error) {
@@ -114,6 +132,9 @@ func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRe
 	}
 	hreq.Header.Set("Content-Type", "application/merge-patch+json")
 	hreq.Header.Set("X-Vault-Token", vaultToken)
+	if c.forward.Load() {
+		hreq.Header.Set(api.HeaderForward, "active-node")
+	}
 	resp, err := c.http.Do(hreq)
 	if err != nil {
 		return nil, fmt.Errorf("resolving through Vault: %w", err)

@@ -25,10 +25,49 @@ type fakeVault struct {
 	logins  atomic.Int64
 	calls   atomic.Int64 // resolve calls, single or batched
 	resolve func(token string) (int, string)
+
+	// Vault's request forwarding header: refuseForward answers it as Vault
+	// Community Edition does (and Enterprise without
+	// allow_forwarding_via_header); enterprise is what sys/health says.
+	refuseForward bool
+	enterprise    bool
+	forwarded     atomic.Int64 // resolve calls with X-Vault-Forward: active-node
+	unforwarded   atomic.Int64 // resolve calls without it
+	healthChecks  atomic.Int64
+
+	// wrapPath is the creation path of the wrapping token "wrap1", which
+	// wraps the secret_id "secret" and can be unwrapped once.
+	wrapPath string
+	wrapUsed atomic.Bool
 }
 
 func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if fwd := r.Header.Get("X-Vault-Forward"); fwd != "" && f.refuseForward {
+		http.Error(w, `{"errors":["forwarding via header X-Vault-Forward disabled in configuration"]}`, http.StatusBadRequest)
+		return
+	}
 	switch r.URL.Path {
+	case "/v1/sys/health":
+		if !f.refuseForward { // as sealed otherwise (TestVaultErrorsFailClosed)
+			http.NotFound(w, r)
+			return
+		}
+		f.healthChecks.Add(1)
+		fmt.Fprintf(w, `{"initialized":true,"sealed":false,"standby":false,"version":"1.21.0","enterprise":%v}`, f.enterprise)
+	case "/v1/sys/wrapping/lookup":
+		var body map[string]string
+		json.NewDecoder(r.Body).Decode(&body)
+		if body["token"] != "wrap1" || f.wrapUsed.Load() || r.Header.Get("X-Vault-Token") != "" {
+			http.Error(w, `{"errors":["wrapping token is not valid or does not exist"]}`, http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, `{"data":{"creation_path":%q,"creation_ttl":300,"creation_time":"2030-01-01T00:00:00Z"}}`, f.wrapPath)
+	case "/v1/sys/wrapping/unwrap":
+		if r.Header.Get("X-Vault-Token") != "wrap1" || f.wrapUsed.Swap(true) {
+			http.Error(w, `{"errors":["wrapping token is not valid or does not exist"]}`, http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, `{"data":{"secret_id":"secret","secret_id_accessor":"a1"}}`)
 	case "/v1/auth/approle/login":
 		var body map[string]string
 		json.NewDecoder(r.Body).Decode(&body)
@@ -42,6 +81,11 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPatch || r.Header.Get("Content-Type") != "application/merge-patch+json" {
 			http.Error(w, `{"errors":["unsupported operation"]}`, http.StatusMethodNotAllowed)
 			return
+		}
+		if r.Header.Get("X-Vault-Forward") == "active-node" {
+			f.forwarded.Add(1)
+		} else {
+			f.unforwarded.Add(1)
 		}
 		code, body := f.resolve(r.Header.Get("X-Vault-Token"))
 		var in struct{ Requests []json.RawMessage }
@@ -251,4 +295,142 @@ func TestBatchAnswer(t *testing.T) {
 	if _, err := v.resolve.do(context.Background(), "t", reqs[:2]); err == nil {
 		t.Fatal("3 decisions for 2 requests were accepted")
 	}
+}
+
+// TestResolveAsksForTheActiveNode: every resolve call, single or batched,
+// carries X-Vault-Forward: active-node, so no performance standby answers
+// it from storage that has not yet seen a revocation.
+func TestResolveAsksForTheActiveNode(t *testing.T) {
+	fv := &fakeVault{resolve: func(string) (int, string) { return http.StatusOK, allowJSON }}
+	v := newTestResolver(t, fv)
+	if d, err := v.Resolve(context.Background(), ResolveRequest{Token: "x", Method: "GET", Path: "/"}); err != nil || !d.Allowed {
+		t.Fatalf("resolve: %+v %v", d, err)
+	}
+	if _, err := v.resolveMany(context.Background(), make([]ResolveRequest, 3)); err != nil {
+		t.Fatalf("batch: %v", err)
+	}
+	if fv.forwarded.Load() != 2 || fv.unforwarded.Load() != 0 {
+		t.Fatalf("%d resolve calls asked for the active node, %d did not", fv.forwarded.Load(), fv.unforwarded.Load())
+	}
+}
+
+// TestForwardRefusedByCommunityEdition: Vault Community Edition refuses the
+// header (its standbys forward everything anyway): the proxy checks that it
+// is not Enterprise once, then resolves without the header.
+func TestForwardRefusedByCommunityEdition(t *testing.T) {
+	fv := &fakeVault{refuseForward: true, resolve: func(string) (int, string) { return http.StatusOK, allowJSON }}
+	v := newTestResolver(t, fv)
+	for range 3 {
+		if d, err := v.Resolve(context.Background(), ResolveRequest{Token: "x", Method: "GET", Path: "/"}); err != nil || !d.Allowed {
+			t.Fatalf("resolve: %+v %v", d, err)
+		}
+	}
+	if fv.unforwarded.Load() != 3 || fv.healthChecks.Load() != 1 {
+		t.Fatalf("%d resolve calls without the header, %d health checks; want 3 and 1", fv.unforwarded.Load(), fv.healthChecks.Load())
+	}
+}
+
+// TestForwardRefusedByEnterpriseFailsClosed: Vault Enterprise without
+// allow_forwarding_via_header may have performance standbys answer: the
+// proxy refuses to resolve there, and says what to change.
+func TestForwardRefusedByEnterpriseFailsClosed(t *testing.T) {
+	fv := &fakeVault{refuseForward: true, enterprise: true, resolve: func(string) (int, string) { return http.StatusOK, allowJSON }}
+	v := newTestResolver(t, fv)
+	_, err := v.Resolve(context.Background(), ResolveRequest{Token: "x", Method: "GET", Path: "/"})
+	if !errors.Is(err, errForwardRefused) || !strings.Contains(err.Error(), "allow_forwarding_via_header") {
+		t.Fatalf("resolve on Enterprise refusing the header: %v", err)
+	}
+	if fv.unforwarded.Load() != 0 {
+		t.Fatal("resolved without the header on Enterprise")
+	}
+}
+
+// TestWrappedSecretIDCreationPath: a wrapped secret_id is unwrapped only if
+// its wrapping token was created at the proxy role's secret-id path.
+func TestWrappedSecretIDCreationPath(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, role string
+		ok               bool
+	}{
+		{"the role's secret-id", "auth/approle/role/phantom-proxy/secret-id", "", true},
+		{"another mount's role", "auth/approle/role/phx-proxy/secret-id", "", false},
+		{"re-wrapped by hand", "sys/wrapping/wrap", "", false},
+		{"a named role", "auth/approle/role/ci-proxy/secret-id", "ci-proxy", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fv := &fakeVault{wrapPath: tc.path, resolve: func(string) (int, string) { return http.StatusOK, allowJSON }}
+			vault := httptest.NewServer(fv)
+			t.Cleanup(vault.Close)
+			dir := t.TempDir()
+			roleFile, secretFile := filepath.Join(dir, "role_id"), filepath.Join(dir, "secret_id")
+			os.WriteFile(roleFile, []byte("role"), 0o600)
+			os.WriteFile(secretFile, []byte("wrap1\n"), 0o600)
+			v, err := NewVaultResolver(Config{VaultAddr: vault.URL, RoleIDFile: roleFile, SecretIDFile: secretFile, SecretIDWrapped: true},
+				hclog.NewNullLogger(), WithAppRoleRole(tc.role))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = v.login(context.Background())
+			if tc.ok != (err == nil) {
+				t.Fatalf("login: %v", err)
+			}
+			if !tc.ok {
+				if !strings.Contains(err.Error(), tc.path) || fv.wrapUsed.Load() {
+					t.Fatalf("refused after unwrapping, or without saying why: %v", err)
+				}
+				return
+			}
+			// The file still holds the used-up wrapping token: a later login
+			// uses the secret_id it held.
+			if _, err := v.login(context.Background()); err != nil || fv.logins.Load() != 2 {
+				t.Fatalf("second login: %v (%d logins)", err, fv.logins.Load())
+			}
+		})
+	}
+}
+
+// TestVaultClientEnvironment: the environment cannot turn off TLS
+// verification towards a Vault off loopback, nor send the calls to another
+// address; an HTTP proxy in the way is logged without its password.
+func TestVaultClientEnvironment(t *testing.T) {
+	cfg := Config{RoleIDFile: "x", SecretIDFile: "x"}
+	t.Run("skip verify off loopback", func(t *testing.T) {
+		t.Setenv("VAULT_SKIP_VERIFY", "true")
+		cfg := cfg
+		cfg.VaultAddr = "https://vault.example.com:8200"
+		if _, err := NewVaultResolver(cfg, hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "VAULT_SKIP_VERIFY") {
+			t.Fatalf("accepted: %v", err)
+		}
+		for _, addr := range []string{"https://127.0.0.1:8200", "https://localhost:8200", "https://[::1]:8200"} {
+			cfg.VaultAddr = addr
+			if _, err := NewVaultResolver(cfg, hclog.NewNullLogger()); err != nil {
+				t.Fatalf("%s: %v", addr, err)
+			}
+		}
+	})
+	t.Run("agent address ignored", func(t *testing.T) {
+		other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			t.Errorf("VAULT_AGENT_ADDR received %s", r.URL.Path)
+		}))
+		t.Cleanup(other.Close)
+		t.Setenv("VAULT_AGENT_ADDR", other.URL)
+		fv := &fakeVault{resolve: func(string) (int, string) { return http.StatusOK, allowJSON }}
+		v := newTestResolver(t, fv)
+		if _, err := v.Resolve(context.Background(), ResolveRequest{Token: "x", Method: "GET", Path: "/"}); err != nil || fv.calls.Load() != 1 {
+			t.Fatalf("resolve: %v, %d calls", err, fv.calls.Load())
+		}
+	})
+	t.Run("proxy logged", func(t *testing.T) {
+		t.Setenv("VAULT_HTTP_PROXY", "http://someone:hunter2@127.0.0.1:3128")
+		var out strings.Builder
+		log := hclog.New(&hclog.LoggerOptions{Output: &out})
+		cfg := cfg
+		cfg.VaultAddr = "https://vault.example.com:8200"
+		if _, err := NewVaultResolver(cfg, log); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "127.0.0.1:3128") || strings.Contains(out.String(), "hunter2") {
+			t.Fatalf("log: %s", out.String())
+		}
+	})
 }

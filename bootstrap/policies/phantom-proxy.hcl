@@ -1,10 +1,13 @@
 # phantom-proxy: ask the engine about each request, and keep its own token
 # alive. Nothing else: it cannot read routes, mint tokens or list anything.
-# Its tokens carry no default policy (see bootstrap.sh).
+# Its tokens carry no default policy (see bootstrap.sh). bootstrap.sh writes
+# this as <name>-proxy (phantom-proxy for the mount phantom/), with
+# the mount path in place of the placeholder: each mount's proxy role resolves
+# on its own mount only.
 
 # It resolves with PATCH, which spares each request Vault's existence check
 # (a second round trip to the plugin), so patch is all it needs.
-path "phantom/resolve" {
+path "PHANTOM_MOUNT/resolve" {
   capabilities = ["patch"]
 }
 

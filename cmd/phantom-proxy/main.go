@@ -37,7 +37,8 @@ func main() {
 
 func run(args []string) error {
 	var cfg proxy.Config
-	var extraHeaders, queryParams, logLevel, logFormat string
+	var extraHeaders, queryParams, logLevel, logFormat, appRoleRole string
+	var forwardActive bool
 	fs := flag.NewFlagSet("phantom-proxy", flag.ContinueOnError)
 	e := envFlags{fs: fs}
 	e.str(&cfg.ListenAddr, "listen", "PHANTOM_LISTEN", proxy.DefaultListenAddr, "address agents connect to")
@@ -51,6 +52,8 @@ func run(args []string) error {
 	e.int(&cfg.VaultConcurrency, "vault-concurrency", "PHANTOM_VAULT_CONCURRENCY", proxy.DefaultVaultConcurrency, "most resolve calls to Vault at once; requests beyond wait and go together in the next call")
 	e.str(&cfg.Mount, "mount", "PHANTOM_MOUNT", proxy.DefaultMount, "path where the Phantom engine is mounted")
 	e.str(&cfg.AppRoleMount, "approle-mount", "PHANTOM_APPROLE_MOUNT", proxy.DefaultAppRoleMount, "path where the AppRole auth method is mounted")
+	e.str(&appRoleRole, "approle-role", "PHANTOM_APPROLE_ROLE", "", "AppRole role whose secret_id a wrapped secret_id must be (default <mount>-proxy, as bootstrap.sh names it)")
+	e.boolean(&forwardActive, "vault-forward-active", "PHANTOM_VAULT_FORWARD_ACTIVE", true, "send resolve calls with X-Vault-Forward: active-node, so that no Vault Enterprise performance standby answers before it has seen a revocation; false only when -vault-addr reaches the active node alone")
 	e.str(&cfg.RoleIDFile, "role-id-file", "PHANTOM_ROLE_ID_FILE", "", "file holding the AppRole role_id (required)")
 	e.str(&cfg.SecretIDFile, "secret-id-file", "PHANTOM_SECRET_ID_FILE", "", "file holding the AppRole secret_id, or a wrapping token for it (required)")
 	e.boolean(&cfg.SecretIDWrapped, "secret-id-wrapped", "PHANTOM_SECRET_ID_WRAPPED", false, "the secret_id file holds a response-wrapping token")
@@ -58,6 +61,10 @@ func run(args []string) error {
 	e.dur(&cfg.UpstreamTimeout, "upstream-timeout", "PHANTOM_UPSTREAM_TIMEOUT", proxy.DefaultUpstreamTimeout, "longest wait for an upstream's response headers (then 504)")
 	e.dur(&cfg.DialTimeout, "dial-timeout", "PHANTOM_DIAL_TIMEOUT", proxy.DefaultDialTimeout, "longest wait to connect to an upstream")
 	e.int64(&cfg.MaxBodyBytes, "max-body-bytes", "PHANTOM_MAX_BODY_BYTES", proxy.DefaultMaxBodyBytes, "largest request body accepted (then 413)")
+	e.dur(&cfg.BodyStallTimeout, "body-stall-timeout", "PHANTOM_BODY_STALL_TIMEOUT", proxy.DefaultBodyStallTimeout, "longest wait for the next bytes of a request body (then the connection is closed)")
+	e.int(&cfg.MaxConnections, "max-connections", "PHANTOM_MAX_CONNECTIONS", proxy.DefaultMaxConnections, "most open connections on the agents' listener; more wait to be accepted")
+	e.float(&cfg.UnknownTokenRate, "unknown-token-rate", "PHANTOM_UNKNOWN_TOKEN_RATE", proxy.DefaultUnknownTokenRate, "unknown tokens per second one client address may send after its burst (then 429); negative turns the limit off")
+	e.int(&cfg.UnknownTokenBurst, "unknown-token-burst", "PHANTOM_UNKNOWN_TOKEN_BURST", proxy.DefaultUnknownTokenBurst, "unknown tokens one client address may send at once before -unknown-token-rate applies")
 	e.str(&extraHeaders, "token-headers", "PHANTOM_TOKEN_HEADERS", "", "comma-separated extra request headers that may carry a phantom token")
 	e.str(&queryParams, "token-query-params", "PHANTOM_TOKEN_QUERY_PARAMS", strings.Join(proxy.DefaultQueryParams, ","), "comma-separated query parameters that may carry a phantom token")
 	e.str(&cfg.AuditFile, "audit-file", "PHANTOM_AUDIT_FILE", "-", "audit log file (JSON lines); - is stdout")
@@ -95,7 +102,8 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	resolver, err := proxy.NewVaultResolver(cfg, log.Named("vault"))
+	resolver, err := proxy.NewVaultResolver(cfg, log.Named("vault"),
+		proxy.WithAppRoleRole(appRoleRole), proxy.WithForwardToActive(forwardActive))
 	if err != nil {
 		return err
 	}
@@ -144,6 +152,11 @@ func (e *envFlags) boolean(p *bool, name, env string, def bool, text string) {
 func (e *envFlags) int64(p *int64, name, env string, def int64, text string) {
 	parse := func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
 	e.fs.Int64Var(p, name, fromEnv(e, env, def, parse), e.usage(env, text))
+}
+
+func (e *envFlags) float(p *float64, name, env string, def float64, text string) {
+	parse := func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
+	e.fs.Float64Var(p, name, fromEnv(e, env, def, parse), e.usage(env, text))
 }
 
 func (e *envFlags) int(p *int, name, env string, def int, text string) {

@@ -20,6 +20,8 @@ func TestRunRefusesBadSettings(t *testing.T) {
 		{"bad log format", nil, []string{"-log-format=xml"}, "log-format"},
 		{"unknown flag", nil, []string{"-frobnicate"}, "frobnicate"},
 		{"pprof off loopback", nil, []string{"-vault-addr=x", "-role-id-file=r", "-secret-id-file=s", "-pprof", "-admin-listen=0.0.0.0:9090"}, "loopback"},
+		{"TLS verification off, Vault off loopback", map[string]string{"VAULT_SKIP_VERIFY": "true"}, []string{"-vault-addr=https://vault.example.com:8200", "-role-id-file=r", "-secret-id-file=s"}, "VAULT_SKIP_VERIFY"},
+		{"bad forward setting", map[string]string{"PHANTOM_VAULT_FORWARD_ACTIVE": "sometimes"}, nil, "PHANTOM_VAULT_FORWARD_ACTIVE"},
 		{"negative concurrency", nil, []string{"-vault-addr=x", "-role-id-file=r", "-secret-id-file=s", "-vault-concurrency=-1"}, "concurrency"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

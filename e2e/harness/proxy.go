@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -36,6 +37,24 @@ func (p *Proxy) Terminate() <-chan struct{} {
 // StartProxy starts phantom-proxy against v and waits until it is ready.
 func StartProxy(t testing.TB, v *Vault, extra ...string) *Proxy {
 	t.Helper()
+	return StartProxyEnv(t, v, nil, extra...)
+}
+
+// StartProxyEnv is StartProxy with more environment variables (KEY=VALUE)
+// for the proxy process.
+func StartProxyEnv(t testing.TB, v *Vault, env []string, extra ...string) *Proxy {
+	t.Helper()
+	p := LaunchProxy(t, v, env, extra...)
+	if !Eventually(20*time.Second, func() bool { return Status(p.Admin+"/readyz") == 200 }) {
+		t.Fatalf("the proxy did not become ready; its output:\n%s", p.Out)
+	}
+	return p
+}
+
+// LaunchProxy starts phantom-proxy like StartProxyEnv but does not wait for
+// it to become ready: for proxies that should not.
+func LaunchProxy(t testing.TB, v *Vault, env []string, extra ...string) *Proxy {
+	t.Helper()
 	p := &Proxy{
 		URL:       "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		Admin:     "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
@@ -54,7 +73,7 @@ func StartProxy(t testing.TB, v *Vault, extra ...string) *Proxy {
 		"-log-level=debug",
 	}, extra...)
 	cmd := exec.Command(v.tools.Proxy, args...)
-	cmd.Env = append(os.Environ(), "VAULT_TOKEN=", "VAULT_ADDR=")
+	cmd.Env = append(append(os.Environ(), "VAULT_TOKEN=", "VAULT_ADDR="), env...)
 	cmd.Stdout, cmd.Stderr = p.Out, p.Out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -71,10 +90,24 @@ func StartProxy(t testing.TB, v *Vault, extra ...string) *Proxy {
 			<-done
 		}
 	})
-	if !Eventually(20*time.Second, func() bool { return Status(p.Admin+"/readyz") == 200 }) {
-		t.Fatalf("the proxy did not become ready; its output:\n%s", p.Out)
-	}
 	return p
+}
+
+// RunProxy runs phantom-proxy with env and args (nothing else: give it all
+// it needs) for a start that should fail, and returns its output and exit
+// error. A proxy still running after 10 s is stopped and reported as such.
+func RunProxy(t testing.TB, env []string, args ...string) (string, error) {
+	t.Helper()
+	tl := Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tl.Proxy, args...)
+	cmd.Env = append(append(os.Environ(), "VAULT_TOKEN=", "VAULT_ADDR="), env...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), errors.New("still running after 10s")
+	}
+	return string(out), err
 }
 
 // Status is the HTTP status of a GET, 0 if there was no answer.

@@ -1,0 +1,375 @@
+package e2e
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phantomvault/phantom/e2e/harness"
+	"github.com/phantomvault/phantom/internal/token"
+)
+
+// echoingKey contains '/' and '+', as AWS and Azure keys do.
+const echoingKey = "sk_live_Ech0es/Back+In=Pieces0123456789abcdef"
+
+// echoAPI is an in-scope upstream that behaves as common servers do: it
+// echoes the request headers (the injected key among them) as a file that
+// honours Range, relays them in a 103 Early Hints, and obeys method and path
+// override headers. It records what it was asked.
+type echoAPI struct {
+	url string
+	mu  sync.Mutex
+	got []string // method, path and headers of each request
+}
+
+func startEchoAPI(t *testing.T) *echoAPI {
+	t.Helper()
+	a := &echoAPI{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/echo", func(w http.ResponseWriter, r *http.Request) {
+		var dump bytes.Buffer
+		r.Header.Write(&dump)
+		// http.ServeContent honours Range and If-Range, as file servers
+		// and CDNs do.
+		http.ServeContent(w, r, "echo.txt", time.Unix(0, 0), bytes.NewReader(dump.Bytes()))
+	})
+	mux.HandleFunc("/v1/always-partial", func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		half := auth[:len(auth)/2]
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(half)-1, len(auth)))
+		w.WriteHeader(http.StatusPartialContent)
+		io.WriteString(w, half)
+	})
+	mux.HandleFunc("/v1/hints", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css?k="+strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")+">; rel=preload")
+		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Del("X-Echo")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/v1/double-encoded", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Content-Encoding", "identity")
+		w.Header().Add("Content-Encoding", "gzip")
+		gz := gzip.NewWriter(w)
+		io.WriteString(gz, "Authorization: "+r.Header.Get("Authorization"))
+		gz.Close()
+	})
+	mux.HandleFunc("/v1/upload", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "read %d bytes, %v\n", n, err)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Method+" "+r.URL.Path+"\n")
+	})
+	ln := harness.Listen(t)
+	a.url = "http://" + ln.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var dump bytes.Buffer
+		fmt.Fprintf(&dump, "%s %s\n", r.Method, r.RequestURI)
+		r.Header.Write(&dump)
+		a.mu.Lock()
+		a.got = append(a.got, dump.String())
+		a.mu.Unlock()
+		mux.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return a
+}
+
+func (a *echoAPI) last() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.got) == 0 {
+		return ""
+	}
+	return a.got[len(a.got)-1]
+}
+
+func (a *echoAPI) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.got)
+}
+
+// exchangeOn sends raw request bytes and returns every byte of the answer,
+// 1xx responses included.
+func exchangeOn(t *testing.T, addr, request string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	io.WriteString(c, request)
+	raw, _ := io.ReadAll(c)
+	return string(raw)
+}
+
+// answeredAndClosed sends request bytes and returns the answer, failing
+// unless the proxy both answers and closes the connection within 5 s: a
+// connection left waiting for a body that never comes is what an attacker
+// uses to exhaust the proxy.
+func answeredAndClosed(t *testing.T, addr, request string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, request)
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("the proxy kept the connection open (%v) after answering %q", err, raw)
+	}
+	return string(raw)
+}
+
+// keyPieces are substrings of the key long enough to matter: any of them in
+// an answer is a piece the agent could put together with others.
+func keyPieces(key string) []string {
+	var out []string
+	for i := 0; i+8 <= len(key); i += 4 {
+		out = append(out, key[i:i+8])
+	}
+	return out
+}
+
+func assertNoPiece(t *testing.T, what, answer, key string) {
+	t.Helper()
+	for _, p := range keyPieces(key) {
+		if strings.Contains(answer, p) {
+			t.Fatalf("%s: the answer holds %q, a piece of the key:\n%s", what, p, answer)
+		}
+	}
+}
+
+// TestAgentCannotSliceOrRedirect: an agent with an in-scope token cannot
+// have an upstream return the injected key in pieces (Range, 206, 1xx
+// headers, an encoding the scrubber cannot read), nor make it run another
+// method or path than the one resolved (override headers and parameters,
+// Unicode look-alikes of '.' and '/').
+func TestAgentCannotSliceOrRedirect(t *testing.T) {
+	v := harness.StartDevVault(t)
+	api := startEchoAPI(t)
+	v.MustCLI(t, "write", "phantom/routes/echo", "upstream="+api.url, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+echoingKey)
+	p := harness.StartProxy(t, v)
+	addr := strings.TrimPrefix(p.URL, "http://")
+	tok, _ := v.Mint(t, "echo")
+	get := func(target string, headers ...string) string {
+		return "GET " + target + " HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + tok + "\r\n" +
+			strings.Join(append(headers, ""), "\r\n") + "Connection: close\r\n\r\n"
+	}
+
+	t.Run("range requests never reach the upstream", func(t *testing.T) {
+		// Without the proxy's help, ranges of 12 bytes walk the key out.
+		for start := 0; start < 600; start += 12 {
+			rng := fmt.Sprintf("Range: bytes=%d-%d", start, start+11)
+			answer := exchangeOn(t, addr, get("/v1/echo", rng, `If-Range: "x"`, "Accept-Charset: utf-16"))
+			if !strings.HasPrefix(answer, "HTTP/1.1 200 ") {
+				t.Fatalf("with %s: %q", rng, answer)
+			}
+			if up := api.last(); strings.Contains(up, "Range") || strings.Contains(up, "Accept-Charset") {
+				t.Fatalf("the upstream was sent a range or a charset:\n%s", up)
+			}
+			assertNoPiece(t, rng, answer, echoingKey)
+		}
+	})
+	t.Run("a 206 from the upstream is never passed on", func(t *testing.T) {
+		answer := exchangeOn(t, addr, get("/v1/always-partial"))
+		if !strings.HasPrefix(answer, "HTTP/1.1 502 ") {
+			t.Fatalf("want 502, got:\n%s", answer)
+		}
+		assertNoPiece(t, "206", answer, echoingKey)
+	})
+	t.Run("1xx response headers are scrubbed", func(t *testing.T) {
+		answer := exchangeOn(t, addr, get("/v1/hints"))
+		if !strings.HasPrefix(answer, "HTTP/1.1 103 ") || !strings.Contains(answer, "HTTP/1.1 200 ") {
+			t.Fatalf("want a 103 then a 200:\n%s", answer)
+		}
+		if strings.Contains(answer, echoingKey) {
+			t.Fatalf("a 103 carried the key to the agent:\n%s", answer)
+		}
+	})
+	t.Run("every Content-Encoding value is checked", func(t *testing.T) {
+		answer := exchangeOn(t, addr, get("/v1/double-encoded"))
+		if !strings.HasPrefix(answer, "HTTP/1.1 502 ") {
+			t.Fatalf("a body encoded behind 'identity' was passed on unread:\n%s", answer)
+		}
+	})
+	t.Run("method and path overrides are not forwarded", func(t *testing.T) {
+		overrides := []string{
+			"X-HTTP-Method-Override: DELETE", "X-HTTP-Method: DELETE", "X-Method-Override: DELETE",
+			"X-Original-Method: DELETE", "X-Original-URL: /admin", "X-Rewrite-URL: /admin",
+			"X-Original-URI: /admin", "X-Envoy-Original-Path: /admin", "X-Forwarded-Prefix: /admin",
+			"X-Forwarded-Path: /admin", "X-Forwarded-Uri: /admin",
+		}
+		answer := exchangeOn(t, addr, strings.Replace(get("/v1/thing", overrides...), "GET", "POST", 1))
+		if !strings.HasPrefix(answer, "HTTP/1.1 200 ") {
+			t.Fatalf("want 200:\n%s", answer)
+		}
+		up := strings.ToLower(api.last())
+		for _, h := range overrides {
+			name, _, _ := strings.Cut(strings.ToLower(h), ":")
+			if strings.Contains(up, name+":") {
+				t.Errorf("%s reached the upstream:\n%s", name, up)
+			}
+		}
+		before := api.count()
+		answer = exchangeOn(t, addr, strings.Replace(get("/v1/thing?_method=DELETE"), "GET", "POST", 1))
+		if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.count() != before {
+			t.Fatalf("a _method parameter was not refused:\n%s", answer)
+		}
+	})
+	t.Run("Unicode look-alikes of dots and slashes are refused", func(t *testing.T) {
+		before := api.count()
+		for _, target := range []string{
+			"/v1/x/%EF%BC%8E%EF%BC%8E/admin", // full-width "..", NFKC makes it ".."
+			"/v1/x%EF%BC%8Fadmin",            // full-width '/'
+			"/v1/x/%E2%80%A5/admin",          // TWO DOT LEADER
+		} {
+			if answer := exchangeOn(t, addr, get(target)); !strings.HasPrefix(answer, "HTTP/1.1 400 ") {
+				t.Errorf("%s: want 400:\n%s", target, answer)
+			}
+		}
+		if api.count() != before {
+			t.Fatal("a look-alike path reached the upstream")
+		}
+		// The engine applies the same rule to a resolve asked directly.
+		out := v.JSON(t, "write", "phantom/resolve", "token="+tok, "method=GET", "path=/v1/x/%EF%BC%8E%EF%BC%8E/admin", "client_ip=127.0.0.1")
+		if data, _ := out["data"].(map[string]any); data["allowed"] != false || data["reason"] != "bad_request" {
+			t.Fatalf("the engine's resolve of a look-alike path: %v", out["data"])
+		}
+	})
+}
+
+// TestSlowAndForgedClients: a body that never comes cannot hold the proxy,
+// a refusal is answered at once, connections per listener are bounded, and
+// forged tokens from one client stop reaching Vault after a burst.
+func TestSlowAndForgedClients(t *testing.T) {
+	v := harness.StartDevVault(t)
+	api := startEchoAPI(t)
+	v.MustCLI(t, "write", "phantom/routes/echo", "upstream="+api.url, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+echoingKey)
+	p := harness.StartProxy(t, v, "-body-stall-timeout=1s", "-max-connections=8", "-unknown-token-burst=5", "-unknown-token-rate=0.5")
+	addr := strings.TrimPrefix(p.URL, "http://")
+	tok, _ := v.Mint(t, "echo")
+
+	t.Run("a refusal does not wait for an announced body", func(t *testing.T) {
+		for _, expect := range []string{"", "Expect: 100-continue\r\n"} {
+			answer := answeredAndClosed(t, addr, "POST /v1/x HTTP/1.1\r\nHost: "+addr+"\r\nContent-Length: 100\r\n"+expect+"\r\n")
+			if !strings.HasPrefix(answer, "HTTP/1.1 401 ") {
+				t.Fatalf("no token, body never sent (%q): want 401 at once, got %q", expect, answer)
+			}
+		}
+	})
+	t.Run("an allowed body that stalls is cut off", func(t *testing.T) {
+		answer := answeredAndClosed(t, addr, "POST /v1/upload HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+"\r\nContent-Length: 100\r\n\r\nonly part")
+		if !strings.HasPrefix(answer, "HTTP/1.1 408 ") || !strings.Contains(answer, "body_timeout") {
+			t.Fatalf("a body stalled past -body-stall-timeout got %q, want 408", answer)
+		}
+	})
+	t.Run("connections are bounded per listener", func(t *testing.T) {
+		var held []net.Conn
+		t.Cleanup(func() {
+			for _, c := range held {
+				c.Close()
+			}
+		})
+		for range 8 {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, "GET /v1/x HTTP/1.1\r\nHost: a\r\n") // headers never end
+			held = append(held, c)
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /v1/x HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if n, _ := c.Read(make([]byte, 1)); n != 0 {
+			t.Fatal("a ninth connection was served while eight were open")
+		}
+		// The header timeout frees the slots; the ninth is then served.
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		raw, _ := io.ReadAll(c)
+		if !strings.HasPrefix(string(raw), "HTTP/1.1 401 ") {
+			t.Fatalf("the waiting connection got %q", raw)
+		}
+	})
+	t.Run("forged tokens stop reaching Vault after a burst", func(t *testing.T) {
+		calls := func() float64 { return metricSum(t, p, "phantom_proxy_resolve_seconds_count") }
+		before := calls()
+		var limited int
+		for range 40 {
+			forged, err := token.New(rand.Reader, "phm_")
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer := exchangeOn(t, addr, "GET /v1/x HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+forged+"\r\nConnection: close\r\n\r\n")
+			switch {
+			case strings.HasPrefix(answer, "HTTP/1.1 401 "):
+			case strings.HasPrefix(answer, "HTTP/1.1 429 ") && strings.Contains(answer, "Retry-After: "):
+				limited++
+			default:
+				t.Fatalf("a forged token got %q", answer)
+			}
+		}
+		resolves := calls() - before
+		t.Logf("40 forged tokens: %.0f resolves reached Vault, %d answered 429", resolves, limited)
+		if resolves > 10 || limited < 30 {
+			t.Fatalf("%.0f of 40 forged tokens reached Vault (%d limited); want at most the burst and a little refill", resolves, limited)
+		}
+		// A real token from the same address is limited too, until the
+		// bucket refills: the limit is per client, not per token.
+		if answer := exchangeOn(t, addr, "GET /v1/x HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+"\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(answer, "HTTP/1.1 429 ") {
+			t.Fatalf("right after the burst: %q", answer)
+		}
+		retry := harness.Eventually(10*time.Second, func() bool {
+			answer := exchangeOn(t, addr, "GET /v1/x HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+"\r\nConnection: close\r\n\r\n")
+			return strings.HasPrefix(answer, "HTTP/1.1 200 ")
+		})
+		if !retry {
+			t.Fatal("the real token was not served once the bucket refilled")
+		}
+	})
+}
+
+// metricSum adds up every series of one metric on the proxy's /metrics.
+func metricSum(t *testing.T, p *harness.Proxy, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(p.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for line := range strings.Lines(string(body)) {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || !(strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(rest[strings.LastIndexByte(rest, ' '):]), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += f
+	}
+	return sum
+}
