@@ -1,110 +1,129 @@
 package proxy
 
 import (
-	"bytes"
-	"encoding/json"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
 )
 
-// The scrubber masks every occurrence of a secret with '*' of the same
-// length, so Content-Length stays true and nothing needs buffering beyond a
-// possible partial match at the end of a chunk.
+// The scrubber masks every occurrence of a secret's forms with '*' of the
+// same length, so Content-Length stays true.
 const maskByte = '*'
 
 type scrubber struct {
-	secrets [][]byte // distinct, non-empty
-	maxLen  int
+	forms    []secretForm
+	patterns []pattern // one per form
+	sets     [][]alt   // alternatives of the non-alphanumeric characters in the forms
+	filter   filter
+	short    []shortPattern // patterns the filter cannot anchor
+	maxLen   int            // longest possible occurrence of any pattern
+	// hold is how many bytes a body holds back at the end of a read that
+	// does not end in '\n': at least maxLen-1, and computed from lengths
+	// only, never from which bytes the credential has.
+	hold int
+	// nlSafe: no form can contain '\n', so a read that ends in '\n' cannot
+	// end inside one.
+	nlSafe bool
+	// folded is the first form (the credential) in lower case: header
+	// names are canonicalised, which changes their case.
+	folded string
 }
 
 // scrubbers keeps the scrubbers of recently used credentials, so a request
-// does not rebuild the encoded forms of its key. Entries expire, so a key
-// rotated away does not linger in memory.
+// does not rebuild the patterns of its key. Entries expire, so a key rotated
+// away does not linger in memory.
 var scrubbers = expirable.NewLRU[string, *scrubber](1024, nil, 5*time.Minute)
 
 // scrubberFor returns the scrubber of g's credential as g injects it.
 func scrubberFor(g *Grant) *scrubber {
-	key := g.AuthFormat + "\x00" + g.Credential
+	key := g.AuthType + "\x00" + g.AuthFormat + "\x00" + g.Credential
 	if s, ok := scrubbers.Get(key); ok {
 		return s
 	}
-	s := newScrubber(g.secretForms())
+	s := newScrubber(g.secretForms(), holdFor(g))
 	scrubbers.Add(key, s)
 	return s
 }
 
-func newScrubber(forms []string) *scrubber {
-	s := &scrubber{}
-	for _, f := range forms {
-		if f == "" || slices.ContainsFunc(s.secrets, func(b []byte) bool { return string(b) == f }) {
-			continue
-		}
-		s.secrets = append(s.secrets, []byte(f))
-		s.maxLen = max(s.maxLen, len(f))
+func newScrubber(forms []secretForm, hold int) *scrubber {
+	s := &scrubber{nlSafe: true}
+	if len(forms) > 0 {
+		s.folded = strings.ToLower(forms[0].text)
 	}
+	s.compile(forms)
+	s.hold = max(hold, s.maxLen-1, 0)
 	return s
 }
 
-// mask overwrites every complete occurrence of a secret in b.
-func (s *scrubber) mask(b []byte) {
-	for _, sec := range s.secrets {
-		for i := 0; ; {
-			j := bytes.Index(b[i:], sec)
-			if j < 0 {
-				break
-			}
-			for k := range sec {
-				b[i+j+k] = maskByte
-			}
-			i += j + len(sec)
-		}
+// holdFor bounds the longest occurrence of any of g's forms, less one, from
+// the lengths of its credential and injected value alone: a character is
+// written in at most maxAltPerByte bytes per byte; a base64 middle of n
+// bytes has at most 4n/3+1 characters, and one more on each side is masked.
+// So the tail a body holds back tells nothing of the credential's bytes.
+func holdFor(g *Grant) int {
+	c, v := len(g.Credential), len(g.authValue())
+	encoded := max(c, v)
+	switch g.AuthType {
+	case "query":
+		encoded = max(encoded, 3*v) // url.QueryEscape writes a byte in at most 3
+	case "basic":
+		encoded = max(encoded, (v+2)/3*4)
+	}
+	text := maxAltPerByte * max(c, v)
+	b64 := maxAltPerByte*(4*encoded/3+1) + 2*maxAltPerByte
+	return max(text, b64) - 1
+}
+
+// mask overwrites b[from:to] with maskByte.
+func mask(b []byte, from, to int) {
+	for i := from; i < to; i++ {
+		b[i] = maskByte
 	}
 }
 
-// heldBack returns how many bytes at the end of b might be the start of a
-// secret that the next chunk completes.
-func (s *scrubber) heldBack(b []byte) int {
-	for k := min(s.maxLen-1, len(b)); k > 0; k-- {
-		tail := b[len(b)-k:]
-		for _, sec := range s.secrets {
-			if len(sec) > k && bytes.HasPrefix(sec, tail) {
-				return k
-			}
-		}
-	}
-	return 0
-}
-
-// String returns v with every secret masked.
+// String returns v with every form masked.
 func (s *scrubber) String(v string) string {
-	for _, sec := range s.secrets {
-		if strings.Contains(v, string(sec)) {
-			b := []byte(v)
-			s.mask(b)
-			return string(b)
-		}
+	var buf [4]span
+	spans := find(s, v, buf[:0])
+	if len(spans) == 0 {
+		return v
 	}
-	return v
+	b := []byte(v)
+	for _, sp := range spans {
+		mask(b, sp.start, sp.end)
+	}
+	return string(b)
 }
 
-// Header masks secrets in every header value.
+// Header masks the forms in every header value, and drops any header whose
+// name holds the credential (a name cannot be masked: it would no longer be
+// a valid header name).
 func (s *scrubber) Header(h http.Header) {
-	for _, values := range h {
+	for name, values := range h {
+		if s.folded != "" && strings.Contains(strings.ToLower(name), s.folded) {
+			delete(h, name)
+			continue
+		}
 		for i, v := range values {
 			values[i] = s.String(v)
 		}
 	}
 }
 
-// Reader wraps a body so that no secret, even one split across reads,
-// comes out of it. size is the body's length if known, else -1: a small body
-// gets a small buffer. atEnd, if set, runs once when src is exhausted: the
-// moment an HTTP response's trailers become known.
+// Reader wraps a body so that no form, even one split across reads, comes
+// out of it. size is the body's length if known, else -1: a small body gets
+// a small buffer. atEnd, if set, runs once when src is exhausted: the moment
+// an HTTP response's trailers become known.
+//
+// A read that ends in '\n' is released whole, so server-sent events and
+// JSON lines flow at once. Any other read keeps its last s.hold bytes until
+// more arrive or the body ends. What is held back depends on the credential's
+// length only, never on whether the tail could begin a form: a response that
+// echoes a guess of the key's first bytes comes out exactly as fast as any
+// other (no byte-by-byte timing oracle).
 func (s *scrubber) Reader(src io.ReadCloser, size int64, atEnd func()) io.ReadCloser {
 	chunk := scrubChunk
 	if size >= 0 && size < scrubChunk {
@@ -116,61 +135,89 @@ func (s *scrubber) Reader(src io.ReadCloser, size int64, atEnd func()) io.ReadCl
 type scrubReader struct {
 	s     *scrubber
 	src   io.ReadCloser
-	buf   []byte // read from src, masked; buf[:ready] may be returned
-	ready int
-	err   error // from src, returned once buf is drained
+	held  []byte // read and scanned, not yet released; never masked in place
+	pend  int    // held[:pend] is the end of a form that began in released bytes
+	out   []byte // released bytes not yet returned (when the caller's buffer was too small to work in)
+	work  []byte // buffer for callers with small buffers
+	spans []span
+	err   error // from src
 	atEnd func()
-	chunk int // how much to grow buf by
+	chunk int
 }
 
 const (
 	scrubChunk    = 32 << 10
 	minScrubChunk = 512
+	// minDirect: a caller's buffer with room for the held tail and this
+	// much more is read into directly, sparing a copy of the body.
+	minDirect = 4 << 10
 )
 
 func (r *scrubReader) Read(p []byte) (int, error) {
-	for r.ready == 0 {
-		if r.err != nil {
-			if len(r.buf) > 0 {
-				// The stream ended: a held-back tail is not a secret.
-				r.ready = len(r.buf)
-				break
-			}
-			return 0, r.err
-		}
-		r.fill()
+	if len(r.out) > 0 {
+		n := copy(p, r.out)
+		r.out = r.out[n:]
+		return n, nil
 	}
-	n := copy(p, r.buf[:r.ready])
-	r.buf = r.buf[n:]
-	r.ready -= n
-	return n, nil
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for r.err == nil {
+		w, direct := p, len(p) >= len(r.held)+minDirect
+		if !direct {
+			if r.work == nil {
+				r.work = make([]byte, r.chunk+r.s.hold)
+			}
+			w = r.work
+		}
+		h := copy(w, r.held)
+		n, err := r.src.Read(w[h:])
+		if err != nil {
+			r.err = err
+			if r.atEnd != nil {
+				r.atEnd()
+				r.atEnd = nil
+			}
+		}
+		released := r.scrub(w[:h+n], err != nil)
+		if released == 0 {
+			continue
+		}
+		if direct {
+			return released, nil
+		}
+		n = copy(p, w[:released])
+		r.out = w[n:released]
+		return n, nil
+	}
+	return 0, r.err
 }
 
-func (r *scrubReader) fill() {
-	if cap(r.buf)-len(r.buf) < r.chunk/2 {
-		grown := make([]byte, len(r.buf), len(r.buf)+r.chunk)
-		copy(grown, r.buf)
-		r.buf = grown
+// scrub scans w, the held tail followed by new bytes, decides how much of it
+// to release, masks the forms in that part, keeps the rest in r.held and
+// returns the length released. A form that starts in the released part and
+// ends in the held one is masked up to the cut now and recorded in r.pend for
+// the rest; a form wholly in the held part is found again next time. Held
+// bytes are kept as they came, so the next scan sees a form that overlaps a
+// masked one.
+func (r *scrubReader) scrub(w []byte, eof bool) int {
+	spans := find(r.s, w, r.spans[:0])
+	released := len(w)
+	if !eof && (len(w) == 0 || w[len(w)-1] != '\n' || !r.s.nlSafe) {
+		released = max(len(w)-r.s.hold, 0)
 	}
-	n, err := r.src.Read(r.buf[len(r.buf):cap(r.buf)])
-	r.buf = r.buf[:len(r.buf)+n]
-	r.err = err
-	if err != nil && r.atEnd != nil {
-		r.atEnd()
-		r.atEnd = nil
+	pend := max(r.pend-released, 0)
+	mask(w, 0, min(r.pend, released))
+	for _, sp := range spans {
+		if sp.start < released {
+			mask(w, sp.start, min(sp.end, released))
+			pend = max(pend, sp.end-released)
+		}
 	}
-	r.s.mask(r.buf)
-	r.ready = len(r.buf) - r.s.heldBack(r.buf)
+	r.held = append(r.held[:0], w[released:]...)
+	r.pend = pend
+	r.spans = spans[:0]
+	return released
 }
 
 func (r *scrubReader) Close() error { return r.src.Close() }
-
-// jsonEscape returns s as it appears inside a JSON string.
-func jsonEscape(s string, escapeHTML bool) string {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(escapeHTML)
-	enc.Encode(s)
-	out := strings.TrimSuffix(b.String(), "\n")
-	return out[1 : len(out)-1]
-}

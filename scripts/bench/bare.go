@@ -18,11 +18,17 @@ import (
 // phantom-proxy runs in its own: sharing the load generator's Go runtime
 // would spare it the cross-process wakeups every real proxy pays.
 func startBareProxy(upstream, realKeyEnv string) (string, func()) {
+	return startChild("bare proxy", "-bare-proxy", "-upstream="+upstream, "-real-key-env="+realKeyEnv)
+}
+
+// startChild runs this program again with args, reads the URL it prints
+// on its first line, and returns it with a function that stops it.
+func startChild(what string, args ...string) (string, func()) {
 	self, err := os.Executable()
 	if err != nil {
 		log.Fatal(err)
 	}
-	cmd := exec.Command(self, "-bare-proxy", "-upstream="+upstream, "-real-key-env="+realKeyEnv)
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -34,7 +40,7 @@ func startBareProxy(upstream, realKeyEnv string) (string, func()) {
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		cmd.Process.Kill()
-		log.Fatalf("bare proxy: %v", err)
+		log.Fatalf("%s: %v", what, err)
 	}
 	return strings.TrimSpace(line), func() {
 		cmd.Process.Kill()

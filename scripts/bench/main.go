@@ -7,7 +7,8 @@
 // connections: (1) the API directly, (2) a bare httputil.ReverseProxy that
 // injects a fixed key, in a process of its own, (3) phantom-proxy, which
 // resolves every request through Vault. It also measures resolve and mint
-// straight against Vault and samples phantom-proxy's memory.
+// straight against Vault, one large response through each target (the
+// scrubber's line rate) and samples phantom-proxy's memory.
 package main
 
 import (
@@ -34,7 +35,7 @@ type config struct {
 	upstream, proxy, vaultAddr, vaultToken, resolveToken, token, realKey, route, path string
 	proxyPID                                                                          int
 	duration, memoryRun                                                               time.Duration
-	rounds                                                                            int
+	rounds, bulkMiB, bulkRounds                                                       int
 	conns                                                                             []int
 	jsonOut                                                                           string
 }
@@ -63,6 +64,7 @@ type report struct {
 	ProxyPeakRSSMiB  float64            `json:"proxy_peak_rss_mib"`
 	ProxyRSSMiB      []float64          `json:"proxy_rss_mib_samples"`
 	MemoryRun        *memoryRun         `json:"memory_run,omitempty"`
+	Bulk             *bulkResult        `json:"bulk_response,omitempty"`
 }
 
 func main() {
@@ -83,10 +85,17 @@ func main() {
 	flag.StringVar(&conns, "conns", "1,16,64", "comma-separated concurrency levels")
 	flag.StringVar(&c.jsonOut, "json", "bench.json", "where to write the figures as JSON")
 	flag.DurationVar(&c.memoryRun, "memory-run", 0, "after the runs, drive phantom-proxy at the highest concurrency this long and record its memory (e.g. 10m)")
+	flag.IntVar(&c.bulkMiB, "bulk-mib", 256, "size of the large response downloaded through each target, in MiB (0: skip)")
+	flag.IntVar(&c.bulkRounds, "bulk-rounds", 3, "downloads of the large response per target")
 	bareProxy := flag.Bool("bare-proxy", false, "serve the bare reverse proxy to -upstream and print its URL (the bench starts itself so)")
+	bulkUpstream := flag.Bool("bulk-upstream", false, "serve the large responses and print the URL (the bench starts itself so)")
 	flag.Parse()
 	if *bareProxy {
 		serveBareProxy(c.upstream, os.Getenv(c.realKey))
+		return
+	}
+	if *bulkUpstream {
+		serveBulkUpstream()
 		return
 	}
 	for _, s := range strings.Split(conns, ",") {
@@ -147,6 +156,9 @@ func main() {
 		if b, ok := byKey["bare-proxy/1"]; ok && f.ResolveMS > 0 {
 			r.AddedFloorMS = round(b.P50ms - byKey["direct/1"].P50ms + f.ResolveMS)
 		}
+	}
+	if c.bulkMiB > 0 && c.vaultAddr != "" && c.vaultToken != "" {
+		r.Bulk = runBulk(c, c.bulkMiB, max(c.bulkRounds, 1))
 	}
 	r.ProxyPeakRSSMiB, r.ProxyRSSMiB = rss.stop()
 	if c.memoryRun > 0 {
@@ -373,6 +385,10 @@ func printReport(r report) {
 	}
 	if r.AddedFloorMS > 0 {
 		fmt.Printf("floor of what phantom can add at 1 connection (the bare proxy's added latency plus one resolve): %.3f ms\n", r.AddedFloorMS)
+	}
+	if b := r.Bulk; b != nil {
+		fmt.Printf("one %d MiB response, median of %d: direct %.3f GB/s, bare proxy %.3f GB/s, phantom %.3f GB/s; phantom/bare proxy %.3f\n",
+			b.MiB, b.Rounds, b.GBps["direct"], b.GBps["bare-proxy"], b.GBps["phantom"], b.Ratio)
 	}
 	fmt.Printf("phantom-proxy peak RSS: %.1f MiB\n", r.ProxyPeakRSSMiB)
 	if m := r.MemoryRun; m != nil {

@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// A secretForm is a string the scrubber looks for, and how encoders may
+// have rewritten it.
+type secretForm struct {
+	text string
+	kind formKind
+}
+
+type formKind uint8
+
+const (
+	// formText: each character other than an ASCII letter or digit may
+	// appear in any of the ways the encoders below write it (alternatives).
+	formText formKind = iota
+	// formBase64: base64 characters that depend on the secret's bytes only.
+	// The one character on each side that mixes secret bits with the bytes
+	// around it is masked too, whatever it is.
+	formBase64
+)
+
+// minBase64Middle is the shortest base64 middle worth matching: 8
+// characters, 48 bits of the secret. Keys of 7 bytes or more have middles at
+// least that long at every alignment; shorter keys get no base64 forms.
+const minBase64Middle = 8
+
+// base64Middles returns, for each alignment of s inside a larger document
+// (s starting at byte 0, 1 or 2 of a 3-byte group) and each alphabet
+// (standard, URL), the run of base64 characters whose 6 bits all come from
+// s. Padding never falls inside that run, so padded and unpadded encoders
+// give the same middles.
+func base64Middles(s string) []string {
+	var out []string
+	for align := range 3 {
+		doc := make([]byte, align+len(s))
+		copy(doc[align:], s)
+		first := (8*align + 5) / 6       // first character whose bits start at or after s
+		last := 8 * (align + len(s)) / 6 // characters before this one end at or before s's end
+		if last-first < minBase64Middle {
+			continue
+		}
+		for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+			m := enc.EncodeToString(doc)[first:last]
+			if !contains(out, m) {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// An alt is one way to write a character. Bytes flagged in fold match in
+// either case (hex digits, the x of "&#x"); s holds them in lower case.
+type alt struct {
+	s    string
+	fold uint32
+}
+
+// maxAltPerByte bounds how many bytes an alternative spends per byte of the
+// character it writes: 6, for "\u002b", "&#043;" or "&quot;" standing for
+// one ASCII byte (non-ASCII characters need at most 3 per byte).
+const maxAltPerByte = 6
+
+// asciiAlts[c] lists the ways the encoders write the ASCII byte c, when c
+// is not a letter or digit (letters and digits are written as they are by
+// every encoder, and have no entry):
+//   - raw;
+//   - percent-encoding (url.QueryEscape, url.PathEscape, encodeURIComponent,
+//     urlencode, URLEncoder, HttpUtility.UrlEncode): %XX in either case, and
+//     %25XX, percent-encoded twice (a URL in the query of a redirect);
+//   - form encoding: '+' for a space;
+//   - JSON (encoding/json, PHP json_encode, .NET System.Text.Json, Python,
+//     Jackson, Gson): \u00XX in either case, and the short escapes \" \\ \/
+//     \b \f \n \r \t;
+//   - HTML and XML (html.EscapeString, htmlspecialchars, .NET HtmlEncode):
+//     &amp; &lt; &gt; &quot; &apos;, &#DD; and &#0DD; in decimal, &#xHH;
+//     in hex.
+var asciiAlts = func() (t [utf8.RuneSelf][]alt) {
+	for c := range utf8.RuneSelf {
+		if !isAlnum(byte(c)) {
+			t[c] = asciiAlternatives(byte(c))
+		}
+	}
+	return t
+}()
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+var jsonShortEscapes = map[byte]string{'"': `\"`, '\\': `\\`, '/': `\/`, '\b': `\b`, '\f': `\f`, '\n': `\n`, '\r': `\r`, '\t': `\t`}
+
+var htmlNamed = map[byte]string{'&': "&amp;", '<': "&lt;", '>': "&gt;", '"': "&quot;", '\'': "&apos;"}
+
+func asciiAlternatives(c byte) []alt {
+	hx := strconv.FormatUint(uint64(c), 16)
+	hx2 := strings.Repeat("0", 2-len(hx)) + hx
+	dec := strconv.Itoa(int(c))
+	alts := []alt{
+		{s: string(c)},
+		folded("%", hx2, ""),
+		folded("%25", hx2, ""),
+		folded(`\u00`, hx2, ""),
+		{s: "&#" + dec + ";"},
+		folded("&#x", hx, ";"),
+	}
+	if len(dec) < 3 {
+		alts = append(alts, alt{s: "&#" + strings.Repeat("0", 3-len(dec)) + dec + ";"})
+	}
+	if c == ' ' {
+		alts = append(alts, alt{s: "+"})
+	}
+	if e, ok := jsonShortEscapes[c]; ok {
+		alts = append(alts, alt{s: e})
+	}
+	if e, ok := htmlNamed[c]; ok {
+		alts = append(alts, alt{s: e})
+	}
+	return alts
+}
+
+// runeAlts lists the ways the encoders write a non-ASCII character, given
+// as its UTF-8 bytes (or one byte that is not valid UTF-8).
+func runeAlts(raw string) []alt {
+	var pct, pct2 strings.Builder
+	var fold, fold2 uint32
+	for i := range len(raw) {
+		h := strconv.FormatUint(uint64(raw[i]), 16)
+		h = strings.Repeat("0", 2-len(h)) + h
+		pct.WriteString("%" + h)
+		fold |= 0b110 << (3 * i)
+		pct2.WriteString("%25" + h)
+		fold2 |= 0b11000 << (5 * i)
+	}
+	alts := []alt{{s: raw}, {s: pct.String(), fold: fold}, {s: pct2.String(), fold: fold2}}
+	r, size := utf8.DecodeRuneInString(raw)
+	if r == utf8.RuneError && size <= 1 {
+		return alts // not UTF-8: encoders cannot name the character
+	}
+	var json string
+	if r > 0xffff {
+		hi, lo := (r-0x10000)>>10+0xd800, (r-0x10000)&0x3ff+0xdc00
+		json = `\u` + strconv.FormatInt(int64(hi), 16) + `\u` + strconv.FormatInt(int64(lo), 16)
+	} else {
+		h := strconv.FormatInt(int64(r), 16)
+		json = `\u` + strings.Repeat("0", 4-len(h)) + h
+	}
+	jfold := uint32(0b111100)
+	if len(json) == 12 {
+		jfold |= 0b111100 << 6
+	}
+	return append(alts,
+		alt{s: json, fold: jfold},
+		alt{s: "&#" + strconv.Itoa(int(r)) + ";"},
+		folded("&#x", strconv.FormatInt(int64(r), 16), ";"),
+	)
+}
+
+// folded is prefix+digits+suffix with the digits, and an "x" ending the
+// prefix, matched in either case.
+func folded(prefix, digits, suffix string) alt {
+	var fold uint32
+	for i := range len(digits) {
+		fold |= 1 << (len(prefix) + i)
+	}
+	if strings.HasSuffix(prefix, "x") {
+		fold |= 1 << (len(prefix) - 1)
+	}
+	return alt{s: prefix + digits + suffix, fold: fold}
+}
+
+// lower maps ASCII upper-case letters to lower case and every other byte
+// to itself.
+var lower = func() (t [256]byte) {
+	for i := range t {
+		t[i] = byte(i)
+		if 'A' <= i && i <= 'Z' {
+			t[i] = byte(i) + 'a' - 'A'
+		}
+	}
+	return t
+}()
