@@ -86,7 +86,10 @@ admin_policy=$name-admin issuer_policy=$name-issuer proxy_policy=$name-proxy rol
 [[ -z "$replica" || "$replica" =~ ^[A-Za-z0-9_.-]+$ ]] || die "PHANTOM_REPLICA=$replica: use letters, digits, \"_\", \".\" and \"-\""
 [[ "$rotate" == true || "$rotate" == false ]] || die "PHANTOM_ROTATE_SECRET_ID=$rotate is not true or false"
 
-issuer_routes=${PHANTOM_ISSUER_ROUTES:-*}
+# Unset means every route; set but empty (a CI variable that came out empty)
+# is refused rather than read as "*", as the engine refuses empty narrowing.
+issuer_routes=${PHANTOM_ISSUER_ROUTES-*}
+[[ -n "${issuer_routes//[, ]/}" ]] || die "PHANTOM_ISSUER_ROUTES is set but names no route: unset it for every route (*), or list routes"
 set -f # route patterns hold globs meant for Vault, not for the shell
 for pattern in ${issuer_routes//,/ }; do
   # Vault's policy globs know only a trailing "*" (a raw prefix) and "+" (a

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -215,6 +216,8 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 			"X-Original-Method: DELETE", "X-Original-URL: /admin", "X-Rewrite-URL: /admin",
 			"X-Original-URI: /admin", "X-Envoy-Original-Path: /admin", "X-Forwarded-Prefix: /admin",
 			"X-Forwarded-Path: /admin", "X-Forwarded-Uri: /admin",
+			// Underscore spellings: CGI-style servers read them as the above.
+			"X_HTTP_METHOD_OVERRIDE: DELETE", "X_Original_URL: /admin", "X_Rewrite_Url: /admin",
 		}
 		answer := exchangeOn(t, addr, strings.Replace(get("/v1/thing", overrides...), "GET", "POST", 1))
 		if !strings.HasPrefix(answer, "HTTP/1.1 200 ") {
@@ -262,7 +265,8 @@ func TestSlowAndForgedClients(t *testing.T) {
 	v := harness.StartDevVault(t)
 	api := startEchoAPI(t)
 	v.MustCLI(t, "write", "phantom/routes/echo", "upstream="+api.url, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+echoingKey)
-	p := harness.StartProxy(t, v, "-body-stall-timeout=1s", "-max-connections=8", "-unknown-token-burst=5", "-unknown-token-rate=0.5")
+	p := harness.StartProxy(t, v, "-body-stall-timeout=1s", "-max-connections=8", "-max-connections-per-client=-1",
+		"-unknown-token-burst=5", "-unknown-token-rate=0.5")
 	addr := strings.TrimPrefix(p.URL, "http://")
 	tok, _ := v.Mint(t, "echo")
 
@@ -272,6 +276,12 @@ func TestSlowAndForgedClients(t *testing.T) {
 			if !strings.HasPrefix(answer, "HTTP/1.1 401 ") {
 				t.Fatalf("no token, body never sent (%q): want 401 at once, got %q", expect, answer)
 			}
+		}
+	})
+	t.Run("a refused client keeps no connection", func(t *testing.T) {
+		answer := answeredAndClosed(t, addr, "GET /v1/x HTTP/1.1\r\nHost: "+addr+"\r\n\r\n")
+		if !strings.HasPrefix(answer, "HTTP/1.1 401 ") {
+			t.Fatalf("no token, keep-alive asked for: %q", answer)
 		}
 	})
 	t.Run("an allowed body that stalls is cut off", func(t *testing.T) {
@@ -335,17 +345,47 @@ func TestSlowAndForgedClients(t *testing.T) {
 		if resolves > 10 || limited < 30 {
 			t.Fatalf("%.0f of 40 forged tokens reached Vault (%d limited); want at most the burst and a little refill", resolves, limited)
 		}
-		// A real token from the same address is limited too, until the
-		// bucket refills: the limit is per client, not per token.
-		if answer := exchangeOn(t, addr, "GET /v1/x HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+"\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(answer, "HTTP/1.1 429 ") {
-			t.Fatalf("right after the burst: %q", answer)
+		// A token the engine allowed before (the stalled upload's) still
+		// passes: agents sharing the address keep working.
+		if answer := exchangeOn(t, addr, "GET /v1/x HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+"\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(answer, "HTTP/1.1 200 ") {
+			t.Fatalf("a token allowed before, right after the burst: %q", answer)
 		}
-		retry := harness.Eventually(10*time.Second, func() bool {
-			answer := exchangeOn(t, addr, "GET /v1/x HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+"\r\nConnection: close\r\n\r\n")
-			return strings.HasPrefix(answer, "HTTP/1.1 200 ")
-		})
-		if !retry {
-			t.Fatal("the real token was not served once the bucket refilled")
+		// A token never seen allowed waits for the budget to refill.
+		fresh, _ := v.Mint(t, "echo")
+		freshReq := "GET /v1/x HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + fresh + "\r\nConnection: close\r\n\r\n"
+		if answer := exchangeOn(t, addr, freshReq); !strings.HasPrefix(answer, "HTTP/1.1 429 ") {
+			t.Fatalf("a new token right after the burst: %q", answer)
+		}
+		if !harness.Eventually(10*time.Second, func() bool { return strings.HasPrefix(exchangeOn(t, addr, freshReq), "HTTP/1.1 200 ") }) {
+			t.Fatal("the new token was not served once the budget refilled")
+		}
+	})
+
+	// One client cannot take every connection of the listener.
+	t.Run("connections are bounded per client", func(t *testing.T) {
+		q := harness.StartProxy(t, v, "-max-connections-per-client=4")
+		qaddr := strings.TrimPrefix(q.URL, "http://")
+		for range 4 {
+			c, err := net.Dial("tcp", qaddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			io.WriteString(c, "GET /v1/x HTTP/1.1\r\nHost: a\r\n") // headers never end
+		}
+		time.Sleep(200 * time.Millisecond) // let the proxy accept them
+		c, err := net.Dial("tcp", qaddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET /v1/x HTTP/1.1\r\nHost: "+qaddr+"\r\nConnection: close\r\n\r\n")
+		// Closed at once: EOF, or a reset if our request crossed the close.
+		raw, err := io.ReadAll(c)
+		var netErr net.Error
+		if len(raw) != 0 || errors.As(err, &netErr) && netErr.Timeout() {
+			t.Fatalf("a fifth connection from one address got %q, %v; want it closed at once", raw, err)
 		}
 	})
 }

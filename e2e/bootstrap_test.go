@@ -161,6 +161,8 @@ func TestIssuerRoutePatterns(t *testing.T) {
 		"team-a-+":   "not a route name",
 		"-team":      "not a route name",
 		"billing,t*": `write "t-*"`,
+		"":           "names no route", // an empty CI variable must not mean every route
+		" , ":        "names no route",
 	} {
 		out, err := v.RunBootstrap(t, nil, "PHANTOM_ISSUER_ROUTES="+pattern, "PHANTOM_OUT_DIR="+t.TempDir())
 		if err == nil || !strings.Contains(out, why) {

@@ -27,6 +27,7 @@ const (
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultBodyStallTimeout  = 30 * time.Second // longest wait for the next bytes of a request body
 	DefaultMaxConnections    = 4096             // per listener
+	DefaultMaxConnsPerClient = 256              // per client address (IPv4, or IPv6 /64)
 	DefaultUnknownTokenRate  = 1.0              // unknown tokens per second per client, after the burst
 	DefaultUnknownTokenBurst = 20
 )
@@ -65,6 +66,10 @@ type Config struct {
 	BodyStallTimeout time.Duration
 	// MaxConnections bounds the open connections of each listener.
 	MaxConnections int
+	// MaxConnectionsPerClient bounds the open connections of one client
+	// address on the agents' listener; a negative value turns it off (for
+	// a proxy behind a load balancer, whose address every connection has).
+	MaxConnectionsPerClient int
 	// UnknownTokenRate and UnknownTokenBurst bound how fast one client
 	// address (an IPv4 address or an IPv6 /64) may have tokens refused as
 	// unknown by the engine; past it, its requests get 429. A negative rate
@@ -114,6 +119,9 @@ func (c Config) withDefaults() Config {
 	set(&c.BodyStallTimeout, DefaultBodyStallTimeout)
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnectionsPerClient == 0 {
+		c.MaxConnectionsPerClient = DefaultMaxConnsPerClient
 	}
 	if c.UnknownTokenRate == 0 {
 		c.UnknownTokenRate = DefaultUnknownTokenRate

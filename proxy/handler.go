@@ -92,10 +92,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	refuse := func(status int, reason, message string) {
 		rec.Reason = reason
+		// A refused client keeps no connection: idle keep-alives of
+		// clients without a valid token must not fill the listener.
+		sw.Header().Set("Connection", "close")
 		if r.ContentLength != 0 {
-			// The body is never read: answer at once and close, rather
-			// than let the server wait to drain a body that may never come.
-			sw.Header().Set("Connection", "close")
+			// The body is never read: answer at once, rather than let the
+			// server wait to drain a body that may never come.
 			http.NewResponseController(w).SetReadDeadline(time.Now())
 		}
 		writeError(sw, status, statusType[status], reason, message, rec.RequestID)
@@ -124,7 +126,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ip := clientIP(r)
-	if wait := s.unknownTokens.retryAfter(ip); wait > 0 {
+	if wait := s.unknownTokens.retryAfter(ip, tok); wait > 0 {
 		sw.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
 		refuse(http.StatusTooManyRequests, "rate_limited", "too many unknown phantom tokens from this address; retry later")
 		return
@@ -158,6 +160,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	rec.Decision = "allowed"
+	s.unknownTokens.resolved(tok)
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		refuse(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is too large")
 		return

@@ -99,7 +99,7 @@ const maxAdminConnections = 64
 func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	proxySrv := s.httpServer(s)
 	adminSrv := s.httpServer(s.AdminHandler())
-	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
+	ln = netutil.LimitListener(limitPerClient(ln, s.cfg.MaxConnectionsPerClient), s.cfg.MaxConnections)
 	adminLn = netutil.LimitListener(adminLn, maxAdminConnections)
 	errc := make(chan error, 2)
 	go func() {

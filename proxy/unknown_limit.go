@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/sha256"
 	"math"
 	"net/netip"
 	"time"
@@ -12,17 +13,28 @@ import (
 // unknownTokenLimit bounds how fast one client can have tokens refused as
 // unknown by the engine. Anyone can forge a well-formed token (the checksum
 // is public) and each one costs a Vault round trip; a client past its limit
-// gets 429 before its next token reaches Vault. An agent with a real token
-// never meets it: its token is not unknown.
+// gets 429 before its next token reaches Vault. A token the engine allowed
+// recently is never held back, so agents that share an address (a NAT, a
+// load balancer) with one that sends garbage keep working.
 type unknownTokenLimit struct {
 	every   rate.Limit
 	burst   int
 	clients *expirable.LRU[netip.Prefix, *rate.Limiter]
+	// allowed holds SHA-256 digests of tokens the engine allowed lately:
+	// not the tokens, and not decisions (each request is still resolved).
+	allowed *expirable.LRU[[sha256.Size]byte, struct{}]
 }
 
 // maxLimitedClients bounds the limiter's memory; an evicted client starts
 // over with a full burst, and the engine still pays only a cached miss.
 const maxLimitedClients = 1 << 16
+
+// A token allowed within recentTokenAge passes the limit; at most
+// maxRecentTokens are remembered.
+const (
+	maxRecentTokens = 1 << 16
+	recentTokenAge  = 10 * time.Minute
+)
 
 func newUnknownTokenLimit(perSecond float64, burst int) *unknownTokenLimit {
 	if perSecond <= 0 {
@@ -34,6 +46,7 @@ func newUnknownTokenLimit(perSecond float64, burst int) *unknownTokenLimit {
 		every:   rate.Limit(perSecond),
 		burst:   burst,
 		clients: expirable.NewLRU[netip.Prefix, *rate.Limiter](maxLimitedClients, nil, keep),
+		allowed: expirable.NewLRU[[sha256.Size]byte, struct{}](maxRecentTokens, nil, recentTokenAge),
 	}
 }
 
@@ -53,13 +66,16 @@ func clientKey(ip string) netip.Prefix {
 	return p
 }
 
-// retryAfter is how long ip must wait before another token of its is
-// resolved: zero when it may go on.
-func (l *unknownTokenLimit) retryAfter(ip string) time.Duration {
+// retryAfter is how long ip must wait before tok is resolved: zero when it
+// may go on.
+func (l *unknownTokenLimit) retryAfter(ip, tok string) time.Duration {
 	if l == nil {
 		return 0
 	}
 	lim, ok := l.clients.Get(clientKey(ip))
+	if ok && lim.Tokens() < 1 && l.allowed.Contains(sha256.Sum256([]byte(tok))) {
+		return 0
+	}
 	if !ok {
 		return 0
 	}
@@ -68,6 +84,13 @@ func (l *unknownTokenLimit) retryAfter(ip string) time.Duration {
 		return 0
 	}
 	return time.Duration(math.Ceil((1 - tokens) / float64(l.every) * float64(time.Second)))
+}
+
+// resolved records that the engine allowed tok.
+func (l *unknownTokenLimit) resolved(tok string) {
+	if l != nil {
+		l.allowed.Add(sha256.Sum256([]byte(tok)), struct{}{})
+	}
 }
 
 // refused records that the engine did not know a token ip sent.

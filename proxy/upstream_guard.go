@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strings"
 )
 
@@ -31,10 +32,27 @@ var neverForwarded = []string{
 // method to run (Rails, Laravel, Express's method-override).
 const methodOverrideParam = "_method"
 
+// removeNeverForwarded deletes the neverForwarded headers, whatever their
+// case and whether they are spelt with '-' or '_': CGI-style servers read
+// both as the same variable (HTTP_X_HTTP_METHOD_OVERRIDE).
 func removeNeverForwarded(h http.Header) {
-	for _, name := range neverForwarded {
-		delete(h, name)
+	for name := range h {
+		if slices.Contains(neverForwardedFolded, foldHeaderName(name)) {
+			delete(h, name)
+		}
 	}
+}
+
+var neverForwardedFolded = func() []string {
+	folded := make([]string, len(neverForwarded))
+	for i, name := range neverForwarded {
+		folded[i] = foldHeaderName(name)
+	}
+	return folded
+}()
+
+func foldHeaderName(name string) string {
+	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
 var (

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -38,6 +39,10 @@ func TestRemoveNeverForwarded(t *testing.T) {
 	for _, name := range []string{"Range", "if-range", "X-HTTP-Method-Override", "x-original-url", "X-Forwarded-Prefix"} {
 		h.Set(name, "x")
 	}
+	// Underscore spellings, which Go does not canonicalise and CGI-style
+	// servers read as the dashed names.
+	h["X_http_method_override"] = []string{"DELETE"}
+	h["X_Original_URL"] = []string{"/admin"}
 	h.Set("Content-Type", "application/json")
 	removeNeverForwarded(h)
 	if len(h) != 1 || h.Get("Content-Type") == "" {
@@ -59,25 +64,45 @@ func TestHasMethodOverride(t *testing.T) {
 func TestUnknownTokenLimit(t *testing.T) {
 	l := newUnknownTokenLimit(1, 3)
 	for i := range 3 {
-		if l.retryAfter("192.0.2.1") != 0 {
+		if l.retryAfter("192.0.2.1", "phm_forged") != 0 {
 			t.Fatalf("limited after %d refusals, burst is 3", i)
 		}
 		l.refused("192.0.2.1")
 	}
-	if wait := l.retryAfter("192.0.2.1"); wait <= 0 || wait > time.Second {
+	if wait := l.retryAfter("192.0.2.1", "phm_forged"); wait <= 0 || wait > time.Second {
 		t.Fatalf("retryAfter past the burst = %v, want (0, 1s]", wait)
 	}
-	if l.retryAfter("192.0.2.2") != 0 {
+	// A token the engine allowed lately still passes: agents behind the
+	// same address as a garbage sender keep working.
+	l.resolved("phm_good")
+	if l.retryAfter("192.0.2.1", "phm_good") != 0 {
+		t.Fatal("a recently allowed token was limited")
+	}
+	if l.retryAfter("192.0.2.2", "phm_forged") != 0 {
 		t.Fatal("another address was limited")
 	}
 	// One IPv6 /64 is one client.
 	for range 3 {
 		l.refused("2001:db8::1")
 	}
-	if l.retryAfter("2001:db8::ffff") == 0 {
+	if l.retryAfter("2001:db8::ffff", "phm_forged") == 0 {
 		t.Fatal("another address of the same /64 was not limited")
 	}
-	if newUnknownTokenLimit(-1, 3).retryAfter("192.0.2.1") != 0 {
+	if newUnknownTokenLimit(-1, 3).retryAfter("192.0.2.1", "phm_forged") != 0 {
 		t.Fatal("a disabled limit limited")
+	}
+}
+
+// A header whose name holds the credential, in any case, is dropped: its
+// value can be masked, its name cannot.
+func TestHeaderNamedAfterTheCredentialIsDropped(t *testing.T) {
+	g := &Grant{Credential: "sk_live_NamedHeader0123456789", AuthType: "bearer", AuthName: "Authorization", AuthFormat: "Bearer {{credential}}"}
+	h := http.Header{}
+	h.Set("X-Sk_live_namedheader0123456789", "1")
+	h.Set("X-Echo", "Bearer sk_live_NamedHeader0123456789")
+	h.Set("Content-Type", "text/plain")
+	scrubberFor(g).Header(h)
+	if len(h) != 2 || h.Get("Content-Type") == "" || strings.Contains(h.Get("X-Echo"), "NamedHeader") {
+		t.Fatalf("headers after scrubbing: %v", h)
 	}
 }

@@ -63,6 +63,7 @@ func run(args []string) error {
 	e.int64(&cfg.MaxBodyBytes, "max-body-bytes", "PHANTOM_MAX_BODY_BYTES", proxy.DefaultMaxBodyBytes, "largest request body accepted (then 413)")
 	e.dur(&cfg.BodyStallTimeout, "body-stall-timeout", "PHANTOM_BODY_STALL_TIMEOUT", proxy.DefaultBodyStallTimeout, "longest wait for the next bytes of a request body (then the connection is closed)")
 	e.int(&cfg.MaxConnections, "max-connections", "PHANTOM_MAX_CONNECTIONS", proxy.DefaultMaxConnections, "most open connections on the agents' listener; more wait to be accepted")
+	e.int(&cfg.MaxConnectionsPerClient, "max-connections-per-client", "PHANTOM_MAX_CONNECTIONS_PER_CLIENT", proxy.DefaultMaxConnsPerClient, "most open connections of one client address (IPv4, or IPv6 /64) on the agents' listener; more are closed at once; negative turns it off (behind a load balancer)")
 	e.float(&cfg.UnknownTokenRate, "unknown-token-rate", "PHANTOM_UNKNOWN_TOKEN_RATE", proxy.DefaultUnknownTokenRate, "unknown tokens per second one client address may send after its burst (then 429); negative turns the limit off")
 	e.int(&cfg.UnknownTokenBurst, "unknown-token-burst", "PHANTOM_UNKNOWN_TOKEN_BURST", proxy.DefaultUnknownTokenBurst, "unknown tokens one client address may send at once before -unknown-token-rate applies")
 	e.str(&extraHeaders, "token-headers", "PHANTOM_TOKEN_HEADERS", "", "comma-separated extra request headers that may carry a phantom token")
