@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/e2e/harness"
+	"github.com/phantomvault/phantom/internal/testutil"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -27,9 +29,10 @@ const echoingKey = "sk_live_Ech0es/Back+In=Pieces0123456789abcdef"
 // honours Range, relays them in a 103 Early Hints, and obeys method and path
 // override headers. It records what it was asked.
 type echoAPI struct {
-	url string
-	mu  sync.Mutex
-	got []string // method, path and headers of each request
+	url    string
+	mu     sync.Mutex
+	got    []string // method, path and headers of each request
+	bodies []string // request bodies /v1/upload received whole
 }
 
 func startEchoAPI(t *testing.T) *echoAPI {
@@ -65,9 +68,31 @@ func startEchoAPI(t *testing.T) *echoAPI {
 		io.WriteString(gz, "Authorization: "+r.Header.Get("Authorization"))
 		gz.Close()
 	})
+	mux.HandleFunc("/v1/gzip-twice", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Content-Encoding", "gzip")
+		w.Header().Add("Content-Encoding", "gzip")
+		var inner bytes.Buffer
+		gz := gzip.NewWriter(&inner)
+		io.WriteString(gz, "Authorization: "+r.Header.Get("Authorization"))
+		gz.Close()
+		outer := gzip.NewWriter(w)
+		outer.Write(inner.Bytes())
+		outer.Close()
+	})
+	mux.HandleFunc("/v1/trailer-name", func(w http.ResponseWriter, r *http.Request) {
+		name := "X-K-" + strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		w.Header().Set("Trailer", name)
+		io.WriteString(w, "ok\n")
+		w.Header().Set(name, "1")
+	})
 	mux.HandleFunc("/v1/upload", func(w http.ResponseWriter, r *http.Request) {
-		n, err := io.Copy(io.Discard, r.Body)
-		fmt.Fprintf(w, "read %d bytes, %v\n", n, err)
+		body, err := io.ReadAll(r.Body)
+		if err == nil {
+			a.mu.Lock()
+			a.bodies = append(a.bodies, string(body))
+			a.mu.Unlock()
+		}
+		fmt.Fprintf(w, "read %d bytes, %v\n", len(body), err)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Method+" "+r.URL.Path+"\n")
@@ -205,9 +230,41 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 		}
 	})
 	t.Run("every Content-Encoding value is checked", func(t *testing.T) {
+		// "identity, gzip" is one layer of gzip: decoded, then scrubbed.
 		answer := exchangeOn(t, addr, get("/v1/double-encoded"))
+		if !strings.HasPrefix(answer, "HTTP/1.1 200 ") || strings.Contains(strings.ToLower(answer), "content-encoding") {
+			t.Fatalf("identity then gzip: want 200, decoded:\n%s", answer)
+		}
+		assertNoPiece(t, "identity then gzip", answer, echoingKey)
+		// Two layers: Go's transport would have removed one and both headers.
+		answer = exchangeOn(t, addr, get("/v1/gzip-twice"))
 		if !strings.HasPrefix(answer, "HTTP/1.1 502 ") {
-			t.Fatalf("a body encoded behind 'identity' was passed on unread:\n%s", answer)
+			t.Fatalf("gzip twice: a body the proxy cannot read was passed on:\n%s", answer)
+		}
+	})
+	t.Run("trailer names are scrubbed", func(t *testing.T) {
+		answer := exchangeOn(t, addr, get("/v1/trailer-name"))
+		if !strings.HasPrefix(answer, "HTTP/1.1 200 ") {
+			t.Fatalf("want 200:\n%s", answer)
+		}
+		assertNoPiece(t, "trailer name", strings.ToLower(answer), strings.ToLower(echoingKey))
+	})
+	t.Run("a phantom token never travels in the path", func(t *testing.T) {
+		before := api.count()
+		answer := exchangeOn(t, addr, get("/v1/bot"+tok+"/getMe"))
+		if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.count() != before {
+			t.Fatalf("a token in the path: %q", answer)
+		}
+		other, _ := v.Mint(t, "echo")
+		if answer := exchangeOn(t, addr, get("/v1/x?access_token="+other)); !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.count() != before {
+			t.Fatalf("a second token in a query parameter the proxy does not read: %q", answer)
+		}
+		audit, err := os.ReadFile(p.AuditFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(audit), tok[len(tok)-20:]) || strings.Contains(string(audit), other[len(other)-20:]) {
+			t.Fatal("the audit log holds a phantom token")
 		}
 	})
 	t.Run("method and path overrides are not forwarded", func(t *testing.T) {
@@ -231,9 +288,30 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 			}
 		}
 		before := api.count()
-		answer = exchangeOn(t, addr, strings.Replace(get("/v1/thing?_method=DELETE"), "GET", "POST", 1))
-		if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.count() != before {
-			t.Fatalf("a _method parameter was not refused:\n%s", answer)
+		// In the body, as Rails, Express and Laravel read it.
+		for contentType, body := range map[string]string{
+			"application/x-www-form-urlencoded": "a=1&_method=DELETE",
+			"multipart/form-data; boundary=XX":  "--XX\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XX--\r\n",
+			"application/json":                  `{"_method":"DELETE"}`,
+		} {
+			answer = exchangeOn(t, addr, "POST /v1/upload HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+
+				"\r\nContent-Type: "+contentType+"\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+body)
+			if !strings.HasPrefix(answer, "HTTP/1.1 400 ") {
+				t.Fatalf("a %s body naming _method: %q", contentType, answer)
+			}
+		}
+		api.mu.Lock()
+		bodies := strings.Join(api.bodies, "\n")
+		api.mu.Unlock()
+		if strings.Contains(bodies, "DELETE") {
+			t.Fatalf("the upstream received a whole body naming _method: %q", bodies)
+		}
+		before = api.count()
+		for _, query := range []string{"_method=DELETE", ".method=DELETE", "%2Emethod=DELETE", "rest_route=/wp/v2/users/1", "_url=/admin"} {
+			answer = exchangeOn(t, addr, strings.Replace(get("/v1/thing?"+query), "GET", "POST", 1))
+			if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.count() != before {
+				t.Fatalf("?%s was not refused:\n%s", query, answer)
+			}
 		}
 	})
 	t.Run("Unicode look-alikes of dots and slashes are refused", func(t *testing.T) {
@@ -356,9 +434,8 @@ func TestSlowAndForgedClients(t *testing.T) {
 		if answer := exchangeOn(t, addr, freshReq); !strings.HasPrefix(answer, "HTTP/1.1 429 ") {
 			t.Fatalf("a new token right after the burst: %q", answer)
 		}
-		if !harness.Eventually(10*time.Second, func() bool { return strings.HasPrefix(exchangeOn(t, addr, freshReq), "HTTP/1.1 200 ") }) {
-			t.Fatal("the new token was not served once the budget refilled")
-		}
+		testutil.Eventually(t, 10*time.Second, func() bool { return strings.HasPrefix(exchangeOn(t, addr, freshReq), "HTTP/1.1 200 ") },
+			"the new token was not served once the budget refilled")
 	})
 
 	// One client cannot take every connection of the listener.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/e2e/harness"
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // otherKey is the real key behind the second mount's route.
@@ -323,9 +324,7 @@ func TestSecretIDTTL(t *testing.T) {
 	// Vault deletes expired secret_ids in its periodic tidy (once a minute);
 	// the tidy endpoint runs it now.
 	v.MustCLI(t, "write", "-f", "auth/approle/tidy/secret-id")
-	if !harness.Eventually(30*time.Second, func() bool { return !canLogIn(t, v, dir, secretID) }) {
-		t.Fatal("an expired secret_id still logs in after tidy")
-	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return !canLogIn(t, v, dir, secretID) }, "an expired secret_id still logs in after tidy")
 }
 
 // TestCredentialFilesPrivate: the bootstrap refuses an output directory

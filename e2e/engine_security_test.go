@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/e2e/harness"
+	"github.com/phantomvault/phantom/internal/testutil"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -287,9 +288,8 @@ func nextInterval(t *testing.T, v *harness.Vault, after string) (string, float64
 	t.Helper()
 	var interval string
 	var gets float64
-	if !harness.Eventually(25*time.Second, func() bool { interval, gets = barrierGets(t, v); return interval != after }) {
-		t.Fatal("Vault's metrics interval did not move")
-	}
+	testutil.Eventually(t, 25*time.Second, func() bool { interval, gets = barrierGets(t, v); return interval != after },
+		"Vault's metrics interval did not move")
 	return interval, gets
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/e2e/harness"
+	"github.com/phantomvault/phantom/internal/testutil"
 
 	"github.com/phantomvault/phantom/internal/token"
 )
@@ -119,9 +120,8 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 
 	// Revoking the lease kills the token on its next use.
 	run("lease", "revoke", leaseID)
-	if !harness.Eventually(5*time.Second, func() bool { return resolve(minted, "GET", "/v1/customers")["reason"] == "revoked" }) {
-		t.Fatal("token still resolves after lease revoke")
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return resolve(minted, "GET", "/v1/customers")["reason"] == "revoked" },
+		"token still resolves after lease revoke")
 
 	// revoke -prefix kills every token of the route.
 	var tokens []string
@@ -135,9 +135,8 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	}
 	run("lease", "revoke", "-prefix", "phantom/token/demo")
 	for _, tok := range tokens {
-		if !harness.Eventually(5*time.Second, func() bool { return resolve(tok, "GET", "/v1/customers")["reason"] == "revoked" }) {
-			t.Fatal("token still resolves after revoke -prefix")
-		}
+		testutil.Eventually(t, 5*time.Second, func() bool { return resolve(tok, "GET", "/v1/customers")["reason"] == "revoked" },
+			"token still resolves after revoke -prefix")
 	}
 
 	// Operators: tokens by accessor, tidy, path help.

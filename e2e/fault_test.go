@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/e2e/harness"
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // TestVaultSealedFailsClosed: while Vault is sealed the proxy answers 503
@@ -53,9 +54,7 @@ func TestPluginProcessKilled(t *testing.T) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	start := time.Now()
-	if !servesAgain(t, p, tok, 30*time.Second) {
-		t.Fatalf("no service after the plugin was killed; Vault log:\n%s", v.Log)
-	}
+	servesAgain(t, p, tok, 30*time.Second, "no service after the plugin was killed; Vault log:\n%s", v.Log)
 	t.Logf("served again %v after the plugin was killed", time.Since(start).Round(time.Millisecond))
 	if after := v.PluginPIDs(t); len(after) == 0 || after[0] == pids[0] {
 		t.Fatalf("the plugin was not restarted: %v -> %v", pids, after)
@@ -87,9 +86,8 @@ func TestSecretIDInvalidFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.MustCLI(t, "write", "auth/approle/role/phantom-proxy/secret-id/destroy", "secret_id="+strings.TrimSpace(string(secretID)))
-	if !harness.Eventually(30*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 503 }) {
-		t.Fatalf("still serving without a valid login:\n%s", p.Out)
-	}
+	testutil.Eventually(t, 30*time.Second, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 503 },
+		"still serving without a valid login:\n%s", p.Out)
 	if s := harness.Status(p.Admin + "/readyz"); s != 503 {
 		t.Fatalf("readyz without a login: %d", s)
 	}
@@ -100,9 +98,7 @@ func TestSecretIDInvalidFailsClosed(t *testing.T) {
 	if err := os.WriteFile(v.SecretIDFile, []byte(fresh), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if !servesAgain(t, p, tok, 60*time.Second) {
-		t.Fatalf("no recovery with a fresh secret_id:\n%s", p.Out)
-	}
+	servesAgain(t, p, tok, 60*time.Second, "no recovery with a fresh secret_id:\n%s", p.Out)
 }
 
 // TestUpstreamFaults: an upstream that is down, resets connections or is

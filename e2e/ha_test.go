@@ -58,9 +58,7 @@ func TestHAFailover(t *testing.T) {
 	leader.Crash() // the active node dies: SIGKILL, no step-down
 	start := time.Now()
 	for i, p := range proxies {
-		if !servesAgain(t, p, tok, 90*time.Second) {
-			t.Fatalf("proxy %d never served again after the failover:\n%s", i, p.Out)
-		}
+		servesAgain(t, p, tok, 90*time.Second, "proxy %d never served again after the failover:\n%s", i, p.Out)
 	}
 	t.Logf("both proxies served again %v after the leader was killed", time.Since(start).Round(time.Millisecond))
 	for i, p := range proxies {

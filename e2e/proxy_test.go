@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/e2e/harness"
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // writeRoute registers the route most tests use: GET on /v1/** of upstream,
@@ -20,9 +21,11 @@ func writeRoute(t *testing.T, v *harness.Vault, name, upstream string) {
 }
 
 // servesAgain waits up to timeout for tok's next GET /v1/customers through p
-// to get 200, as an agent retrying after a fault would.
-func servesAgain(t *testing.T, p *harness.Proxy, tok string, timeout time.Duration) bool {
-	return harness.Eventually(timeout, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 })
+// to get 200, as an agent retrying after a fault would, and fails the test
+// with the message otherwise.
+func servesAgain(t *testing.T, p *harness.Proxy, tok string, timeout time.Duration, format string, args ...any) {
+	t.Helper()
+	testutil.Eventually(t, timeout, func() bool { c, _ := p.Call(t, "GET", "/v1/customers", tok); return c == 200 }, format, args...)
 }
 
 // failsClosed checks what an agent and an operator see while Vault cannot
@@ -50,9 +53,7 @@ func failsClosed(t *testing.T, p *harness.Proxy, up *keyCheckingUpstream, tok, w
 func recovers(t *testing.T, p *harness.Proxy, tok string, timeout time.Duration, when string) {
 	t.Helper()
 	start := time.Now()
-	if !servesAgain(t, p, tok, timeout) {
-		t.Fatalf("no service %s; proxy output:\n%s", when, p.Out)
-	}
+	servesAgain(t, p, tok, timeout, "no service %s; proxy output:\n%s", when, p.Out)
 	t.Logf("served again %v %s", time.Since(start).Round(time.Millisecond), when)
 	if s := harness.Status(p.Admin + "/readyz"); s != 200 {
 		t.Fatalf("readyz %s: %d", when, s)

@@ -140,7 +140,7 @@ func TestReadmeCommands(t *testing.T) {
 	}
 	for _, want := range []string{`"api":"stripe","path":"/v1/customers"`, `"api":"openai","path":"/v1/models"`,
 		`"api":"anthropic","path":"/v1/messages"`, `"api":"gemini","path":"/v1beta/models/gemini-2.5-flash"`,
-		"ready", `phantom_proxy_requests{decision="allowed"`, "credential_fingerprint"} {
+		"ready", `phantom_proxy_requests_total{decision="allowed"`, "credential_fingerprint"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the README session's output lacks %q:\n%s", want, got)
 		}

@@ -85,7 +85,69 @@ var textEncoders = []struct {
 		return lowerPercent(strings.TrimPrefix(url.Values{"k": {s}}.Encode(), "k="))
 	}},
 	{"html.EscapeString", html.EscapeString},
+	// The entities and he npm packages (cheerio, htmlparser2), PHP
+	// htmlentities with ENT_HTML5: HTML5 named references.
+	{"HTML5 named references", html5Named},
+	// Zero-padded numeric references, hex and decimal.
+	{"zero-padded &#x00HH;", func(s string) string { return everyPunct(s, "&#x%04X;") }},
+	{"zero-padded &#00DD;", func(s string) string { return everyPunct(s, "&#%04d;") }},
 	{"hex", func(s string) string { return hex.EncodeToString([]byte(s)) }},
+}
+
+// byteDumps write a string byte by byte with separators.
+var byteDumps = []struct {
+	name string
+	enc  func(string) string
+}{
+	{"Python bytes.hex(' ')", func(s string) string { return byteList(s, "%02x", " ") }},
+	{"hex with colons, upper case", func(s string) string { return byteList(s, "%02X", ":") }},
+	{"Node JSON of a Buffer", func(s string) string { return byteList(s, "%d", ",") }},
+	{"decimal bytes with spaces", func(s string) string { return byteList(s, "%d", ", ") }},
+}
+
+func byteList(s, format, sep string) string {
+	parts := make([]string, len(s))
+	for i := range len(s) {
+		parts[i] = fmt.Sprintf(format, s[i])
+	}
+	return strings.Join(parts, sep)
+}
+
+// html5Names are the names the entities package writes for ASCII
+// punctuation (per the HTML5 named character references).
+var html5Names = map[rune]string{
+	'!': "&excl;", '"': "&quot;", '#': "&num;", '$': "&dollar;", '%': "&percnt;", '&': "&amp;",
+	'\'': "&apos;", '(': "&lpar;", ')': "&rpar;", '*': "&ast;", '+': "&plus;", ',': "&comma;",
+	'.': "&period;", '/': "&sol;", ':': "&colon;", ';': "&semi;", '<': "&lt;", '=': "&equals;",
+	'>': "&gt;", '?': "&quest;", '@': "&commat;", '[': "&lsqb;", '\\': "&bsol;", ']': "&rsqb;",
+	'^': "&Hat;", '_': "&lowbar;", '`': "&grave;", '{': "&lcub;", '|': "&verbar;", '}': "&rcub;",
+}
+
+func html5Named(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if name, ok := html5Names[r]; ok {
+			b.WriteString(name)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// everyPunct writes every ASCII character other than a letter or digit with
+// format.
+func everyPunct(s, format string) string {
+	var b strings.Builder
+	for i := range len(s) {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c >= 0x80 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, format, c)
+		}
+	}
+	return b.String()
 }
 
 var base64Encodings = []struct {
@@ -152,6 +214,10 @@ func (a *formsAPI) serve(w http.ResponseWriter, r *http.Request) {
 			prefix = "GET /echo?key="
 			add(e.name+" of the query", e.enc(prefix+wire+" HTTP/1.1"), len(e.enc(prefix)), len(e.enc(prefix+wire)))
 		}
+	}
+	for _, d := range byteDumps {
+		text := d.enc(secret)
+		add(d.name, "["+text+"]", 1, 1+len(text))
 	}
 	n := len(secret)
 	if wire != "" {

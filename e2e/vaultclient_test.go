@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/e2e/harness"
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // TestProxyRefusesUnverifiedVault: VAULT_SKIP_VERIFY in the proxy's
@@ -88,13 +89,11 @@ func TestWrappedSecretIDSubstituteRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := harness.LaunchProxy(t, v, nil, "-secret-id-file="+file, "-secret-id-wrapped")
-	if !harness.Eventually(10*time.Second, func() bool {
+	testutil.Eventually(t, 10*time.Second, func() bool {
 		out := p.Out.String()
 		return strings.Contains(out, "refusing the wrapped secret_id") && strings.Contains(out, "sys/wrapping/wrap") &&
 			strings.Contains(out, "auth/approle/role/phantom-proxy/secret-id")
-	}) {
-		t.Fatalf("the substitute was not refused:\n%s", p.Out)
-	}
+	}, "the substitute was not refused:\n%s", p.Out)
 	if strings.Contains(p.Out.String(), "logged in to Vault") || harness.Status(p.Admin+"/readyz") == 200 {
 		t.Fatalf("the proxy logged in with a substitute secret_id:\n%s", p.Out)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -202,8 +203,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	accessor := mintResp.Data["accessor"].(string)
 
 	wantAllowed(t, e.resolve(t, tok, "GET", "/v1/customers/cus_1", "10.1.2.3"))
-	wantDenied(t, e.resolve(t, tok, "DELETE", "/v1/customers/cus_1", "10.1.2.3"), reasonMethodNotAllowed)
-	wantDenied(t, e.resolve(t, tok2, "GET", "/v1/customers", "192.0.2.1"), reasonCIDRDenied)
+	wantDenied(t, e.resolve(t, tok, "DELETE", "/v1/customers/cus_1", "10.1.2.3"), resolve.ReasonMethodNotAllowed)
+	wantDenied(t, e.resolve(t, tok2, "GET", "/v1/customers", "192.0.2.1"), resolve.ReasonCIDRDenied)
 	e.ok(t, logical.ReadOperation, "config", nil)
 	e.ok(t, logical.ListOperation, "routes/", nil)
 	e.ok(t, logical.ReadOperation, "routes/stripe", nil)

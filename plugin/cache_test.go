@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -147,23 +148,23 @@ func TestForgedTokenCostsOneRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantDenied(t, e.resolve(t, forged, "GET", "/v1/customers", ""), reasonUnknownToken)
+	wantDenied(t, e.resolve(t, forged, "GET", "/v1/customers", ""), resolve.ReasonUnknownToken)
 	before := e.storage.gets.Load()
 	for range 20 {
-		wantDenied(t, e.resolve(t, forged, "GET", "/v1/customers", ""), reasonUnknownToken)
+		wantDenied(t, e.resolve(t, forged, "GET", "/v1/customers", ""), resolve.ReasonUnknownToken)
 	}
-	batch := make([]any, maxResolveBatch)
+	batch := make([]any, resolve.MaxBatch)
 	for i := range batch {
 		batch[i] = map[string]any{"token": forged, "method": "GET", "path": "/v1/customers"}
 	}
 	e.ok(t, logical.PatchOperation, "resolve", map[string]any{"requests": batch})
 	if n := e.storage.gets.Load() - before; n != 0 {
-		t.Fatalf("%d repeated resolves of a forged token read storage %d times", 20+maxResolveBatch, n)
+		t.Fatalf("%d repeated resolves of a forged token read storage %d times", 20+resolve.MaxBatch, n)
 	}
 
 	// Absence is remembered for a while only.
 	e.clock.Advance(absentCacheTTL)
-	wantDenied(t, e.resolve(t, forged, "GET", "/v1/customers", ""), reasonUnknownToken)
+	wantDenied(t, e.resolve(t, forged, "GET", "/v1/customers", ""), resolve.ReasonUnknownToken)
 	if n := e.storage.gets.Load() - before; n != 1 {
 		t.Fatalf("after absentCacheTTL: %d reads, want 1", n)
 	}
@@ -209,9 +210,9 @@ func TestMintForgetsNegativeLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, node := range []*testEnv{active, standby} {
-		wantDenied(t, node.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+		wantDenied(t, node.resolve(t, predicted, "GET", "/v1/customers", ""), resolve.ReasonUnknownToken)
 		before := node.storage.gets.Load()
-		wantDenied(t, node.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+		wantDenied(t, node.resolve(t, predicted, "GET", "/v1/customers", ""), resolve.ReasonUnknownToken)
 		if node.storage.gets.Load() != before {
 			t.Fatal("the unknown token was not remembered as unknown")
 		}
@@ -224,17 +225,17 @@ func TestMintForgetsNegativeLookup(t *testing.T) {
 	wantAllowed(t, active.resolve(t, predicted, "GET", "/v1/customers", ""))
 
 	// The standby has not heard of the write yet: still unknown, from memory.
-	wantDenied(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+	wantDenied(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""), resolve.ReasonUnknownToken)
 	standby.b.InvalidateKey(t.Context(), tokenPrefix+mustHMAC(t, standby, predicted))
 	wantAllowed(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""))
 
 	// Without the invalidation, absentCacheTTL bounds the wait.
 	seed[0]++
 	predicted, _ = token.New(bytes.NewReader(seed), token.DefaultPrefix)
-	wantDenied(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+	wantDenied(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""), resolve.ReasonUnknownToken)
 	random.next(seed)
 	active.mint(t, "r", nil)
-	wantDenied(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""), reasonUnknownToken)
+	wantDenied(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""), resolve.ReasonUnknownToken)
 	clock.Advance(absentCacheTTL)
 	wantAllowed(t, standby.resolve(t, predicted, "GET", "/v1/customers", ""))
 }

@@ -2,26 +2,17 @@ package plugin
 
 import (
 	"context"
-	"maps"
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/phantomvault/phantom/internal/reqpath"
-	"github.com/phantomvault/phantom/internal/token"
-)
-
-// Deny reasons that are not token states (see tokenEntry.status for those).
-const (
-	reasonUnknownToken     = "unknown_token"
-	reasonMethodNotAllowed = "method_not_allowed"
-	reasonPathNotAllowed   = "path_not_allowed"
-	reasonCIDRDenied       = "cidr_denied"
-	reasonBadRequest       = "bad_request"
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 func (b *backend) pathResolve() []*framework.Path {
@@ -32,24 +23,24 @@ func (b *backend) pathResolve() []*framework.Path {
 			OperationSuffix: "token",
 		},
 		Fields: map[string]*framework.FieldSchema{
-			"token": {
+			resolve.FieldToken: {
 				Type:         framework.TypeString,
 				Description:  "The phantom token presented by the client.",
 				DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 			},
-			"method": {
+			resolve.FieldMethod: {
 				Type:        framework.TypeString,
-				Description: "HTTP method of the request, exactly as it will be forwarded.",
+				Description: "HTTP method of the request, exactly as it will be forwarded: upper-case letters only.",
 			},
-			"path": {
+			resolve.FieldPath: {
 				Type:        framework.TypeString,
 				Description: "Request path, exactly the bytes that will be forwarded (no query).",
 			},
-			"client_ip": {
+			resolve.FieldClientIP: {
 				Type:        framework.TypeString,
 				Description: "Address of the client as seen by the proxy; checked against bound_cidrs.",
 			},
-			"requests": {
+			resolve.FieldRequests: {
 				Type: framework.TypeSlice,
 				Description: "Several requests at once, instead of token, method, path and client_ip: " +
 					"a list of objects with those fields. The answer's results hold one decision each, in order.",
@@ -64,11 +55,11 @@ func (b *backend) pathResolve() []*framework.Path {
 			logical.PatchOperation:  b.pathResolveWrite,
 		},
 		HelpSynopsis:    "Decide whether a phantom token may make a request; if so, return the real credential.",
-		HelpDescription: resolveHelp,
+		HelpDescription: resolveHelp(),
 	}}
 }
 
-// resolveRequest is one request the proxy is about to forward.
+// resolveRequest is one request the proxy is about to forward, checked.
 type resolveRequest struct {
 	method, path string
 	clientIP     netip.Addr // invalid when the proxy sent none
@@ -76,17 +67,13 @@ type resolveRequest struct {
 
 // deny is a denied answer; it names the token's accessor and route when
 // the token is known.
-func deny(reason, message string, t *tokenEntry) map[string]any {
-	data := map[string]any{"allowed": false, "reason": reason, "message": message}
+func deny(reason, message string, t *tokenEntry) *resolve.Answer {
+	a := resolve.Deny(reason, message)
 	if t != nil {
-		data["accessor"] = t.Accessor
-		data["route"] = t.Route
+		a.Accessor, a.Route = t.Accessor, t.Route
 	}
-	return data
+	return a
 }
-
-// maxResolveBatch bounds the requests one resolve call may carry.
-const maxResolveBatch = 256
 
 // pathResolveWrite decides one request, or a batch of them. A proxy under
 // load batches the requests that queue up while a call is in flight: Vault's
@@ -94,60 +81,57 @@ const maxResolveBatch = 256
 // is then shared, while every request still gets its own decision, made
 // after it arrived.
 func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	raw, batch := d.GetOk("requests")
+	raw, batch := d.GetOk(resolve.FieldRequests)
 	if !batch {
-		in := resolveInput{
-			token:    d.Get("token").(string),
-			method:   d.Get("method").(string),
-			path:     d.Get("path").(string),
-			clientIP: d.Get("client_ip").(string),
+		in := resolve.Request{
+			Token:    d.Get(resolve.FieldToken).(string),
+			Method:   d.Get(resolve.FieldMethod).(string),
+			Path:     d.Get(resolve.FieldPath).(string),
+			ClientIP: d.Get(resolve.FieldClientIP).(string),
 		}
-		data, err := b.resolve(ctx, req.Storage, in, nil)
+		a, route, err := b.resolve(ctx, req.Storage, in, nil)
 		if err != nil {
 			return nil, err
 		}
-		return &logical.Response{Data: data}, nil
+		if route != nil {
+			a.RouteGrant = routeGrant(route)
+		}
+		return &logical.Response{Data: a.Data()}, nil
 	}
-	if _, ok := d.GetOk("token"); ok {
+	if _, ok := d.GetOk(resolve.FieldToken); ok {
 		return logical.ErrorResponse("give either token, method, path and client_ip, or requests; not both"), nil
 	}
 	items := raw.([]any)
-	if len(items) > maxResolveBatch {
-		return logical.ErrorResponse("at most %d requests per call", maxResolveBatch), nil
+	if len(items) > resolve.MaxBatch {
+		return logical.ErrorResponse("at most %d requests per call", resolve.MaxBatch), nil
 	}
-	results := make([]map[string]any, len(items))
+	out := resolve.BatchAnswer{Results: make([]*resolve.Answer, len(items)), Routes: map[string]*resolve.RouteGrant{}}
 	snapshot := map[string]*routeEntry{}
-	grants := map[string]any{}
 	for i, item := range items {
 		in, ok := batchInput(item)
 		if !ok {
-			results[i] = deny(reasonBadRequest, "each request must be an object of string fields", nil)
+			out.Results[i] = deny(resolve.ReasonBadRequest, "each request must be an object of string fields", nil)
 			continue
 		}
-		data, err := b.resolve(ctx, req.Storage, in, snapshot)
+		a, route, err := b.resolve(ctx, req.Storage, in, snapshot)
 		if err != nil {
 			return nil, err
 		}
-		if data["allowed"] == true {
-			name := data["route"].(string)
-			if _, ok := grants[name]; !ok {
-				grants[name] = routeGrant(snapshot[name])
+		if route != nil {
+			if _, ok := out.Routes[a.Route]; !ok {
+				out.Routes[a.Route] = routeGrant(route)
 			}
 		}
-		results[i] = data
+		out.Results[i] = a
 	}
-	return &logical.Response{Data: map[string]any{"results": results, "routes": grants}}, nil
+	return &logical.Response{Data: out.Data()}, nil
 }
 
-// resolveInput is one request as the proxy describes it.
-type resolveInput struct {
-	token, method, path, clientIP string
-}
-
-func batchInput(item any) (resolveInput, bool) {
+// batchInput reads one request of a batch, as Vault decoded it from JSON.
+func batchInput(item any) (resolve.Request, bool) {
 	m, ok := item.(map[string]any)
 	if !ok {
-		return resolveInput{}, false
+		return resolve.Request{}, false
 	}
 	field := func(k string) (string, bool) {
 		v, present := m[k]
@@ -157,49 +141,34 @@ func batchInput(item any) (resolveInput, bool) {
 		s, ok := v.(string)
 		return s, ok
 	}
-	var in resolveInput
+	var in resolve.Request
 	var ok1, ok2, ok3, ok4 bool
-	in.token, ok1 = field("token")
-	in.method, ok2 = field("method")
-	in.path, ok3 = field("path")
-	in.clientIP, ok4 = field("client_ip")
+	in.Token, ok1 = field(resolve.FieldToken)
+	in.Method, ok2 = field(resolve.FieldMethod)
+	in.Path, ok3 = field(resolve.FieldPath)
+	in.ClientIP, ok4 = field(resolve.FieldClientIP)
 	return in, ok1 && ok2 && ok3 && ok4
 }
 
 // resolve decides one request; the answer is always data, an error only
-// when storage fails. Alone (routes nil), an allowed answer carries the
-// route's grant: upstream, credential and how to inject it. In a batch, the
-// routes are read once per call into routes, each allowed answer names its
-// route, and the caller sends each route's grant once.
-func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInput, routes map[string]*routeEntry) (map[string]any, error) {
-	rr := resolveRequest{method: in.method, path: in.path}
-	switch {
-	case in.token == "":
-		return deny(reasonBadRequest, "token is required", nil), nil
-	case !isToken(rr.method):
-		return deny(reasonBadRequest, "method must be an upper-case HTTP method", nil), nil
+// when storage fails. An allowed answer comes with the route it was allowed
+// on, whose grant the caller sends: alone, in the answer; in a batch, once
+// per route. In a batch (routes not nil), each route is read once per call
+// into routes.
+func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolve.Request, routes map[string]*routeEntry) (*resolve.Answer, *routeEntry, error) {
+	clientIP, reason, msg := in.Check()
+	if reason != "" {
+		return deny(reason, msg, nil), nil, nil
 	}
-	if err := reqpath.Validate(rr.path); err != nil {
-		return deny(reasonBadRequest, "path "+err.Error(), nil), nil
-	}
-	if in.clientIP != "" {
-		addr, err := netip.ParseAddr(in.clientIP)
-		if err != nil {
-			return deny(reasonBadRequest, "client_ip is not an IP address", nil), nil
-		}
-		rr.clientIP = addr.Unmap()
-	}
-	if token.Check(in.token) != nil {
-		return deny(reasonUnknownToken, "not a valid phantom token", nil), nil
-	}
+	rr := resolveRequest{method: in.Method, path: in.Path, clientIP: clientIP}
 
-	tokenHMAC, err := b.hmacToken(ctx, s, in.token)
+	tokenHMAC, err := b.hmacToken(ctx, s, in.Token)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t, err := getTokenShared(ctx, s, tokenHMAC)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if t != nil && t.NumUses > 0 {
 		// Counting uses is a read-modify-write: serialise it per token and
@@ -208,16 +177,16 @@ func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInpu
 		lock.Lock()
 		defer lock.Unlock()
 		if t, err = getTokenShared(ctx, s, tokenHMAC); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if t == nil {
-		return deny(reasonUnknownToken, "no such token", nil), nil
+		return deny(resolve.ReasonUnknownToken, "no such token", nil), nil, nil
 	}
 	route, seen := routes[t.Route]
 	if !seen {
 		if route, err = getRouteShared(ctx, s, t.Route); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if routes != nil {
 			routes[t.Route] = route
@@ -225,24 +194,20 @@ func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolveInpu
 	}
 	now := b.now().UTC()
 	if reason, msg := authorize(t, route, rr, now); reason != "" {
-		return deny(reason, msg, t), nil
+		return deny(reason, msg, t), nil, nil
 	}
 	if t.NumUses > 0 {
 		t.Uses++
 		if err := putToken(ctx, s, tokenHMAC, t); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	b.usage.record(tokenHMAC, now)
-	data := allow(t)
-	if routes == nil {
-		maps.Copy(data, routeGrant(route))
-	}
-	return data, nil
+	return allow(t), route, nil
 }
 
 // authorize returns "" when t may make the request, else a deny reason and a
-// message for humans.
+// message for humans. A token's status is its deny reason.
 func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Time) (reason, message string) {
 	switch st := t.status(now, route); st {
 	case statusActive:
@@ -263,72 +228,83 @@ func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Tim
 		}
 		prefixes, err := parseCIDRs(cidrs)
 		if err != nil || !rr.clientIP.IsValid() || !containsAddr(prefixes, rr.clientIP) {
-			return reasonCIDRDenied, "client address is not in the token's bound_cidrs"
+			return resolve.ReasonCIDRDenied, "client address is not in the token's bound_cidrs"
 		}
 	}
 	if !slices.Contains(route.AllowedMethods, rr.method) ||
 		len(t.AllowedMethods) > 0 && !slices.Contains(t.AllowedMethods, rr.method) {
-		return reasonMethodNotAllowed, "method " + rr.method + " is not allowed for this token"
+		return resolve.ReasonMethodNotAllowed, "method " + rr.method + " is not allowed for this token"
 	}
 	if !matchAny(route.AllowedPaths, rr.path) ||
 		len(t.AllowedPaths) > 0 && !matchAny(t.AllowedPaths, rr.path) {
-		return reasonPathNotAllowed, "path is not allowed for this token"
+		return resolve.ReasonPathNotAllowed, "path is not allowed for this token"
 	}
 	return "", ""
 }
 
 // allow is an allowed answer for t, without its route's grant.
-func allow(t *tokenEntry) map[string]any {
-	data := map[string]any{
-		"allowed":    true,
-		"route":      t.Route,
-		"accessor":   t.Accessor,
-		"expires_at": t.ExpiresAt.Format(time.RFC3339),
-	}
+func allow(t *tokenEntry) *resolve.Answer {
+	a := resolve.Allow(t.Route, t.Accessor, t.ExpiresAt)
 	if t.NumUses > 0 {
-		data["uses_remaining"] = t.NumUses - t.Uses
+		a.UsesRemaining = new(t.NumUses - t.Uses)
 	}
-	return data
+	return a
 }
 
 // routeGrant is what the proxy needs of a route to forward a request.
-func routeGrant(route *routeEntry) map[string]any {
+func routeGrant(route *routeEntry) *resolve.RouteGrant {
 	name, format := route.injection()
-	headers := route.Headers
-	if headers == nil {
-		headers = map[string]string{}
-	}
-	return map[string]any{
-		"upstream":    route.Upstream,
-		"credential":  route.Credential,
-		"auth_type":   route.AuthType,
-		"auth_name":   name,
-		"auth_format": format,
-		"headers":     headers,
+	return &resolve.RouteGrant{
+		Upstream:   route.Upstream,
+		Credential: route.Credential,
+		AuthType:   route.AuthType,
+		AuthName:   name,
+		AuthFormat: format,
+		Headers:    route.Headers,
 	}
 }
 
-const resolveHelp = `
-phantom-proxy calls this for every request: may this token make this request?
+// resolveHelp is the path's help, written from the contract's definitions
+// (internal/resolve): field names, batch size, placeholder, auth types and
+// deny reasons. The answer's fields are resolve.Answer and resolve.RouteGrant.
+func resolveHelp() string {
+	input := fmt.Sprintf("Input: %s, %s (upper-case letters only), %s (exactly the bytes that will be "+
+		"forwarded, without the query) and %s. Or %s, a list of up to %d objects with those fields, "+
+		"answered by results, the decisions in the same order, and routes, the grant (upstream through "+
+		"headers below) of each route allowed, once; a batch reads each route once. phantom-proxy calls "+
+		"with PATCH (an update needs an extra round trip to the plugin) and batches the requests that "+
+		"queue up while a call is in flight. The answer is always data, never an error:",
+		resolve.FieldToken, resolve.FieldMethod, resolve.FieldPath, resolve.FieldClientIP, resolve.FieldRequests, resolve.MaxBatch)
+	allowed := fmt.Sprintf("route, accessor, upstream, credential, auth_type (%s), auth_name (header "+
+		"or query parameter), auth_format (a template around %s), headers (static upstream headers), "+
+		"expires_at, uses_remaining (tokens with num_uses)",
+		strings.Join([]string{resolve.AuthBearer, resolve.AuthHeader, resolve.AuthBasic, resolve.AuthQuery}, ", "), resolve.Placeholder)
+	denied := "reason, one of: " + strings.Join(resolve.Reasons(), ", ") +
+		"; message; accessor and route when the token is known"
+	indent := "\n" + strings.Repeat(" ", 17)
+	return "phantom-proxy calls this for every request: may this token make this request?\n\n" +
+		wrapWords(input, 78, "\n") + "\n\n" +
+		"  allowed=true   " + wrapWords(allowed, 61, indent) + "\n" +
+		"  allowed=false  " + wrapWords(denied, 61, indent) + "\n\n" +
+		wrapWords("Resolve writes storage only for tokens with num_uses, whose count is exact under any "+
+			"concurrency; other usage counters are kept in memory and flushed periodically. Grant this "+
+			"path only to the proxy's policy: it returns the real credential. Vault's audit devices HMAC "+
+			"every field.", 78, "\n")
+}
 
-Input: token, method, path (exactly the bytes that will be forwarded, without
-the query) and client_ip. Or requests, a list of up to 256 objects with those
-fields, answered by results, the decisions in the same order, and routes, the
-grant (upstream through headers below) of each route allowed, once; a batch
-reads each route once. phantom-proxy calls with PATCH (an update needs an
-extra round trip to the plugin) and batches the requests that queue up while
-a call is in flight. The answer is always data, never an error:
-
-  allowed=true   route, accessor, upstream, credential, auth_type, auth_name
-                 (header or query parameter), auth_format (a template around
-                 {{credential}}), headers (static upstream headers), expires_at
-  allowed=false  reason, one of: unknown_token, expired, revoked,
-                 route_deleted, uses_exhausted, cidr_denied,
-                 method_not_allowed, path_not_allowed, bad_request;
-                 message; accessor and route when the token is known
-
-Resolve writes storage only for tokens with num_uses, whose count is exact
-under any concurrency; other usage counters are kept in memory and flushed
-periodically. Grant this path only to the proxy's policy: it returns the real
-credential. Vault's audit devices HMAC every field.
-`
+// wrapWords breaks s at spaces into lines of at most width bytes, joined by sep.
+func wrapWords(s string, width int, sep string) string {
+	var lines []string
+	line := ""
+	for word := range strings.FieldsSeq(s) {
+		if line != "" && len(line)+1+len(word) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += word
+	}
+	return strings.Join(append(lines, line), sep)
+}

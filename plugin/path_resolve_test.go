@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -52,7 +53,7 @@ func TestResolveByWrite(t *testing.T) {
 		}
 	}
 	in["path"] = "/v2/other"
-	wantDenied(t, e.ok(t, logical.UpdateOperation, "resolve", in).Data, reasonPathNotAllowed)
+	wantDenied(t, e.ok(t, logical.UpdateOperation, "resolve", in).Data, resolve.ReasonPathNotAllowed)
 }
 
 func TestResolveInjectionDefaults(t *testing.T) {
@@ -94,28 +95,28 @@ func TestResolveDenials(t *testing.T) {
 		reason                  string
 	}{
 		{"allowed baseline", tok, "GET", "/v1/customers/cus_1", "10.1.2.3", ""},
-		{"unknown token", unknown, "GET", "/v1/customers/cus_1", "10.1.2.3", reasonUnknownToken},
-		{"garbage token", "sk_live_not_a_phantom_token", "GET", "/v1/customers/cus_1", "10.1.2.3", reasonUnknownToken},
-		{"tampered checksum", tampered, "GET", "/v1/customers/cus_1", "10.1.2.3", reasonUnknownToken},
-		{"empty token", "", "GET", "/v1/customers/cus_1", "10.1.2.3", reasonBadRequest},
-		{"token-narrowed method", tok, "POST", "/v1/customers/cus_1", "10.1.2.3", reasonMethodNotAllowed},
-		{"route-denied method", tok, "DELETE", "/v1/customers/cus_1", "10.1.2.3", reasonMethodNotAllowed},
-		{"lower-case method", tok, "get", "/v1/customers/cus_1", "10.1.2.3", reasonBadRequest},
-		{"token-narrowed path", tok, "GET", "/v1/customers/cus_2", "10.1.2.3", reasonPathNotAllowed},
-		{"route-denied path", tok, "GET", "/v1/refunds", "10.1.2.3", reasonPathNotAllowed},
-		{"case variant", tok, "GET", "/v1/Customers/cus_1", "10.1.2.3", reasonPathNotAllowed},
-		{"trailing slash", tok, "GET", "/v1/customers/cus_1/", "10.1.2.3", reasonPathNotAllowed},
-		{"route A token on route B path", otherTok, "GET", "/v1/customers/cus_1", "", reasonPathNotAllowed},
-		{"dot segments", tok, "GET", "/v1/customers/cus_1/../../admin", "10.1.2.3", reasonBadRequest},
-		{"encoded slash", tok, "GET", "/v1/customers/cus_1%2F..%2Fadmin", "10.1.2.3", reasonBadRequest},
-		{"encoded dots", tok, "GET", "/v1/customers/%2e%2e/x", "10.1.2.3", reasonBadRequest},
-		{"double slash", tok, "GET", "/v1//customers/cus_1", "10.1.2.3", reasonBadRequest},
-		{"NUL", tok, "GET", "/v1/customers/cus_1%00", "10.1.2.3", reasonBadRequest},
-		{"query in path", tok, "GET", "/v1/customers/cus_1?x=1", "10.1.2.3", reasonBadRequest},
-		{"outside token cidr", tok, "GET", "/v1/customers/cus_1", "10.2.0.1", reasonCIDRDenied},
-		{"outside route cidr", tok, "GET", "/v1/customers/cus_1", "192.0.2.1", reasonCIDRDenied},
-		{"no client ip", tok, "GET", "/v1/customers/cus_1", "", reasonCIDRDenied},
-		{"bad client ip", tok, "GET", "/v1/customers/cus_1", "10.1.2.300", reasonBadRequest},
+		{"unknown token", unknown, "GET", "/v1/customers/cus_1", "10.1.2.3", resolve.ReasonUnknownToken},
+		{"garbage token", "sk_live_not_a_phantom_token", "GET", "/v1/customers/cus_1", "10.1.2.3", resolve.ReasonUnknownToken},
+		{"tampered checksum", tampered, "GET", "/v1/customers/cus_1", "10.1.2.3", resolve.ReasonUnknownToken},
+		{"empty token", "", "GET", "/v1/customers/cus_1", "10.1.2.3", resolve.ReasonBadRequest},
+		{"token-narrowed method", tok, "POST", "/v1/customers/cus_1", "10.1.2.3", resolve.ReasonMethodNotAllowed},
+		{"route-denied method", tok, "DELETE", "/v1/customers/cus_1", "10.1.2.3", resolve.ReasonMethodNotAllowed},
+		{"lower-case method", tok, "get", "/v1/customers/cus_1", "10.1.2.3", resolve.ReasonBadRequest},
+		{"token-narrowed path", tok, "GET", "/v1/customers/cus_2", "10.1.2.3", resolve.ReasonPathNotAllowed},
+		{"route-denied path", tok, "GET", "/v1/refunds", "10.1.2.3", resolve.ReasonPathNotAllowed},
+		{"case variant", tok, "GET", "/v1/Customers/cus_1", "10.1.2.3", resolve.ReasonPathNotAllowed},
+		{"trailing slash", tok, "GET", "/v1/customers/cus_1/", "10.1.2.3", resolve.ReasonPathNotAllowed},
+		{"route A token on route B path", otherTok, "GET", "/v1/customers/cus_1", "", resolve.ReasonPathNotAllowed},
+		{"dot segments", tok, "GET", "/v1/customers/cus_1/../../admin", "10.1.2.3", resolve.ReasonBadRequest},
+		{"encoded slash", tok, "GET", "/v1/customers/cus_1%2F..%2Fadmin", "10.1.2.3", resolve.ReasonBadRequest},
+		{"encoded dots", tok, "GET", "/v1/customers/%2e%2e/x", "10.1.2.3", resolve.ReasonBadRequest},
+		{"double slash", tok, "GET", "/v1//customers/cus_1", "10.1.2.3", resolve.ReasonBadRequest},
+		{"NUL", tok, "GET", "/v1/customers/cus_1%00", "10.1.2.3", resolve.ReasonBadRequest},
+		{"query in path", tok, "GET", "/v1/customers/cus_1?x=1", "10.1.2.3", resolve.ReasonBadRequest},
+		{"outside token cidr", tok, "GET", "/v1/customers/cus_1", "10.2.0.1", resolve.ReasonCIDRDenied},
+		{"outside route cidr", tok, "GET", "/v1/customers/cus_1", "192.0.2.1", resolve.ReasonCIDRDenied},
+		{"no client ip", tok, "GET", "/v1/customers/cus_1", "", resolve.ReasonCIDRDenied},
+		{"bad client ip", tok, "GET", "/v1/customers/cus_1", "10.1.2.300", resolve.ReasonBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,9 +156,9 @@ func TestResolveSeesRouteChangesAtOnce(t *testing.T) {
 	}
 	// Narrowing the route narrows live tokens.
 	e.ok(t, logical.UpdateOperation, "routes/r", map[string]any{"allowed_methods": "POST"})
-	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), reasonMethodNotAllowed)
+	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), resolve.ReasonMethodNotAllowed)
 	e.ok(t, logical.UpdateOperation, "routes/r", map[string]any{"allowed_methods": "GET", "allowed_paths": "/v1/charges/*"})
-	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), reasonPathNotAllowed)
+	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers", ""), resolve.ReasonPathNotAllowed)
 
 	// Deleting the route kills its tokens, and re-creating it does not revive them.
 	e.ok(t, logical.DeleteOperation, "routes/r", nil)
@@ -176,7 +177,7 @@ func TestResolveDoesNotWriteOnTheCommonPath(t *testing.T) {
 	before := e.storage.puts.Load()
 	for range 50 {
 		wantAllowed(t, e.resolve(t, tok, "GET", "/v1/customers", ""))
-		wantDenied(t, e.resolve(t, tok, "DELETE", "/v1/customers", ""), reasonMethodNotAllowed)
+		wantDenied(t, e.resolve(t, tok, "DELETE", "/v1/customers", ""), resolve.ReasonMethodNotAllowed)
 	}
 	if n := e.storage.puts.Load() - before; n != 0 {
 		t.Fatalf("resolve wrote storage %d times", n)
@@ -238,7 +239,7 @@ func TestNumUsesCountsOnlyAllowedRequests(t *testing.T) {
 	e := getTestBackend(t)
 	e.writeRoute(t, "r", nil)
 	tok, _ := e.mint(t, "r", map[string]any{"num_uses": 2})
-	wantDenied(t, e.resolve(t, tok, "DELETE", "/v1/customers", ""), reasonMethodNotAllowed)
+	wantDenied(t, e.resolve(t, tok, "DELETE", "/v1/customers", ""), resolve.ReasonMethodNotAllowed)
 	d := e.resolve(t, tok, "GET", "/v1/customers", "")
 	wantAllowed(t, d)
 	if d["uses_remaining"] != 1 {
@@ -300,8 +301,8 @@ func TestResolveBatch(t *testing.T) {
 		t.Errorf("routes: %v", routes)
 	}
 	for i, reason := range map[int]string{
-		1: reasonMethodNotAllowed, 2: reasonPathNotAllowed, 3: reasonUnknownToken,
-		4: reasonBadRequest, 5: reasonBadRequest, 8: statusExhausted, 9: reasonMethodNotAllowed,
+		1: resolve.ReasonMethodNotAllowed, 2: resolve.ReasonPathNotAllowed, 3: resolve.ReasonUnknownToken,
+		4: resolve.ReasonBadRequest, 5: resolve.ReasonBadRequest, 8: statusExhausted, 9: resolve.ReasonMethodNotAllowed,
 	} {
 		wantDenied(t, results[i], reason)
 	}
@@ -314,9 +315,32 @@ func TestResolveBatch(t *testing.T) {
 	e.userError(t, logical.PatchOperation, "resolve", map[string]any{
 		"token": tok, "requests": []any{req(tok, "GET", "/v1/customers/cus_1")},
 	}, "not both")
-	many := make([]any, maxResolveBatch+1)
+	many := make([]any, resolve.MaxBatch+1)
 	for i := range many {
 		many[i] = req(tok, "GET", "/v1/customers/cus_1")
 	}
 	e.userError(t, logical.PatchOperation, "resolve", map[string]any{"requests": many}, "at most")
+}
+
+// TestTokenStatusesAreReasons: a token's status is its deny reason, so
+// every status but active is one of the contract's reasons.
+func TestTokenStatusesAreReasons(t *testing.T) {
+	for _, st := range []string{statusExpired, statusRevoked, statusRouteDeleted, statusExhausted} {
+		if !resolve.Known(st) {
+			t.Errorf("token status %q is not a deny reason of internal/resolve", st)
+		}
+	}
+}
+
+// TestMethodsTheProxyRefuses: a route or token cannot allow a method the
+// proxy would never forward.
+func TestMethodsTheProxyRefuses(t *testing.T) {
+	e := getTestBackend(t)
+	for _, m := range []string{"M-SEARCH", "X_CUSTOM", "GET1"} {
+		e.userError(t, logical.UpdateOperation, "routes/r", map[string]any{
+			"upstream": "https://api.example.com", "allowed_paths": "/v1/**", "allowed_methods": m, "credential": testCredential,
+		}, "not an HTTP method")
+	}
+	e.writeRoute(t, "r", nil)
+	e.userError(t, logical.UpdateOperation, "token/r", map[string]any{"allowed_methods": "M-SEARCH"}, "not an HTTP method")
 }

@@ -16,19 +16,20 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/phantomvault/phantom/internal/reqpath"
+	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
-// How a route's credential reaches the upstream.
+// How a route's credential reaches the upstream: the contract's auth types
+// (auth_header and auth_query_param become the grant's auth_name).
 const (
-	authBearer = "bearer" // Authorization: Bearer <credential>
-	authHeader = "header" // <auth_header>: <auth_format>
-	authBasic  = "basic"  // Authorization: Basic base64(<auth_format>)
-	authQuery  = "query"  // ?<auth_query_param>=<auth_format>
-
-	credentialPlaceholder = "{{credential}}"
-	maxCredentialLen      = 8 << 10
+	authBearer = resolve.AuthBearer
+	authHeader = resolve.AuthHeader
+	authBasic  = resolve.AuthBasic
+	authQuery  = resolve.AuthQuery
 )
+
+const maxCredentialLen = 8 << 10
 
 // routeEntry is one upstream, the scope tokens may use there, and the real
 // credential. It is stored seal-wrapped under routes/<name>.
@@ -129,16 +130,7 @@ func (r *routeEntry) deliveryChanges(old *routeEntry) []string {
 // injection returns how the credential is injected, with defaults filled in:
 // the header (or query parameter) name and the value template.
 func (r *routeEntry) injection() (name, format string) {
-	switch r.AuthType {
-	case authHeader:
-		return r.AuthHeader, orDefault(r.AuthFormat, credentialPlaceholder)
-	case authBasic:
-		return "Authorization", orDefault(r.AuthFormat, credentialPlaceholder+":")
-	case authQuery:
-		return r.AuthQueryParam, orDefault(r.AuthFormat, credentialPlaceholder)
-	default:
-		return "Authorization", "Bearer " + credentialPlaceholder
-	}
+	return resolve.Injection(r.AuthType, r.AuthHeader, r.AuthQueryParam, r.AuthFormat)
 }
 
 func orDefault(s, def string) string {
@@ -244,8 +236,8 @@ func (r *routeEntry) validateAuth() error {
 		return fmt.Errorf("auth_type must be one of bearer, header, basic, query (got %q)", r.AuthType)
 	}
 	if r.AuthFormat != "" {
-		if !strings.Contains(r.AuthFormat, credentialPlaceholder) {
-			return fmt.Errorf("auth_format must contain %s", credentialPlaceholder)
+		if !strings.Contains(r.AuthFormat, resolve.Placeholder) {
+			return fmt.Errorf("auth_format must contain %s", resolve.Placeholder)
 		}
 		if !validHeaderValue(r.AuthFormat) {
 			return errors.New("auth_format contains a control character")

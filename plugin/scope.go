@@ -2,12 +2,12 @@ package plugin
 
 import (
 	"fmt"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/phantomvault/phantom/internal/reqpath"
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // Scope: which methods, paths and client addresses a token may use.
@@ -121,9 +121,9 @@ func narrowPatterns(requested, route []string) error {
 	return nil
 }
 
-// normalizeMethods upper-cases and validates HTTP methods. CONNECT would turn
-// the proxy into a tunnel and TRACE echoes the request, injected key included,
-// back to the caller, so neither may ever be allowed.
+// normalizeMethods upper-cases and validates HTTP methods by the rule the
+// proxy applies (resolve.ValidMethod), so a route cannot allow a method the
+// proxy would refuse; CONNECT and TRACE may never be allowed.
 func normalizeMethods(in []string) ([]string, error) {
 	out := make([]string, 0, len(in))
 	for _, m := range in {
@@ -131,25 +131,16 @@ func normalizeMethods(in []string) ([]string, error) {
 		switch {
 		case m == "":
 			continue
-		case m == http.MethodConnect || m == http.MethodTrace:
+		case resolve.NeverAllowed(m):
 			return nil, fmt.Errorf("method %s can never be allowed", m)
-		case !isToken(m):
-			return nil, fmt.Errorf("%q is not an HTTP method", m)
+		case !resolve.ValidMethod(m):
+			return nil, fmt.Errorf("%q is not an HTTP method: a method is upper-case letters only", m)
 		}
 		if !slices.Contains(out, m) {
 			out = append(out, m)
 		}
 	}
 	return out, nil
-}
-
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('A' <= c && c <= 'Z' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // parseCIDRs parses bound_cidrs entries; a bare address is a single-host prefix.

@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // tokenEntry is what the engine knows of one phantom token. It is stored under
@@ -48,10 +50,10 @@ type accessorEntry struct {
 // Token states, also the deny reasons resolve returns for them.
 const (
 	statusActive       = "active"
-	statusExpired      = "expired"
-	statusRevoked      = "revoked"
-	statusRouteDeleted = "route_deleted"
-	statusExhausted    = "uses_exhausted"
+	statusExpired      = resolve.ReasonExpired
+	statusRevoked      = resolve.ReasonRevoked
+	statusRouteDeleted = resolve.ReasonRouteDeleted
+	statusExhausted    = resolve.ReasonUsesExhausted
 )
 
 // status says whether the token is usable at now, given its route's current

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // FuzzAuditJSON: the hand-written encoder writes what encoding/json would,
@@ -37,7 +39,7 @@ func FuzzAuditJSON(f *testing.F) {
 // TestAuditLogGroupCommit: records written concurrently all arrive, each on
 // a line of its own.
 func TestAuditLogGroupCommit(t *testing.T) {
-	var buf lockedBuffer
+	var buf testutil.LockedBuffer
 	a := newAuditLog(&buf, nil)
 	var wg sync.WaitGroup
 	for i := range 200 {

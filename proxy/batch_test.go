@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // echoCall decides each request by echoing its path as the route, so a test
@@ -71,19 +73,11 @@ func waitInFlight(t *testing.T, b *batcher, n int) {
 
 func waitBatcher(t *testing.T, b *batcher, what string, get func() int, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, 5*time.Second, func() bool {
 		b.mu.Lock()
-		got := get()
-		b.mu.Unlock()
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests %s, want %d", got, what, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer b.mu.Unlock()
+		return get() == n
+	}, "requests %s never reached %d in 5s", what, n)
 }
 
 func TestBatcherBatchesWhileBusy(t *testing.T) {

@@ -20,6 +20,20 @@ const (
 	errUpstreamTimeout  = "phantom_upstream_timeout"   // 504
 )
 
+// statusType is the error type of each status the proxy answers with.
+var statusType = map[int]string{
+	http.StatusBadRequest:            errBadRequest,
+	http.StatusRequestTimeout:        errRequestTimeout,
+	http.StatusUnauthorized:          errUnauthorized,
+	http.StatusForbidden:             errForbidden,
+	http.StatusMethodNotAllowed:      errMethodNotAllowed,
+	http.StatusRequestEntityTooLarge: errTooLarge,
+	http.StatusTooManyRequests:       errRateLimited,
+	http.StatusBadGateway:            errUpstream,
+	http.StatusServiceUnavailable:    errUnavailable,
+	http.StatusGatewayTimeout:        errUpstreamTimeout,
+}
+
 type errorBody struct {
 	Error errorDetail `json:"error"`
 }

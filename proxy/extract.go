@@ -103,6 +103,21 @@ func (f *tokenFinder) find(h http.Header, rawQuery string) (string, error) {
 	return found, nil
 }
 
+// otherTokenIn reports whether the raw query holds a phantom token other
+// than tok, in a parameter the finder does not read.
+func otherTokenIn(rawQuery, tok string) bool {
+	for rest := rawQuery; ; {
+		b, e, ok := token.Find(rest)
+		if !ok {
+			return false
+		}
+		if !strings.HasSuffix(rest[b:e], tok) && !strings.HasSuffix(tok, rest[b:e]) {
+			return true
+		}
+		rest = rest[e:]
+	}
+}
+
 // stripToken removes every header and query parameter whose value holds the
 // token, wherever the client put it, so the upstream never sees it.
 func stripToken(h http.Header, rawQuery, tok string) string {

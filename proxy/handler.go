@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -17,6 +16,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/token"
 )
 
 // exchange is the state of one proxied request, shared by ServeHTTP and the
@@ -30,6 +32,7 @@ type exchange struct {
 	rec           *auditRecord
 	upstreamStart time.Time
 	bodyStalled   atomic.Bool // the client stopped sending the request body
+	bodyOverride  atomic.Bool // the request body names a method override
 }
 
 type exchangeKey struct{}
@@ -37,33 +40,6 @@ type exchangeKey struct{}
 func exchangeFrom(r *http.Request) *exchange {
 	ex, _ := r.Context().Value(exchangeKey{}).(*exchange)
 	return ex
-}
-
-// Deny reasons mapped to what the agent sees: a dead token is 401, a token
-// out of its scope is 403.
-var reasonStatus = map[string]int{
-	"unknown_token":      http.StatusUnauthorized,
-	"expired":            http.StatusUnauthorized,
-	"revoked":            http.StatusUnauthorized,
-	"uses_exhausted":     http.StatusUnauthorized,
-	"route_deleted":      http.StatusUnauthorized,
-	"method_not_allowed": http.StatusForbidden,
-	"path_not_allowed":   http.StatusForbidden,
-	"cidr_denied":        http.StatusForbidden,
-	"bad_request":        http.StatusBadRequest,
-}
-
-var statusType = map[int]string{
-	http.StatusBadRequest:            errBadRequest,
-	http.StatusRequestTimeout:        errRequestTimeout,
-	http.StatusUnauthorized:          errUnauthorized,
-	http.StatusForbidden:             errForbidden,
-	http.StatusMethodNotAllowed:      errMethodNotAllowed,
-	http.StatusRequestEntityTooLarge: errTooLarge,
-	http.StatusTooManyRequests:       errRateLimited,
-	http.StatusBadGateway:            errUpstream,
-	http.StatusServiceUnavailable:    errUnavailable,
-	http.StatusGatewayTimeout:        errUpstreamTimeout,
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -105,23 +81,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	path, rawQuery, err := checkTarget(r)
 	if err != nil {
-		rec.Path = strings.ToValidUTF8(r.URL.EscapedPath(), "?")
+		rec.Path = token.Redact(strings.ToValidUTF8(r.URL.EscapedPath(), "?"))
 		if errors.Is(err, errMethod) {
 			sw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-			refuse(http.StatusMethodNotAllowed, "method_not_allowed", err.Error())
+			refuse(http.StatusMethodNotAllowed, resolve.ReasonMethodNotAllowed, err.Error())
 			return
 		}
-		refuse(http.StatusBadRequest, "bad_request", err.Error())
+		refuse(http.StatusBadRequest, resolve.ReasonBadRequest, err.Error())
 		return
 	}
 	rec.Path = path
+	if _, _, ok := token.Find(path); ok {
+		// Neither the audit log nor the upstream may see it.
+		rec.Path = token.Redact(path)
+		refuse(http.StatusBadRequest, resolve.ReasonBadRequest, "a phantom token belongs in a header or a query parameter, never in the path")
+		return
+	}
 	tok, err := s.finder.find(r.Header, rawQuery)
+	if err == nil && otherTokenIn(rawQuery, tok) {
+		err = errTwoTokens // one the finder does not look at would go upstream
+	}
 	switch {
 	case errors.Is(err, errTwoTokens), errors.Is(err, errBadEncoding):
-		refuse(http.StatusBadRequest, "bad_request", err.Error())
+		refuse(http.StatusBadRequest, resolve.ReasonBadRequest, err.Error())
 		return
 	case err != nil:
-		refuse(http.StatusUnauthorized, "unknown_token", err.Error())
+		refuse(http.StatusUnauthorized, resolve.ReasonUnknownToken, err.Error())
 		return
 	}
 
@@ -148,14 +133,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.resolveDone(resolveStart, "ok")
 	rec.Route, rec.Accessor = d.Route, d.Accessor
 	if !d.Allowed {
-		if d.Reason == "unknown_token" {
+		if d.Reason == resolve.ReasonUnknownToken {
 			s.unknownTokens.refused(ip)
 		}
-		status, ok := reasonStatus[d.Reason]
-		if !ok {
-			status = http.StatusForbidden
-		}
-		refuse(status, d.Reason, denyMessage(d.Reason))
+		status, message := resolve.Refusal(d.Reason)
+		refuse(status, d.Reason, message)
 		return
 	}
 
@@ -175,38 +157,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
 	// Only an allowed request's body is read, each read bounded in time.
-	body = &countingReader{ReadCloser: &stallReader{
+	var reqBody io.ReadCloser = &stallReader{
 		ReadCloser: http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes),
 		rc:         http.NewResponseController(w),
 		timeout:    s.cfg.BodyStallTimeout,
 		stalled:    &ex.bodyStalled,
-	}}
+	}
+	if guarded := overrideGuard(r, reqBody, func() { ex.bodyOverride.Store(true) }); guarded != nil {
+		reqBody = guarded
+	}
+	body = &countingReader{ReadCloser: reqBody}
 	out.Body = body
 	s.rp.ServeHTTP(sw, out)
-}
-
-// denyMessage explains a denial without revealing anything about the route.
-func denyMessage(reason string) string {
-	switch reason {
-	case "unknown_token":
-		return "the phantom token is not valid"
-	case "expired":
-		return "the phantom token has expired; mint a new one"
-	case "revoked":
-		return "the phantom token was revoked"
-	case "uses_exhausted":
-		return "the phantom token has no uses left"
-	case "route_deleted":
-		return "the phantom token's route no longer exists"
-	case "method_not_allowed":
-		return "this method is not allowed for the phantom token"
-	case "path_not_allowed":
-		return "this path is not allowed for the phantom token"
-	case "cidr_denied":
-		return "the phantom token may not be used from this address"
-	default:
-		return "the request was refused"
-	}
 }
 
 // newReverseProxy forwards with Rewrite, never Director: hop-by-hop headers
@@ -246,26 +208,10 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.RawPath = rawPath
 	out.URL.Path, _ = url.PathUnescape(rawPath) // valid: checkTarget vetted it
 	out.Host = ""
-	// The transport then asks for gzip and decodes it, so bodies can be scrubbed.
-	out.Header.Del("Accept-Encoding")
+	// Only gzip, which the proxy decodes before scrubbing (readableResponse).
+	out.Header.Set("Accept-Encoding", "gzip")
 
-	value := g.authValue()
-	switch g.AuthType {
-	case "query":
-		rawQuery = removeQueryParams(rawQuery, func(key, _ string) bool { return key == g.AuthName })
-		if rawQuery != "" {
-			rawQuery += "&"
-		}
-		rawQuery += url.QueryEscape(g.AuthName) + "=" + url.QueryEscape(value)
-	case "basic":
-		out.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(value)))
-	default: // bearer and header
-		out.Header.Set(g.AuthName, value)
-	}
-	out.URL.RawQuery = rawQuery
-	for k, v := range g.Headers {
-		out.Header.Set(k, v)
-	}
+	out.URL.RawQuery = g.inject(out.Header, rawQuery)
 	ex.upstreamStart = time.Now()
 }
 
@@ -273,10 +219,11 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	ex := exchangeFrom(resp.Request)
 	s.metrics.upstreamDone(ex.grant.Route, ex.upstreamStart)
 	ex.rec.UpstreamStatus = resp.StatusCode
-	if err := checkResponse(resp); err != nil {
+	if err := readableResponse(resp); err != nil {
 		return err
 	}
 	ex.scrub.Header(resp.Header)
+	ex.scrub.Header(resp.Trailer) // names only, for now: ReverseProxy announces them next
 	// Trailer values arrive with the end of the body.
 	resp.Body = ex.scrub.Reader(resp.Body, resp.ContentLength, func() { ex.scrub.Header(resp.Trailer) })
 	return nil
@@ -298,6 +245,9 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &maxErr):
 		status, reason, message = http.StatusRequestEntityTooLarge, "body_too_large", "the request body is too large"
+	case ex.bodyOverride.Load():
+		status, reason, message = http.StatusBadRequest, "bad_request", "the request body names a method override (_method), which some upstreams run instead of the method resolved"
+		w.Header().Set("Connection", "close")
 	case ex.bodyStalled.Load():
 		status, reason, message = http.StatusRequestTimeout, "body_timeout", "the request body stopped arriving"
 		w.Header().Set("Connection", "close")

@@ -6,21 +6,44 @@ import (
 	"time"
 
 	metrics "github.com/armon/go-metrics"
-	promsink "github.com/armon/go-metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metric names, all under the phantom_proxy_ prefix.
+// metricPrefix starts every name: go-metrics prepends it as the service
+// name, and the histograms below are declared with it.
+const metricPrefix = "phantom_proxy"
+
+// Metric names (after phantom_proxy_), following Prometheus conventions: the
+// unit last, counters ending in _total.
 var (
-	metricRequests    = []string{"requests"}               // counter: route, decision, status
-	metricResolve     = []string{"resolve", "seconds"}     // summary of resolve latency
-	metricUpstream    = []string{"upstream", "seconds"}    // summary of upstream latency (to headers)
-	metricVaultAuth   = []string{"vault", "authenticated"} // gauge: 1 when logged in
-	metricVaultLogins = []string{"vault", "logins"}        // counter: result
-	metricBatch       = []string{"vault", "batch", "size"} // summary of requests per resolve call
+	metricRequests    = []string{"requests", "total"}        // counter: route, decision, status
+	metricResolve     = []string{"resolve", "seconds"}       // histogram: outcome
+	metricUpstream    = []string{"upstream", "seconds"}      // histogram: route (time to response headers)
+	metricVaultAuth   = []string{"vault", "authenticated"}   // gauge: 1 when logged in
+	metricVaultLogins = []string{"vault", "logins", "total"} // counter: result
+	metricBatch       = []string{"vault", "batch", "size"}   // histogram of requests per resolve call
 )
+
+// latencyBuckets span a cached resolve (tens of microseconds) to a slow
+// upstream answer (a language model's headers can take a minute).
+var latencyBuckets = []float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+}
+
+// batchBuckets cover one request up to maxBatch per Vault call.
+var batchBuckets = prometheus.ExponentialBuckets(1, 2, 8) // 1, 2, 4, ... 128
+
+// histograms declares every sampled metric: go-metrics' AddSample calls for
+// these names become histogram observations, which Prometheus can sum
+// across replicas (summaries' quantiles cannot be).
+var histograms = []histogramDef{
+	{metricResolve, "Time to decide a request: the resolve call to Vault, or the cache.", []string{"outcome"}, latencyBuckets},
+	{metricUpstream, "Time from forwarding a request to the upstream's response headers.", []string{"route"}, latencyBuckets},
+	{metricBatch, "Requests carried by each resolve call to Vault.", nil, batchBuckets},
+}
 
 // proxyMetrics records through go-metrics into a Prometheus registry of its
 // own, so several proxies in one process (tests) do not collide.
@@ -34,11 +57,11 @@ func newProxyMetrics() (*proxyMetrics, error) {
 	// Go runtime and process figures (go_goroutines,
 	// process_resident_memory_bytes, ...) for capacity and leak watching.
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sink, err := promsink.NewPrometheusSinkFrom(promsink.PrometheusOpts{Registerer: registry, Name: "phantom_proxy"})
+	sink, err := newHistogramSink(registry, histograms)
 	if err != nil {
 		return nil, err
 	}
-	conf := metrics.DefaultConfig("phantom_proxy")
+	conf := metrics.DefaultConfig(metricPrefix)
 	conf.EnableHostname = false
 	conf.EnableRuntimeMetrics = false
 	conf.EnableServiceLabel = false

@@ -22,6 +22,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/phantomvault/phantom/internal/testutil"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -90,7 +91,7 @@ func newTestProxy(t *testing.T, upstream string, adjust func(*Grant)) *testProxy
 		adjust(g)
 	}
 	res := &fakeResolver{grants: map[string]*Grant{tok: g}, deny: map[string]string{}}
-	logs := &lockedBuffer{}
+	logs := &testutil.LockedBuffer{}
 	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: filepath.Join(t.TempDir(), "audit.log")}, res,
 		hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}))
 	if err != nil {
@@ -123,23 +124,6 @@ func (p *testProxy) auditLines(t *testing.T) []auditRecord {
 		recs = append(recs, r)
 	}
 	return recs
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func mintToken(t testing.TB) string {
@@ -645,7 +629,7 @@ func TestAuditRecords(t *testing.T) {
 	get(t, p.url+"/v1/no", map[string]string{"Authorization": "Bearer " + denied})
 	get(t, p.url+"/v1/none", nil)
 
-	waitFor(t, func() bool { return len(p.auditLines(t)) >= 3 })
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(p.auditLines(t)) >= 3 }, "fewer than 3 audit lines after 5s")
 	raw, _ := os.ReadFile(p.srv.cfg.AuditFile)
 	for _, secret := range []string{p.token, denied, realKey} {
 		if strings.Contains(string(raw), secret) {
@@ -654,7 +638,7 @@ func TestAuditRecords(t *testing.T) {
 	}
 	// A request's line is written just after its response.
 	var recs []auditRecord
-	waitFor(t, func() bool { recs = p.auditLines(t); return len(recs) >= 3 })
+	testutil.Eventually(t, 5*time.Second, func() bool { recs = p.auditLines(t); return len(recs) >= 3 }, "fewer than 3 audit lines after 5s")
 	if len(recs) != 3 {
 		t.Fatalf("%d audit lines, want 3", len(recs))
 	}
@@ -699,11 +683,11 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Fatalf("pprof with -pprof: %d", resp.StatusCode)
 	}
 	var metrics string
-	waitFor(t, func() bool { // counted just after the response
+	testutil.Eventually(t, 5*time.Second, func() bool { // counted just after the response
 		_, metrics = get(t, admin.URL+"/metrics", nil)
-		return strings.Contains(metrics, "phantom_proxy_requests{")
-	})
-	for _, want := range []string{`phantom_proxy_requests{decision="allowed",route="r",status="200"} 1`, "phantom_proxy_resolve_seconds", "phantom_proxy_upstream_seconds"} {
+		return strings.Contains(metrics, "phantom_proxy_requests_total{")
+	}, "no request counted in /metrics after 5s")
+	for _, want := range []string{`phantom_proxy_requests_total{decision="allowed",route="r",status="200"} 1`, "phantom_proxy_resolve_seconds", "phantom_proxy_upstream_seconds"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q:\n%s", want, metrics)
 		}
@@ -726,15 +710,5 @@ func TestScrubsTrailers(t *testing.T) {
 	got := resp.Trailer.Get("X-Debug")
 	if got == "" || strings.Contains(got, realKey) {
 		t.Fatalf("trailer %q", got)
-	}
-}
-
-// waitFor polls cond for up to five seconds.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
 	}
 }

@@ -1,6 +1,10 @@
 package proxy
 
-import "context"
+import (
+	"context"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+)
 
 // Resolver answers, for one request, whether its phantom token may make it.
 // VaultResolver asks the engine; tests use a double.
@@ -13,18 +17,14 @@ type Resolver interface {
 	Ready(ctx context.Context) bool
 }
 
-// ResolveRequest is what the proxy is about to forward.
-type ResolveRequest struct {
-	Token    string
-	Method   string
-	Path     string // exactly the bytes that will be forwarded
-	ClientIP string
-}
+// ResolveRequest is what the proxy is about to forward, exactly as it asks
+// the engine about it.
+type ResolveRequest = resolve.Request
 
 // Decision is the engine's answer. Grant is set when Allowed.
 type Decision struct {
 	Allowed  bool
-	Reason   string // deny reason, machine-readable
+	Reason   string // deny reason, machine-readable (resolve.Reason*)
 	Message  string
 	Route    string
 	Accessor string

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // The scrubber masks every occurrence of a secret's forms with '*' of the
@@ -67,9 +68,9 @@ func holdFor(g *Grant) int {
 	c, v := len(g.Credential), len(g.authValue())
 	encoded := max(c, v)
 	switch g.AuthType {
-	case "query":
+	case resolve.AuthQuery:
 		encoded = max(encoded, 3*v) // url.QueryEscape writes a byte in at most 3
-	case "basic":
+	case resolve.AuthBasic:
 		encoded = max(encoded, (v+2)/3*4)
 	}
 	text := maxAltPerByte * max(c, v)

@@ -69,7 +69,7 @@ func (s *scrubber) compile(forms []secretForm) {
 		pt := pattern{base64: f.kind == formBase64}
 		for i := 0; i < len(f.text); {
 			c := f.text[i]
-			if isAlnum(c) {
+			if isAlnum(c) || f.kind == formExact {
 				pt.units = append(pt.units, unit{b: c, set: -1})
 				i++
 				continue

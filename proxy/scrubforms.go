@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -24,6 +25,9 @@ const (
 	// The one character on each side that mixes secret bits with the bytes
 	// around it is masked too, whatever it is.
 	formBase64
+	// formExact: every byte as it is (dumps whose separators no encoder
+	// rewrites in practice); alternatives would make them unanchorable.
+	formExact
 )
 
 // minBase64Middle is the shortest base64 middle worth matching: 8
@@ -73,9 +77,10 @@ type alt struct {
 }
 
 // maxAltPerByte bounds how many bytes an alternative spends per byte of the
-// character it writes: 6, for "\u002b", "&#043;" or "&quot;" standing for
-// one ASCII byte (non-ASCII characters need at most 3 per byte).
-const maxAltPerByte = 6
+// character it writes: 18, for "&DiacriticalGrave;" standing for '`' (most
+// are 6 or less: "\u002b", "&#043;"; non-ASCII characters need at most 3
+// per byte).
+const maxAltPerByte = 18
 
 // asciiAlts[c] lists the ways the encoders write the ASCII byte c, when c
 // is not a letter or digit (letters and digits are written as they are by
@@ -88,9 +93,11 @@ const maxAltPerByte = 6
 //   - JSON (encoding/json, PHP json_encode, .NET System.Text.Json, Python,
 //     Jackson, Gson): \u00XX in either case, and the short escapes \" \\ \/
 //     \b \f \n \r \t;
-//   - HTML and XML (html.EscapeString, htmlspecialchars, .NET HtmlEncode):
-//     &amp; &lt; &gt; &quot; &apos;, &#DD; and &#0DD; in decimal, &#xHH;
-//     in hex.
+//   - HTML and XML (html.EscapeString, htmlspecialchars, .NET HtmlEncode,
+//     the entities and he npm packages, PHP htmlentities with ENT_HTML5):
+//     every HTML5 named reference of the character (&amp; &sol; &plus;
+//     &lowbar; &period; ...), and numeric references in decimal and hex,
+//     zero-padded up to 5 decimal or 4 hex digits.
 var asciiAlts = func() (t [utf8.RuneSelf][]alt) {
 	for c := range utf8.RuneSelf {
 		if !isAlnum(byte(c)) {
@@ -106,7 +113,21 @@ func isAlnum(c byte) bool {
 
 var jsonShortEscapes = map[byte]string{'"': `\"`, '\\': `\\`, '/': `\/`, '\b': `\b`, '\f': `\f`, '\n': `\n`, '\r': `\r`, '\t': `\t`}
 
-var htmlNamed = map[byte]string{'&': "&amp;", '<': "&lt;", '>': "&gt;", '"': "&quot;", '\'': "&apos;"}
+// htmlNamed lists the HTML5 named character references of ASCII
+// punctuation (https://html.spec.whatwg.org/multipage/named-characters.html),
+// each as it must be written: names are case-sensitive.
+var htmlNamed = map[byte][]string{
+	'\t': {"&Tab;"}, '\n': {"&NewLine;"},
+	'!': {"&excl;"}, '"': {"&quot;", "&QUOT;"}, '#': {"&num;"}, '$': {"&dollar;"},
+	'%': {"&percnt;"}, '&': {"&amp;", "&AMP;"}, '\'': {"&apos;"}, '(': {"&lpar;"},
+	')': {"&rpar;"}, '*': {"&ast;", "&midast;"}, '+': {"&plus;"}, ',': {"&comma;"},
+	'.': {"&period;"}, '/': {"&sol;"}, ':': {"&colon;"}, ';': {"&semi;"},
+	'<': {"&lt;", "&LT;"}, '=': {"&equals;"}, '>': {"&gt;", "&GT;"}, '?': {"&quest;"},
+	'@': {"&commat;"}, '[': {"&lsqb;", "&lbrack;"}, '\\': {"&bsol;"},
+	']': {"&rsqb;", "&rbrack;"}, '^': {"&Hat;"}, '_': {"&lowbar;", "&UnderBar;"},
+	'`': {"&grave;", "&DiacriticalGrave;"}, '{': {"&lcub;", "&lbrace;"},
+	'|': {"&verbar;", "&vert;", "&VerticalLine;"}, '}': {"&rcub;", "&rbrace;"},
+}
 
 func asciiAlternatives(c byte) []alt {
 	hx := strconv.FormatUint(uint64(c), 16)
@@ -117,11 +138,12 @@ func asciiAlternatives(c byte) []alt {
 		folded("%", hx2, ""),
 		folded("%25", hx2, ""),
 		folded(`\u00`, hx2, ""),
-		{s: "&#" + dec + ";"},
-		folded("&#x", hx, ";"),
 	}
-	if len(dec) < 3 {
-		alts = append(alts, alt{s: "&#" + strings.Repeat("0", 3-len(dec)) + dec + ";"})
+	for width := len(dec); width <= 5; width++ {
+		alts = append(alts, alt{s: "&#" + strings.Repeat("0", width-len(dec)) + dec + ";"})
+	}
+	for width := len(hx); width <= 4; width++ {
+		alts = append(alts, folded("&#x", strings.Repeat("0", width-len(hx))+hx, ";"))
 	}
 	if c == ' ' {
 		alts = append(alts, alt{s: "+"})
@@ -129,8 +151,8 @@ func asciiAlternatives(c byte) []alt {
 	if e, ok := jsonShortEscapes[c]; ok {
 		alts = append(alts, alt{s: e})
 	}
-	if e, ok := htmlNamed[c]; ok {
-		alts = append(alts, alt{s: e})
+	for _, name := range htmlNamed[c] {
+		alts = append(alts, alt{s: name})
 	}
 	return alts
 }
@@ -196,3 +218,26 @@ var lower = func() (t [256]byte) {
 	}
 	return t
 }()
+
+// byteListForms are s written byte by byte with separators: hex dumps with
+// spaces or colons (Python's bytes.hex(' '), Go's "% x", hexdump), and
+// decimal byte arrays (Node's JSON of a Buffer, serde's Vec<u8>).
+func byteListForms(s string) []secretForm {
+	var forms []secretForm
+	for _, sep := range []string{" ", ":"} {
+		parts := make([]string, len(s))
+		for i := range len(s) {
+			parts[i] = hex.EncodeToString([]byte{s[i]})
+		}
+		lowerHex := strings.Join(parts, sep)
+		forms = append(forms, secretForm{lowerHex, formExact}, secretForm{strings.ToUpper(lowerHex), formExact})
+	}
+	for _, sep := range []string{",", ", "} {
+		parts := make([]string, len(s))
+		for i := range len(s) {
+			parts[i] = strconv.Itoa(int(s[i]))
+		}
+		forms = append(forms, secretForm{strings.Join(parts, sep), formExact})
+	}
+	return forms
+}

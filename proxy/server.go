@@ -62,6 +62,10 @@ func NewServer(cfg Config, resolver Resolver, log hclog.Logger) (*Server, error)
 func newUpstreamTransport(cfg Config) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = nil
+	// The proxy asks for gzip and decodes it itself (readableResponse): the
+	// transport would decode only when the first Content-Encoding is gzip
+	// and then drop every value, hiding a second encoding.
+	t.DisableCompression = true
 	t.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.MaxIdleConns = 1024
 	t.MaxIdleConnsPerHost = 256

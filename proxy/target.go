@@ -3,10 +3,11 @@ package proxy
 import (
 	"errors"
 	"net/http"
-	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/phantomvault/phantom/internal/reqpath"
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // errMethod marks a method the proxy never forwards: CONNECT would make it a
@@ -18,10 +19,10 @@ var errMethod = errors.New("CONNECT and TRACE are not supported")
 // will be forwarded: the path resolved through Vault is byte for byte the
 // path sent upstream.
 func checkTarget(r *http.Request) (path, rawQuery string, err error) {
-	if r.Method == http.MethodConnect || r.Method == http.MethodTrace {
+	if resolve.NeverAllowed(r.Method) {
 		return "", "", errMethod
 	}
-	if !isMethod(r.Method) {
+	if !resolve.ValidMethod(r.Method) {
 		return "", "", errors.New("the method must be an upper-case HTTP method")
 	}
 	uri := r.RequestURI
@@ -42,34 +43,12 @@ func checkTarget(r *http.Request) (path, rawQuery string, err error) {
 			return "", "", errors.New("the query contains a control, space or non-ASCII byte")
 		}
 	}
-	if hasMethodOverride(rawQuery) {
-		return "", "", errors.New("the " + methodOverrideParam + " query parameter is refused: some upstreams read it as the method to run")
+	if name, ok := overrideParam(rawQuery); ok {
+		return "", "", errors.New("the query parameter " + strconv.Quote(name) + " is refused: some upstreams read it as the method or route to run")
 	}
 	if r.Header.Get("Upgrade") != "" {
 		// An upgraded connection would bypass response scrubbing.
 		return "", "", errors.New("protocol upgrades are not supported")
 	}
 	return path, rawQuery, nil
-}
-
-func isMethod(m string) bool {
-	for i := 0; i < len(m); i++ {
-		if c := m[i]; c < 'A' || c > 'Z' {
-			return false
-		}
-	}
-	return m != ""
-}
-
-// hasMethodOverride reports whether the query names a method override, in
-// any case or percent-encoding.
-func hasMethodOverride(rawQuery string) bool {
-	for pair := range strings.SplitSeq(rawQuery, "&") {
-		k, _, _ := strings.Cut(pair, "=")
-		key, err := url.QueryUnescape(k)
-		if err != nil || strings.EqualFold(strings.TrimSpace(key), methodOverrideParam) {
-			return true
-		}
-	}
-	return false
 }

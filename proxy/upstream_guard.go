@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"compress/gzip"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -28,9 +31,33 @@ var neverForwarded = []string{
 	"X-Forwarded-Prefix", "X-Forwarded-Path", "X-Forwarded-Uri",
 }
 
-// methodOverrideParam is the query parameter some frameworks read as the
-// method to run (Rails, Laravel, Express's method-override).
-const methodOverrideParam = "_method"
+// overrideParams are query parameters frameworks read as the method or
+// route to run instead of the request's own: _method (Rails, Laravel,
+// Express's method-override), rest_route (WordPress), _url (Phalcon).
+var overrideParams = []string{"_method", "rest_route", "_url"}
+
+// overrideParam returns the first query parameter that names an override,
+// compared as PHP reads names (leading spaces dropped; ' ', '.' and '['
+// read as '_') and without case.
+func overrideParam(rawQuery string) (string, bool) {
+	for pair := range strings.SplitSeq(rawQuery, "&") {
+		k, _, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil {
+			return k, true // not even decodable: refuse rather than guess
+		}
+		folded := strings.ToLower(strings.Map(func(r rune) rune {
+			if r == ' ' || r == '.' || r == '[' {
+				return '_'
+			}
+			return r
+		}, strings.TrimLeft(key, " ")))
+		if slices.Contains(overrideParams, folded) {
+			return key, true
+		}
+	}
+	return "", false
+}
 
 // removeNeverForwarded deletes the neverForwarded headers, whatever their
 // case and whether they are spelt with '-' or '_': CGI-style servers read
@@ -60,22 +87,56 @@ var (
 	errPartialResponse = errors.New("the upstream sent a partial response")
 )
 
-// checkResponse refuses responses the scrubber cannot vouch for: a body in
-// an encoding it cannot read (every Content-Encoding value counts, not only
-// the first), and partial content, whose pieces an agent could put together.
-func checkResponse(resp *http.Response) error {
+// readableResponse makes resp's body one the scrubber can read, or refuses
+// it: partial content (whose pieces an agent could put together) and any
+// encoding but one layer of gzip, which it decodes. Every Content-Encoding
+// value counts, not only the first.
+func readableResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusPartialContent {
 		return errPartialResponse
 	}
+	var codings []string
 	for _, v := range resp.Header.Values("Content-Encoding") {
 		for coding := range strings.SplitSeq(v, ",") {
-			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
-				return errEncodedResponse
+			if c := strings.ToLower(strings.TrimSpace(coding)); c != "" && c != "identity" {
+				codings = append(codings, c)
 			}
 		}
 	}
-	return nil
+	switch {
+	case len(codings) == 0:
+		return nil
+	case len(codings) == 1 && (codings[0] == "gzip" || codings[0] == "x-gzip"):
+		resp.Body = &gunzipBody{src: resp.Body}
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+		resp.Uncompressed = true
+		return nil
+	default:
+		return errEncodedResponse
+	}
 }
+
+// gunzipBody decodes a gzip body, starting at its first read: a response
+// without a body (HEAD, 204, 304) may still name gzip.
+type gunzipBody struct {
+	src io.ReadCloser
+	zr  *gzip.Reader
+}
+
+func (g *gunzipBody) Read(p []byte) (int, error) {
+	if g.zr == nil {
+		zr, err := gzip.NewReader(g.src)
+		if err != nil {
+			return 0, err
+		}
+		g.zr = zr
+	}
+	return g.zr.Read(p)
+}
+
+func (g *gunzipBody) Close() error { return g.src.Close() }
 
 // interimScrubber scrubs the headers of 1xx responses (100 Continue, 103
 // Early Hints). ReverseProxy relays those from a trace hook of its own,

@@ -1,34 +1,52 @@
 package proxy
 
 import (
+	"bytes"
+	"compress/gzip"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestCheckResponse(t *testing.T) {
+func TestReadableResponse(t *testing.T) {
 	cases := []struct {
 		name      string
 		status    int
 		encodings []string
 		want      error
+		decoded   bool
 	}{
-		{"plain", 200, nil, nil},
-		{"identity", 200, []string{"identity"}, nil},
-		{"gzip left encoded", 200, []string{"gzip"}, errEncodedResponse},
-		{"gzip behind identity", 200, []string{"identity", "gzip"}, errEncodedResponse},
-		{"a list in one value", 200, []string{"identity, br"}, errEncodedResponse},
-		{"partial content", 206, nil, errPartialResponse},
+		{"plain", 200, nil, nil, false},
+		{"identity", 200, []string{"identity"}, nil, false},
+		{"gzip", 200, []string{"gzip"}, nil, true},
+		{"gzip behind identity", 200, []string{"identity", "gzip"}, nil, true},
+		{"gzip twice, in two values", 200, []string{"gzip", "gzip"}, errEncodedResponse, false},
+		{"gzip twice, in one value", 200, []string{"gzip, gzip"}, errEncodedResponse, false},
+		{"brotli", 200, []string{"identity, br"}, errEncodedResponse, false},
+		{"partial content", 206, nil, errPartialResponse, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			resp := &http.Response{StatusCode: c.status, Header: http.Header{}}
+			var body bytes.Buffer
+			if c.decoded {
+				zw := gzip.NewWriter(&body)
+				io.WriteString(zw, "hello")
+				zw.Close()
+			}
+			resp := &http.Response{StatusCode: c.status, Header: http.Header{}, Body: io.NopCloser(&body)}
 			for _, e := range c.encodings {
 				resp.Header.Add("Content-Encoding", e)
 			}
-			if got := checkResponse(resp); got != c.want {
-				t.Fatalf("checkResponse = %v, want %v", got, c.want)
+			if got := readableResponse(resp); got != c.want {
+				t.Fatalf("readableResponse = %v, want %v", got, c.want)
+			}
+			if c.decoded {
+				got, err := io.ReadAll(resp.Body)
+				if err != nil || string(got) != "hello" || resp.Header.Get("Content-Encoding") != "" {
+					t.Fatalf("decoded %q, %v; Content-Encoding %q", got, err, resp.Header.Get("Content-Encoding"))
+				}
 			}
 		})
 	}
@@ -50,13 +68,17 @@ func TestRemoveNeverForwarded(t *testing.T) {
 	}
 }
 
-func TestHasMethodOverride(t *testing.T) {
+func TestOverrideParam(t *testing.T) {
 	for q, want := range map[string]bool{
 		"": false, "a=1": false, "_method=DELETE": true, "a=1&_METHOD=put": true,
 		"%5Fmethod=DELETE": true, "_method": true, "method=x": false, "x=_method": false,
+		"payment_method=pm_1": false, "q=%2F": false,
+		// PHP reads these names as _method.
+		".method=DELETE": true, "%2Emethod=DELETE": true, "%20_method=PUT": true, "[method=PUT": true,
+		"rest_route=/wp/v2/users": true, "_url=/admin": true, "rest.route=/x": true,
 	} {
-		if got := hasMethodOverride(q); got != want {
-			t.Errorf("hasMethodOverride(%q) = %v, want %v", q, got, want)
+		if _, got := overrideParam(q); got != want {
+			t.Errorf("overrideParam(%q) = %v, want %v", q, got, want)
 		}
 	}
 }

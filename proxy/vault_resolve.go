@@ -8,12 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // maxResolveAnswer bounds what the proxy reads of one resolve answer.
@@ -53,37 +54,6 @@ func newResolveCall(client *api.Client, hc *http.Client, cfg Config, forwardActi
 	return c
 }
 
-// resolveInput is the engine's resolve input.
-type resolveInput struct {
-	Token    string `json:"token"`
-	Method   string `json:"method"`
-	Path     string `json:"path"`
-	ClientIP string `json:"client_ip"`
-}
-
-// resolveAnswer is the engine's resolve output (see plugin/path_resolve.go):
-// a decision, with its route's grant when resolved alone.
-type resolveAnswer struct {
-	Allowed   *bool  `json:"allowed"`
-	Reason    string `json:"reason"`
-	Message   string `json:"message"`
-	Route     string `json:"route"`
-	Accessor  string `json:"accessor"`
-	ExpiresAt string `json:"expires_at"`
-	routeGrant
-}
-
-// routeGrant is how to forward to a route; a batch answer sends each
-// allowed route's once, in routes.
-type routeGrant struct {
-	Upstream   string            `json:"upstream"`
-	Credential string            `json:"credential"`
-	AuthType   string            `json:"auth_type"`
-	AuthName   string            `json:"auth_name"`
-	AuthFormat string            `json:"auth_format"`
-	Headers    map[string]string `json:"headers"`
-}
-
 // vaultError is an HTTP error from Vault.
 type vaultError struct {
 	status int
@@ -107,18 +77,12 @@ func isForwardRefused(err error) bool {
 func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRequest) ([]*Decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	inputs := make([]resolveInput, len(reqs))
-	for i, r := range reqs {
-		inputs[i] = resolveInput{Token: r.Token, Method: r.Method, Path: r.Path, ClientIP: r.ClientIP}
-	}
 	var body []byte
 	var err error
-	if len(inputs) == 1 {
-		body, err = json.Marshal(inputs[0])
+	if len(reqs) == 1 {
+		body, err = json.Marshal(reqs[0])
 	} else {
-		body, err = json.Marshal(struct {
-			Requests []resolveInput `json:"requests"`
-		}{inputs})
+		body, err = json.Marshal(resolve.BatchRequest{Requests: reqs})
 	}
 	if err != nil {
 		return nil, err
@@ -144,12 +108,8 @@ func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRe
 		resp.Body.Close()
 	}()
 	var out struct {
-		Data *struct {
-			resolveAnswer
-			Results []*resolveAnswer       `json:"results"`
-			Routes  map[string]*routeGrant `json:"routes"`
-		} `json:"data"`
-		Errors []string `json:"errors"`
+		Data   *resolve.Reply `json:"data"`
+		Errors []string       `json:"errors"`
 	}
 	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, maxResolveAnswer)).Decode(&out)
 	if resp.StatusCode != http.StatusOK {
@@ -161,25 +121,12 @@ func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRe
 	if out.Data == nil {
 		return nil, errors.New("resolving through Vault: empty answer")
 	}
-	answers := out.Data.Results
-	if len(reqs) == 1 {
-		answers = []*resolveAnswer{&out.Data.resolveAnswer}
-	}
-	if len(answers) != len(reqs) {
-		return nil, fmt.Errorf("resolving through Vault: %d decisions for %d requests", len(answers), len(reqs))
+	answers, err := out.Data.Answers(len(reqs))
+	if err != nil {
+		return nil, fmt.Errorf("resolving through Vault: %w", err)
 	}
 	ds := make([]*Decision, len(answers))
 	for i, a := range answers {
-		if a == nil {
-			return nil, errors.New("resolving through Vault: a null decision")
-		}
-		if len(reqs) > 1 && a.Allowed != nil && *a.Allowed {
-			g := out.Data.Routes[a.Route]
-			if g == nil {
-				return nil, fmt.Errorf("resolving through Vault: no grant for route %q", a.Route)
-			}
-			a.routeGrant = *g
-		}
 		if ds[i], err = parseDecision(a); err != nil {
 			return nil, err
 		}
@@ -188,32 +135,14 @@ func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRe
 }
 
 // parseDecision reads the engine's answer, refusing anything malformed.
-func parseDecision(a *resolveAnswer) (*Decision, error) {
-	if a.Allowed == nil {
-		return nil, errors.New("resolve answer lacks allowed")
+func parseDecision(a *resolve.Answer) (*Decision, error) {
+	g, err := a.Validate()
+	if err != nil {
+		return nil, err
 	}
 	d := &Decision{Allowed: *a.Allowed, Reason: a.Reason, Message: a.Message, Route: a.Route, Accessor: a.Accessor}
-	if !d.Allowed {
-		if d.Reason == "" {
-			return nil, errors.New("resolve denial lacks a reason")
-		}
-		return d, nil
+	if d.Allowed {
+		d.Grant = (*Grant)(g)
 	}
-	upstream, err := url.Parse(a.Upstream)
-	if err != nil || (upstream.Scheme != "https" && upstream.Scheme != "http") || upstream.Host == "" {
-		return nil, errors.New("resolve answer has no usable upstream")
-	}
-	if a.Credential == "" || a.AuthName == "" || !strings.Contains(a.AuthFormat, credentialPlaceholder) {
-		return nil, errors.New("resolve answer lacks the credential or how to inject it")
-	}
-	g := &Grant{
-		Route: a.Route, Accessor: a.Accessor, Upstream: upstream,
-		Credential: a.Credential, AuthType: a.AuthType, AuthName: a.AuthName, AuthFormat: a.AuthFormat,
-		Headers: a.Headers,
-	}
-	if t, err := time.Parse(time.RFC3339, a.ExpiresAt); err == nil {
-		g.ExpiresAt = t
-	}
-	d.Grant = g
 	return d, nil
 }

@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // fakeVault answers AppRole logins with numbered tokens and resolves with
@@ -138,13 +141,7 @@ func newTestResolver(t *testing.T, fv *fakeVault) *VaultResolver {
 	done := make(chan struct{})
 	go func() { v.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(5 * time.Second)
-	for !v.Ready(ctx) {
-		if time.Now().After(deadline) {
-			t.Fatal("never logged in")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return v.Ready(ctx) }, "never logged in")
 	return v
 }
 
@@ -200,7 +197,7 @@ func TestVaultErrorsFailClosed(t *testing.T) {
 
 func TestParseDecision(t *testing.T) {
 	parse := func(answer string) (*Decision, error) {
-		var out struct{ Data *resolveAnswer }
+		var out struct{ Data *resolve.Answer }
 		if err := json.Unmarshal([]byte(answer), &out); err != nil {
 			return nil, err
 		}

@@ -1,24 +1,31 @@
-# Shared by demo.sh and dev.sh: start a local Phantom stack on loopback (a
-# Vault dev server with the plugin, bootstrap, a demo upstream, phantom-proxy)
-# and stop exactly the processes it started. Source it; do not run it.
+#!/usr/bin/env bash
+# The one way a local Phantom stack starts, on loopback: find Vault, start it
+# (a dev server or Raft nodes), bootstrap Phantom, start phantom-proxy, and
+# stop exactly the processes it started. demo.sh, dev.sh, bench.sh and ha.sh
+# source it; the e2e harness (e2e/harness) runs its commands, so the proxy's
+# command line and Vault's configuration are written here only:
+#
+#   scripts/stack.sh proxy VAULT_ADDR ROLE_ID_FILE SECRET_ID_FILE LISTEN ADMIN_LISTEN AUDIT_FILE [FLAG...]
+#       exec phantom-proxy ($PHANTOM_PROXY_BIN, default bin/phantom-proxy)
+#   scripts/stack.sh vault-dev LISTEN PLUGIN_DIR
+#       exec a Vault dev server (root token "root")
+#   scripts/stack.sh raft-config NODE_ID DIR PORT PLUGIN_DIR [LEADER_ADDR]
+#       print a Raft server's config (API on PORT, cluster on PORT+1, data in DIR/raft)
+#
+# Vault is scripts/vault.sh's: $VAULT_BIN, vault on PATH, or the pinned build.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-work=$(mktemp -d)
-pids=()
-
-stack_stop() {
-  local pid
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-  rm -rf "$work"
-}
 
 fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+# find_vault sets $vault, building the pinned Vault once if there is none.
+find_vault() {
+  vault=$("$root/scripts/vault.sh") || fail "no Vault binary"
+}
+
+build_phantom() {
+  make -C "$root" --no-print-directory build >/dev/null || fail "make build failed"
+}
 
 # free_port BASE [SPAN]: the first port from BASE with SPAN free ports in a row.
 free_port() {
@@ -45,27 +52,131 @@ wait_for() { # wait_for WHAT CMD...: up to 20 s
 
 http_ok() { curl -fsS -o /dev/null "$1"; }
 
+# json_eval EXPR: evaluates a Python expression over the JSON on stdin
+# (bound to d), e.g. json_eval 'd["root_token"]'. python3 is on every
+# Debian machine; jq is not.
+json_eval() {
+  python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
+}
+
+vault_dev() { # vault_dev LISTEN PLUGIN_DIR
+  exec "$vault" server -dev -dev-root-token-id=root -dev-no-store-token \
+    -dev-listen-address="$1" -dev-plugin-dir="$2"
+}
+
+raft_config() { # raft_config NODE_ID DIR PORT PLUGIN_DIR [LEADER_ADDR]
+  local node=$1 dir=$2 port=$3 plugins=$4 join=""
+  [[ -n "${5:-}" ]] && join="retry_join { leader_api_addr = \"$5\" }"
+  cat <<HCL
+storage "raft" {
+  path    = "$dir/raft"
+  node_id = "$node"
+  $join
+}
+listener "tcp" {
+  address         = "127.0.0.1:$port"
+  cluster_address = "127.0.0.1:$((port + 1))"
+  tls_disable     = true
+}
+api_addr         = "http://127.0.0.1:$port"
+cluster_addr     = "http://127.0.0.1:$((port + 1))"
+plugin_directory = "$plugins"
+disable_mlock    = true
+HCL
+}
+
+# run_proxy VAULT_ADDR ROLE_ID_FILE SECRET_ID_FILE LISTEN ADMIN_LISTEN AUDIT_FILE [FLAG...]:
+# the proxy's command line, for every local stack and the e2e harness.
+run_proxy() {
+  local vault_addr=$1 role_id=$2 secret_id=$3 listen=$4 admin=$5 audit=$6
+  shift 6
+  exec "${PHANTOM_PROXY_BIN:-$root/bin/phantom-proxy}" -vault-addr="$vault_addr" \
+    -role-id-file="$role_id" -secret-id-file="$secret_id" \
+    -listen="$listen" -admin-listen="$admin" -audit-file="$audit" "$@"
+}
+
+# Run as a command (by the e2e harness): do that one thing.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  set -euo pipefail
+  cmd=${1:-}
+  shift || true
+  case $cmd in
+    proxy) run_proxy "$@" ;;
+    vault-dev) find_vault && vault_dev "$@" ;;
+    raft-config) raft_config "$@" ;;
+    *) echo "usage: see the header of $0" >&2; exit 2 ;;
+  esac
+  exit
+fi
+
+# Sourced: a work directory and the processes started, for stack_stop.
+work=$(mktemp -d)
+pids=()
+
+stack_stop() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  pids=()
+  rm -rf "$work"
+}
+
+# start_dev_vault PORT: a Vault dev server (it also takes PORT+1), its
+# address and root token exported for the vault CLI.
+start_dev_vault() {
+  mkdir -p "$work/plugins" "$work/home"
+  (export HOME=$work/home && vault_dev "127.0.0.1:$1" "$work/plugins") >"$work/vault.log" 2>&1 &
+  pids+=($!)
+  export VAULT_ADDR="http://127.0.0.1:$1" VAULT_TOKEN=root
+  wait_for "Vault" "$vault" status
+}
+
+# start_raft_node NODE_ID PORT PLUGIN_DIR [LEADER_ADDR]: a Raft server in
+# $work/NODE_ID, up but not initialised or unsealed.
+start_raft_node() {
+  local dir=$work/$1
+  mkdir -p "$dir/raft"
+  raft_config "$1" "$dir" "$2" "$3" "${4:-}" >"$dir/vault.hcl"
+  "$vault" server -config="$dir/vault.hcl" >"$dir/vault.log" 2>&1 &
+  pids+=($!)
+  wait_for "Vault $1" curl -s -o /dev/null "http://127.0.0.1:$2/v1/sys/health"
+}
+
+# bootstrap_phantom PLUGIN_DIR [VAR=VALUE...]: bootstrap/bootstrap.sh against
+# $VAULT_ADDR; the proxy's role_id and secret_id go to $work.
+bootstrap_phantom() {
+  env VAULT="$vault" PHANTOM_PLUGIN_DIR="$1" PHANTOM_OUT_DIR="$work" "${@:2}" \
+    "$root/bootstrap/bootstrap.sh" >"$work/bootstrap.log" 2>&1 \
+    || { cat "$work/bootstrap.log"; fail "bootstrap failed"; }
+}
+
+# start_proxy NAME VAULT_ADDR PORT ADMIN_PORT AUDIT_FILE: phantom-proxy with
+# the bootstrap's credentials, logging to $work/NAME.log, once it is ready.
+start_proxy() {
+  run_proxy "$2" "$work/role_id" "$work/secret_id" "127.0.0.1:$3" "127.0.0.1:$4" "$5" >"$work/$1.log" 2>&1 &
+  pids+=($!)
+  wait_for "$1" http_ok "http://127.0.0.1:$4/readyz"
+}
+
+# stack_start: the stack of demo.sh, dev.sh and bench.sh: a Vault dev server
+# with Phantom, a demo upstream that accepts only $real_key, and phantom-proxy.
 stack_start() {
   command -v curl >/dev/null || fail "curl is needed (apt-get install curl)"
-  make -C "$root" --no-print-directory build >/dev/null || fail "make build failed"
+  build_phantom
   go build -C "$root" -o "$root/bin/demo-upstream" ./scripts/demo-upstream || fail "building the demo upstream failed"
-  vault=$("$root/scripts/vault.sh") || fail "no Vault binary"
+  find_vault
 
   vault_port=$(free_port "${PHANTOM_VAULT_PORT:-18200}" 2) # Vault also takes port+1
   upstream_port=$(free_port 18300)
   proxy_port=$(free_port "${PHANTOM_PROXY_PORT:-18080}")
   admin_port=$(free_port $((proxy_port + 10)))
 
-  mkdir -p "$work/plugins" "$work/home"
-  HOME=$work/home "$vault" server -dev -dev-root-token-id=root -dev-no-store-token \
-    -dev-listen-address="127.0.0.1:$vault_port" -dev-plugin-dir="$work/plugins" >"$work/vault.log" 2>&1 &
-  pids+=($!)
-  export VAULT_ADDR="http://127.0.0.1:$vault_port" VAULT_TOKEN=root
-  wait_for "Vault" "$vault" status
-
-  VAULT=$vault PHANTOM_PLUGIN_DIR=$work/plugins PHANTOM_OUT_DIR=$work \
-    PHANTOM_PROXY_URL="http://127.0.0.1:$proxy_port" "$root/bootstrap/bootstrap.sh" >"$work/bootstrap.log" 2>&1 \
-    || { cat "$work/bootstrap.log"; fail "bootstrap failed"; }
+  start_dev_vault "$vault_port"
+  bootstrap_phantom "$work/plugins" PHANTOM_PROXY_URL="http://127.0.0.1:$proxy_port"
 
   real_key="sk_live_demo_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   DEMO_UPSTREAM_KEY=$real_key "$root/bin/demo-upstream" -listen="127.0.0.1:$upstream_port" >"$work/upstream.log" 2>&1 &
@@ -74,9 +185,6 @@ stack_start() {
   wait_for "the demo upstream" curl -s -o /dev/null "$upstream/"
 
   audit_log=$work/audit.log
-  "$root/bin/phantom-proxy" -vault-addr="$VAULT_ADDR" -role-id-file="$work/role_id" -secret-id-file="$work/secret_id" \
-    -listen="127.0.0.1:$proxy_port" -admin-listen="127.0.0.1:$admin_port" -audit-file="$audit_log" >"$work/proxy.log" 2>&1 &
-  pids+=($!)
+  start_proxy proxy "$VAULT_ADDR" "$proxy_port" "$admin_port" "$audit_log"
   proxy="http://127.0.0.1:$proxy_port"
-  wait_for "phantom-proxy" http_ok "http://127.0.0.1:$admin_port/readyz"
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prints the path of a Vault binary: $VAULT_BIN, else `vault` on PATH, else the
 # pinned version (scripts/vault/go.mod) built once into .cache/bin/vault.
+# With --find it never builds: it fails when there is no binary yet (the e2e
+# harness asks this way, and skips or fails its tests).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,6 +23,14 @@ fi
 
 cached="$root/.cache/bin/vault"
 stamp="$cached.gosum"
+if [[ "${1:-}" == --find ]]; then
+  if [[ -x "$cached" ]]; then
+    echo "$cached"
+    exit 0
+  fi
+  echo "vault.sh: no Vault binary: run scripts/vault.sh (make test does) or set VAULT_BIN" >&2
+  exit 1
+fi
 # Rebuild when the pinned sources change, not only when the binary is absent.
 want=$(sha256sum "$root/scripts/vault/go.sum" | cut -d' ' -f1)
 if [[ -x "$cached" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then

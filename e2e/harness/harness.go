@@ -6,7 +6,6 @@ package harness
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,9 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"testing"
-	"time"
 )
 
 // PluginName is the plugin's catalog name.
@@ -76,14 +73,24 @@ func build(dir string) *Tools {
 	if tl.err = tl.goBuild(tl.Proxy, "./cmd/phantom-proxy"); tl.err != nil {
 		return tl
 	}
-	for _, candidate := range []string{os.Getenv("VAULT_BIN"), lookPath("vault"), filepath.Join(tl.Root, ".cache/bin/vault")} {
-		if info, err := os.Stat(candidate); candidate != "" && err == nil && !info.IsDir() {
-			tl.Vault = candidate
-			return tl
-		}
+	// scripts/vault.sh is the one place that knows where Vault is.
+	cmd := exec.Command("bash", filepath.Join(tl.Root, "scripts", "vault.sh"), "--find")
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	out, err := cmd.Output()
+	if err != nil {
+		tl.err = fmt.Errorf("scripts/vault.sh --find: %v: %s", err, bytes.TrimSpace(errOut.Bytes()))
+		return tl
 	}
-	tl.err = errors.New("no Vault binary: run scripts/vault.sh (make test does) or set VAULT_BIN")
+	tl.Vault = string(bytes.TrimSpace(out))
 	return tl
+}
+
+// stackCommand runs a command of scripts/stack.sh, the one way a local
+// stack starts: the proxy's command line and Vault's configuration are
+// written there, for the scripts and these tests alike.
+func (tl *Tools) stackCommand(args ...string) *exec.Cmd {
+	return exec.Command("bash", append([]string{filepath.Join(tl.Root, "scripts", "stack.sh")}, args...)...)
 }
 
 func (tl *Tools) goBuild(out, pkg string, flags ...string) error {
@@ -103,11 +110,6 @@ func (tl *Tools) PluginVersion(t testing.TB, version string) string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-func lookPath(name string) string {
-	p, _ := exec.LookPath(name)
-	return p
 }
 
 // FreePort returns a free loopback port.
@@ -143,36 +145,4 @@ func freePortPair(t testing.TB) int {
 	}
 	t.Fatal("no free pair of loopback ports")
 	return 0
-}
-
-// Eventually polls ok every 50 ms until it holds or timeout passes.
-func Eventually(timeout time.Duration, ok func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if ok() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// SyncBuffer collects a child's output; tests read it while it runs.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // Proxy is the real phantom-proxy binary, logged in to a Vault with the
@@ -21,7 +23,7 @@ type Proxy struct {
 	URL       string // agents' base URL
 	Admin     string // /metrics, /healthz, /readyz
 	AuditFile string
-	Out       *SyncBuffer // stdout and stderr
+	Out       *testutil.LockedBuffer // stdout and stderr
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
@@ -45,9 +47,8 @@ func StartProxy(t testing.TB, v *Vault, extra ...string) *Proxy {
 func StartProxyEnv(t testing.TB, v *Vault, env []string, extra ...string) *Proxy {
 	t.Helper()
 	p := LaunchProxy(t, v, env, extra...)
-	if !Eventually(20*time.Second, func() bool { return Status(p.Admin+"/readyz") == 200 }) {
-		t.Fatalf("the proxy did not become ready; its output:\n%s", p.Out)
-	}
+	testutil.Eventually(t, 20*time.Second, func() bool { return Status(p.Admin+"/readyz") == 200 },
+		"the proxy did not become ready; its output:\n%s", p.Out)
 	return p
 }
 
@@ -59,21 +60,14 @@ func LaunchProxy(t testing.TB, v *Vault, env []string, extra ...string) *Proxy {
 		URL:       "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		Admin:     "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		AuditFile: filepath.Join(t.TempDir(), "audit.log"),
-		Out:       new(SyncBuffer),
+		Out:       new(testutil.LockedBuffer),
 	}
-	args := append([]string{
-		"-listen=" + strings.TrimPrefix(p.URL, "http://"),
-		"-admin-listen=" + strings.TrimPrefix(p.Admin, "http://"),
-		"-vault-addr=" + v.Addr,
-		"-role-id-file=" + v.RoleIDFile,
-		"-secret-id-file=" + v.SecretIDFile,
-		"-audit-file=" + p.AuditFile,
-		"-vault-timeout=1s",
-		"-shutdown-timeout=5s",
-		"-log-level=debug",
-	}, extra...)
-	cmd := exec.Command(v.tools.Proxy, args...)
-	cmd.Env = append(append(os.Environ(), "VAULT_TOKEN=", "VAULT_ADDR="), env...)
+	// The script execs the proxy: cmd's process is the proxy's. Flags in
+	// extra come last and win.
+	cmd := v.tools.stackCommand(append([]string{"proxy", v.Addr, v.RoleIDFile, v.SecretIDFile,
+		strings.TrimPrefix(p.URL, "http://"), strings.TrimPrefix(p.Admin, "http://"), p.AuditFile,
+		"-vault-timeout=1s", "-shutdown-timeout=5s", "-log-level=debug"}, extra...)...)
+	cmd.Env = append(append(os.Environ(), "VAULT_TOKEN=", "VAULT_ADDR=", "PHANTOM_PROXY_BIN="+v.tools.Proxy), env...)
 	cmd.Stdout, cmd.Stderr = p.Out, p.Out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // Vault is a real Vault server on loopback with Phantom installed at
@@ -25,7 +27,7 @@ type Vault struct {
 	Addr  string // http://127.0.0.1:port
 	Token string // root
 	Home  string // HOME for the server and the CLI: ~/.vault-token stays untouched
-	Log   *SyncBuffer
+	Log   *testutil.LockedBuffer
 
 	// RoleIDFile and SecretIDFile are the proxy's AppRole credentials that
 	// the bootstrap wrote.
@@ -33,8 +35,8 @@ type Vault struct {
 
 	tools     *Tools
 	plugins   string
-	pid       int // of the running server
-	args      []string
+	pid       int      // of the running server
+	args      []string // the server's command line
 	unsealKey string
 	stop      func()
 }
@@ -44,8 +46,7 @@ func StartDevVault(t testing.TB) *Vault {
 	t.Helper()
 	v := newVault(t, "")
 	v.Token = "root"
-	v.args = []string{"server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
-		"-dev-listen-address=" + v.hostPort(), "-dev-plugin-dir=" + v.PluginDir()}
+	v.args = []string{"bash", filepath.Join(v.tools.Root, "scripts", "stack.sh"), "vault-dev", v.hostPort(), v.PluginDir()}
 	v.start(t)
 	v.waitActive(t)
 	v.Bootstrap(t)
@@ -78,60 +79,57 @@ func StartRaftCluster(t testing.TB, n int) []*Vault {
 		v.Token, v.unsealKey = first.Token, first.unsealKey
 		v.RoleIDFile, v.SecretIDFile = first.RoleIDFile, first.SecretIDFile
 		v.startRaftNode(t, fmt.Sprintf("node%d", i+1), first.Addr)
-		if !Eventually(30*time.Second, func() bool { _, _, err := v.Run(t, "operator", "unseal", v.unsealKey); return err == nil }) {
-			t.Fatalf("node %d could not be unsealed; its log:\n%s", i+1, v.Log)
-		}
+		testutil.Eventually(t, 30*time.Second, func() bool { _, _, err := v.Run(t, "operator", "unseal", v.unsealKey); return err == nil },
+			"node %d could not be unsealed; its log:\n%s", i+1, v.Log)
 		nodes = append(nodes, v)
 	}
-	if !Eventually(60*time.Second, func() bool {
-		out, _, err := first.Run(t, "operator", "raft", "list-peers")
-		return err == nil && strings.Count(out, " true") == n // n voters
-	}) {
-		out, _, _ := first.Run(t, "operator", "raft", "list-peers")
-		t.Fatalf("the cluster did not form:\n%s", out)
-	}
+	testutil.Eventually(t, 60*time.Second, func() bool { return first.voters(t) == n },
+		"the cluster did not form; the first node's log:\n%s", first.Log)
 	return nodes
+}
+
+// voters counts the Raft cluster's voters, 0 when Vault does not answer.
+func (v *Vault) voters(t testing.TB) int {
+	t.Helper()
+	out, _, err := v.RunAs(t, v.Token, "json", "", "operator", "raft", "list-peers")
+	var peers struct {
+		Data struct {
+			Config struct {
+				Servers []struct{ Voter bool }
+			}
+		}
+	}
+	if err != nil || json.Unmarshal([]byte(out), &peers) != nil {
+		return 0
+	}
+	n := 0
+	for _, s := range peers.Data.Config.Servers {
+		if s.Voter {
+			n++
+		}
+	}
+	return n
 }
 
 // startRaftNode writes a Raft server config (joining join unless empty)
 // and starts the server.
 func (v *Vault) startRaftNode(t testing.TB, nodeID, join string) {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(v.hostPort())
-	p, _ := strconv.Atoi(port)
-	cluster := net.JoinHostPort(host, strconv.Itoa(p+1))
-	raft := filepath.Join(v.Home, "raft")
-	joinStanza := ""
-	if join != "" {
-		joinStanza = fmt.Sprintf("\n  retry_join {\n    leader_api_addr = %q\n  }", join)
+	_, port, _ := net.SplitHostPort(v.hostPort())
+	config, err := v.tools.stackCommand("raft-config", nodeID, v.Home, port, v.PluginDir(), join).Output()
+	if err != nil {
+		t.Fatalf("scripts/stack.sh raft-config: %v", err)
 	}
-	config := fmt.Sprintf(`
-storage "raft" {
-  path    = %q
-  node_id = %q%s
-}
-listener "tcp" {
-  address         = %q
-  cluster_address = %q
-  tls_disable     = true
-}
-api_addr         = %q
-cluster_addr     = "http://%s"
-plugin_directory = %q
-disable_mlock    = true
-`, raft, nodeID, joinStanza, v.hostPort(), cluster, v.Addr, cluster, v.PluginDir())
 	cfgFile := filepath.Join(v.Home, "vault.hcl")
-	if err := os.MkdirAll(raft, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(v.Home, "raft"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cfgFile, []byte(config), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, config, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v.args = []string{"server", "-config=" + cfgFile}
+	v.args = []string{v.tools.Vault, "server", "-config=" + cfgFile}
 	v.start(t)
-	if !Eventually(15*time.Second, v.listening) {
-		t.Fatalf("vault did not start; its log:\n%s", v.Log)
-	}
+	testutil.Eventually(t, 15*time.Second, v.listening, "vault did not start; its log:\n%s", v.Log)
 }
 
 // newVault prepares a server's directories; plugins is its plugin
@@ -139,7 +137,7 @@ disable_mlock    = true
 func newVault(t testing.TB, plugins string) *Vault {
 	t.Helper()
 	tl := Require(t)
-	v := &Vault{Home: t.TempDir(), Log: new(SyncBuffer), tools: tl, plugins: plugins}
+	v := &Vault{Home: t.TempDir(), Log: new(testutil.LockedBuffer), tools: tl, plugins: plugins}
 	v.Addr = "http://127.0.0.1:" + strconv.Itoa(freePortPair(t)) // Vault also takes port+1
 	if plugins == "" {
 		v.plugins = filepath.Join(v.Home, "plugins")
@@ -252,8 +250,8 @@ func (v *Vault) TryAppRoleLogin(t testing.TB, roleIDFile, secretIDFile string) (
 // reaches the plugin processes Vault starts.
 func (v *Vault) start(t testing.TB) {
 	t.Helper()
-	cmd := exec.Command(v.tools.Vault, v.args...)
-	cmd.Env = append(os.Environ(), "HOME="+v.Home, "VAULT_ADDR=", "VAULT_TOKEN=")
+	cmd := exec.Command(v.args[0], v.args[1:]...)
+	cmd.Env = append(os.Environ(), "HOME="+v.Home, "VAULT_ADDR=", "VAULT_TOKEN=", "VAULT_BIN="+v.tools.Vault)
 	cmd.Stdout, cmd.Stderr = v.Log, v.Log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -307,9 +305,7 @@ func (v *Vault) Restart(t testing.TB) {
 	t.Helper()
 	v.stop()
 	v.start(t)
-	if !Eventually(15*time.Second, v.listening) {
-		t.Fatalf("vault did not restart; its log:\n%s", v.Log)
-	}
+	testutil.Eventually(t, 15*time.Second, v.listening, "vault did not restart; its log:\n%s", v.Log)
 	v.unseal(t)
 }
 
@@ -324,9 +320,7 @@ func (v *Vault) unseal(t testing.TB) {
 
 func (v *Vault) waitActive(t testing.TB) {
 	t.Helper()
-	if !Eventually(30*time.Second, v.healthy) {
-		t.Fatalf("vault did not become active; its log:\n%s", v.Log)
-	}
+	testutil.Eventually(t, 30*time.Second, v.healthy, "vault did not become active; its log:\n%s", v.Log)
 }
 
 func (v *Vault) healthy() bool {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/big"
 	"regexp"
+	"strings"
 )
 
 // A phantom token is prefix + body + checksum:
@@ -105,4 +106,66 @@ func isBase62(s string) bool {
 		}
 	}
 	return true
+}
+
+// Find returns the start and end of the first phantom token embedded in s,
+// whatever surrounds it (a path segment such as "bot<token>", a query
+// value), by its body and checksum; ok is false when there is none. A
+// random string passes the 32-bit checksum once in 4 billion windows.
+func Find(s string) (start, end int, ok bool) {
+	run := 0 // base62 characters ending at i
+	for i := 0; i < len(s); i++ {
+		if !isBase62(s[i : i+1]) {
+			run = 0
+			continue
+		}
+		run++
+		if run < suffixLen {
+			continue
+		}
+		e := i + 1
+		if !checksumMatches(s[e-suffixLen:e-ChecksumLen], s[e-ChecksumLen:e]) {
+			continue
+		}
+		// Take the prefix along, as far as it goes: it is part of what
+		// must not be logged.
+		b := e - suffixLen
+		for b > 0 && e-suffixLen-b < maxPrefixLen && isPrefixByte(s[b-1]) {
+			b--
+		}
+		return b, e, true
+	}
+	return 0, 0, false
+}
+
+// Redact replaces every phantom token embedded in s with "[phantom token]".
+func Redact(s string) string {
+	var out strings.Builder
+	for {
+		b, e, ok := Find(s)
+		if !ok {
+			if out.Len() == 0 {
+				return s
+			}
+			out.WriteString(s)
+			return out.String()
+		}
+		out.WriteString(s[:b])
+		out.WriteString("[phantom token]")
+		s = s[e:]
+	}
+}
+
+func isPrefixByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+}
+
+// checksumMatches is checksum(body) == sum without big numbers: Find tries
+// it at every position of a long run.
+func checksumMatches(body, sum string) bool {
+	var n uint64
+	for i := 0; i < len(sum); i++ {
+		n = n*62 + uint64(strings.IndexByte(base62Alphabet, sum[i]))
+	}
+	return n == uint64(crc32.ChecksumIEEE([]byte(body)))
 }

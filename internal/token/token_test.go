@@ -97,3 +97,25 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+func TestFindAndRedact(t *testing.T) {
+	tok, err := New(rand.Reader, "phm_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{tok, "/bot" + tok + "/getMe", "/v1/" + tok + ".json", "a=1&access_token=" + tok + "&b=2"} {
+		b, e, ok := Find(s)
+		if !ok || !strings.Contains(s[b:e], tok) {
+			t.Fatalf("Find(%q) = %d, %d, %v", s, b, e, ok)
+		}
+		if r := Redact(s); strings.Contains(r, tok[len(tok)-20:]) || !strings.Contains(r, "[phantom token]") {
+			t.Fatalf("Redact(%q) = %q", s, r)
+		}
+	}
+	tampered := tok[:len(tok)-1] + map[bool]string{true: "0", false: "1"}[tok[len(tok)-1] != '0']
+	for _, s := range []string{"", "/v1/customers/cus_123", strings.Repeat("a", 200), tampered} {
+		if _, _, ok := Find(s); ok {
+			t.Fatalf("Find(%q) found a token", s)
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package resolve
+
+import "net/http"
+
+// Deny reasons. The token states (expired, revoked, route_deleted,
+// uses_exhausted) are the engine's token statuses under the same names.
+const (
+	ReasonUnknownToken     = "unknown_token"
+	ReasonExpired          = "expired"
+	ReasonRevoked          = "revoked"
+	ReasonRouteDeleted     = "route_deleted"
+	ReasonUsesExhausted    = "uses_exhausted"
+	ReasonCIDRDenied       = "cidr_denied"
+	ReasonMethodNotAllowed = "method_not_allowed"
+	ReasonPathNotAllowed   = "path_not_allowed"
+	ReasonBadRequest       = "bad_request"
+)
+
+// reasons is what the agent sees for each deny reason. A dead token is 401
+// and a token out of its scope 403: SDKs retry neither, so a dead token
+// never looks transient. Messages reveal nothing about the route.
+var reasons = []struct {
+	reason  string
+	status  int
+	message string
+}{
+	{ReasonUnknownToken, http.StatusUnauthorized, "the phantom token is not valid"},
+	{ReasonExpired, http.StatusUnauthorized, "the phantom token has expired; mint a new one"},
+	{ReasonRevoked, http.StatusUnauthorized, "the phantom token was revoked"},
+	{ReasonRouteDeleted, http.StatusUnauthorized, "the phantom token's route no longer exists"},
+	{ReasonUsesExhausted, http.StatusUnauthorized, "the phantom token has no uses left"},
+	{ReasonCIDRDenied, http.StatusForbidden, "the phantom token may not be used from this address"},
+	{ReasonMethodNotAllowed, http.StatusForbidden, "this method is not allowed for the phantom token"},
+	{ReasonPathNotAllowed, http.StatusForbidden, "this path is not allowed for the phantom token"},
+	{ReasonBadRequest, http.StatusBadRequest, refusedMessage},
+}
+
+// A reason this table does not know (from a newer engine) is refused as
+// out of scope, with a message that says nothing.
+const refusedMessage = "the request was refused"
+
+// Refusal returns the HTTP status and message the agent gets for a deny
+// reason.
+func Refusal(reason string) (status int, message string) {
+	for _, r := range reasons {
+		if r.reason == reason {
+			return r.status, r.message
+		}
+	}
+	return http.StatusForbidden, refusedMessage
+}
+
+// Known reports whether reason is one of the deny reasons.
+func Known(reason string) bool {
+	for _, r := range reasons {
+		if r.reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// Reasons lists the deny reasons, in the order of the table.
+func Reasons() []string {
+	out := make([]string, len(reasons))
+	for i, r := range reasons {
+		out[i] = r.reason
+	}
+	return out
+}

@@ -1,0 +1,219 @@
+package resolve
+
+import (
+	"encoding/json"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// wire decodes JSON into generic values, as any reader of the wire sees it.
+func wire(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestDataIsTheWireJSON: the map the engine returns encodes exactly as the
+// types the proxy decodes, for every shape of answer.
+func TestDataIsTheWireJSON(t *testing.T) {
+	expires := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	grant := &RouteGrant{Upstream: "https://api.example.com/base", Credential: "k", AuthType: AuthHeader,
+		AuthName: "x-api-key", AuthFormat: "Key " + Placeholder, Headers: map[string]string{"v": "1"}}
+	withUses := Allow("r", "pha_1", expires)
+	withUses.UsesRemaining = new(0)
+	single := Allow("r", "pha_1", expires)
+	single.RouteGrant = grant
+	known := Deny(ReasonRevoked, "token was revoked")
+	known.Route, known.Accessor = "r", "pha_2"
+	answers := map[string]*Answer{
+		"denial":              Deny(ReasonBadRequest, "token is required"),
+		"denial, known token": known,
+		"allowed in a batch":  Allow("r", "pha_1", expires),
+		"last use":            withUses,
+		"allowed alone":       single,
+	}
+	for name, a := range answers {
+		if got, want := wire(t, a.Data()), wire(t, a); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: Data encodes as\n%v\nthe type as\n%v", name, got, want)
+		}
+	}
+	batch := &BatchAnswer{Results: []*Answer{answers["allowed in a batch"], answers["denial"]}, Routes: map[string]*RouteGrant{"r": grant}}
+	if got, want := wire(t, batch.Data()), wire(t, batch); !reflect.DeepEqual(got, want) {
+		t.Errorf("batch: Data encodes as\n%v\nthe type as\n%v", got, want)
+	}
+	// headers is always an object, never null.
+	if h, ok := (&RouteGrant{}).Data()["headers"].(map[string]string); !ok || h == nil {
+		t.Errorf("nil headers give %#v", (&RouteGrant{}).Data()["headers"])
+	}
+}
+
+// TestRequestFieldNames: the JSON names of a request are the names the
+// engine's path declares.
+func TestRequestFieldNames(t *testing.T) {
+	var tags []string
+	rt := reflect.TypeFor[Request]()
+	for i := range rt.NumField() {
+		tags = append(tags, rt.Field(i).Tag.Get("json"))
+	}
+	if want := []string{FieldToken, FieldMethod, FieldPath, FieldClientIP}; !reflect.DeepEqual(tags, want) {
+		t.Errorf("Request's JSON names are %v, the fields %v", tags, want)
+	}
+	if tag := reflect.TypeFor[BatchRequest]().Field(0).Tag.Get("json"); tag != FieldRequests {
+		t.Errorf("BatchRequest's JSON name is %q, the field %q", tag, FieldRequests)
+	}
+}
+
+func TestRefusal(t *testing.T) {
+	for reason, want := range map[string]int{
+		ReasonUnknownToken: 401, ReasonExpired: 401, ReasonRevoked: 401, ReasonRouteDeleted: 401, ReasonUsesExhausted: 401,
+		ReasonCIDRDenied: 403, ReasonMethodNotAllowed: 403, ReasonPathNotAllowed: 403, ReasonBadRequest: 400,
+	} {
+		status, message := Refusal(reason)
+		if status != want || message == "" || !Known(reason) {
+			t.Errorf("%s: %d %q known=%v, want %d", reason, status, message, Known(reason), want)
+		}
+	}
+	if len(Reasons()) != 9 {
+		t.Errorf("reasons: %v", Reasons())
+	}
+	// A reason from a newer engine is refused as out of scope, saying nothing.
+	if status, message := Refusal("rate_limited_by_engine"); status != http.StatusForbidden || message != "the request was refused" || Known("rate_limited_by_engine") {
+		t.Errorf("unknown reason: %d %q", status, message)
+	}
+}
+
+func TestValidMethod(t *testing.T) {
+	for m, want := range map[string]bool{
+		"GET": true, "PATCH": true, "PROPFIND": true,
+		"": false, "get": false, "M-SEARCH": false, "X_Y": false, "GET ": false, "GÉT": false, "G1": false,
+	} {
+		if ValidMethod(m) != want {
+			t.Errorf("ValidMethod(%q) = %v", m, !want)
+		}
+	}
+	if !NeverAllowed("CONNECT") || !NeverAllowed("TRACE") || NeverAllowed("GET") {
+		t.Error("NeverAllowed")
+	}
+}
+
+func TestInjectionDefaults(t *testing.T) {
+	for _, tc := range []struct{ authType, header, param, format, wantName, wantFormat string }{
+		{AuthBearer, "", "", "", "Authorization", "Bearer {{credential}}"},
+		{AuthBasic, "", "", "", "Authorization", "{{credential}}:"},
+		{AuthBasic, "", "", "user:{{credential}}", "Authorization", "user:{{credential}}"},
+		{AuthHeader, "x-api-key", "", "", "x-api-key", "{{credential}}"},
+		{AuthQuery, "", "key", "k-{{credential}}", "key", "k-{{credential}}"},
+	} {
+		name, format := Injection(tc.authType, tc.header, tc.param, tc.format)
+		if name != tc.wantName || format != tc.wantFormat {
+			t.Errorf("%+v: %q %q", tc, name, format)
+		}
+	}
+	g := &Grant{Credential: "sk_1", AuthFormat: "Bearer " + Placeholder}
+	if g.AuthValue() != "Bearer sk_1" {
+		t.Errorf("AuthValue: %q", g.AuthValue())
+	}
+}
+
+func TestCheck(t *testing.T) {
+	good := Request{Token: "x", Method: "GET", Path: "/v1/a", ClientIP: "::ffff:10.1.2.3"}
+	if _, reason, _ := good.Check(); reason != ReasonUnknownToken {
+		t.Fatalf("a malformed token: %q", reason)
+	}
+	for name, mutate := range map[string]func(*Request){
+		"no token":      func(r *Request) { r.Token = "" },
+		"lower method":  func(r *Request) { r.Method = "get" },
+		"dash method":   func(r *Request) { r.Method = "M-SEARCH" },
+		"dot segment":   func(r *Request) { r.Path = "/v1/../a" },
+		"no slash":      func(r *Request) { r.Path = "v1" },
+		"bad client ip": func(r *Request) { r.ClientIP = "10.1.2.300" },
+	} {
+		r := good
+		mutate(&r)
+		if _, reason, message := r.Check(); reason != ReasonBadRequest || message == "" {
+			t.Errorf("%s: %q %q", name, reason, message)
+		}
+	}
+}
+
+const allowJSON = `{"allowed":true,"route":"r","accessor":"pha_1","upstream":"https://api.example.com","credential":"k",
+	"auth_type":"bearer","auth_name":"Authorization","auth_format":"Bearer {{credential}}","headers":{},"expires_at":"2030-01-01T00:00:00Z"}`
+
+func TestValidate(t *testing.T) {
+	parse := func(s string) (*Grant, error) {
+		var a Answer
+		if err := json.Unmarshal([]byte(s), &a); err != nil {
+			return nil, err
+		}
+		return a.Validate()
+	}
+	g, err := parse(allowJSON)
+	if err != nil || g.Credential != "k" || g.Upstream.Host != "api.example.com" || g.ExpiresAt.Year() != 2030 || g.Route != "r" || g.Accessor != "pha_1" {
+		t.Fatalf("good answer: %+v %v", g, err)
+	}
+	for name, mutate := range map[string][2]string{
+		"no allowed":        {`"allowed":true,`, ``},
+		"no credential":     {`"credential":"k",`, ``},
+		"no auth name":      {`"auth_name":"Authorization",`, ``},
+		"bad upstream":      {`"https://api.example.com"`, `"ftp://x"`},
+		"no host":           {`"https://api.example.com"`, `"https://"`},
+		"no placeholder":    {`"Bearer {{credential}}"`, `"Bearer"`},
+		"denial, no reason": {`"allowed":true`, `"allowed":false`},
+	} {
+		answer := strings.Replace(allowJSON, mutate[0], mutate[1], 1)
+		if answer == allowJSON {
+			t.Fatalf("%s: the mutation changed nothing", name)
+		}
+		if _, err := parse(answer); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if g, err := parse(`{"allowed":false,"reason":"revoked"}`); g != nil || err != nil {
+		t.Errorf("denial: %+v %v", g, err)
+	}
+	if _, err := parse(`{"allowed":true,"route":"r"}`); err == nil {
+		t.Error("an allowed answer without a grant was accepted")
+	}
+}
+
+func TestReplyAnswers(t *testing.T) {
+	const batch = `{"results":[
+		{"allowed":true,"route":"a","accessor":"pha_1"},
+		{"allowed":false,"reason":"revoked","route":"b","accessor":"pha_2"},
+		{"allowed":true,"route":"a","accessor":"pha_3"}],
+	"routes":{"a":{"upstream":"https://a.example.com","credential":"ka","auth_type":"bearer","auth_name":"Authorization","auth_format":"Bearer {{credential}}","headers":{}}}}`
+	decode := func(s string) *Reply {
+		var r Reply
+		if err := json.Unmarshal([]byte(s), &r); err != nil {
+			t.Fatal(err)
+		}
+		return &r
+	}
+	as, err := decode(batch).Answers(3)
+	if err != nil || as[0].RouteGrant == nil || as[0].Credential != "ka" || as[2].Credential != "ka" || as[1].RouteGrant != nil {
+		t.Fatalf("answers: %v %v", as, err)
+	}
+	if _, err := decode(batch).Answers(2); err == nil {
+		t.Error("3 decisions for 2 requests were accepted")
+	}
+	if _, err := decode(strings.Replace(batch, `"a":{`, `"c":{`, 1)).Answers(3); err == nil || !strings.Contains(err.Error(), `no grant for route "a"`) {
+		t.Errorf("a decision without its grant: %v", err)
+	}
+	if _, err := decode(`{"results":[null,{"allowed":false,"reason":"x"}]}`).Answers(2); err == nil {
+		t.Error("a null decision was accepted")
+	}
+	single := decode(allowJSON)
+	if as, err := single.Answers(1); err != nil || len(as) != 1 || as[0].Credential != "k" {
+		t.Errorf("single: %v %v", as, err)
+	}
+}

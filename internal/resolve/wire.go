@@ -1,0 +1,153 @@
+// Package resolve is the contract between the engine and phantom-proxy: the
+// resolve call's request and answers as they cross the wire, the deny
+// reasons with the status and message the agent sees for each, the auth
+// types and the credential placeholder, and the method rule. The engine
+// encodes answers and the proxy decodes them with these types, so a field
+// changed here changes on both sides at once.
+package resolve
+
+import "time"
+
+// Field names of a resolve request, as the engine's path declares them.
+const (
+	FieldToken    = "token"
+	FieldMethod   = "method"
+	FieldPath     = "path"
+	FieldClientIP = "client_ip"
+	FieldRequests = "requests"
+)
+
+// MaxBatch bounds the requests one resolve call may carry.
+const MaxBatch = 256
+
+// TimeLayout is how expires_at is written.
+const TimeLayout = time.RFC3339
+
+// Request is one request the proxy is about to forward, as it asks the
+// engine about it. Its JSON names are the Field constants.
+type Request struct {
+	Token    string `json:"token"`
+	Method   string `json:"method"`
+	Path     string `json:"path"` // exactly the bytes that will be forwarded, no query
+	ClientIP string `json:"client_ip"`
+}
+
+// BatchRequest is several requests in one call; the answer is a BatchAnswer.
+type BatchRequest struct {
+	Requests []Request `json:"requests"`
+}
+
+// Answer is the engine's decision on one request. A denial carries Reason
+// and Message, and Route and Accessor when the token is known. An allowed
+// answer carries Route, Accessor, ExpiresAt, UsesRemaining for tokens with
+// num_uses, and, when the request came alone, its route's grant.
+type Answer struct {
+	Allowed       *bool  `json:"allowed"` // a pointer: an answer without it is malformed
+	Reason        string `json:"reason,omitempty"`
+	Message       string `json:"message,omitempty"`
+	Route         string `json:"route,omitempty"`
+	Accessor      string `json:"accessor,omitempty"`
+	ExpiresAt     string `json:"expires_at,omitempty"` // TimeLayout
+	UsesRemaining *int   `json:"uses_remaining,omitempty"`
+	*RouteGrant
+}
+
+// RouteGrant is how to forward to a route: where, with which credential,
+// injected how, with which static headers.
+type RouteGrant struct {
+	Upstream   string            `json:"upstream"`
+	Credential string            `json:"credential"`
+	AuthType   string            `json:"auth_type"`   // AuthBearer, AuthHeader, AuthBasic or AuthQuery
+	AuthName   string            `json:"auth_name"`   // header or query parameter name
+	AuthFormat string            `json:"auth_format"` // template around Placeholder
+	Headers    map[string]string `json:"headers"`
+}
+
+// BatchAnswer answers a BatchRequest: one decision per request, in order,
+// and the grant of each allowed route once.
+type BatchAnswer struct {
+	Results []*Answer              `json:"results"`
+	Routes  map[string]*RouteGrant `json:"routes"`
+}
+
+// Reply is the data of either answer, as the proxy decodes it: the fields
+// of an Answer to one request, or those of a BatchAnswer.
+type Reply struct {
+	Answer
+	BatchAnswer
+}
+
+// Deny is a denial; Route and Accessor are the caller's to fill in.
+func Deny(reason, message string) *Answer {
+	return &Answer{Allowed: new(false), Reason: reason, Message: message}
+}
+
+// Allow is an allowed answer, without its route's grant.
+func Allow(route, accessor string, expiresAt time.Time) *Answer {
+	return &Answer{Allowed: new(true), Route: route, Accessor: accessor, ExpiresAt: expiresAt.Format(TimeLayout)}
+}
+
+// The engine answers with logical.Response.Data, a map that Vault encodes
+// as JSON: the Data methods build, for each type, the map whose JSON is the
+// type's own (TestDataIsTheWireJSON holds them to it). Vault's audit devices
+// HMAC every string in it.
+
+// Data is a as the engine returns it.
+func (a *Answer) Data() map[string]any {
+	size := 6
+	if a.RouteGrant != nil {
+		size += 6
+	}
+	d := make(map[string]any, size)
+	d["allowed"] = a.Allowed != nil && *a.Allowed
+	put := func(k, v string) { // omitempty
+		if v != "" {
+			d[k] = v
+		}
+	}
+	put("reason", a.Reason)
+	put("message", a.Message)
+	put("route", a.Route)
+	put("accessor", a.Accessor)
+	put("expires_at", a.ExpiresAt)
+	if a.UsesRemaining != nil {
+		d["uses_remaining"] = *a.UsesRemaining
+	}
+	if a.RouteGrant != nil {
+		a.RouteGrant.addTo(d)
+	}
+	return d
+}
+
+// Data is g as the engine returns it.
+func (g *RouteGrant) Data() map[string]any {
+	d := make(map[string]any, 6)
+	g.addTo(d)
+	return d
+}
+
+func (g *RouteGrant) addTo(d map[string]any) {
+	headers := g.Headers
+	if headers == nil {
+		headers = map[string]string{}
+	}
+	d["upstream"] = g.Upstream
+	d["credential"] = g.Credential
+	d["auth_type"] = g.AuthType
+	d["auth_name"] = g.AuthName
+	d["auth_format"] = g.AuthFormat
+	d["headers"] = headers
+}
+
+// Data is b as the engine returns it.
+func (b *BatchAnswer) Data() map[string]any {
+	results := make([]map[string]any, len(b.Results))
+	for i, a := range b.Results {
+		results[i] = a.Data()
+	}
+	routes := make(map[string]any, len(b.Routes))
+	for name, g := range b.Routes {
+		routes[name] = g.Data()
+	}
+	return map[string]any{"results": results, "routes": routes}
+}

@@ -1,0 +1,239 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// errOverrideInBody stops a request body that names a method override: Rails
+// (Rack::MethodOverride) and Express's method-override read a form field
+// _method, Laravel a form field or a top-level JSON key, and run that method
+// instead of POST.
+var errOverrideInBody = errors.New("the request body names a method override")
+
+// maxFieldName bounds the field names and header lines the guard keeps; a
+// longer one where an override could hide is refused rather than guessed.
+const maxFieldName = 4096
+
+// overrideGuard returns body wrapped so that reading it fails, before the
+// bytes that complete it are passed on, once it names an override field;
+// nil when the request cannot carry one (only POST is overridden, and only
+// form and JSON bodies are read for it).
+func overrideGuard(r *http.Request, body io.ReadCloser, found func()) io.ReadCloser {
+	if r.Method != http.MethodPost {
+		return nil
+	}
+	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var scan func(b []byte, eof bool) error
+	switch {
+	case err != nil:
+		return nil // no readable type: frameworks parse no fields either
+	case mediaType == "application/x-www-form-urlencoded":
+		scan = (&formScanner{}).scan
+	case mediaType == "multipart/form-data" && params["boundary"] != "":
+		scan = (&multipartScanner{}).scan
+	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
+		scan = (&jsonKeyScanner{}).scan
+	default:
+		return nil
+	}
+	return &guardedBody{ReadCloser: body, scan: scan, found: found}
+}
+
+type guardedBody struct {
+	io.ReadCloser
+	scan  func(b []byte, eof bool) error
+	found func()
+	err   error
+}
+
+func (g *guardedBody) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
+	n, err := g.ReadCloser.Read(p)
+	if scanErr := g.scan(p[:n], err == io.EOF); scanErr != nil {
+		g.err = scanErr
+		g.found()
+		return 0, scanErr
+	}
+	return n, err
+}
+
+// isOverrideName reports whether a decoded field name names an override,
+// read as PHP reads names (leading spaces dropped; ' ', '.' and '[' as '_')
+// and without case.
+func isOverrideName(name string) bool {
+	folded := strings.ToLower(strings.Map(func(r rune) rune {
+		if r == ' ' || r == '.' || r == '[' {
+			return '_'
+		}
+		return r
+	}, strings.TrimLeft(name, " ")))
+	return slices.Contains(overrideParams, folded)
+}
+
+// formScanner reads application/x-www-form-urlencoded names.
+type formScanner struct {
+	name   []byte
+	inName bool
+	begun  bool
+}
+
+func (f *formScanner) scan(b []byte, eof bool) error {
+	if !f.begun {
+		f.begun, f.inName = true, true
+	}
+	for _, c := range b {
+		switch {
+		case c == '&':
+			if err := f.check(); err != nil {
+				return err
+			}
+			f.name, f.inName = f.name[:0], true
+		case !f.inName:
+		case c == '=':
+			if err := f.check(); err != nil {
+				return err
+			}
+			f.inName = false
+		default:
+			if len(f.name) >= maxFieldName {
+				return errOverrideInBody
+			}
+			f.name = append(f.name, c)
+		}
+	}
+	if eof {
+		return f.check()
+	}
+	return nil
+}
+
+func (f *formScanner) check() error {
+	if !f.inName || len(f.name) == 0 {
+		return nil
+	}
+	name, err := url.QueryUnescape(string(f.name))
+	if err != nil || isOverrideName(name) {
+		return errOverrideInBody
+	}
+	return nil
+}
+
+// multipartScanner reads the name of every Content-Disposition line. It
+// looks at every line, part bodies included, which can only refuse more.
+type multipartScanner struct {
+	line []byte
+	long bool // the current line outgrew maxFieldName
+}
+
+func (m *multipartScanner) scan(b []byte, eof bool) error {
+	for _, c := range b {
+		if c == '\n' {
+			if err := m.check(); err != nil {
+				return err
+			}
+			m.line, m.long = m.line[:0], false
+			continue
+		}
+		if len(m.line) < maxFieldName {
+			m.line = append(m.line, c)
+		} else {
+			m.long = true
+		}
+	}
+	if eof {
+		return m.check()
+	}
+	return nil
+}
+
+func (m *multipartScanner) check() error {
+	line := strings.TrimSpace(string(m.line))
+	header, value, ok := strings.Cut(line, ":")
+	if !ok || !strings.EqualFold(strings.TrimSpace(header), "Content-Disposition") {
+		return nil
+	}
+	if m.long {
+		return errOverrideInBody
+	}
+	_, params, err := mime.ParseMediaType(strings.TrimSpace(value))
+	if err != nil {
+		// Unparsable to us may be parsable to a lenient framework.
+		if strings.Contains(strings.ToLower(value), "method") {
+			return errOverrideInBody
+		}
+		return nil
+	}
+	if isOverrideName(params["name"]) {
+		return errOverrideInBody
+	}
+	return nil
+}
+
+// jsonKeyScanner reads the keys of a JSON body's top-level object.
+type jsonKeyScanner struct {
+	depth    int
+	inString bool
+	escape   bool
+	isKey    bool   // the string being read is a top-level key
+	wantKey  bool   // at depth 1, the next string is a key
+	key      []byte // raw bytes of the top-level key being read
+}
+
+func (j *jsonKeyScanner) scan(b []byte, eof bool) error {
+	for _, c := range b {
+		if j.inString {
+			if j.isKey {
+				if len(j.key) >= maxFieldName {
+					return errOverrideInBody
+				}
+				j.key = append(j.key, c)
+			}
+			switch {
+			case j.escape:
+				j.escape = false
+			case c == '\\':
+				j.escape = true
+			case c == '"':
+				j.inString = false
+				if j.isKey {
+					if err := j.check(); err != nil {
+						return err
+					}
+				}
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			j.inString = true
+			j.isKey = j.depth == 1 && j.wantKey
+			j.wantKey = false
+			j.key = append(j.key[:0], '"')
+		case '{', '[':
+			j.depth++
+			j.wantKey = c == '{' && j.depth == 1
+		case '}', ']':
+			j.depth--
+		case ',':
+			j.wantKey = j.depth == 1
+		}
+	}
+	return nil
+}
+
+func (j *jsonKeyScanner) check() error {
+	var key string
+	if err := json.Unmarshal(j.key, &key); err != nil || isOverrideName(key) {
+		return errOverrideInBody
+	}
+	return nil
+}

@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestOverrideGuard: POST bodies that name _method (as a form field, a
+// multipart field or a top-level JSON key, in the spellings frameworks
+// decode) fail to read, whatever the chunking; others pass unchanged.
+func TestOverrideGuard(t *testing.T) {
+	cases := []struct {
+		name, contentType, body string
+		refused                 bool
+	}{
+		{"form", "application/x-www-form-urlencoded", "a=1&_method=DELETE", true},
+		{"form, first", "application/x-www-form-urlencoded; charset=utf-8", "_method=put&a=1", true},
+		{"form, encoded", "application/x-www-form-urlencoded", "a=1&%5Fmethod=DELETE", true},
+		{"form, PHP-mangled", "application/x-www-form-urlencoded", "a=1&.method=DELETE", true},
+		{"form, no value", "application/x-www-form-urlencoded", "a=1&_METHOD", true},
+		{"form, Stripe", "application/x-www-form-urlencoded", "payment_method=pm_1&amount=100&description=_method%3DDELETE", false},
+		{"multipart", "multipart/form-data; boundary=XX", "--XX\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XX--\r\n", true},
+		{"multipart, other field", "multipart/form-data; boundary=XX", "--XX\r\nContent-Disposition: form-data; name=\"payment_method\"\r\n\r\n_method\r\n--XX--\r\n", false},
+		{"json", "application/json", `{"model":"x","_method":"DELETE"}`, true},
+		{"json, escaped", "application/json", `{"\u005fmethod":"DELETE"}`, true},
+		{"json, nested", "application/json", `{"metadata":{"_method":"DELETE"},"a":["_method"]}`, false},
+		{"json, value", "application/json", `{"note":"_method"}`, false},
+		{"text", "text/plain", "_method=DELETE", false},
+	}
+	for _, c := range cases {
+		for _, chunk := range []int{1, 3, 1 << 10} {
+			r, _ := http.NewRequest("POST", "http://x/", nil)
+			r.Header.Set("Content-Type", c.contentType)
+			found := false
+			g := overrideGuard(r, io.NopCloser(&chunkReader{s: c.body, n: chunk}), func() { found = true })
+			if g == nil {
+				if c.refused {
+					t.Fatalf("%s: not guarded", c.name)
+				}
+				continue
+			}
+			got, err := io.ReadAll(g)
+			if c.refused != errors.Is(err, errOverrideInBody) || c.refused != found {
+				t.Fatalf("%s, chunks of %d: err %v, found %v; want refused=%v", c.name, chunk, err, found, c.refused)
+			}
+			if c.refused && strings.Contains(string(got), "DELETE") {
+				t.Fatalf("%s, chunks of %d: the override went out: %q", c.name, chunk, got)
+			}
+			if !c.refused && string(got) != c.body {
+				t.Fatalf("%s: body changed: %q", c.name, got)
+			}
+		}
+	}
+	r, _ := http.NewRequest("PUT", "http://x/", nil)
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if overrideGuard(r, io.NopCloser(strings.NewReader("")), func() {}) != nil {
+		t.Fatal("a PUT was guarded: only POST is overridden")
+	}
+}
+
+// chunkReader returns s n bytes at a time.
+type chunkReader struct {
+	s string
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.s == "" {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), c.n)], c.s)
+	c.s = c.s[k:]
+	return k, nil
+}
