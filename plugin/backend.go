@@ -7,7 +7,6 @@ package plugin
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -25,15 +24,9 @@ import (
 // set it with -ldflags "-X github.com/phantomvault/phantom/plugin.Version=...".
 var Version = "v0.1.0"
 
-// Storage key prefixes.
-const (
-	configKey       = "config"
-	routePrefix     = "routes/"
-	tokenPrefix     = "token/"    // token/<salted HMAC of the token> -> tokenEntry
-	accessorPrefix  = "accessor/" // accessor/<accessor> -> accessorEntry
-	tidyInterval    = time.Hour
-	tombstoneRetain = time.Hour // how long dead records still explain why
-)
+// Each storage prefix is declared beside the code that owns its records:
+// configKey (path_config.go), routePrefix (route.go), tokenPrefix and
+// accessorPrefix (token_entry.go).
 
 // Factory returns a configured Phantom backend.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
@@ -116,32 +109,9 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	}
 }
 
-// hmacToken returns the salted HMAC under which a token's record is stored;
-// storage never holds the token itself.
-func (b *backend) hmacToken(ctx context.Context, s logical.Storage, token string) (string, error) {
-	b.saltMu.RLock()
-	st := b.salt
-	b.saltMu.RUnlock()
-	if st == nil {
-		b.saltMu.Lock()
-		defer b.saltMu.Unlock()
-		if b.salt == nil {
-			var err error
-			b.salt, err = salt.NewSalt(ctx, s, &salt.Config{
-				HashFunc: salt.SHA256Hash,
-				Location: salt.DefaultLocation,
-			})
-			if err != nil {
-				return "", fmt.Errorf("loading salt: %w", err)
-			}
-		}
-		st = b.salt
-	}
-	return st.GetHMAC(token), nil
-}
-
-// periodic flushes in-memory usage counters and, once per tidyInterval,
-// removes dead token records. Vault calls it about once a minute.
+// periodic flushes in-memory usage counters (usage.go) and, when due,
+// removes dead token records (path_tidy.go). Vault calls it about once a
+// minute.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	// Performance standbys and secondaries cannot write storage.
 	if b.System().ReplicationState().HasState(consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary) {
@@ -150,13 +120,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if err := b.flushUsage(ctx, req.Storage); err != nil {
 		return err
 	}
-	if b.now().Unix()-b.lastTidy.Load() < int64(tidyInterval/time.Second) {
-		return nil
-	}
-	if _, err := b.tidy(ctx, req.Storage); err != nil && err != errTidyRunning {
-		return err
-	}
-	return nil
+	return b.tidyIfDue(ctx, req.Storage)
 }
 
 const backendHelp = `

@@ -80,20 +80,21 @@ type decodedValue struct {
 }
 
 // readJSON reads key and decodes its JSON into a new T; nil when absent.
-// shared: as decodeShared, for the read-only hot path.
-func readJSON[T any](ctx context.Context, s logical.Storage, key string, shared bool) (*T, error) {
+func readJSON[T any](ctx context.Context, s logical.Storage, key string) (*T, error) {
 	entry, err := s.Get(ctx, key)
 	if err != nil || entry == nil {
 		return nil, err
 	}
-	if shared {
-		return decodeShared[T](s, entry)
+	return decodeJSON[T](entry)
+}
+
+// readJSONShared is readJSON for the read-only hot path: see decodeShared.
+func readJSONShared[T any](ctx context.Context, s logical.Storage, key string) (*T, error) {
+	entry, err := s.Get(ctx, key)
+	if err != nil || entry == nil {
+		return nil, err
 	}
-	v := new(T)
-	if err := entry.DecodeJSON(v); err != nil {
-		return nil, fmt.Errorf("decoding: %w", err)
-	}
-	return v, nil
+	return decodeShared[T](s, entry)
 }
 
 // decodeShared decodes entry's JSON into a new T. When entry came from the
@@ -104,11 +105,7 @@ func readJSON[T any](ctx context.Context, s logical.Storage, key string, shared 
 func decodeShared[T any](s logical.Storage, entry *logical.StorageEntry) (*T, error) {
 	cs, ok := s.(*cachedStorage)
 	if !ok || len(entry.Value) == 0 {
-		v := new(T)
-		if err := entry.DecodeJSON(v); err != nil {
-			return nil, fmt.Errorf("decoding: %w", err)
-		}
-		return v, nil
+		return decodeJSON[T](entry)
 	}
 	if d, ok := cs.cache.decoded.Get(entry.Key); ok && sameBytes(d.raw, entry.Value) {
 		if v, ok := d.value.(*T); ok {
@@ -116,13 +113,21 @@ func decodeShared[T any](s logical.Storage, entry *logical.StorageEntry) (*T, er
 			return &c, nil
 		}
 	}
-	v := new(T)
-	if err := entry.DecodeJSON(v); err != nil {
-		return nil, fmt.Errorf("decoding: %w", err)
+	v, err := decodeJSON[T](entry)
+	if err != nil {
+		return nil, err
 	}
 	cs.cache.decoded.Add(entry.Key, decodedValue{raw: entry.Value, value: v})
 	c := *v
 	return &c, nil
+}
+
+func decodeJSON[T any](entry *logical.StorageEntry) (*T, error) {
+	v := new(T)
+	if err := entry.DecodeJSON(v); err != nil {
+		return nil, fmt.Errorf("decoding: %w", err)
+	}
+	return v, nil
 }
 
 // sameBytes reports whether a and b are the same slice, not merely equal.

@@ -22,6 +22,9 @@ const DefaultTokenTTL = 24 * time.Hour
 // renew a lease whose ID it knows.
 const DefaultTokenMaxTTL = 24 * time.Hour
 
+// configKey is where the engine's config is stored.
+const configKey = "config"
+
 type configEntry struct {
 	ProxyURL    string        `json:"proxy_url"`
 	DefaultTTL  time.Duration `json:"default_ttl"`

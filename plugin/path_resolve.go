@@ -89,7 +89,7 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 			Path:     d.Get(resolve.FieldPath).(string),
 			ClientIP: d.Get(resolve.FieldClientIP).(string),
 		}
-		a, route, err := b.resolve(ctx, req.Storage, in, nil)
+		a, route, err := b.resolveOne(ctx, req.Storage, in)
 		if err != nil {
 			return nil, err
 		}
@@ -113,7 +113,7 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 			out.Results[i] = deny(resolve.ReasonBadRequest, "each request must be an object of string fields", nil)
 			continue
 		}
-		a, route, err := b.resolve(ctx, req.Storage, in, snapshot)
+		a, route, err := b.resolveInBatch(ctx, req.Storage, in, snapshot)
 		if err != nil {
 			return nil, err
 		}
@@ -150,59 +150,101 @@ func batchInput(item any) (resolve.Request, bool) {
 	return in, ok1 && ok2 && ok3 && ok4
 }
 
-// resolve decides one request; the answer is always data, an error only
-// when storage fails. An allowed answer comes with the route it was allowed
-// on, whose grant the caller sends: alone, in the answer; in a batch, once
-// per route. In a batch (routes not nil), each route is read once per call
-// into routes.
-func (b *backend) resolve(ctx context.Context, s logical.Storage, in resolve.Request, routes map[string]*routeEntry) (*resolve.Answer, *routeEntry, error) {
+// resolveOne decides a single request; the answer is always data, an error
+// only when storage fails. An allowed answer comes with the route it was
+// allowed on, whose grant the caller sends in the answer.
+func (b *backend) resolveOne(ctx context.Context, s logical.Storage, in resolve.Request) (*resolve.Answer, *routeEntry, error) {
+	h, denied, err := b.holdToken(ctx, s, in)
+	defer h.release()
+	if denied != nil || err != nil {
+		return denied, nil, err
+	}
+	route, err := getRouteShared(ctx, s, h.entry.Route)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b.decide(ctx, s, h, route)
+}
+
+// resolveInBatch is resolveOne for one request of a batch: each route is
+// read once per call, into routes, and the caller sends each route's grant
+// once.
+func (b *backend) resolveInBatch(ctx context.Context, s logical.Storage, in resolve.Request, routes map[string]*routeEntry) (*resolve.Answer, *routeEntry, error) {
+	h, denied, err := b.holdToken(ctx, s, in)
+	defer h.release()
+	if denied != nil || err != nil {
+		return denied, nil, err
+	}
+	route, seen := routes[h.entry.Route]
+	if !seen {
+		if route, err = getRouteShared(ctx, s, h.entry.Route); err != nil {
+			return nil, nil, err
+		}
+		routes[h.entry.Route] = route
+	}
+	return b.decide(ctx, s, h, route)
+}
+
+// heldToken is a checked request with its token's record. For a token with
+// num_uses the token's lock is held until release: counting uses is a
+// read-modify-write, serialised per token and decided on a fresh read so the
+// count is exact under concurrency.
+type heldToken struct {
+	req       resolveRequest
+	entry     *tokenEntry
+	tokenHMAC string
+	lock      *locksutil.LockEntry // nil unless held
+}
+
+func (h heldToken) release() {
+	if h.lock != nil {
+		h.lock.Unlock()
+	}
+}
+
+// holdToken checks a request and reads its token's record, or returns the
+// denial. The caller releases the result in every case.
+func (b *backend) holdToken(ctx context.Context, s logical.Storage, in resolve.Request) (heldToken, *resolve.Answer, error) {
 	clientIP, reason, msg := in.Check()
 	if reason != "" {
-		return deny(reason, msg, nil), nil, nil
+		return heldToken{}, deny(reason, msg, nil), nil
 	}
-	rr := resolveRequest{method: in.Method, path: in.Path, clientIP: clientIP}
+	h := heldToken{req: resolveRequest{method: in.Method, path: in.Path, clientIP: clientIP}}
+	var err error
+	if h.tokenHMAC, err = b.hmacToken(ctx, s, in.Token); err != nil {
+		return h, nil, err
+	}
+	if h.entry, err = getTokenShared(ctx, s, h.tokenHMAC); err != nil {
+		return h, nil, err
+	}
+	if h.entry != nil && h.entry.NumUses > 0 {
+		h.lock = locksutil.LockForKey(b.tokenLocks, h.tokenHMAC)
+		h.lock.Lock()
+		if h.entry, err = getTokenShared(ctx, s, h.tokenHMAC); err != nil {
+			return h, nil, err
+		}
+	}
+	if h.entry == nil {
+		return h, deny(resolve.ReasonUnknownToken, "no such token", nil), nil
+	}
+	return h, nil, nil
+}
 
-	tokenHMAC, err := b.hmacToken(ctx, s, in.Token)
-	if err != nil {
-		return nil, nil, err
-	}
-	t, err := getTokenShared(ctx, s, tokenHMAC)
-	if err != nil {
-		return nil, nil, err
-	}
-	if t != nil && t.NumUses > 0 {
-		// Counting uses is a read-modify-write: serialise it per token and
-		// decide on a fresh read so the count is exact under concurrency.
-		lock := locksutil.LockForKey(b.tokenLocks, tokenHMAC)
-		lock.Lock()
-		defer lock.Unlock()
-		if t, err = getTokenShared(ctx, s, tokenHMAC); err != nil {
-			return nil, nil, err
-		}
-	}
-	if t == nil {
-		return deny(resolve.ReasonUnknownToken, "no such token", nil), nil, nil
-	}
-	route, seen := routes[t.Route]
-	if !seen {
-		if route, err = getRouteShared(ctx, s, t.Route); err != nil {
-			return nil, nil, err
-		}
-		if routes != nil {
-			routes[t.Route] = route
-		}
-	}
+// decide authorizes h's request on route (nil when deleted) and counts the
+// use.
+func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, route *routeEntry) (*resolve.Answer, *routeEntry, error) {
+	t := h.entry
 	now := b.now().UTC()
-	if reason, msg := authorize(t, route, rr, now); reason != "" {
+	if reason, msg := authorize(t, route, h.req, now); reason != "" {
 		return deny(reason, msg, t), nil, nil
 	}
 	if t.NumUses > 0 {
 		t.Uses++
-		if err := putToken(ctx, s, tokenHMAC, t); err != nil {
+		if err := putToken(ctx, s, h.tokenHMAC, t); err != nil {
 			return nil, nil, err
 		}
 	}
-	b.usage.record(tokenHMAC, now)
+	b.usage.record(h.tokenHMAC, now)
 	return allow(t), route, nil
 }
 
@@ -222,14 +264,8 @@ func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Tim
 	default:
 		return st, "token is not active"
 	}
-	for _, cidrs := range [][]string{route.BoundCIDRs, t.BoundCIDRs} {
-		if len(cidrs) == 0 {
-			continue
-		}
-		prefixes, err := parseCIDRs(cidrs)
-		if err != nil || !rr.clientIP.IsValid() || !containsAddr(prefixes, rr.clientIP) {
-			return resolve.ReasonCIDRDenied, "client address is not in the token's bound_cidrs"
-		}
+	if !route.cidrs().allows(rr.clientIP) || !t.cidrs().allows(rr.clientIP) {
+		return resolve.ReasonCIDRDenied, "client address is not in the token's bound_cidrs"
 	}
 	if !slices.Contains(route.AllowedMethods, rr.method) ||
 		len(t.AllowedMethods) > 0 && !slices.Contains(t.AllowedMethods, rr.method) {

@@ -11,6 +11,11 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
+const (
+	tidyInterval    = time.Hour // how often periodic tidies by itself
+	tombstoneRetain = time.Hour // how long dead records still explain why
+)
+
 var errTidyRunning = errors.New("a tidy is already running")
 
 func (b *backend) pathTidy() []*framework.Path {
@@ -47,6 +52,17 @@ func (b *backend) pathTidyWrite(ctx context.Context, req *logical.Request, _ *fr
 		return nil, err
 	}
 	return &logical.Response{Data: map[string]any{"tokens_removed": removed}}, nil
+}
+
+// tidyIfDue tidies when the last tidy is tidyInterval old; periodic calls it.
+func (b *backend) tidyIfDue(ctx context.Context, s logical.Storage) error {
+	if b.now().Unix()-b.lastTidy.Load() < int64(tidyInterval/time.Second) {
+		return nil
+	}
+	if _, err := b.tidy(ctx, s); err != nil && err != errTidyRunning {
+		return err
+	}
+	return nil
 }
 
 // tidy removes token records dead for longer than tombstoneRetain.

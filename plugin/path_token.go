@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/phantomvault/phantom/internal/token"
 )
@@ -243,7 +244,7 @@ func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logi
 			return logical.ErrorResponse("metadata: at most %d pairs", maxMetadataPairs)
 		}
 		for k, val := range md {
-			if k == "" || len(k) > maxMetadataKey || len(val) > maxMetadataValue || !validHeaderValue(k) || !validHeaderValue(val) {
+			if k == "" || len(k) > maxMetadataKey || len(val) > maxMetadataValue || !httpguts.ValidHeaderFieldValue(k) || !httpguts.ValidHeaderFieldValue(val) {
 				return logical.ErrorResponse("metadata: keys must be 1-%d and values at most %d characters, without control characters", maxMetadataKey, maxMetadataValue)
 			}
 		}
@@ -254,26 +255,6 @@ func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logi
 
 func emptyNarrowing(field, what string) *logical.Response {
 	return logical.ErrorResponse("%s was given but is empty: name at least one %s, or leave %s out to use the route's", field, what, field)
-}
-
-// maxTTL is the longest a token of route may live: the smallest of the
-// route's, the engine's (DefaultTokenMaxTTL unless configured) and the
-// mount's maximums.
-func (b *backend) maxTTL(route *routeEntry, cfg *configEntry) time.Duration {
-	m := min(cfg.maxTTL(), b.System().MaxLeaseTTL())
-	if route.MaxTTL > 0 && route.MaxTTL < m {
-		m = route.MaxTTL
-	}
-	return m
-}
-
-func firstPositive(ds ...time.Duration) time.Duration {
-	for _, d := range ds {
-		if d > 0 {
-			return d
-		}
-	}
-	return 0
 }
 
 func orRoute(token, route []string) []string {

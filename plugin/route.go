@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/phantomvault/phantom/internal/reqpath"
 	"github.com/phantomvault/phantom/internal/resolve"
@@ -28,6 +30,10 @@ const (
 	authBasic  = resolve.AuthBasic
 	authQuery  = resolve.AuthQuery
 )
+
+// routePrefix is where routes are stored: routes/<name> -> routeEntry,
+// seal-wrapped (backend.go lists it in SealWrapStorage).
+const routePrefix = "routes/"
 
 const maxCredentialLen = 8 << 10
 
@@ -58,20 +64,36 @@ type routeEntry struct {
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+
+	boundCIDRs *boundCIDRs // BoundCIDRs parsed, set by UnmarshalJSON
 }
 
+// UnmarshalJSON decodes a stored route and parses its bound_cidrs once, so
+// resolve (which memoizes decoded routes) does not parse them per request.
+func (r *routeEntry) UnmarshalJSON(data []byte) error {
+	type stored routeEntry // without this method
+	if err := json.Unmarshal(data, (*stored)(r)); err != nil {
+		return err
+	}
+	r.boundCIDRs = parseBoundCIDRs(r.BoundCIDRs)
+	return nil
+}
+
+// cidrs returns the route's bound_cidrs, parsed.
+func (r *routeEntry) cidrs() *boundCIDRs { return r.boundCIDRs.orParse(r.BoundCIDRs) }
+
 func getRoute(ctx context.Context, s logical.Storage, name string) (*routeEntry, error) {
-	return readRoute(ctx, s, name, false)
+	r, err := readJSON[routeEntry](ctx, s, routePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading route %q: %w", name, err)
+	}
+	return r, nil
 }
 
 // getRouteShared is getRoute for resolve, the hot path: the route's slices
 // and maps are shared with the cache, so they must only be read.
 func getRouteShared(ctx context.Context, s logical.Storage, name string) (*routeEntry, error) {
-	return readRoute(ctx, s, name, true)
-}
-
-func readRoute(ctx context.Context, s logical.Storage, name string, shared bool) (*routeEntry, error) {
-	r, err := readJSON[routeEntry](ctx, s, routePrefix+name, shared)
+	r, err := readJSONShared[routeEntry](ctx, s, routePrefix+name)
 	if err != nil {
 		return nil, fmt.Errorf("reading route %q: %w", name, err)
 	}
@@ -172,7 +194,7 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 		if strings.EqualFold(name, r.authHeaderName()) {
 			return nil, fmt.Errorf("headers: %q is where the credential is injected", name)
 		}
-		if !validHeaderValue(value) {
+		if !httpguts.ValidHeaderFieldValue(value) {
 			// The value is not echoed: it may be sensitive.
 			return nil, fmt.Errorf("headers: the value of %q contains a control character", name)
 		}
@@ -239,7 +261,7 @@ func (r *routeEntry) validateAuth() error {
 		if !strings.Contains(r.AuthFormat, resolve.Placeholder) {
 			return fmt.Errorf("auth_format must contain %s", resolve.Placeholder)
 		}
-		if !validHeaderValue(r.AuthFormat) {
+		if !httpguts.ValidHeaderFieldValue(r.AuthFormat) {
 			return errors.New("auth_format contains a control character")
 		}
 	}
@@ -254,7 +276,7 @@ func validateCredential(c string) error {
 		return fmt.Errorf("credential is longer than %d bytes", maxCredentialLen)
 	case strings.ContainsAny(c, "\r\n"):
 		return errors.New("credential contains a line break (a trailing newline from a file?)")
-	case !validHeaderValue(c):
+	case !httpguts.ValidHeaderFieldValue(c):
 		return errors.New("credential contains a control character")
 	case strings.TrimSpace(c) != c:
 		return errors.New("credential has leading or trailing white space")
@@ -315,30 +337,13 @@ func validateHeaderName(name string) error {
 	if name == "" || len(name) > 128 {
 		return errors.New("a header name must be 1-128 characters")
 	}
-	for i := 0; i < len(name); i++ {
-		if !isTChar(name[i]) {
-			return fmt.Errorf("%q is not a valid header name", name)
-		}
+	if !httpguts.ValidHeaderFieldName(name) {
+		return fmt.Errorf("%q is not a valid header name", name)
 	}
 	if reservedHeaders[http.CanonicalHeaderKey(name)] {
 		return fmt.Errorf("%q is a connection-level header and cannot be set", name)
 	}
 	return nil
-}
-
-// isTChar reports whether c may appear in an HTTP token (RFC 9110 5.6.2).
-func isTChar(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 func isQueryName(s string) bool {

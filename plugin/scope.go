@@ -168,6 +168,36 @@ func parseCIDRs(in []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// boundCIDRs is a bound_cidrs list, parsed once: when its route or token
+// record is decoded, not on every resolve.
+type boundCIDRs struct {
+	limited  bool           // the list is not empty: only addresses in prefixes pass
+	prefixes []netip.Prefix // nil when an entry does not parse: nothing passes
+}
+
+func parseBoundCIDRs(list []string) *boundCIDRs {
+	prefixes, err := parseCIDRs(list)
+	if err != nil {
+		prefixes = nil
+	}
+	return &boundCIDRs{limited: len(list) > 0, prefixes: prefixes}
+}
+
+// orParse returns c, or list parsed when c is nil (a record built in
+// memory, not decoded).
+func (c *boundCIDRs) orParse(list []string) *boundCIDRs {
+	if c != nil {
+		return c
+	}
+	return parseBoundCIDRs(list)
+}
+
+// allows reports whether a client at addr (invalid when the proxy sent none)
+// passes.
+func (c *boundCIDRs) allows(addr netip.Addr) bool {
+	return !c.limited || addr.IsValid() && containsAddr(c.prefixes, addr)
+}
+
 // prefixWithin reports whether every address in narrow is in wide.
 func prefixWithin(narrow, wide netip.Prefix) bool {
 	return wide.Bits() <= narrow.Bits() && wide.Contains(narrow.Addr())

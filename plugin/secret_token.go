@@ -136,6 +136,34 @@ func (b *backend) renewBound(t *tokenEntry, route *routeEntry, cfg *configEntry,
 	return bound
 }
 
+// The TTL helpers below serve both mint (path_token.go) and renew.
+// framework.CalculateTTL does not fit either: it reads the wall clock, not
+// b.now; it truncates to the second; it falls back to the mount's default
+// TTL rather than the route's and the config's; and it cannot express a
+// token's life fixed at mint, nor refuse a renewal that would shorten it.
+
+// maxTTL is the longest a token of route may live: the smallest of the
+// route's, the engine's (DefaultTokenMaxTTL unless configured) and the
+// mount's maximums.
+func (b *backend) maxTTL(route *routeEntry, cfg *configEntry) time.Duration {
+	m := min(cfg.maxTTL(), b.System().MaxLeaseTTL())
+	if route.MaxTTL > 0 && route.MaxTTL < m {
+		m = route.MaxTTL
+	}
+	return m
+}
+
+// firstPositive returns the first of ds that is set (positive): a request's
+// value, then its route's, then the config's.
+func firstPositive(ds ...time.Duration) time.Duration {
+	for _, d := range ds {
+		if d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
 func (b *backend) tokenRevoke(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	tokenHMAC, _, err := leaseIDs(req.Secret)
 	if err != nil {

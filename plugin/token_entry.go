@@ -2,13 +2,21 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/helper/salt"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+)
+
+// Storage key prefixes of token records and their accessor index.
+const (
+	tokenPrefix    = "token/"    // token/<salted HMAC of the token> -> tokenEntry
+	accessorPrefix = "accessor/" // accessor/<accessor> -> accessorEntry
 )
 
 // tokenEntry is what the engine knows of one phantom token. It is stored under
@@ -40,7 +48,23 @@ type tokenEntry struct {
 	// MaxExpiresAt is fixed at mint: no renewal, by whoever, goes past it.
 	// Zero on records minted before it existed (see backend.renewBound).
 	MaxExpiresAt time.Time `json:"max_expires_at"`
+
+	boundCIDRs *boundCIDRs // BoundCIDRs parsed, set by UnmarshalJSON
 }
+
+// UnmarshalJSON decodes a stored record and parses its bound_cidrs once, so
+// resolve (which memoizes decoded records) does not parse them per request.
+func (t *tokenEntry) UnmarshalJSON(data []byte) error {
+	type stored tokenEntry // without this method
+	if err := json.Unmarshal(data, (*stored)(t)); err != nil {
+		return err
+	}
+	t.boundCIDRs = parseBoundCIDRs(t.BoundCIDRs)
+	return nil
+}
+
+// cidrs returns the token's bound_cidrs, parsed.
+func (t *tokenEntry) cidrs() *boundCIDRs { return t.boundCIDRs.orParse(t.BoundCIDRs) }
 
 // accessorEntry indexes a token record by its accessor.
 type accessorEntry struct {
@@ -84,18 +108,42 @@ func (t *tokenEntry) deadSince(now time.Time) time.Time {
 	return time.Time{}
 }
 
+// hmacToken returns the salted HMAC under which a token's record is stored;
+// storage never holds the token itself.
+func (b *backend) hmacToken(ctx context.Context, s logical.Storage, token string) (string, error) {
+	b.saltMu.RLock()
+	st := b.salt
+	b.saltMu.RUnlock()
+	if st == nil {
+		b.saltMu.Lock()
+		defer b.saltMu.Unlock()
+		if b.salt == nil {
+			var err error
+			b.salt, err = salt.NewSalt(ctx, s, &salt.Config{
+				HashFunc: salt.SHA256Hash,
+				Location: salt.DefaultLocation,
+			})
+			if err != nil {
+				return "", fmt.Errorf("loading salt: %w", err)
+			}
+		}
+		st = b.salt
+	}
+	return st.GetHMAC(token), nil
+}
+
 func getToken(ctx context.Context, s logical.Storage, tokenHMAC string) (*tokenEntry, error) {
-	return readToken(ctx, s, tokenHMAC, false)
+	t, err := readJSON[tokenEntry](ctx, s, tokenPrefix+tokenHMAC)
+	if err != nil {
+		return nil, fmt.Errorf("reading token record: %w", err)
+	}
+	return t, nil
 }
 
 // getTokenShared is getToken for resolve, the hot path: the record's slices
 // and maps are shared with the cache, so they must only be read.
 func getTokenShared(ctx context.Context, s logical.Storage, tokenHMAC string) (*tokenEntry, error) {
-	return readToken(ctx, s, tokenHMAC, true)
-}
-
-func readToken(ctx context.Context, s logical.Storage, tokenHMAC string, shared bool) (*tokenEntry, error) {
-	t, err := readJSON[tokenEntry](ctx, s, tokenPrefix+tokenHMAC, shared)
+	t, err := readJSONShared[tokenEntry](ctx, s, tokenPrefix+tokenHMAC)
 	if err != nil {
 		return nil, fmt.Errorf("reading token record: %w", err)
 	}
@@ -115,7 +163,7 @@ func putToken(ctx context.Context, s logical.Storage, tokenHMAC string, t *token
 
 // lookupAccessor returns the HMAC a token record is stored under, or "".
 func lookupAccessor(ctx context.Context, s logical.Storage, accessor string) (string, error) {
-	a, err := readJSON[accessorEntry](ctx, s, accessorPrefix+accessor, false)
+	a, err := readJSON[accessorEntry](ctx, s, accessorPrefix+accessor)
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("reading accessor %s: %w", accessor, err)
