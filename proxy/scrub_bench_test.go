@@ -123,7 +123,7 @@ func literalSpellings(s *scrubber) [][]byte {
 		for _, r := range f.text {
 			c := string(r)
 			ways := []string{c}
-			if r < 128 && !isAlnum(byte(r)) {
+			if r < 128 && !isAlnum(byte(r)) && f.kind != formExact {
 				x := fmt.Sprintf("%02X", r)
 				ways = append(ways, "%"+x, "%"+strings.ToLower(x), `\u00`+x, `\u00`+strings.ToLower(x))
 			}

@@ -8,12 +8,15 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // PluginName is the plugin's catalog name.
@@ -145,4 +148,26 @@ func freePortPair(t testing.TB) int {
 	}
 	t.Fatal("no free pair of loopback ports")
 	return 0
+}
+
+// pollClient is for status probes inside a polling loop: a server that
+// takes the connection but never answers must not outlast the loop's
+// deadline, as http.DefaultClient (no timeout) would let it.
+var pollClient = &http.Client{Timeout: 5 * time.Second}
+
+// HostPressure is the kernel's CPU, memory and I/O stall figures (Linux
+// PSI), for failure messages: a test that timed out while the machine was
+// thrashing says so, instead of sending someone to look for a hang.
+func HostPressure() string {
+	var b strings.Builder
+	for _, r := range []string{"cpu", "memory", "io"} {
+		raw, err := os.ReadFile("/proc/pressure/" + r)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			b.WriteString(r + " " + line + "\n")
+		}
+	}
+	return b.String()
 }

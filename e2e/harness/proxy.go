@@ -106,7 +106,7 @@ func RunProxy(t testing.TB, env []string, args ...string) (string, error) {
 
 // Status is the HTTP status of a GET, 0 if there was no answer.
 func Status(url string) int {
-	resp, err := http.Get(url)
+	resp, err := pollClient.Get(url)
 	if err != nil {
 		return 0
 	}
@@ -124,9 +124,11 @@ func (p *Proxy) Call(t testing.TB, method, path, token string) (int, string) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
+	start := time.Now()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v (after %v)\nhost pressure:\n%sthe proxy's output:\n%s",
+			method, path, err, time.Since(start).Round(time.Millisecond), HostPressure(), p.Out)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)

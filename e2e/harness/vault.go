@@ -173,15 +173,27 @@ func (v *Vault) Bootstrap(t testing.TB, env ...string) string {
 // PHANTOM_OUT_DIR; nothing is recorded.
 func (v *Vault) RunBootstrap(t testing.TB, args []string, env ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(v.tools.Root, "bootstrap", "bootstrap.sh"), args...)
+	// Bounded like every other CLI run here: bootstrap.sh makes a score of
+	// them, each allowed a minute and retries by the vault CLI itself.
+	ctx, cancel := context.WithTimeout(context.Background(), bootstrapTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(v.tools.Root, "bootstrap", "bootstrap.sh"), args...)
+	cmd.WaitDelay = 10 * time.Second // a vault CLI child may still hold the output pipe
 	cmd.Env = append(os.Environ(), append([]string{
 		"VAULT=" + v.tools.Vault, "VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token, "HOME=" + v.Home,
 		"PHANTOM_PLUGIN_BIN=" + v.tools.Plugin, "PHANTOM_PLUGIN_DIR=" + v.PluginDir(),
 		"PHANTOM_OUT_DIR=" + filepath.Join(v.Home, "bootstrap"),
 	}, env...)...)
 	b, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("still running after %v (%v); host pressure:\n%s", bootstrapTimeout, err, HostPressure())
+	}
 	return string(b), err
 }
+
+// bootstrapTimeout bounds one bootstrap.sh run, which takes seconds on an
+// idle machine.
+const bootstrapTimeout = 3 * time.Minute
 
 // Install is Phantom installed at one mount by the bootstrap: the names it
 // derived and the credential files of that mount's proxy.
@@ -324,7 +336,7 @@ func (v *Vault) waitActive(t testing.TB) {
 }
 
 func (v *Vault) healthy() bool {
-	resp, err := http.Get(v.Addr + "/v1/sys/health")
+	resp, err := pollClient.Get(v.Addr + "/v1/sys/health")
 	if err != nil {
 		return false
 	}
