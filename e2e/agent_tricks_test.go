@@ -287,7 +287,6 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 				t.Errorf("%s reached the upstream:\n%s", name, up)
 			}
 		}
-		before := api.count()
 		// In the body, as Rails, Express and Laravel read it.
 		for contentType, body := range map[string]string{
 			"application/x-www-form-urlencoded": "a=1&_method=DELETE",
@@ -306,11 +305,18 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 		if strings.Contains(bodies, "DELETE") {
 			t.Fatalf("the upstream received a whole body naming _method: %q", bodies)
 		}
-		before = api.count()
+		// The refused bodies above reached the upstream in part, whenever
+		// its handler runs: look for the queries themselves, not a count.
 		for _, query := range []string{"_method=DELETE", ".method=DELETE", "%2Emethod=DELETE", "rest_route=/wp/v2/users/1", "_url=/admin"} {
 			answer = exchangeOn(t, addr, strings.Replace(get("/v1/thing?"+query), "GET", "POST", 1))
-			if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.count() != before {
+			if !strings.HasPrefix(answer, "HTTP/1.1 400 ") {
 				t.Fatalf("?%s was not refused:\n%s", query, answer)
+			}
+			api.mu.Lock()
+			seen := strings.Join(api.got, "\n")
+			api.mu.Unlock()
+			if strings.Contains(seen, "?"+query) {
+				t.Fatalf("?%s reached the upstream", query)
 			}
 		}
 	})

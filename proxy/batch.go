@@ -27,13 +27,27 @@ var errOverloaded = errors.New("too many requests are waiting for Vault")
 // after the request arrived: batching changes what a call costs Vault, not
 // what it decides.
 type batcher struct {
-	call        func(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error)
+	vault       manyResolver
 	maxInFlight int
-	onBatch     func(size int) // observes each call's size; may be nil
+	metrics     *Metrics // each call's size; nil in tests
 
 	mu       sync.Mutex
 	inFlight int
 	queue    []*queued
+	drains   int        // goroutines sending queued batches (drain)
+	drained  *sync.Cond // on mu: signalled when drains falls to zero
+}
+
+// manyResolver makes one Vault call for several requests: outside tests,
+// VaultResolver.resolveMany.
+type manyResolver interface {
+	resolveMany(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error)
+}
+
+func newBatcher(vault manyResolver, maxInFlight int, m *Metrics) *batcher {
+	b := &batcher{vault: vault, maxInFlight: maxInFlight, metrics: m}
+	b.drained = sync.NewCond(&b.mu)
+	return b
 }
 
 type queued struct {
@@ -85,10 +99,22 @@ func (b *batcher) release() {
 		b.inFlight--
 		return
 	}
+	b.drains++
 	go b.drain(b.takeLocked())
 }
 
-// drain sends batches with the slot it holds until the queue is empty.
+// wait returns once no goroutine is sending queued batches. On shutdown,
+// with no request left to queue, that is for good.
+func (b *batcher) wait() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.drains > 0 {
+		b.drained.Wait()
+	}
+}
+
+// drain sends batches with the slot it holds until the queue is empty, then
+// gives up the slot and ends (see wait).
 func (b *batcher) drain(batch []*queued) {
 	for {
 		reqs := make([]ResolveRequest, len(batch))
@@ -108,6 +134,9 @@ func (b *batcher) drain(batch []*queued) {
 		b.mu.Lock()
 		if len(b.queue) == 0 {
 			b.inFlight--
+			if b.drains--; b.drains == 0 {
+				b.drained.Broadcast()
+			}
 			b.mu.Unlock()
 			return
 		}
@@ -127,8 +156,8 @@ func (b *batcher) takeLocked() []*queued {
 }
 
 func (b *batcher) send(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
-	if b.onBatch != nil {
-		b.onBatch(len(reqs))
+	if b.metrics != nil {
+		b.metrics.resolveBatch(len(reqs))
 	}
-	return b.call(ctx, reqs)
+	return b.vault.resolveMany(ctx, reqs)
 }

@@ -22,7 +22,7 @@ type echoCall struct {
 	err     error
 }
 
-func (e *echoCall) call(_ context.Context, reqs []ResolveRequest) ([]*Decision, error) {
+func (e *echoCall) resolveMany(_ context.Context, reqs []ResolveRequest) ([]*Decision, error) {
 	e.mu.Lock()
 	e.sizes = append(e.sizes, len(reqs))
 	e.mu.Unlock()
@@ -47,7 +47,7 @@ func (e *echoCall) callSizes() []int {
 
 func TestBatcherIdleSendsAtOnce(t *testing.T) {
 	e := &echoCall{}
-	b := &batcher{call: e.call, maxInFlight: 2}
+	b := newBatcher(e, 2, nil)
 	for i := range 5 {
 		d, err := b.resolve(context.Background(), ResolveRequest{Path: fmt.Sprint("/", i)})
 		if err != nil || d.Route != fmt.Sprint("/", i) {
@@ -82,7 +82,7 @@ func waitBatcher(t *testing.T, b *batcher, what string, get func() int, n int) {
 
 func TestBatcherBatchesWhileBusy(t *testing.T) {
 	e := &echoCall{release: make(chan struct{})}
-	b := &batcher{call: e.call, maxInFlight: 2}
+	b := newBatcher(e, 2, nil)
 	const n = 12
 	type result struct {
 		path string
@@ -118,7 +118,7 @@ func TestBatcherBatchesWhileBusy(t *testing.T) {
 
 func TestBatcherFailsEveryRequestOfAFailedCall(t *testing.T) {
 	e := &echoCall{release: make(chan struct{}), err: errors.New("Vault is sealed")}
-	b := &batcher{call: e.call, maxInFlight: 1}
+	b := newBatcher(e, 1, nil)
 	errs := make(chan error, 4)
 	for i := range 4 {
 		go func() {
@@ -141,7 +141,7 @@ func TestBatcherFailsEveryRequestOfAFailedCall(t *testing.T) {
 
 func TestBatcherQueuedRequestGivesUpWithItsContext(t *testing.T) {
 	e := &echoCall{release: make(chan struct{})}
-	b := &batcher{call: e.call, maxInFlight: 1}
+	b := newBatcher(e, 1, nil)
 	go b.resolve(context.Background(), ResolveRequest{Path: "/first"})
 	waitInFlight(t, b, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -166,7 +166,7 @@ func TestBatcherQueuedRequestGivesUpWithItsContext(t *testing.T) {
 // A full queue sheds the next request at once rather than growing.
 func TestBatcherShedsWhenTheQueueIsFull(t *testing.T) {
 	e := &echoCall{release: make(chan struct{})}
-	b := &batcher{call: e.call, maxInFlight: 1}
+	b := newBatcher(e, 1, nil)
 	var wg sync.WaitGroup
 	errs := make(chan error, maxQueued+1)
 	for i := range maxQueued + 1 {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 )
 
 // Error types the agent sees. SDKs retry 429 and 5xx and do not retry 401 and
@@ -54,4 +55,35 @@ func writeError(w http.ResponseWriter, status int, typ, reason, message, request
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(errorBody{Error: errorDetail{Type: typ, Reason: reason, Message: message, RequestID: requestID}})
+}
+
+// refusal is a request the proxy answers itself, before anything is
+// forwarded: the steps of Server.admit return one, and Server.refuse turns
+// it into the response.
+type refusal struct {
+	status     int
+	reason     string // machine-readable: resolve.Reason* or the proxy's own
+	message    string // fixed text for the agent (see writeError)
+	retryAfter string // Retry-After, when a retry may succeed
+	allow      string // Allow, on 405
+}
+
+// refuse answers ref. A refused client keeps no connection: idle
+// keep-alives of clients without a valid token must not fill the listener.
+// A refused body is never read: the answer goes at once, rather than the
+// server waiting to drain a body that may never come.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec *auditRecord, ref *refusal) {
+	rec.Reason = ref.reason
+	h := w.Header()
+	if ref.allow != "" {
+		h.Set("Allow", ref.allow)
+	}
+	if ref.retryAfter != "" {
+		h.Set("Retry-After", ref.retryAfter)
+	}
+	h.Set("Connection", "close")
+	if r.ContentLength != 0 {
+		http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+	writeError(w, ref.status, statusType[ref.status], ref.reason, ref.message, rec.RequestID)
 }

@@ -45,14 +45,16 @@ var histograms = []histogramDef{
 	{metricBatch, "Requests carried by each resolve call to Vault.", nil, batchBuckets},
 }
 
-// proxyMetrics records through go-metrics into a Prometheus registry of its
-// own, so several proxies in one process (tests) do not collide.
-type proxyMetrics struct {
+// Metrics records through go-metrics into a Prometheus registry of its
+// own, so several proxies in one process (tests) do not collide. One is
+// built per process and handed to NewVaultResolver and NewServer.
+type Metrics struct {
 	m        *metrics.Metrics
 	registry *prometheus.Registry
 }
 
-func newProxyMetrics() (*proxyMetrics, error) {
+// NewMetrics builds the proxy's metrics and the registry /metrics serves.
+func NewMetrics() (*Metrics, error) {
 	registry := prometheus.NewRegistry()
 	// Go runtime and process figures (go_goroutines,
 	// process_resident_memory_bytes, ...) for capacity and leak watching.
@@ -69,10 +71,10 @@ func newProxyMetrics() (*proxyMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &proxyMetrics{m: m, registry: registry}, nil
+	return &Metrics{m: m, registry: registry}, nil
 }
 
-func (p *proxyMetrics) request(route, decision string, status int) {
+func (p *Metrics) request(route, decision string, status int) {
 	p.m.IncrCounterWithLabels(metricRequests, 1, []metrics.Label{
 		{Name: "route", Value: route},
 		{Name: "decision", Value: decision},
@@ -80,19 +82,19 @@ func (p *proxyMetrics) request(route, decision string, status int) {
 	})
 }
 
-func (p *proxyMetrics) resolveDone(start time.Time, outcome string) {
+func (p *Metrics) resolveDone(start time.Time, outcome string) {
 	p.m.AddSampleWithLabels(metricResolve, float32(time.Since(start).Seconds()), []metrics.Label{{Name: "outcome", Value: outcome}})
 }
 
-func (p *proxyMetrics) resolveBatch(size int) {
+func (p *Metrics) resolveBatch(size int) {
 	p.m.AddSample(metricBatch, float32(size))
 }
 
-func (p *proxyMetrics) upstreamDone(route string, start time.Time) {
+func (p *Metrics) upstreamDone(route string, start time.Time) {
 	p.m.AddSampleWithLabels(metricUpstream, float32(time.Since(start).Seconds()), []metrics.Label{{Name: "route", Value: route}})
 }
 
-func (p *proxyMetrics) vaultAuthenticated(ok bool) {
+func (p *Metrics) vaultAuthenticated(ok bool) {
 	v := float32(0)
 	if ok {
 		v = 1
@@ -100,10 +102,10 @@ func (p *proxyMetrics) vaultAuthenticated(ok bool) {
 	p.m.SetGauge(metricVaultAuth, v)
 }
 
-func (p *proxyMetrics) vaultLogin(result string) {
+func (p *Metrics) vaultLogin(result string) {
 	p.m.IncrCounterWithLabels(metricVaultLogins, 1, []metrics.Label{{Name: "result", Value: result}})
 }
 
-func (p *proxyMetrics) handler() http.Handler {
+func (p *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{})
 }

@@ -12,7 +12,7 @@ import (
 // histograms (buckets that Prometheus can sum across replicas), never as
 // summaries, and counters carry _total.
 func TestMetricsAreHistograms(t *testing.T) {
-	m, err := newProxyMetrics()
+	m, err := NewMetrics()
 	if err != nil {
 		t.Fatal(err)
 	}

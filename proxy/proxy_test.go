@@ -92,7 +92,7 @@ func newTestProxy(t *testing.T, upstream string, adjust func(*Grant)) *testProxy
 	}
 	res := &fakeResolver{grants: map[string]*Grant{tok: g}, deny: map[string]string{}}
 	logs := &testutil.LockedBuffer{}
-	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: filepath.Join(t.TempDir(), "audit.log")}, res,
+	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: filepath.Join(t.TempDir(), "audit.log")}, res, testMetrics(t),
 		hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}))
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +107,16 @@ func newTestProxy(t *testing.T, upstream string, adjust func(*Grant)) *testProxy
 		}
 	})
 	return &testProxy{url: ts.URL, resolver: res, token: tok, srv: srv}
+}
+
+// testMetrics are a proxy's metrics, fresh for each test.
+func testMetrics(t testing.TB) *Metrics {
+	t.Helper()
+	m, err := NewMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func (p *testProxy) auditLines(t *testing.T) []auditRecord {

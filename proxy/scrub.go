@@ -33,21 +33,30 @@ type scrubber struct {
 	folded string
 }
 
-// scrubbers keeps the scrubbers of recently used credentials, so a request
-// does not rebuild the patterns of its key. Entries expire, so a key rotated
-// away does not linger in memory.
-var scrubbers = expirable.NewLRU[string, *scrubber](1024, nil, 5*time.Minute)
+// scrubberCache keeps the scrubbers of recently used credentials, so a
+// request does not rebuild the patterns of its key. Entries expire, so a key
+// rotated away does not linger in memory.
+type scrubberCache struct {
+	lru *expirable.LRU[string, *scrubber]
+}
 
-// scrubberFor returns the scrubber of g's credential as g injects it.
-func scrubberFor(g *Grant) *scrubber {
+func newScrubberCache() *scrubberCache {
+	return &scrubberCache{lru: expirable.NewLRU[string, *scrubber](1024, nil, 5*time.Minute)}
+}
+
+// forGrant returns the scrubber of g's credential as g injects it.
+func (c *scrubberCache) forGrant(g *Grant) *scrubber {
 	key := g.AuthType + "\x00" + g.AuthFormat + "\x00" + g.Credential
-	if s, ok := scrubbers.Get(key); ok {
+	if s, ok := c.lru.Get(key); ok {
 		return s
 	}
 	s := newScrubber(g.secretForms(), holdFor(g))
-	scrubbers.Add(key, s)
+	c.lru.Add(key, s)
 	return s
 }
+
+// purge forgets every credential's scrubber.
+func (c *scrubberCache) purge() { c.lru.Purge() }
 
 func newScrubber(forms []secretForm, hold int) *scrubber {
 	s := &scrubber{nlSafe: true}

@@ -59,7 +59,7 @@ func benchSSE(b *testing.B, mode string) {
 	g := &Grant{Route: "r", Accessor: "pha_bench", Upstream: u, Credential: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
 		AuthType: "bearer", AuthName: "Authorization", AuthFormat: "Bearer {{credential}}", Headers: map[string]string{}}
 	res := &fakeResolver{grants: map[string]*Grant{tok: g}, deny: map[string]string{}}
-	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: filepath.Join(b.TempDir(), "audit.log")}, res, hclog.NewNullLogger())
+	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: filepath.Join(b.TempDir(), "audit.log")}, res, testMetrics(b), hclog.NewNullLogger())
 	if err != nil {
 		b.Fatal(err)
 	}

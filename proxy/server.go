@@ -21,28 +21,28 @@ type Server struct {
 	resolver Resolver
 	finder   *tokenFinder
 	audit    *auditLog
-	metrics  *proxyMetrics
+	metrics  *Metrics
 	rp       http.Handler
+	// Caches whose lifetime is the server's: the scrubbers of recent
+	// credentials and ReverseProxy's copy buffers.
+	scrubbers *scrubberCache
+	buffers   *bufferPool
 	// unknownTokens limits each client's tokens refused as unknown; nil
 	// when turned off.
 	unknownTokens *unknownTokenLimit
 }
 
-// NewServer wires a proxy around resolver. It opens the audit log; Close
-// releases it.
-func NewServer(cfg Config, resolver Resolver, log hclog.Logger) (*Server, error) {
+// NewServer wires a proxy around resolver, recording into m, the metrics
+// the resolver was given too (one /metrics for both). It opens the audit
+// log; Close releases it.
+func NewServer(cfg Config, resolver Resolver, m *Metrics, log hclog.Logger) (*Server, error) {
+	if m == nil {
+		return nil, errors.New("NewServer needs metrics (NewMetrics)")
+	}
 	cfg = cfg.withDefaults()
 	audit, err := openAuditLog(cfg.AuditFile)
 	if err != nil {
 		return nil, err
-	}
-	m, err := newProxyMetrics()
-	if err != nil {
-		audit.Close()
-		return nil, fmt.Errorf("setting up metrics: %w", err)
-	}
-	if v, ok := resolver.(*VaultResolver); ok {
-		v.setMetrics(m)
 	}
 	s := &Server{
 		cfg:           cfg,
@@ -51,6 +51,8 @@ func NewServer(cfg Config, resolver Resolver, log hclog.Logger) (*Server, error)
 		finder:        newTokenFinder(cfg.ExtraHeaders, cfg.QueryParams),
 		audit:         audit,
 		metrics:       m,
+		scrubbers:     newScrubberCache(),
+		buffers:       newBufferPool(),
 		unknownTokens: newUnknownTokenLimit(cfg.UnknownTokenRate, cfg.UnknownTokenBurst),
 	}
 	s.rp = s.newReverseProxy(interimScrubber{next: newUpstreamTransport(cfg)})
@@ -99,7 +101,8 @@ func (s *Server) AdminHandler() http.Handler {
 const maxAdminConnections = 64
 
 // Serve runs the proxy on ln and the admin endpoints on adminLn until ctx
-// ends, then drains in-flight requests for up to ShutdownTimeout.
+// ends or either server fails, then drains in-flight requests for up to
+// ShutdownTimeout. It returns once both servers' goroutines have ended.
 func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	proxySrv := s.httpServer(s)
 	adminSrv := s.httpServer(s.AdminHandler())
@@ -114,11 +117,13 @@ func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 		}
 	}()
 	go func() { errc <- adminSrv.Serve(adminLn) }()
+	running := 2
 
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		running--
 	}
 	drain, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
@@ -126,7 +131,16 @@ func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	if e := proxySrv.Shutdown(drain); e != nil && err == nil {
 		err = fmt.Errorf("draining: %w", e)
 	}
-	adminSrv.Shutdown(drain)
+	if e := adminSrv.Shutdown(drain); e != nil {
+		// Scrapes and probes only: worth a line, not a failed exit.
+		s.log.Warn("draining the admin listener", "error", e)
+	}
+	// Shutdown has closed both listeners, so both Serve calls return now.
+	for ; running > 0; running-- {
+		if e := <-errc; !errors.Is(e, http.ErrServerClosed) {
+			s.log.Warn("a listener failed while draining", "error", e)
+		}
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -146,5 +160,8 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 	}
 }
 
-// Close releases the audit log.
-func (s *Server) Close() error { return s.audit.Close() }
+// Close releases the audit log and forgets the cached scrubbers.
+func (s *Server) Close() error {
+	s.scrubbers.purge()
+	return s.audit.Close()
+}

@@ -133,7 +133,7 @@ func newTestResolver(t *testing.T, fv *fakeVault) *VaultResolver {
 	os.WriteFile(filepath.Join(dir, "secret_id"), []byte("secret\n"), 0o600)
 	v, err := NewVaultResolver(Config{
 		VaultAddr: vault.URL, RoleIDFile: filepath.Join(dir, "role_id"), SecretIDFile: filepath.Join(dir, "secret_id"),
-	}, hclog.NewNullLogger())
+	}, testMetrics(t), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,12 +236,12 @@ func TestSecretIDFileRemovedAndRemembered(t *testing.T) {
 	roleFile, secretFile := filepath.Join(dir, "role_id"), filepath.Join(dir, "secret_id")
 	os.WriteFile(roleFile, []byte("role"), 0o600)
 	os.WriteFile(secretFile, []byte("secret"), 0o600)
-	v, err := NewVaultResolver(Config{VaultAddr: vault.URL, RoleIDFile: roleFile, SecretIDFile: secretFile, RemoveSecretIDFile: true}, hclog.NewNullLogger())
+	v, err := NewVaultResolver(Config{VaultAddr: vault.URL, RoleIDFile: roleFile, SecretIDFile: secretFile, RemoveSecretIDFile: true}, testMetrics(t), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		if _, err := v.login(context.Background()); err != nil {
+		if _, err := v.session.login(context.Background()); err != nil {
 			t.Fatalf("login %d: %v", i, err)
 		}
 		if _, err := os.Stat(secretFile); !errors.Is(err, os.ErrNotExist) {
@@ -249,7 +249,7 @@ func TestSecretIDFileRemovedAndRemembered(t *testing.T) {
 		}
 	}
 	os.WriteFile(secretFile, []byte("wrong"), 0o600) // a new file replaces the remembered value
-	if _, err := v.login(context.Background()); err == nil || !strings.Contains(err.Error(), "invalid") {
+	if _, err := v.session.login(context.Background()); err == nil || !strings.Contains(err.Error(), "invalid") {
 		t.Fatalf("login with a replaced secret_id: %v", err)
 	}
 }
@@ -266,7 +266,7 @@ func TestBatchAnswer(t *testing.T) {
 		"c":{"upstream":"https://c.example.com","credential":"kc","auth_type":"header","auth_name":"x-api-key","auth_format":"{{credential}}","headers":{"v":"1"}}}}}`
 	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, answer) }))
 	t.Cleanup(vault.Close)
-	v, err := NewVaultResolver(Config{VaultAddr: vault.URL, RoleIDFile: "x", SecretIDFile: "x"}, hclog.NewNullLogger())
+	v, err := NewVaultResolver(Config{VaultAddr: vault.URL, RoleIDFile: "x", SecretIDFile: "x"}, testMetrics(t), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,11 +363,11 @@ func TestWrappedSecretIDCreationPath(t *testing.T) {
 			os.WriteFile(roleFile, []byte("role"), 0o600)
 			os.WriteFile(secretFile, []byte("wrap1\n"), 0o600)
 			v, err := NewVaultResolver(Config{VaultAddr: vault.URL, RoleIDFile: roleFile, SecretIDFile: secretFile, SecretIDWrapped: true},
-				hclog.NewNullLogger(), WithAppRoleRole(tc.role))
+				testMetrics(t), hclog.NewNullLogger(), WithAppRoleRole(tc.role))
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = v.login(context.Background())
+			_, err = v.session.login(context.Background())
 			if tc.ok != (err == nil) {
 				t.Fatalf("login: %v", err)
 			}
@@ -379,7 +379,7 @@ func TestWrappedSecretIDCreationPath(t *testing.T) {
 			}
 			// The file still holds the used-up wrapping token: a later login
 			// uses the secret_id it held.
-			if _, err := v.login(context.Background()); err != nil || fv.logins.Load() != 2 {
+			if _, err := v.session.login(context.Background()); err != nil || fv.logins.Load() != 2 {
 				t.Fatalf("second login: %v (%d logins)", err, fv.logins.Load())
 			}
 		})
@@ -395,12 +395,12 @@ func TestVaultClientEnvironment(t *testing.T) {
 		t.Setenv("VAULT_SKIP_VERIFY", "true")
 		cfg := cfg
 		cfg.VaultAddr = "https://vault.example.com:8200"
-		if _, err := NewVaultResolver(cfg, hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "VAULT_SKIP_VERIFY") {
+		if _, err := NewVaultResolver(cfg, testMetrics(t), hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "VAULT_SKIP_VERIFY") {
 			t.Fatalf("accepted: %v", err)
 		}
 		for _, addr := range []string{"https://127.0.0.1:8200", "https://localhost:8200", "https://[::1]:8200"} {
 			cfg.VaultAddr = addr
-			if _, err := NewVaultResolver(cfg, hclog.NewNullLogger()); err != nil {
+			if _, err := NewVaultResolver(cfg, testMetrics(t), hclog.NewNullLogger()); err != nil {
 				t.Fatalf("%s: %v", addr, err)
 			}
 		}
@@ -423,7 +423,7 @@ func TestVaultClientEnvironment(t *testing.T) {
 		log := hclog.New(&hclog.LoggerOptions{Output: &out})
 		cfg := cfg
 		cfg.VaultAddr = "https://vault.example.com:8200"
-		if _, err := NewVaultResolver(cfg, log); err != nil {
+		if _, err := NewVaultResolver(cfg, testMetrics(t), log); err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(out.String(), "127.0.0.1:3128") || strings.Contains(out.String(), "hunter2") {

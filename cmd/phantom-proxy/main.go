@@ -103,12 +103,16 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	resolver, err := proxy.NewVaultResolver(cfg, log.Named("vault"),
+	m, err := proxy.NewMetrics()
+	if err != nil {
+		return fmt.Errorf("setting up metrics: %w", err)
+	}
+	resolver, err := proxy.NewVaultResolver(cfg, m, log.Named("vault"),
 		proxy.WithAppRoleRole(appRoleRole), proxy.WithForwardToActive(forwardActive))
 	if err != nil {
 		return err
 	}
-	srv, err := proxy.NewServer(cfg, resolver, log)
+	srv, err := proxy.NewServer(cfg, resolver, m, log)
 	if err != nil {
 		return err
 	}
@@ -122,9 +126,20 @@ func run(args []string) error {
 		ln.Close()
 		return err
 	}
-	go resolver.Run(ctx)
+	// The resolver's login lives as long as the listeners: when Serve
+	// returns, for a signal or a failed listener, it ends too, and run
+	// waits for it (and the batches it was sending) before returning.
+	resolverCtx, stopResolver := context.WithCancel(ctx)
+	resolverDone := make(chan struct{})
+	go func() {
+		defer close(resolverDone)
+		resolver.Run(resolverCtx)
+	}()
 	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "vault", cfg.VaultAddr)
-	return srv.Serve(ctx, ln, adminLn)
+	err = srv.Serve(ctx, ln, adminLn)
+	stopResolver()
+	<-resolverDone
+	return err
 }
 
 // envFlags defines flags whose defaults come from environment variables.

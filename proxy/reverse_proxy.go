@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// newReverseProxy forwards with Rewrite, never Director: hop-by-hop headers
+// named by the client are removed before the credential is injected
+// (golang/go#50580).
+func (s *Server) newReverseProxy(transport http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:   s.rewrite,
+		Transport: transport,
+		// Zero: ReverseProxy flushes SSE and bodies of unknown length (chunked)
+		// at once, and writes a body of known length in one go rather than
+		// as separate header, body and trailer writes.
+		FlushInterval:  0,
+		ModifyResponse: s.modifyResponse,
+		BufferPool:     s.buffers,
+		ErrorHandler:   s.proxyError,
+		ErrorLog:       s.log.StandardLogger(nil),
+	}
+}
+
+// bufferPool spares each response ReverseProxy's own 32 KiB buffer.
+type bufferPool struct{ pool sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{pool: sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+}
+
+func (p *bufferPool) Get() []byte  { return p.pool.Get().(*[32 << 10]byte)[:] }
+func (p *bufferPool) Put(b []byte) { p.pool.Put((*[32 << 10]byte)(b)) }
+
+// rewrite makes the upstream request: the token and the never-forwarded
+// headers out (extract.go, upstream_guard.go), the credential in (inject.go).
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	ex := exchangeFrom(pr.In)
+	out, g := pr.Out, ex.grant
+
+	rawQuery := stripToken(out.Header, ex.rawQuery, ex.token)
+	removeNeverForwarded(out.Header)
+	rawPath := strings.TrimSuffix(g.Upstream.EscapedPath(), "/") + ex.path
+	out.URL.Scheme, out.URL.Host = g.Upstream.Scheme, g.Upstream.Host
+	out.URL.RawPath = rawPath
+	out.URL.Path, _ = url.PathUnescape(rawPath) // valid: checkTarget vetted it
+	out.Host = ""
+	// Only gzip, which the proxy decodes before scrubbing (readableResponse).
+	out.Header.Set("Accept-Encoding", "gzip")
+
+	out.URL.RawQuery = g.inject(out.Header, rawQuery)
+	ex.upstreamStart = time.Now()
+}
+
+// modifyResponse makes the upstream's answer readable (upstream_guard.go)
+// and scrubs every form of the credential from it (scrub.go).
+func (s *Server) modifyResponse(resp *http.Response) error {
+	ex := exchangeFrom(resp.Request)
+	s.metrics.upstreamDone(ex.grant.Route, ex.upstreamStart)
+	ex.rec.UpstreamStatus = resp.StatusCode
+	if err := readableResponse(resp); err != nil {
+		return err
+	}
+	ex.scrub.Header(resp.Header)
+	ex.scrub.Header(resp.Trailer) // names only, for now: ReverseProxy announces them next
+	// Trailer values arrive with the end of the body.
+	resp.Body = ex.scrub.Reader(resp.Body, resp.ContentLength, func() { ex.scrub.Header(resp.Trailer) })
+	return nil
+}
+
+// proxyError answers a forwarded request that failed: the upstream could
+// not be reached or answered what Phantom does not pass on, or the agent's
+// body was too large, named a method override or stalled.
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeFrom(r)
+	status, reason, message := http.StatusBadGateway, "upstream_error", "the upstream could not be reached"
+	var netErr net.Error
+	switch {
+	case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		status, reason, message = http.StatusGatewayTimeout, "upstream_timeout", "the upstream did not answer in time"
+	case errors.Is(err, errEncodedResponse):
+		message = "the upstream answered with an encoding Phantom cannot inspect"
+	case errors.Is(err, errPartialResponse):
+		message = "the upstream answered with partial content (206), which Phantom does not pass on"
+	}
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxErr):
+		status, reason, message = http.StatusRequestEntityTooLarge, "body_too_large", "the request body is too large"
+	case ex.bodyOverride.Load():
+		status, reason, message = http.StatusBadRequest, "bad_request", "the request body names a method override (_method), which some upstreams run instead of the method resolved"
+		w.Header().Set("Connection", "close")
+	case ex.bodyStalled.Load():
+		status, reason, message = http.StatusRequestTimeout, "body_timeout", "the request body stopped arriving"
+		w.Header().Set("Connection", "close")
+	}
+	ex.rec.Decision, ex.rec.Reason = "error", reason
+	// Transport errors quote the upstream URL, which for query injection
+	// holds the credential: scrub before logging.
+	s.log.Warn("upstream request failed", "route", ex.grant.Route, "accessor", ex.grant.Accessor,
+		"request_id", ex.rec.RequestID, "error", ex.scrub.String(err.Error()))
+	writeError(w, status, statusType[status], reason, message, ex.rec.RequestID)
+}
