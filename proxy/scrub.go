@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/phantomvault/phantom/internal/resolve"
 )
 
@@ -37,11 +36,11 @@ type scrubber struct {
 // request does not rebuild the patterns of its key. Entries expire, so a key
 // rotated away does not linger in memory.
 type scrubberCache struct {
-	lru *expirable.LRU[string, *scrubber]
+	lru *ttlCache[string, *scrubber]
 }
 
 func newScrubberCache() *scrubberCache {
-	return &scrubberCache{lru: expirable.NewLRU[string, *scrubber](1024, nil, 5*time.Minute)}
+	return &scrubberCache{lru: newTTLCache[string, *scrubber](1024, 5*time.Minute)}
 }
 
 // forGrant returns the scrubber of g's credential as g injects it.

@@ -118,6 +118,10 @@ func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	}()
 	go func() { errc <- adminSrv.Serve(adminLn) }()
 	running := 2
+	sweepCtx, stopSweeping := context.WithCancel(context.Background())
+	swept := make(chan struct{})
+	go func() { defer close(swept); s.sweepCaches(sweepCtx) }()
+	defer func() { stopSweeping(); <-swept }()
 
 	var err error
 	select {
@@ -145,6 +149,25 @@ func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 		err = nil
 	}
 	return err
+}
+
+// cacheSweepInterval is how often expired cache entries (scrubbers of
+// rotated keys, limiter state) leave memory.
+const cacheSweepInterval = time.Minute
+
+// sweepCaches removes expired cache entries until ctx ends.
+func (s *Server) sweepCaches(ctx context.Context) {
+	t := time.NewTicker(cacheSweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.scrubbers.lru.sweep()
+			s.unknownTokens.sweep()
+		}
+	}
 }
 
 func (s *Server) httpServer(h http.Handler) *http.Server {

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	"golang.org/x/time/rate"
 )
 
@@ -19,10 +18,10 @@ import (
 type unknownTokenLimit struct {
 	every   rate.Limit
 	burst   int
-	clients *expirable.LRU[netip.Prefix, *rate.Limiter]
+	clients *ttlCache[netip.Prefix, *rate.Limiter]
 	// allowed holds SHA-256 digests of tokens the engine allowed lately:
 	// not the tokens, and not decisions (each request is still resolved).
-	allowed *expirable.LRU[[sha256.Size]byte, struct{}]
+	allowed *ttlCache[[sha256.Size]byte, struct{}]
 }
 
 // maxLimitedClients bounds the limiter's memory; an evicted client starts
@@ -45,8 +44,8 @@ func newUnknownTokenLimit(perSecond float64, burst int) *unknownTokenLimit {
 	return &unknownTokenLimit{
 		every:   rate.Limit(perSecond),
 		burst:   burst,
-		clients: expirable.NewLRU[netip.Prefix, *rate.Limiter](maxLimitedClients, nil, keep),
-		allowed: expirable.NewLRU[[sha256.Size]byte, struct{}](maxRecentTokens, nil, recentTokenAge),
+		clients: newTTLCache[netip.Prefix, *rate.Limiter](maxLimitedClients, keep),
+		allowed: newTTLCache[[sha256.Size]byte, struct{}](maxRecentTokens, recentTokenAge),
 	}
 }
 
@@ -105,4 +104,12 @@ func (l *unknownTokenLimit) refused(ip string) {
 		l.clients.Add(key, lim)
 	}
 	lim.Allow()
+}
+
+// sweep forgets clients and tokens past their time.
+func (l *unknownTokenLimit) sweep() {
+	if l != nil {
+		l.clients.sweep()
+		l.allowed.sweep()
+	}
 }
