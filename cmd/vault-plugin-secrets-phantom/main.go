@@ -20,9 +20,11 @@ func main() {
 	}
 
 	if addr := os.Getenv(pprofEnv); addr != "" {
-		if _, err := servePprof(addr); err != nil {
+		ln, err := servePprof(addr)
+		if err != nil {
 			fatal(err)
 		}
+		defer ln.Close() // the profiler's server returns when the plugin ends
 	}
 
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
