@@ -299,6 +299,20 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 				t.Fatalf("a %s body naming _method: %q", contentType, answer)
 			}
 		}
+		// Shapes a framework reads but a strict parser would not.
+		for name, headers := range map[string]string{
+			"no Content-Type":                    "",
+			"a Content-Type PHP cuts":            "Content-Type: application/x-www-form-urlencoded, text/plain\r\n",
+			"two Content-Types":                  "Content-Type: text/plain\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+			"a gzip body (body-parser inflates)": "Content-Type: application/x-www-form-urlencoded\r\nContent-Encoding: gzip\r\n",
+		} {
+			body := "_method=DELETE"
+			answer = exchangeOn(t, addr, "POST /v1/upload HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+
+				"\r\n"+headers+"Content-Length: "+strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+body)
+			if !strings.HasPrefix(answer, "HTTP/1.1 400 ") {
+				t.Fatalf("%s, body naming _method: %q", name, answer)
+			}
+		}
 		api.mu.Lock()
 		bodies := strings.Join(api.bodies, "\n")
 		api.mu.Unlock()

@@ -21,34 +21,67 @@ var errOverrideInBody = errors.New("the request body names a method override")
 // longer one where an override could hide is refused rather than guessed.
 const maxFieldName = 4096
 
+var (
+	errTwoContentTypes = errors.New("the request has more than one Content-Type header")
+	errEncodedPost     = errors.New("a POST body with a Content-Encoding cannot be checked for a method override: send it uncompressed")
+)
+
+// checkBodyShape refuses bodies whose fields the guard could not read the
+// way the upstream will: two Content-Type headers (which one would a
+// framework use?), and a POST body in a Content-Encoding (body-parser and
+// others inflate gzip and deflate before reading fields).
+func checkBodyShape(r *http.Request) error {
+	if len(r.Header.Values("Content-Type")) > 1 {
+		return errTwoContentTypes
+	}
+	if r.Method == http.MethodPost {
+		for _, v := range r.Header.Values("Content-Encoding") {
+			for coding := range strings.SplitSeq(v, ",") {
+				if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
+					return errEncodedPost
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // overrideGuard returns body wrapped so that reading it fails, before the
 // bytes that complete it are passed on, once it names an override field;
-// nil when the request cannot carry one (only POST is overridden, and only
-// form and JSON bodies are read for it).
+// nil when the request cannot carry one. Only POST is overridden. The body
+// is read as every framework would read it, which can only refuse more:
+// as a form when it has no media type or a form type (PHP and Rack take
+// the type up to the first ';', ',' or space), as multipart for any
+// multipart type (Rack also parses multipart/mixed and related), and as
+// JSON when the header names "/json" or "+json" anywhere (Laravel).
 func overrideGuard(r *http.Request, body io.ReadCloser, found func()) io.ReadCloser {
 	if r.Method != http.MethodPost {
 		return nil
 	}
-	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	var scan func(b []byte, eof bool) error
-	switch {
-	case err != nil:
-		return nil // no readable type: frameworks parse no fields either
-	case mediaType == "application/x-www-form-urlencoded":
-		scan = (&formScanner{}).scan
-	case mediaType == "multipart/form-data" && params["boundary"] != "":
-		scan = (&multipartScanner{}).scan
-	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
-		scan = (&jsonKeyScanner{}).scan
-	default:
+	raw := strings.ToLower(r.Header.Get("Content-Type"))
+	mediaType, _, _ := strings.Cut(strings.TrimSpace(raw), ";")
+	if i := strings.IndexAny(mediaType, ", \t"); i >= 0 {
+		mediaType = mediaType[:i]
+	}
+	var scans []func(b []byte, eof bool) error
+	if mediaType == "" || mediaType == "application/x-www-form-urlencoded" {
+		scans = append(scans, (&formScanner{}).scan)
+	}
+	if strings.HasPrefix(mediaType, "multipart/") {
+		scans = append(scans, (&multipartScanner{}).scan)
+	}
+	if strings.Contains(raw, "/json") || strings.Contains(raw, "+json") {
+		scans = append(scans, (&jsonKeyScanner{}).scan)
+	}
+	if len(scans) == 0 {
 		return nil
 	}
-	return &guardedBody{ReadCloser: body, scan: scan, found: found}
+	return &guardedBody{ReadCloser: body, scans: scans, found: found}
 }
 
 type guardedBody struct {
 	io.ReadCloser
-	scan  func(b []byte, eof bool) error
+	scans []func(b []byte, eof bool) error
 	found func()
 	err   error
 }
@@ -58,10 +91,12 @@ func (g *guardedBody) Read(p []byte) (int, error) {
 		return 0, g.err
 	}
 	n, err := g.ReadCloser.Read(p)
-	if scanErr := g.scan(p[:n], err == io.EOF); scanErr != nil {
-		g.err = scanErr
-		g.found()
-		return 0, scanErr
+	for _, scan := range g.scans {
+		if scanErr := scan(p[:n], err == io.EOF); scanErr != nil {
+			g.err = scanErr
+			g.found()
+			return 0, scanErr
+		}
 	}
 	return n, err
 }

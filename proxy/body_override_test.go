@@ -29,11 +29,22 @@ func TestOverrideGuard(t *testing.T) {
 		{"json, nested", "application/json", `{"metadata":{"_method":"DELETE"},"a":["_method"]}`, false},
 		{"json, value", "application/json", `{"note":"_method"}`, false},
 		{"text", "text/plain", "_method=DELETE", false},
+		// Read as the frameworks read the header, not as mime does.
+		{"no Content-Type (Rack reads a form)", "", "_method=DELETE", true},
+		{"a list PHP cuts at the comma", "application/x-www-form-urlencoded, text/plain", "_method=DELETE", true},
+		{"a type PHP cuts at the space", "application/x-www-form-urlencoded x", "_method=DELETE", true},
+		{"multipart/mixed (Rack parses it)", "multipart/mixed; boundary=XX", "--XX\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XX--\r\n", true},
+		{"multipart, comma before the boundary", "multipart/form-data, boundary=XX", "--XX\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XX--\r\n", true},
+		{"text/json (Laravel's isJson)", "text/json", `{"_method":"DELETE"}`, true},
+		{"a +json type with a suffix", "application/vnd.x+json-seq", `{"_method":"DELETE"}`, true},
+		{"JSON named after a form type", "application/x-www-form-urlencoded, application/json", `{"_method":"DELETE"}`, true},
 	}
 	for _, c := range cases {
 		for _, chunk := range []int{1, 3, 1 << 10} {
 			r, _ := http.NewRequest("POST", "http://x/", nil)
-			r.Header.Set("Content-Type", c.contentType)
+			if c.contentType != "" {
+				r.Header.Set("Content-Type", c.contentType)
+			}
 			found := false
 			g := overrideGuard(r, io.NopCloser(&chunkReader{s: c.body, n: chunk}), func() { found = true })
 			if g == nil {
@@ -52,6 +63,17 @@ func TestOverrideGuard(t *testing.T) {
 			if !c.refused && string(got) != c.body {
 				t.Fatalf("%s: body changed: %q", c.name, got)
 			}
+		}
+	}
+	for _, h := range []http.Header{
+		{"Content-Type": {"text/plain", "application/x-www-form-urlencoded"}},
+		{"Content-Type": {"application/x-www-form-urlencoded"}, "Content-Encoding": {"gzip"}},
+		{"Content-Encoding": {"identity, deflate"}},
+	} {
+		r, _ := http.NewRequest("POST", "http://x/", nil)
+		r.Header = h
+		if checkBodyShape(r) == nil {
+			t.Fatalf("checkBodyShape(%v) = nil, want a refusal", h)
 		}
 	}
 	r, _ := http.NewRequest("PUT", "http://x/", nil)

@@ -84,6 +84,9 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 	if ref != nil {
 		return nil, ref
 	}
+	if err := checkBodyShape(r); err != nil {
+		return nil, &refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest, message: err.Error()}
+	}
 	tok, ref := s.findToken(r, rawQuery)
 	if ref != nil {
 		return nil, ref
