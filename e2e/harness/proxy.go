@@ -46,10 +46,40 @@ func StartProxy(t testing.TB, v *Vault, extra ...string) *Proxy {
 // for the proxy process.
 func StartProxyEnv(t testing.TB, v *Vault, env []string, extra ...string) *Proxy {
 	t.Helper()
-	p := LaunchProxy(t, v, env, extra...)
-	testutil.Eventually(t, 20*time.Second, func() bool { return Status(p.Admin+"/readyz") == 200 },
-		"the proxy did not become ready; its output:\n%s", p.Out)
-	return p
+	// A free port can be taken by another process between FreePort and the
+	// proxy's bind: start again on new ports when that is why it exited.
+	for attempt := 1; ; attempt++ {
+		p := LaunchProxy(t, v, env, extra...)
+		ready := false
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if Status(p.Admin+"/readyz") == 200 {
+				ready = true
+				break
+			}
+			if p.exited() {
+				break
+			}
+		}
+		switch {
+		case ready:
+			return p
+		case attempt < 3 && p.exited() && strings.Contains(p.Out.String(), "address already in use"):
+			continue
+		default:
+			t.Fatalf("the proxy did not become ready; its output:\n%s", p.Out)
+			return nil
+		}
+	}
+}
+
+// exited reports whether the proxy process has ended.
+func (p *Proxy) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // LaunchProxy starts phantom-proxy like StartProxyEnv but does not wait for
