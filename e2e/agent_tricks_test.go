@@ -292,6 +292,10 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 			"application/x-www-form-urlencoded": "a=1&_method=DELETE",
 			"multipart/form-data; boundary=XX":  "--XX\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XX--\r\n",
 			"application/json":                  `{"_method":"DELETE"}`,
+			// As Rack, qs and PHP read names.
+			"application/x-www-form-urlencoded; a=1": "[_method]=DELETE&_method%00x=DELETE",
+			"multipart/form-data; boundary=XyZ":      "--XyZ\r\nContent-ID: _method\r\n\r\nDELETE\r\n--XyZ--\r\n",
+			"multipart/form-data; boundary=Folded":   "--Folded\r\nContent-Disposition: form-data;\r\n name='_method'\r\n\r\nDELETE\r\n--Folded--\r\n",
 		} {
 			answer = exchangeOn(t, addr, "POST /v1/upload HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+
 				"\r\nContent-Type: "+contentType+"\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+body)
@@ -321,7 +325,7 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 		}
 		// The refused bodies above reached the upstream in part, whenever
 		// its handler runs: look for the queries themselves, not a count.
-		for _, query := range []string{"_method=DELETE", ".method=DELETE", "%2Emethod=DELETE", "rest_route=/wp/v2/users/1", "_url=/admin"} {
+		for _, query := range []string{"_method=DELETE", ".method=DELETE", "%2Emethod=DELETE", "rest_route=/wp/v2/users/1", "_url=/admin", "_method%00x=DELETE", "rest_route%00=/wp/v2/users/1", "_method%5B0%5D=DELETE"} {
 			answer = exchangeOn(t, addr, strings.Replace(get("/v1/thing?"+query), "GET", "POST", 1))
 			if !strings.HasPrefix(answer, "HTTP/1.1 400 ") {
 				t.Fatalf("?%s was not refused:\n%s", query, answer)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -101,17 +100,38 @@ func (g *guardedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// isOverrideName reports whether a decoded field name names an override,
-// read as PHP reads names (leading spaces dropped; ' ', '.' and '[' as '_')
-// and without case.
+// isOverrideName reports whether a decoded field or parameter name names
+// an override the way some framework reads names, or holds a control byte
+// (refused rather than guessed at). Each reading, without case:
+//   - PHP cuts a name at NUL, drops leading spaces, and reads ' ', '.' and
+//     a first '[' as '_' ("_method%00x", ".method");
+//   - Rack 2 strips leading and trailing brackets ("[_method]", "_method]");
+//   - qs (Express) and PHP read "_method[]" and "_method[0]" as an array
+//     named "_method", whose first element method-override takes.
 func isOverrideName(name string) bool {
-	folded := strings.ToLower(strings.Map(func(r rune) rune {
+	if i := strings.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] < ' ' || name[i] == 0x7f {
+			return true
+		}
+	}
+	name = strings.ToLower(strings.TrimLeft(name, " "))
+	php := strings.Map(func(r rune) rune {
 		if r == ' ' || r == '.' || r == '[' {
 			return '_'
 		}
 		return r
-	}, strings.TrimLeft(name, " ")))
-	return slices.Contains(overrideParams, folded)
+	}, name)
+	rack := strings.Trim(name, "[]")
+	array, _, _ := strings.Cut(rack, "[")
+	for _, reading := range []string{name, php, rack, array} {
+		if slices.Contains(overrideParams, reading) {
+			return true
+		}
+	}
+	return false
 }
 
 // formScanner reads application/x-www-form-urlencoded names.
@@ -162,54 +182,52 @@ func (f *formScanner) check() error {
 	return nil
 }
 
-// multipartScanner reads the name of every Content-Disposition line. It
-// looks at every line, part bodies included, which can only refuse more.
+// multipartScanner looks for "_method" standing as a name anywhere in a
+// multipart body rather than parsing part headers, which frameworks read
+// too leniently to follow (Rack takes a name from Content-ID, PHP joins a
+// header line without a colon to the one before, strips single quotes, and
+// cuts a name at NUL). A name here is "method" after one of the characters
+// PHP reads as '_' ('_', '.', '[', ' '), with a delimiter before that (a
+// quote, '=', ':', ';', '<', '[', space or line break) and one after it (a
+// quote, ']', '[', '>', ';', NUL, space or line break). "payment_method" or
+// "_method.txt" are not such names.
 type multipartScanner struct {
-	line []byte
-	long bool // the current line outgrew maxFieldName
+	tail []byte // the last bytes of the previous read
+	read bool   // tail follows earlier bytes: buf does not start the body
 }
+
+const (
+	nameBefore = "\"'=:;<[ \t\r\n"
+	nameAfter  = "\"']>[;\x00 \t\r\n"
+	nameFirst  = "_.[ "
+)
 
 func (m *multipartScanner) scan(b []byte, eof bool) error {
-	for _, c := range b {
-		if c == '\n' {
-			if err := m.check(); err != nil {
-				return err
-			}
-			m.line, m.long = m.line[:0], false
+	buf := append(m.tail, b...)
+	for i := 0; i+len("method") <= len(buf); i++ {
+		if !strings.EqualFold(string(buf[i:i+6]), "method") {
 			continue
 		}
-		if len(m.line) < maxFieldName {
-			m.line = append(m.line, c)
-		} else {
-			m.long = true
+		if i < 1 || strings.IndexByte(nameFirst, buf[i-1]) < 0 {
+			continue
 		}
-	}
-	if eof {
-		return m.check()
-	}
-	return nil
-}
-
-func (m *multipartScanner) check() error {
-	line := strings.TrimSpace(string(m.line))
-	header, value, ok := strings.Cut(line, ":")
-	if !ok || !strings.EqualFold(strings.TrimSpace(header), "Content-Disposition") {
-		return nil
-	}
-	if m.long {
-		return errOverrideInBody
-	}
-	_, params, err := mime.ParseMediaType(strings.TrimSpace(value))
-	if err != nil {
-		// Unparsable to us may be parsable to a lenient framework.
-		if strings.Contains(strings.ToLower(value), "method") {
+		if i < 2 && m.read {
+			continue // judged by the previous read, which saw what came before
+		}
+		if i >= 2 && strings.IndexByte(nameBefore, buf[i-2]) < 0 {
+			continue
+		}
+		end := i + 6
+		if end == len(buf) && !eof {
+			break // the next read says whether the name ends here
+		}
+		if end == len(buf) || strings.IndexByte(nameAfter, buf[end]) >= 0 {
 			return errOverrideInBody
 		}
-		return nil
 	}
-	if isOverrideName(params["name"]) {
-		return errOverrideInBody
-	}
+	keep := min(len(buf), 8) // enough for a delimiter, '_', "method"
+	m.read = m.read || len(buf) > keep
+	m.tail = append(m.tail[:0], buf[len(buf)-keep:]...)
 	return nil
 }
 

@@ -23,7 +23,10 @@ func TestOverrideGuard(t *testing.T) {
 		{"form, no value", "application/x-www-form-urlencoded", "a=1&_METHOD", true},
 		{"form, Stripe", "application/x-www-form-urlencoded", "payment_method=pm_1&amount=100&description=_method%3DDELETE", false},
 		{"multipart", "multipart/form-data; boundary=XX", "--XX\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XX--\r\n", true},
-		{"multipart, other field", "multipart/form-data; boundary=XX", "--XX\r\nContent-Disposition: form-data; name=\"payment_method\"\r\n\r\n_method\r\n--XX--\r\n", false},
+		{"multipart, other field", "multipart/form-data; boundary=XX", "--XX\r\nContent-Disposition: form-data; name=\"payment_method\"\r\n\r\npm_card_visa\r\n--XX--\r\n", false},
+		// The scan reads no part structure: the word standing alone in a
+		// part's content is refused too.
+		{"multipart, the word in content", "multipart/form-data; boundary=XX", "--XX\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n_method\r\n--XX--\r\n", true},
 		{"json", "application/json", `{"model":"x","_method":"DELETE"}`, true},
 		{"json, escaped", "application/json", `{"\u005fmethod":"DELETE"}`, true},
 		{"json, nested", "application/json", `{"metadata":{"_method":"DELETE"},"a":["_method"]}`, false},
@@ -38,6 +41,19 @@ func TestOverrideGuard(t *testing.T) {
 		{"text/json (Laravel's isJson)", "text/json", `{"_method":"DELETE"}`, true},
 		{"a +json type with a suffix", "application/vnd.x+json-seq", `{"_method":"DELETE"}`, true},
 		{"JSON named after a form type", "application/x-www-form-urlencoded, application/json", `{"_method":"DELETE"}`, true},
+		// Names as Rack, qs (Express) and PHP read them.
+		{"form, Rack strips brackets", "application/x-www-form-urlencoded", "[_method]=DELETE", true},
+		{"form, Rack strips a trailing bracket", "application/x-www-form-urlencoded", "_method]=DELETE", true},
+		{"form, an array qs reads", "application/x-www-form-urlencoded", "_method[]=DELETE", true},
+		{"form, an indexed array", "application/x-www-form-urlencoded", "_method[0]=DELETE", true},
+		{"form, PHP cuts at NUL", "application/x-www-form-urlencoded", "_method%00x=DELETE", true},
+		{"form, a control byte", "application/x-www-form-urlencoded", "a%01b=1", true},
+		{"multipart, Rack's Content-ID", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-ID: _method\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
+		{"multipart, a folded header", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data;\r\n name=\"_method\"\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
+		{"multipart, folded without a space", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data;\r\nname=\"_method\"\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
+		{"multipart, single quotes", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name='_method'\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
+		{"multipart, bracketed", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name=\"[_method]\"\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
+		{"multipart, a file named _method.txt", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"_method.txt\"\r\n\r\npayment_method=x\r\n--XyZ--\r\n", false},
 	}
 	for _, c := range cases {
 		for _, chunk := range []int{1, 3, 1 << 10} {

@@ -37,8 +37,7 @@ var neverForwarded = []string{
 var overrideParams = []string{"_method", "rest_route", "_url"}
 
 // overrideParam returns the first query parameter that names an override,
-// compared as PHP reads names (leading spaces dropped; ' ', '.' and '['
-// read as '_') and without case.
+// read as the frameworks read names (isOverrideName).
 func overrideParam(rawQuery string) (string, bool) {
 	for pair := range strings.SplitSeq(rawQuery, "&") {
 		k, _, _ := strings.Cut(pair, "=")
@@ -46,13 +45,7 @@ func overrideParam(rawQuery string) (string, bool) {
 		if err != nil {
 			return k, true // not even decodable: refuse rather than guess
 		}
-		folded := strings.ToLower(strings.Map(func(r rune) rune {
-			if r == ' ' || r == '.' || r == '[' {
-				return '_'
-			}
-			return r
-		}, strings.TrimLeft(key, " ")))
-		if slices.Contains(overrideParams, folded) {
+		if isOverrideName(key) {
 			return key, true
 		}
 	}

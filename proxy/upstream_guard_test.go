@@ -76,6 +76,8 @@ func TestOverrideParam(t *testing.T) {
 		// PHP reads these names as _method.
 		".method=DELETE": true, "%2Emethod=DELETE": true, "%20_method=PUT": true, "[method=PUT": true,
 		"rest_route=/wp/v2/users": true, "_url=/admin": true, "rest.route=/x": true,
+		// PHP cuts names at NUL; Rack strips brackets; qs reads arrays.
+		"_method%00x=DELETE": true, "rest_route%00=/wp/v2/users/1": true, "[_method]=DELETE": true, "_method[0]=DELETE": true,
 	} {
 		if _, got := overrideParam(q); got != want {
 			t.Errorf("overrideParam(%q) = %v, want %v", q, got, want)
