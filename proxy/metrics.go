@@ -18,12 +18,14 @@ const metricPrefix = "phantom_proxy"
 // Metric names (after phantom_proxy_), following Prometheus conventions: the
 // unit last, counters ending in _total.
 var (
-	metricRequests    = []string{"requests", "total"}        // counter: route, decision, status
-	metricResolve     = []string{"resolve", "seconds"}       // histogram: outcome
-	metricUpstream    = []string{"upstream", "seconds"}      // histogram: route (time to response headers)
-	metricVaultAuth   = []string{"vault", "authenticated"}   // gauge: 1 when logged in
-	metricVaultLogins = []string{"vault", "logins", "total"} // counter: result
-	metricBatch       = []string{"vault", "batch", "size"}   // histogram of requests per resolve call
+	metricRequests    = []string{"requests", "total"}           // counter: route, decision, status
+	metricResolve     = []string{"resolve", "seconds"}          // histogram: outcome
+	metricUpstream    = []string{"upstream", "seconds"}         // histogram: route (time to response headers)
+	metricVaultAuth   = []string{"vault", "authenticated"}      // gauge: 1 when logged in
+	metricVaultLogins = []string{"vault", "logins", "total"}    // counter: result
+	metricBatch       = []string{"vault", "batch", "size"}      // histogram of requests per resolve call
+	metricNodeHealthy = []string{"vault", "node", "healthy"}    // gauge: node; 1 while it serves (several -vault-addr)
+	metricFailovers   = []string{"vault", "failovers", "total"} // counter: node a call moved away from, unprocessed
 )
 
 // latencyBuckets span a cached resolve (tens of microseconds) to a slow
@@ -104,6 +106,18 @@ func (p *Metrics) vaultAuthenticated(ok bool) {
 
 func (p *Metrics) vaultLogin(result string) {
 	p.m.IncrCounterWithLabels(metricVaultLogins, 1, []metrics.Label{{Name: "result", Value: result}})
+}
+
+func (p *Metrics) vaultNodeHealthy(node string, ok bool) {
+	v := float32(0)
+	if ok {
+		v = 1
+	}
+	p.m.SetGaugeWithLabels(metricNodeHealthy, v, []metrics.Label{{Name: "node", Value: node}})
+}
+
+func (p *Metrics) vaultFailover(node string) {
+	p.m.IncrCounterWithLabels(metricFailovers, 1, []metrics.Label{{Name: "node", Value: node}})
 }
 
 func (p *Metrics) handler() http.Handler {

@@ -62,6 +62,7 @@ type VaultResolver struct {
 	log     hclog.Logger
 	session *vaultSession
 	resolve resolveCall // the per-request call, cheaper than the api client's
+	nodes   *vaultNodes // several -vault-addr: failover and health (vault_multinode.go); nil for one
 	batch   *batcher
 
 	forwardLogged atomic.Bool // errForwardRefused was logged
@@ -86,7 +87,11 @@ func NewVaultResolver(cfg Config, m *Metrics, log hclog.Logger, opts ...VaultOpt
 	if apiCfg.Error != nil {
 		return nil, apiCfg.Error
 	}
-	apiCfg.Address = cfg.VaultAddr
+	addrs := VaultAddrs(cfg.VaultAddr)
+	if len(addrs) == 0 {
+		return nil, errors.New("the Vault address is required")
+	}
+	apiCfg.Address = addrs[0]
 	apiCfg.AgentAddress = ""
 	apiCfg.SRVLookup = false
 	apiCfg.MaxRetries = 0
@@ -101,16 +106,31 @@ func NewVaultResolver(cfg Config, m *Metrics, log hclog.Logger, opts ...VaultOpt
 			return nil, fmt.Errorf("configuring Vault TLS: %w", err)
 		}
 	}
-	vaultURL, err := url.Parse(cfg.VaultAddr)
-	if err != nil || vaultURL.Host == "" && vaultURL.Scheme != "unix" {
-		return nil, fmt.Errorf("the Vault address %q is not a URL", cfg.VaultAddr)
-	}
-	if err := checkVaultTransport(transport, vaultURL, log); err != nil {
-		return nil, err
+	for _, addr := range addrs {
+		if len(addrs) > 1 && strings.HasPrefix(addr, "unix://") {
+			return nil, fmt.Errorf("the Vault address %q: several addresses must each be http:// or https://", addr)
+		}
+		vaultURL, err := url.Parse(addr)
+		if err != nil || vaultURL.Host == "" && vaultURL.Scheme != "unix" {
+			return nil, fmt.Errorf("the Vault address %q is not a URL", addr)
+		}
+		if err := checkVaultTransport(transport, vaultURL, log); err != nil {
+			return nil, err
+		}
 	}
 	client, err := api.NewClient(apiCfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating Vault client: %w", err)
+	}
+	var nodes *vaultNodes
+	if len(addrs) > 1 {
+		if nodes, err = newVaultNodes(addrs, transport, cfg.VaultTimeout, m, log); err != nil {
+			return nil, err
+		}
+		// After NewClient, which insists on an *http.Transport: the client
+		// and its clones share this http.Client, so every call to Vault
+		// goes through the node list.
+		apiCfg.HttpClient.Transport = nodes
 	}
 	client.ClearToken() // never a token from the environment: only our own login's
 	v := &VaultResolver{
@@ -118,6 +138,7 @@ func NewVaultResolver(cfg Config, m *Metrics, log hclog.Logger, opts ...VaultOpt
 		log:     log,
 		session: newVaultSession(cfg, client, o.appRoleRole, m, log),
 		resolve: newResolveCall(client, apiCfg.HttpClient, cfg, o.forwardActive),
+		nodes:   nodes,
 	}
 	v.batch = newBatcher(v, cfg.VaultConcurrency, m)
 	return v, nil
@@ -152,12 +173,28 @@ func checkVaultTransport(t *http.Transport, vaultURL *url.URL, log hclog.Logger)
 // Run logs in and keeps the login alive until ctx ends (vault_session.go),
 // then waits for the batches still on their way to Vault.
 func (v *VaultResolver) Run(ctx context.Context) {
+	if v.nodes != nil {
+		watching := make(chan struct{})
+		go func() { defer close(watching); v.nodes.watch(ctx) }()
+		defer func() { <-watching }()
+	}
 	v.session.run(ctx)
 	v.batch.wait()
 }
 
-// Ready reports whether the proxy holds a Vault token and can reach Vault.
-func (v *VaultResolver) Ready(ctx context.Context) bool { return v.session.ready(ctx) }
+// Ready reports whether the proxy holds a Vault token and can reach Vault
+// (with several addresses: any node serves).
+func (v *VaultResolver) Ready(ctx context.Context) bool {
+	if v.nodes == nil || !v.session.authed.Load() {
+		return v.session.ready(ctx)
+	}
+	if v.session.reachable.Load() {
+		return true
+	}
+	ok := v.nodes.probeAll(ctx)
+	v.session.reachable.Store(ok)
+	return ok
+}
 
 func (v *VaultResolver) resolveOnce(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
 	ds, err := v.resolve.do(ctx, v.session.client.Token(), reqs)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -37,6 +38,7 @@ type fakeVault struct {
 	forwarded     atomic.Int64 // resolve calls with X-Vault-Forward: active-node
 	unforwarded   atomic.Int64 // resolve calls without it
 	healthChecks  atomic.Int64
+	healthy       bool // answer sys/health 200 (a node of a list)
 
 	// wrapPath is the creation path of the wrapping token "wrap1", which
 	// wraps the secret_id "secret" and can be unwrapped once.
@@ -51,6 +53,10 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.URL.Path {
 	case "/v1/sys/health":
+		if f.healthy {
+			io.WriteString(w, `{"initialized":true,"sealed":false,"standby":false}`)
+			return
+		}
 		if !f.refuseForward { // as sealed otherwise (TestVaultErrorsFailClosed)
 			http.NotFound(w, r)
 			return
@@ -128,11 +134,17 @@ func newTestResolver(t *testing.T, fv *fakeVault) *VaultResolver {
 	t.Helper()
 	vault := httptest.NewServer(fv)
 	t.Cleanup(vault.Close)
+	return newTestResolverAt(t, vault.URL)
+}
+
+// newTestResolverAt is a logged-in resolver for -vault-addr addr.
+func newTestResolverAt(t *testing.T, addr string) *VaultResolver {
+	t.Helper()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "role_id"), []byte("role\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "secret_id"), []byte("secret\n"), 0o600)
 	v, err := NewVaultResolver(Config{
-		VaultAddr: vault.URL, RoleIDFile: filepath.Join(dir, "role_id"), SecretIDFile: filepath.Join(dir, "secret_id"),
+		VaultAddr: addr, RoleIDFile: filepath.Join(dir, "role_id"), SecretIDFile: filepath.Join(dir, "secret_id"),
 	}, testMetrics(t), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
@@ -430,4 +442,136 @@ func TestVaultClientEnvironment(t *testing.T) {
 			t.Fatalf("log: %s", out.String())
 		}
 	})
+}
+
+func TestVaultAddrs(t *testing.T) {
+	if got := VaultAddrs("http://a:8200"); len(got) != 1 || got[0] != "http://a:8200" {
+		t.Fatalf("one address: %q", got)
+	}
+	if got := VaultAddrs(" http://a:8200 ,http://b:8200,, "); len(got) != 2 || got[1] != "http://b:8200" {
+		t.Fatalf("two addresses: %q", got)
+	}
+}
+
+// refusingAddr is an address nothing listens on: connections are refused.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "http://" + ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// nodeAnswering is a Vault node that answers every call but sys/health
+// with status and errMsg, counting the calls.
+func nodeAnswering(t *testing.T, status int, errMsg string, calls *atomic.Int64) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/sys/health" {
+			calls.Add(1)
+		}
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"errors":[%q]}`, errMsg)
+	}))
+	t.Cleanup(s.Close)
+	return s.URL
+}
+
+// TestFailoverPastRefusedAndSealedNodes: a node that refuses connections
+// and a sealed one (503 "Vault is sealed") did not process the call, so
+// login and resolve move on to the node that serves; the refusing node is
+// then skipped, and the failovers are counted per node.
+func TestFailoverPastRefusedAndSealedNodes(t *testing.T) {
+	var sealedCalls atomic.Int64
+	refused := refusingAddr(t)
+	sealed := nodeAnswering(t, http.StatusServiceUnavailable, "Vault is sealed", &sealedCalls)
+	fv := &fakeVault{healthy: true, resolve: func(string) (int, string) { return http.StatusOK, allowJSON }}
+	good := httptest.NewServer(fv)
+	t.Cleanup(good.Close)
+	v := newTestResolverAt(t, refused+","+sealed+","+good.URL)
+	for range 3 {
+		if d, err := v.Resolve(context.Background(), ResolveRequest{Token: "x", Method: "GET", Path: "/"}); err != nil || !d.Allowed {
+			t.Fatalf("resolve: %+v %v", d, err)
+		}
+	}
+	if fv.calls.Load() != 3 || fv.logins.Load() != 1 {
+		t.Fatalf("the serving node had %d resolve calls and %d logins; want 3 and 1", fv.calls.Load(), fv.logins.Load())
+	}
+	if v.nodes.nodes[0].healthy.Load() || v.nodes.nodes[1].healthy.Load() || !v.nodes.nodes[2].healthy.Load() {
+		t.Fatal("the refusing and sealed nodes are not marked down, or the serving one is")
+	}
+	if n := sealedCalls.Load(); n > 1 {
+		t.Fatalf("the sealed node got %d calls once marked down; want at most the first", n)
+	}
+	rec := httptest.NewRecorder()
+	v.batch.metrics.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`phantom_proxy_vault_failovers_total{node="` + refused + `"}`,
+		`phantom_proxy_vault_node_healthy{node="` + good.URL + `"} 1`,
+		`phantom_proxy_vault_node_healthy{node="` + sealed + `"} 0`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, rec.Body)
+		}
+	}
+	if !v.Ready(context.Background()) {
+		t.Fatal("not ready while a node serves")
+	}
+}
+
+// TestCallThatReachedVaultIsNotRepeated: a call that may have reached the
+// engine (the connection dropped after the request was written, or a
+// standby answered that forwarding failed) fails closed and is never sent
+// to another node: a num_uses token would lose a use.
+func TestCallThatReachedVaultIsNotRepeated(t *testing.T) {
+	for name, drop := range map[string]http.HandlerFunc{
+		"connection dropped after the request": func(w http.ResponseWriter, r *http.Request) {
+			io.ReadAll(r.Body)
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		},
+		"forwarding to the active node failed": func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"errors":["no active Vault instance found"]}`)
+		},
+		"timeout": func(w http.ResponseWriter, r *http.Request) {
+			io.ReadAll(r.Body)
+			<-r.Context().Done()
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			first := &fakeVault{healthy: true}
+			var firstResolves atomic.Int64
+			s1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/v1/phantom/resolve" {
+					firstResolves.Add(1)
+					drop(w, r)
+					return
+				}
+				first.ServeHTTP(w, r)
+			}))
+			t.Cleanup(s1.Close)
+			other := &fakeVault{healthy: true, resolve: func(string) (int, string) { return http.StatusOK, allowJSON }}
+			s2 := httptest.NewServer(other)
+			t.Cleanup(s2.Close)
+			v := newTestResolverAt(t, s1.URL+","+s2.URL)
+			v.cfg.VaultTimeout = 300 * time.Millisecond
+			v.resolve.timeout = 300 * time.Millisecond
+			start := time.Now()
+			if d, err := v.Resolve(context.Background(), ResolveRequest{Token: "x", Method: "GET", Path: "/"}); err == nil {
+				t.Fatalf("a decision (%+v) after the call reached a node that dropped it", d)
+			}
+			if firstResolves.Load() != 1 || other.calls.Load() != 0 {
+				t.Fatalf("%d calls on the node that got it, %d repeated on another", firstResolves.Load(), other.calls.Load())
+			}
+			if took := time.Since(start); took > time.Second {
+				t.Fatalf("took %v, past -vault-timeout", took)
+			}
+		})
+	}
 }

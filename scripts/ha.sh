@@ -2,9 +2,11 @@
 # A local model of the production layout, in the foreground: a 3-node Vault
 # HA cluster with integrated Raft storage (one shared plugin directory, as
 # identical nodes would have), Phantom bootstrapped on it, and two stateless
-# phantom-proxy replicas, each talking to a different node. Prints how to
-# reach everything; Ctrl-C stops all it started. e2e/ha_test.go runs the same
-# layout through a leader crash.
+# phantom-proxy replicas, each given every node's address (-vault-addr with
+# a comma-separated list: a call moves to another node only when the one it
+# tried did not process it). Prints how to reach everything; Ctrl-C stops
+# all it started. e2e/ha_test.go runs the same layout through a leader
+# crash, e2e/multinode_test.go through a rolling restart.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/stack.sh"
 trap stack_stop EXIT
@@ -40,11 +42,12 @@ wait_for "the Raft cluster" three_voters
 
 bootstrap_phantom "$work/plugins"
 
+all_addrs=$(IFS=,; echo "${addrs[*]}")
 proxies=()
 for i in 1 2; do
   port=$(free_port $((18600 + i * 10)))
-  start_proxy "proxy-$i" "${addrs[$i]}" "$port" "$((port + 1))" "$work/audit-$i.log"
-  proxies+=("http://127.0.0.1:$port (talks to ${addrs[$i]}, admin :$((port + 1)))")
+  start_proxy "proxy-$i" "$all_addrs" "$port" "$((port + 1))" "$work/audit-$i.log"
+  proxies+=("http://127.0.0.1:$port (knows all three nodes, admin :$((port + 1)))")
 done
 
 cat <<INFO

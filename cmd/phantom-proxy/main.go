@@ -45,7 +45,7 @@ func run(args []string) error {
 	e.str(&cfg.AdminAddr, "admin-listen", "PHANTOM_ADMIN_LISTEN", proxy.DefaultAdminAddr, "address of /metrics, /healthz and /readyz")
 	e.str(&cfg.TLSCert, "tls-cert", "PHANTOM_TLS_CERT", "", "PEM certificate to serve agents over TLS (with -tls-key)")
 	e.str(&cfg.TLSKey, "tls-key", "PHANTOM_TLS_KEY", "", "PEM private key for -tls-cert")
-	e.str(&cfg.VaultAddr, "vault-addr", "VAULT_ADDR", "", "Vault address (required)")
+	e.str(&cfg.VaultAddr, "vault-addr", "VAULT_ADDR", "", "Vault address, or several comma-separated (the nodes of one cluster: a call moves to another only when the node did not process it) (required)")
 	e.str(&cfg.VaultCACert, "vault-ca-cert", "VAULT_CACERT", "", "PEM CA certificate to verify Vault")
 	e.str(&cfg.VaultTLSServerName, "vault-tls-server-name", "VAULT_TLS_SERVER_NAME", "", "server name to verify in Vault's certificate")
 	e.dur(&cfg.VaultTimeout, "vault-timeout", "PHANTOM_VAULT_TIMEOUT", proxy.DefaultVaultTimeout, "deadline of each call to Vault; past it the agent gets 503")

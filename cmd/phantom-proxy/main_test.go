@@ -22,6 +22,9 @@ func TestRunRefusesBadSettings(t *testing.T) {
 		{"pprof off loopback", nil, []string{"-vault-addr=x", "-role-id-file=r", "-secret-id-file=s", "-pprof", "-admin-listen=0.0.0.0:9090"}, "loopback"},
 		{"TLS verification off, Vault off loopback", map[string]string{"VAULT_SKIP_VERIFY": "true"}, []string{"-vault-addr=https://vault.example.com:8200", "-role-id-file=r", "-secret-id-file=s"}, "VAULT_SKIP_VERIFY"},
 		{"bad forward setting", map[string]string{"PHANTOM_VAULT_FORWARD_ACTIVE": "sometimes"}, nil, "PHANTOM_VAULT_FORWARD_ACTIVE"},
+		{"TLS verification off, a listed Vault off loopback", map[string]string{"VAULT_SKIP_VERIFY": "true", "VAULT_ADDR": "https://127.0.0.1:8200, https://vault.example.com:8200"}, []string{"-role-id-file=r", "-secret-id-file=s"}, "vault.example.com"},
+		{"unix socket in a list", nil, []string{"-vault-addr=unix:///tmp/vault.sock,http://127.0.0.1:8200", "-role-id-file=r", "-secret-id-file=s"}, "http:// or https://"},
+		{"listed Vaults differ in path", nil, []string{"-vault-addr=http://127.0.0.1:8200,http://127.0.0.1:8300/x", "-role-id-file=r", "-secret-id-file=s"}, "differ in path"},
 		{"negative concurrency", nil, []string{"-vault-addr=x", "-role-id-file=r", "-secret-id-file=s", "-vault-concurrency=-1"}, "concurrency"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
