@@ -275,6 +275,8 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 			"X-Forwarded-Path: /admin", "X-Forwarded-Uri: /admin",
 			// Underscore spellings: CGI-style servers read them as the above.
 			"X_HTTP_METHOD_OVERRIDE: DELETE", "X_Original_URL: /admin", "X_Rewrite_Url: /admin",
+			// Dots, which PHP reads as '_' too.
+			"X.HTTP.METHOD.OVERRIDE: DELETE",
 		}
 		answer := exchangeOn(t, addr, strings.Replace(get("/v1/thing", overrides...), "GET", "POST", 1))
 		if !strings.HasPrefix(answer, "HTTP/1.1 200 ") {
@@ -296,6 +298,8 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 			"application/x-www-form-urlencoded; a=1": "[_method]=DELETE&_method%00x=DELETE",
 			"multipart/form-data; boundary=XyZ":      "--XyZ\r\nContent-ID: _method\r\n\r\nDELETE\r\n--XyZ--\r\n",
 			"multipart/form-data; boundary=Folded":   "--Folded\r\nContent-Disposition: form-data;\r\n name='_method'\r\n\r\nDELETE\r\n--Folded--\r\n",
+			"multipart/form-data; boundary=Escaped":  "--Escaped\r\nContent-Disposition: form-data; name=\"_\\method\"\r\n\r\nDELETE\r\n--Escaped--\r\n",
+			"application/json; charset=utf-7":        `{+ACI-_method+ACI-:+ACI-DELETE+ACI-}`,
 		} {
 			answer = exchangeOn(t, addr, "POST /v1/upload HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+
 				"\r\nContent-Type: "+contentType+"\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+body)

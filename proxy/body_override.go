@@ -23,7 +23,27 @@ const maxFieldName = 4096
 var (
 	errTwoContentTypes = errors.New("the request has more than one Content-Type header")
 	errEncodedPost     = errors.New("a POST body with a Content-Encoding cannot be checked for a method override: send it uncompressed")
+	errPostCharset     = errors.New("a POST body in a charset other than UTF-8, US-ASCII or ISO-8859-1 cannot be checked for a method override")
 )
+
+// readableCharsets are the charsets in which the guard reads names as they
+// are written: UTF-8 and its ASCII-compatible subsets (body-parser decodes
+// any utf-*, UTF-7 included, before reading fields).
+var readableCharsets = []string{"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1"}
+
+// postCharset returns the charset a Content-Type names, in lower case, or
+// "" when it names none.
+func postCharset(contentType string) string {
+	_, rest, ok := strings.Cut(strings.ToLower(contentType), "charset=")
+	if !ok {
+		return ""
+	}
+	rest = strings.TrimLeft(rest, "\"' ")
+	if i := strings.IndexAny(rest, "\"'; ,\t"); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
+}
 
 // checkBodyShape refuses bodies whose fields the guard could not read the
 // way the upstream will: two Content-Type headers (which one would a
@@ -34,6 +54,9 @@ func checkBodyShape(r *http.Request) error {
 		return errTwoContentTypes
 	}
 	if r.Method == http.MethodPost {
+		if cs := postCharset(r.Header.Get("Content-Type")); cs != "" && !slices.Contains(readableCharsets, cs) {
+			return errPostCharset
+		}
 		for _, v := range r.Header.Values("Content-Encoding") {
 			for coding := range strings.SplitSeq(v, ",") {
 				if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
@@ -68,6 +91,10 @@ func overrideGuard(r *http.Request, body io.ReadCloser, found func()) io.ReadClo
 	}
 	if strings.HasPrefix(mediaType, "multipart/") {
 		scans = append(scans, (&multipartScanner{}).scan)
+		if !strings.Contains(raw, "boundary=") {
+			// Rack reads a multipart body without a boundary as a form.
+			scans = append(scans, (&formScanner{}).scan)
+		}
 	}
 	if strings.Contains(raw, "/json") || strings.Contains(raw, "+json") {
 		scans = append(scans, (&jsonKeyScanner{}).scan)
@@ -192,8 +219,25 @@ func (f *formScanner) check() error {
 // quote, ']', '[', '>', ';', NUL, space or line break). "payment_method" or
 // "_method.txt" are not such names.
 type multipartScanner struct {
-	tail []byte // the last bytes of the previous read
+	tail []byte // the last bytes of the previous read, normalised
 	read bool   // tail follows earlier bytes: buf does not start the body
+}
+
+// normaliseMultipart drops backslashes (Rack's dequote removes every
+// backslash escape: "\_\m\e\t\h\o\d" is "_method") and reads every
+// space-like byte as a space (PHP and Rack skip any isspace byte, vertical
+// tab and form feed included).
+func normaliseMultipart(dst, b []byte) []byte {
+	for _, c := range b {
+		switch c {
+		case '\\':
+		case '\v', '\f':
+			dst = append(dst, ' ')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
 }
 
 const (
@@ -203,7 +247,7 @@ const (
 )
 
 func (m *multipartScanner) scan(b []byte, eof bool) error {
-	buf := append(m.tail, b...)
+	buf := normaliseMultipart(m.tail, b)
 	for i := 0; i+len("method") <= len(buf); i++ {
 		if !strings.EqualFold(string(buf[i:i+6]), "method") {
 			continue

@@ -53,6 +53,10 @@ func TestOverrideGuard(t *testing.T) {
 		{"multipart, folded without a space", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data;\r\nname=\"_method\"\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
 		{"multipart, single quotes", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name='_method'\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
 		{"multipart, bracketed", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name=\"[_method]\"\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
+		{"multipart, backslash escapes (Rack's dequote)", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name=\"\\_\\m\\e\\t\\h\\o\\d\"\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
+		{"multipart, a vertical tab in Content-ID", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-ID:\v_method\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
+		{"multipart, a form feed before an unquoted name", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name=\f_method\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
+		{"multipart without a boundary (Rack reads a form)", "multipart/form-data", "_method=DELETE", true},
 		{"multipart, a file named _method.txt", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"_method.txt\"\r\n\r\npayment_method=x\r\n--XyZ--\r\n", false},
 	}
 	for _, c := range cases {
@@ -85,6 +89,8 @@ func TestOverrideGuard(t *testing.T) {
 		{"Content-Type": {"text/plain", "application/x-www-form-urlencoded"}},
 		{"Content-Type": {"application/x-www-form-urlencoded"}, "Content-Encoding": {"gzip"}},
 		{"Content-Encoding": {"identity, deflate"}},
+		{"Content-Type": {"application/json; charset=utf-7"}},
+		{"Content-Type": {"application/x-www-form-urlencoded; charset=\"UTF-16\""}},
 	} {
 		r, _ := http.NewRequest("POST", "http://x/", nil)
 		r.Header = h

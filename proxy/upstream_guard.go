@@ -53,8 +53,8 @@ func overrideParam(rawQuery string) (string, bool) {
 }
 
 // removeNeverForwarded deletes the neverForwarded headers, whatever their
-// case and whether they are spelt with '-' or '_': CGI-style servers read
-// both as the same variable (HTTP_X_HTTP_METHOD_OVERRIDE).
+// case and whether they are spelt with '-', '_' or '.': CGI-style servers
+// and PHP read all as the same variable (HTTP_X_HTTP_METHOD_OVERRIDE).
 func removeNeverForwarded(h http.Header) {
 	for name := range h {
 		if slices.Contains(neverForwardedFolded, foldHeaderName(name)) {
@@ -72,7 +72,13 @@ var neverForwardedFolded = func() []string {
 }()
 
 func foldHeaderName(name string) string {
-	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
+	// PHP names headers HTTP_..., turning '-', '_', '.' and ' ' alike into '_'.
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '.' || r == ' ' {
+			return '-'
+		}
+		return r
+	}, strings.ToLower(name))
 }
 
 var (

@@ -61,6 +61,9 @@ func TestRemoveNeverForwarded(t *testing.T) {
 	// servers read as the dashed names.
 	h["X_http_method_override"] = []string{"DELETE"}
 	h["X_Original_URL"] = []string{"/admin"}
+	// Dots and spaces, which PHP also reads as '_'.
+	h["X.HTTP.METHOD.OVERRIDE"] = []string{"DELETE"}
+	h["X-HTTP-METHOD.OVERRIDE"] = []string{"DELETE"}
 	h.Set("Content-Type", "application/json")
 	removeNeverForwarded(h)
 	if len(h) != 1 || h.Get("Content-Type") == "" {
