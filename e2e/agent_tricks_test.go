@@ -296,6 +296,7 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 			"application/json":                  `{"_method":"DELETE"}`,
 			// As Rack, qs and PHP read names.
 			"application/x-www-form-urlencoded; a=1": "[_method]=DELETE&_method%00x=DELETE",
+			"application/x-www-form-urlencoded; b=2": "a=1&[_method]x=DELETE", // qs reads a leading bracket group
 			"multipart/form-data; boundary=XyZ":      "--XyZ\r\nContent-ID: _method\r\n\r\nDELETE\r\n--XyZ--\r\n",
 			"multipart/form-data; boundary=Folded":   "--Folded\r\nContent-Disposition: form-data;\r\n name='_method'\r\n\r\nDELETE\r\n--Folded--\r\n",
 			"multipart/form-data; boundary=Escaped":  "--Escaped\r\nContent-Disposition: form-data; name=\"_\\method\"\r\n\r\nDELETE\r\n--Escaped--\r\n",

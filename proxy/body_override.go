@@ -134,7 +134,9 @@ func (g *guardedBody) Read(p []byte) (int, error) {
 //     a first '[' as '_' ("_method%00x", ".method");
 //   - Rack 2 strips leading and trailing brackets ("[_method]", "_method]");
 //   - qs (Express) and PHP read "_method[]" and "_method[0]" as an array
-//     named "_method", whose first element method-override takes.
+//     named "_method", whose first element method-override takes;
+//   - qs reads a name that starts with a bracket group by that group alone
+//     ("[_method]x" is "_method").
 func isOverrideName(name string) bool {
 	if i := strings.IndexByte(name, 0); i >= 0 {
 		name = name[:i]
@@ -153,7 +155,11 @@ func isOverrideName(name string) bool {
 	}, name)
 	rack := strings.Trim(name, "[]")
 	array, _, _ := strings.Cut(rack, "[")
-	for _, reading := range []string{name, php, rack, array} {
+	group := ""
+	if rest, ok := strings.CutPrefix(name, "["); ok {
+		group, _, _ = strings.Cut(rest, "]")
+	}
+	for _, reading := range []string{name, php, rack, array, group} {
 		if slices.Contains(overrideParams, reading) {
 			return true
 		}

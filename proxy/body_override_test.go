@@ -46,6 +46,8 @@ func TestOverrideGuard(t *testing.T) {
 		{"form, Rack strips a trailing bracket", "application/x-www-form-urlencoded", "_method]=DELETE", true},
 		{"form, an array qs reads", "application/x-www-form-urlencoded", "_method[]=DELETE", true},
 		{"form, an indexed array", "application/x-www-form-urlencoded", "_method[0]=DELETE", true},
+		{"form, qs reads a leading bracket group", "application/x-www-form-urlencoded", "a=1&%5B_method%5Dzz=DELETE", true},
+		{"form, qs cuts the key at ]=", "application/x-www-form-urlencoded", "[_method]x=]=DELETE", true},
 		{"form, PHP cuts at NUL", "application/x-www-form-urlencoded", "_method%00x=DELETE", true},
 		{"form, a control byte", "application/x-www-form-urlencoded", "a%01b=1", true},
 		{"multipart, Rack's Content-ID", "multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-ID: _method\r\n\r\nDELETE\r\n--XyZ--\r\n", true},
