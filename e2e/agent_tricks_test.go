@@ -132,15 +132,8 @@ func (a *echoAPI) count() int {
 // 1xx responses included.
 func exchangeOn(t *testing.T, addr, request string) string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(15 * time.Second))
-	io.WriteString(c, request)
-	raw, _ := io.ReadAll(c)
-	return string(raw)
+	_, raw := rawExchange(t, addr, request)
+	return raw
 }
 
 // answeredAndClosed sends request bytes and returns the answer, failing
@@ -430,7 +423,7 @@ func TestSlowAndForgedClients(t *testing.T) {
 		}
 	})
 	t.Run("forged tokens stop reaching Vault after a burst", func(t *testing.T) {
-		calls := func() float64 { return metricSum(t, p, "phantom_proxy_resolve_seconds_count") }
+		calls := func() float64 { return metric(t, p, "phantom_proxy_resolve_seconds_count") }
 		before := calls()
 		var limited int
 		for range 40 {
@@ -494,28 +487,4 @@ func TestSlowAndForgedClients(t *testing.T) {
 			t.Fatalf("a fifth connection from one address got %q, %v; want it closed at once", raw, err)
 		}
 	})
-}
-
-// metricSum adds up every series of one metric on the proxy's /metrics.
-func metricSum(t *testing.T, p *harness.Proxy, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(p.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var sum float64
-	for line := range strings.Lines(string(body)) {
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || !(strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
-			continue
-		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(rest[strings.LastIndexByte(rest, ' '):]), 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum += f
-	}
-	return sum
 }

@@ -97,7 +97,8 @@ func TestRevocationUnderLoad(t *testing.T) {
 		before, after, size, calls2)
 }
 
-// metric reads one unlabelled value from the proxy's /metrics.
+// metric reads one metric from the proxy's /metrics, adding up its series
+// when it has labels.
 func metric(t *testing.T, p *harness.Proxy, name string) float64 {
 	t.Helper()
 	resp, err := http.Get(p.Admin + "/metrics")
@@ -106,15 +107,20 @@ func metric(t *testing.T, p *harness.Proxy, name string) float64 {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	sum, found := 0.0, false
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || !(strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
+			continue
 		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(rest[strings.LastIndexByte(rest, ' '):]), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, found = sum+f, true
 	}
-	t.Fatalf("%s not in /metrics", name)
-	return 0
+	if !found {
+		t.Fatalf("%s not in /metrics", name)
+	}
+	return sum
 }

@@ -57,12 +57,8 @@ func checkBodyShape(r *http.Request) error {
 		if cs := postCharset(r.Header.Get("Content-Type")); cs != "" && !slices.Contains(readableCharsets, cs) {
 			return errPostCharset
 		}
-		for _, v := range r.Header.Values("Content-Encoding") {
-			for coding := range strings.SplitSeq(v, ",") {
-				if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
-					return errEncodedPost
-				}
-			}
+		if len(contentCodings(r.Header)) > 0 {
+			return errEncodedPost
 		}
 	}
 	return nil

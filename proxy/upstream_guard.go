@@ -94,14 +94,7 @@ func readableResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusPartialContent {
 		return errPartialResponse
 	}
-	var codings []string
-	for _, v := range resp.Header.Values("Content-Encoding") {
-		for coding := range strings.SplitSeq(v, ",") {
-			if c := strings.ToLower(strings.TrimSpace(coding)); c != "" && c != "identity" {
-				codings = append(codings, c)
-			}
-		}
-	}
+	codings := contentCodings(resp.Header)
 	switch {
 	case len(codings) == 0:
 		return nil
@@ -115,6 +108,20 @@ func readableResponse(resp *http.Response) error {
 	default:
 		return errEncodedResponse
 	}
+}
+
+// contentCodings lists every Content-Encoding a message names, from every
+// value and every comma-separated item, in lower case, identity left out.
+func contentCodings(h http.Header) []string {
+	var codings []string
+	for _, v := range h.Values("Content-Encoding") {
+		for coding := range strings.SplitSeq(v, ",") {
+			if c := strings.ToLower(strings.TrimSpace(coding)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	return codings
 }
 
 // gunzipBody decodes a gzip body, starting at its first read: a response
