@@ -4,15 +4,32 @@ GO      ?= go
 BIN     := bin
 PLUGIN  := $(BIN)/vault-plugin-secrets-phantom
 PROXY   := $(BIN)/phantom-proxy
-VERSION ?= v0.1.0
-LDFLAGS := -X github.com/phantomvault/phantom/plugin.Version=$(VERSION)
+# The one version both binaries report: internal/version's default (what
+# bootstrap.sh registers unless PHANTOM_PLUGIN_VERSION says otherwise), or
+# `make release VERSION=v1.2.3`. COMMIT is the checkout's, -dirty when it has
+# uncommitted changes.
+VERSION ?= $(shell sed -n 's/^var Version = "\(.*\)"$$/\1/p' internal/version/version.go)
+COMMIT  ?= $(shell c=$$(git rev-parse --short HEAD 2>/dev/null) || c=unknown; \
+	[ "$$c" = unknown ] || git diff --quiet HEAD -- 2>/dev/null || c=$$c-dirty; echo $$c)
+# LDFLAGS is shared by build and release: the version and commit, and no
+# symbol table or build id, for byte-identical builds of one commit.
+LDFLAGS := -s -w -buildid= \
+	-X github.com/phantomvault/phantom/internal/version.Version=$(VERSION) \
+	-X github.com/phantomvault/phantom/internal/version.Commit=$(COMMIT)
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)"
 
-.PHONY: build vault test fuzz demo dev bench bench-go fmt lint clean
+.PHONY: build vault test fuzz demo dev bench bench-go fmt lint clean release
 
 ## build: compile the Vault plugin and phantom-proxy into bin/
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/vault-plugin-secrets-phantom
-	$(GO) build -trimpath -o $(PROXY) ./cmd/phantom-proxy
+	$(GOBUILD) -o $(PLUGIN) ./cmd/vault-plugin-secrets-phantom
+	$(GOBUILD) -o $(PROXY) ./cmd/phantom-proxy
+
+## release: reproducible archives of both binaries for linux and darwin on
+## amd64 and arm64 in dist/<VERSION>/, their SHA256SUMS, and the plugin's
+## SHA-256 for `vault plugin register` (PLATFORMS="linux/amd64" for fewer)
+release:
+	GO="$(GO)" VERSION="$(VERSION)" LDFLAGS="$(LDFLAGS)" scripts/release.sh
 
 ## vault: find or build (once, into .cache/) the pinned Vault binary
 vault:
@@ -31,7 +48,8 @@ test: build vault
 ## once more: a real finding is saved under testdata/fuzz and fails again at
 ## once, while the fuzzer's rare worker hiccup on short runs does not.
 FUZZTIME ?= 10s
-FUZZ_TARGETS := FuzzValidate:./internal/reqpath FuzzCheck:./internal/token FuzzMatchPath:./plugin FuzzScrubber:./proxy FuzzAuditJSON:./proxy
+FUZZ_TARGETS := FuzzValidate:./internal/reqpath FuzzCheck:./internal/token FuzzMatchPath:./plugin FuzzScrubber:./proxy FuzzAuditJSON:./proxy \
+	FuzzUsageScanners:./proxy FuzzCheckLimitedBody:./proxy
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		name=$${t%%:*}; pkg=$${t#*:}; \
@@ -68,4 +86,4 @@ lint:
 	cd e2e/sdk && $(GO) vet ./...
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

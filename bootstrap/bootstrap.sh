@@ -15,7 +15,7 @@
 # role-id and manage its secret-ids). Settings, all optional:
 #
 #   PHANTOM_PLUGIN_BIN        plugin binary               (bin/vault-plugin-secrets-phantom)
-#   PHANTOM_PLUGIN_VERSION    version it reports           (v0.1.0)
+#   PHANTOM_PLUGIN_VERSION    version it reports           (what its -version prints)
 #   PHANTOM_PLUGIN_DIR        Vault's plugin_directory; when set the binary is
 #                             copied there as vault-plugin-secrets-phantom-<version>,
 #                             otherwise it must already be there under its own name
@@ -69,7 +69,7 @@ vault=${VAULT:-$(command -v vault || true)}
 [[ -n "${VAULT_TOKEN:-}" ]] || die "VAULT_TOKEN is not set"
 
 plugin_bin=${PHANTOM_PLUGIN_BIN:-$root/bin/vault-plugin-secrets-phantom}
-version=${PHANTOM_PLUGIN_VERSION:-v0.1.0}
+version=${PHANTOM_PLUGIN_VERSION:-}
 mount=${PHANTOM_MOUNT:-phantom}
 mount=${mount%/}
 out_dir=${PHANTOM_OUT_DIR:-.}
@@ -155,6 +155,9 @@ owned_by_mount() { # policy-name marker-path
 
 if [[ "$action" == install ]]; then
   [[ -f "$plugin_bin" ]] || die "plugin binary $plugin_bin not found (run make build)"
+  # Vault refuses a version other than the one the binary reports: ask it.
+  [[ -n "$version" ]] || version=$("$plugin_bin" -version 2>/dev/null | awk '{print $2}') ||
+    die "$plugin_bin -version failed (a binary for another platform?): set PHANTOM_PLUGIN_VERSION"
   [[ "$version" =~ ^v[0-9]+\.[0-9]+\.[0-9]+ ]] || die "PHANTOM_PLUGIN_VERSION=$version is not a semantic version like v1.2.3"
   owned_by_mount "$admin_policy" "$mount/config"
   owned_by_mount "$issuer_policy" "$mount/config"

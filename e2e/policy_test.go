@@ -94,12 +94,13 @@ func TestPluginUpgradeKeepsLiveTokens(t *testing.T) {
 		t.Fatalf("before the upgrade: %d %s", code, body)
 	}
 
-	out := v.Bootstrap(t, "PHANTOM_PLUGIN_BIN="+tools.PluginVersion(t, "v0.2.0"), "PHANTOM_PLUGIN_VERSION=v0.2.0")
-	if !strings.Contains(out, "now runs v0.2.0 (reloaded)") {
+	// No PHANTOM_PLUGIN_VERSION: the bootstrap registers what the binary reports.
+	out := v.Bootstrap(t, "PHANTOM_PLUGIN_BIN="+tools.PluginVersion(t, "v9.9.1"))
+	if !strings.Contains(out, "now runs v9.9.1 (reloaded)") {
 		t.Fatalf("bootstrap did not upgrade:\n%s", out)
 	}
 	mounts := v.JSON(t, "secrets", "list", "-detailed")
-	if got := mounts["phantom/"].(map[string]any)["running_plugin_version"]; got != "v0.2.0" {
+	if got := mounts["phantom/"].(map[string]any)["running_plugin_version"]; got != "v9.9.1" {
 		t.Fatalf("running version %v", got)
 	}
 	if code, body := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
@@ -110,6 +111,6 @@ func TestPluginUpgradeKeepsLiveTokens(t *testing.T) {
 	}
 	fresh, _ := v.Mint(t, "demo")
 	if code, _ := p.Call(t, "GET", "/v1/customers", fresh); code != 200 {
-		t.Fatalf("a token minted by v0.2.0: %d", code)
+		t.Fatalf("a token minted by v9.9.1: %d", code)
 	}
 }

@@ -18,11 +18,9 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/helper/salt"
 	"github.com/hashicorp/vault/sdk/logical"
-)
 
-// Version is the plugin's semantic version, reported to Vault. Release builds
-// set it with -ldflags "-X github.com/phantomvault/phantom/plugin.Version=...".
-var Version = "v0.1.0"
+	"github.com/phantomvault/phantom/internal/version"
+)
 
 // Each storage prefix is declared beside the code that owns its records:
 // configKey (path_config.go), routePrefix (route.go), tokenPrefix and
@@ -51,8 +49,9 @@ type backend struct {
 	routeLocks []*locksutil.LockEntry
 	tokenLocks []*locksutil.LockEntry
 
-	usage *usageCounter
-	cache *storageCache
+	usage   *usageCounter
+	limiter *rateLimiter
+	cache   *storageCache
 
 	tidying  atomic.Bool
 	lastTidy atomic.Int64 // unix seconds
@@ -65,6 +64,7 @@ func newBackend(now func() time.Time, random io.Reader) *backend {
 		routeLocks: locksutil.CreateLocks(),
 		tokenLocks: locksutil.CreateLocks(),
 		usage:      newUsageCounter(),
+		limiter:    newRateLimiter(),
 		cache:      newStorageCache(now),
 	}
 	b.Backend = &framework.Backend{
@@ -80,12 +80,13 @@ func newBackend(now func() time.Time, random io.Reader) *backend {
 			b.pathToken(),
 			b.pathTokens(),
 			b.pathResolve(),
+			b.pathUsage(),
 			b.pathTidy(),
 		),
 		Secrets:        []*framework.Secret{b.secretToken()},
 		PeriodicFunc:   b.periodic,
 		Invalidate:     b.invalidate,
-		RunningVersion: Version,
+		RunningVersion: version.Version, // the one version of both binaries, set at build time
 	}
 	return b
 }
@@ -109,10 +110,12 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	}
 }
 
-// periodic flushes in-memory usage counters (usage.go) and, when due,
+// periodic drops rate-limit windows that have passed (ratelimit.go), flushes
+// in-memory usage counters (usage.go) and, when due,
 // removes dead token records (path_tidy.go). Vault calls it about once a
 // minute.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
+	b.limiter.sweep(b.now()) // memory only: on every node
 	// Performance standbys and secondaries cannot write storage.
 	if b.System().ReplicationState().HasState(consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary) {
 		return nil

@@ -215,6 +215,13 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}, "clear text")
 	e.userError(t, logical.UpdateOperation, "routes/stripe", map[string]any{"credential": testCredential + "\n"}, "line break")
 	e.userError(t, logical.UpdateOperation, "token/stripe", map[string]any{"allowed_methods": "DELETE"}, "wider")
+	e.writeRoute(t, "llm", map[string]any{"usage_format": "openai", "token_budget": 10, "rate_limit": "1/1h"})
+	tok3, llmMint := e.mint(t, "llm", nil)
+	wantAllowed(t, e.resolve(t, tok3, "GET", "/v1/customers", ""))
+	wantDenied(t, e.resolve(t, tok3, "GET", "/v1/customers", ""), resolve.ReasonRateLimited)
+	e.ok(t, logical.PatchOperation, "usage", map[string]any{"reports": []any{map[string]any{"accessor": llmMint.Data["accessor"], "output_tokens": 10}}})
+	e.ok(t, logical.ReadOperation, "routes/llm", nil)
+	e.ok(t, logical.ReadOperation, "tokens/"+llmMint.Data["accessor"].(string), nil)
 	e.periodic(t)
 	e.ok(t, logical.DeleteOperation, "tokens/"+accessor, nil)
 	wantDenied(t, e.resolve(t, tok, "GET", "/v1/customers/cus_1", "10.1.2.3"), statusRevoked)
@@ -229,7 +236,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		if strings.Contains(s, testCredential) && !isAllowedResolve {
 			t.Errorf("response of %s contains the credential: %s", r.path, s)
 		}
-		for _, tk := range []string{tok, tok2} {
+		for _, tk := range []string{tok, tok2, tok3} {
 			isOwnMint := strings.HasPrefix(r.path, "token/") && r.resp.Data["token"] == tk
 			if strings.Contains(s, tk) && !isOwnMint {
 				t.Errorf("response of %s contains a token", r.path)
@@ -250,7 +257,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 		v := k + "=" + string(entry.Value)
-		for _, tk := range []string{tok, tok2} {
+		for _, tk := range []string{tok, tok2, tok3} {
 			// Neither the token nor its random body may be stored.
 			if strings.Contains(v, tk) || strings.Contains(v, tk[len(token.DefaultPrefix):len(tk)-token.ChecksumLen]) {
 				t.Errorf("storage entry %s contains a token", k)
@@ -264,7 +271,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 func TestPathHelp(t *testing.T) {
 	e := getTestBackend(t)
-	for _, p := range []string{"config", "routes/x", "routes/", "token/x", "tokens/", "tokens/abc", "resolve", "tidy"} {
+	for _, p := range []string{"config", "routes/x", "routes/", "token/x", "tokens/", "tokens/abc", "resolve", "usage", "tidy"} {
 		resp, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.HelpOperation, Path: p, Storage: e.storage})
 		if err != nil {
 			t.Fatalf("help %s: %v", p, err)

@@ -17,6 +17,16 @@ func BenchmarkResolveBoundCIDRs(b *testing.B) {
 		map[string]any{"bound_cidrs": "10.1.0.0/16,192.0.2.7"})
 }
 
+// BenchmarkResolveLimits is BenchmarkResolve for a token under a rate limit
+// (never reached), a route rate limit and an LLM token budget, beside
+// BenchmarkResolve's token without limits.
+func BenchmarkResolveLimits(b *testing.B) {
+	benchmarkResolve(b, map[string]any{
+		"usage_format": "openai", "rate_limit": "1000000000/1s", "route_rate_limit": "1000000000/1s",
+		"token_budget": 1 << 40, "max_output_tokens": 4096,
+	}, nil)
+}
+
 // benchmarkResolve resolves, again and again, one allowed request of a
 // token minted with mint on a route written with route.
 func benchmarkResolve(b *testing.B, route, mint map[string]any) {

@@ -238,14 +238,25 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 	if reason, msg := authorize(t, route, h.req, now); reason != "" {
 		return deny(reason, msg, t), nil, nil
 	}
+	var limits *resolve.Limits
+	if t.Limits.any() || route.Limits.any() { // tokens and routes without limits pay nothing
+		var denied *resolve.Answer
+		if limits, denied = b.checkLimits(h, route, now); denied != nil {
+			return denied, nil, nil
+		}
+	}
+	// A use is counted only once every limit allowed the request: a 429
+	// must not burn one.
 	if t.NumUses > 0 {
 		t.Uses++
 		if err := putToken(ctx, s, h.tokenHMAC, t); err != nil {
 			return nil, nil, err
 		}
 	}
-	b.usage.record(h.tokenHMAC, now)
-	return allow(t), route, nil
+	b.usage.record(h.tokenHMAC, t, now)
+	a := allow(t)
+	a.Limits = limits
+	return a, route, nil
 }
 
 // authorize returns "" when t may make the request, else a deny reason and a
@@ -313,10 +324,11 @@ func resolveHelp() string {
 		resolve.FieldToken, resolve.FieldMethod, resolve.FieldPath, resolve.FieldClientIP, resolve.FieldRequests, resolve.MaxBatch)
 	allowed := fmt.Sprintf("route, accessor, upstream, credential, auth_type (%s), auth_name (header "+
 		"or query parameter), auth_format (a template around %s), headers (static upstream headers), "+
-		"expires_at, uses_remaining (tokens with num_uses)",
+		"expires_at, uses_remaining (tokens with num_uses), limits (usage_format, allowed_models, "+
+		"max_output_tokens, budget_remaining: what the proxy enforces on this request, when any apply)",
 		strings.Join([]string{resolve.AuthBearer, resolve.AuthHeader, resolve.AuthBasic, resolve.AuthQuery}, ", "), resolve.Placeholder)
 	denied := "reason, one of: " + strings.Join(resolve.Reasons(), ", ") +
-		"; message; accessor and route when the token is known"
+		"; message; accessor and route when the token is known; retry_after_ms with rate_limited"
 	indent := "\n" + strings.Repeat(" ", 17)
 	return "phantom-proxy calls this for every request: may this token make this request?\n\n" +
 		wrapWords(input, 78, "\n") + "\n\n" +

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -69,7 +70,8 @@ func (b *backend) pathRoutes() []*framework.Path {
 }
 
 func routeFields() map[string]*framework.FieldSchema {
-	return map[string]*framework.FieldSchema{
+	fields := limitFields()
+	maps.Copy(fields, map[string]*framework.FieldSchema{
 		"name": {
 			Type:        framework.TypeString,
 			Description: "Name of the route; tokens are minted at phantom/token/<name>.",
@@ -141,7 +143,8 @@ func routeFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeString,
 			Description: "Prefix of this route's tokens, for example sk-proj- so SDKs that check key formats accept them. Default: the engine's token_prefix.",
 		},
-	}
+	})
+	return fields
 }
 
 func (b *backend) routeExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
@@ -163,7 +166,20 @@ func (b *backend) pathRouteRead(ctx context.Context, req *logical.Request, d *fr
 	if err != nil || r == nil {
 		return nil, err
 	}
-	return &logical.Response{Data: r.publicData(name)}, nil
+	data := r.publicData(name)
+	// Totals of every token of the route (in this life of it), flushed
+	// ones and what memory holds.
+	stored, err := getRouteUsage(ctx, req.Storage, name, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	totals := stored.usageTotals
+	totals.add(b.usage.pendingForRoute(routeKey{name, r.ID}))
+	data["usage"] = totals.data()
+	if rr := r.Limits.orNone().RouteRateLimit; rr != nil {
+		data["route_rate_limit_remaining"] = b.limiter.remaining(b.now(), limitCheck{route: true, key: r.ID, rate: rr})
+	}
+	return &logical.Response{Data: data}, nil
 }
 
 // publicData is what reads show of a route: everything but the credential.
@@ -172,7 +188,7 @@ func (r *routeEntry) publicData(name string) map[string]any {
 	if headers == nil {
 		headers = map[string]string{}
 	}
-	return map[string]any{
+	d := map[string]any{
 		"name":                   name,
 		"upstream":               r.Upstream,
 		"allow_http":             r.AllowHTTP,
@@ -192,6 +208,8 @@ func (r *routeEntry) publicData(name string) map[string]any {
 		"created_at":             r.CreatedAt.Format(time.RFC3339),
 		"updated_at":             r.UpdatedAt.Format(time.RFC3339),
 	}
+	r.Limits.data(d)
+	return d
 }
 
 func nonNil(s []string) []string {
@@ -279,6 +297,9 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 	if v, ok := d.GetOk("token_prefix"); ok {
 		r.TokenPrefix = v.(string)
 	}
+	if err := r.setLimits(d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
 
 	warnings, err := r.validate()
 	if err != nil {
@@ -319,6 +340,9 @@ func (b *backend) pathRouteDelete(ctx context.Context, req *logical.Request, d *
 	if err := req.Storage.Delete(ctx, routePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting route %q: %w", name, err)
 	}
+	if err := req.Storage.Delete(ctx, routeUsagePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting usage of route %q: %w", name, err)
+	}
 	return nil, nil
 }
 
@@ -351,9 +375,9 @@ The credential is bound to where and how it is sent. An update that changes
 upstream (its scheme, host, port or path prefix), auth_type, auth_header,
 auth_query_param, auth_format or headers, or turns allow_http on, is refused
 unless it carries credential again: whoever may update a route but does not
-know its key cannot send that key somewhere new. Scope and token settings
-(allowed_paths, allowed_methods, ttl, max_ttl, num_uses, bound_cidrs,
-token_prefix) change without it. On a shared host where the path picks the
+know its key cannot send that key somewhere new. Scope, token settings and
+limits (allowed_paths, allowed_methods, ttl, max_ttl, num_uses, bound_cidrs,
+token_prefix, and the limits below) change without it. On a shared host where the path picks the
 tenant, put the tenant part in upstream, which is bound, not in allowed_paths.
 
 allowed_paths are matched byte for byte against the request path: "*" matches
@@ -372,6 +396,31 @@ max_ttl bounds how long a token may live, renewals included (default: the
 engine's max_ttl, 24h unless configured). A token's own bound is fixed when it
 is minted; lowering max_ttl also bounds renewals of live tokens, raising it
 never extends them.
+
+Limits bound what a token, even a stolen one, can cost:
+
+  vault write phantom/routes/openai ... usage_format=openai \
+      rate_limit=60/1m route_rate_limit=3000/1m \
+      token_budget=200000 max_output_tokens=4096 allowed_models="gpt-4o-mini,gpt-4.1-*"
+
+rate_limit is per token and route_rate_limit for all the route's tokens
+together, as N/DURATION (bursts of N, refilled at N per duration; the
+duration from 1s to 24h). Over a limit the agent gets 429 with Retry-After.
+They are decided by the engine on Vault's active node, in memory, so they hold
+across any number of proxies; after a leader failover they start afresh.
+token_budget (LLM tokens, input plus output, as the upstream reports them)
+is each token's default and ceiling, fixed at mint; a token that spent it is
+dead (budget_exhausted). max_output_tokens caps each request and bounds the
+overshoot of requests in flight when a budget runs out. allowed_models are
+globs (* is any run of characters). The last three need usage_format
+(openai, anthropic or gemini), which tells the proxy how to read usage and
+find the model. A mint may narrow every limit, never widen it; a route's
+current limits always apply as well, so lowering one bites at once.
+
+Reads show the limits, route_rate_limit_remaining (requests the route's
+tokens could make at once now), and usage: the totals (requests,
+input_tokens, output_tokens, estimated_responses) of every token of the
+route.
 
 Deleting a route kills its tokens on their next use, even if a route of the
 same name is created again.

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -29,47 +30,49 @@ func (b *backend) pathToken() []*framework.Path {
 			ForwardPerformanceSecondary: true,
 		}
 	}
+	fields := mintLimitFields()
+	maps.Copy(fields, map[string]*framework.FieldSchema{
+		"route": {
+			Type:        framework.TypeString,
+			Description: "Name of the route to mint a token for.",
+			Required:    true,
+		},
+		"ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Token lifetime, for example 1h. Default: the route's ttl, else the engine's default_ttl (24h). Capped at max_ttl.",
+		},
+		"max_ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Longest the token may live, renewals included, fixed now: no renewal by anyone goes past it. Default: the token's ttl (renewals cannot extend it). Capped at the route's max_ttl.",
+		},
+		"num_uses": {
+			Type:        framework.TypeInt,
+			Description: "Maximum requests the token may make; 0 is unlimited. At most the route's num_uses when the route sets one.",
+		},
+		"allowed_paths": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Narrower path patterns than the route's; each must lie within one of the route's patterns.",
+		},
+		"allowed_methods": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Narrower methods than the route's; each must be one of the route's.",
+		},
+		"bound_cidrs": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Client addresses (CIDR blocks) the token may be used from; within the route's bound_cidrs when it sets any.",
+		},
+		"metadata": {
+			Type:        framework.TypeKVPairs,
+			Description: "Labels kept with the token and shown on phantom/tokens/<accessor>, for example agent=triage-bot.",
+		},
+	})
 	return []*framework.Path{{
 		Pattern: "token/" + framework.GenericNameRegex("route"),
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: "phantom",
 			OperationSuffix: "token",
 		},
-		Fields: map[string]*framework.FieldSchema{
-			"route": {
-				Type:        framework.TypeString,
-				Description: "Name of the route to mint a token for.",
-				Required:    true,
-			},
-			"ttl": {
-				Type:        framework.TypeDurationSecond,
-				Description: "Token lifetime, for example 1h. Default: the route's ttl, else the engine's default_ttl (24h). Capped at max_ttl.",
-			},
-			"max_ttl": {
-				Type:        framework.TypeDurationSecond,
-				Description: "Longest the token may live, renewals included, fixed now: no renewal by anyone goes past it. Default: the token's ttl (renewals cannot extend it). Capped at the route's max_ttl.",
-			},
-			"num_uses": {
-				Type:        framework.TypeInt,
-				Description: "Maximum requests the token may make; 0 is unlimited. At most the route's num_uses when the route sets one.",
-			},
-			"allowed_paths": {
-				Type:        framework.TypeCommaStringSlice,
-				Description: "Narrower path patterns than the route's; each must lie within one of the route's patterns.",
-			},
-			"allowed_methods": {
-				Type:        framework.TypeCommaStringSlice,
-				Description: "Narrower methods than the route's; each must be one of the route's.",
-			},
-			"bound_cidrs": {
-				Type:        framework.TypeCommaStringSlice,
-				Description: "Client addresses (CIDR blocks) the token may be used from; within the route's bound_cidrs when it sets any.",
-			},
-			"metadata": {
-				Type:        framework.TypeKVPairs,
-				Description: "Labels kept with the token and shown on phantom/tokens/<accessor>, for example agent=triage-bot.",
-			},
-		},
+		Fields: fields,
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   mint("generate"),
 			logical.UpdateOperation: mint("generate-with-parameters"),
@@ -97,6 +100,9 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 	now := b.now().UTC()
 	t := &tokenEntry{Route: name, RouteID: route.ID, IssuedAt: now, NumUses: route.NumUses}
 	if errResp := narrowScope(t, route, d); errResp != nil {
+		return errResp, nil
+	}
+	if errResp := narrowLimits(t, route, d); errResp != nil {
 		return errResp, nil
 	}
 
@@ -129,16 +135,21 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 		return nil, fmt.Errorf("writing accessor %s: %w", t.Accessor, err)
 	}
 
+	lim := effective(t, route)
 	resp := b.Secret(secretTokenType).Response(map[string]any{
-		"token":           tok,
-		"accessor":        t.Accessor,
-		"route":           name,
-		"expires_at":      t.ExpiresAt.Format(time.RFC3339),
-		"max_expires_at":  t.MaxExpiresAt.Format(time.RFC3339),
-		"proxy_url":       cfg.ProxyURL,
-		"allowed_paths":   orRoute(t.AllowedPaths, route.AllowedPaths),
-		"allowed_methods": orRoute(t.AllowedMethods, route.AllowedMethods),
-		"num_uses":        t.NumUses,
+		"token":             tok,
+		"accessor":          t.Accessor,
+		"route":             name,
+		"expires_at":        t.ExpiresAt.Format(time.RFC3339),
+		"max_expires_at":    t.MaxExpiresAt.Format(time.RFC3339),
+		"proxy_url":         cfg.ProxyURL,
+		"allowed_paths":     orRoute(t.AllowedPaths, route.AllowedPaths),
+		"allowed_methods":   orRoute(t.AllowedMethods, route.AllowedMethods),
+		"num_uses":          t.NumUses,
+		"rate_limit":        lim.rate.String(),
+		"token_budget":      lim.budget,
+		"max_output_tokens": lim.maxOutputTokens,
+		"allowed_models":    nonNil(lim.models),
 	}, map[string]any{
 		internalAccessor:     t.Accessor,
 		internalTokenHMAC:    tokenHMAC,
@@ -279,6 +290,11 @@ bound_cidrs, num_uses) but never widen it: asking for more is an error, and so
 is a narrowing parameter given but empty (allowed_paths="" or
 allowed_methods=","), which would otherwise mean the route's whole scope.
 Metadata labels (for example metadata=agent=triage-bot) are kept with the token.
+
+Limits narrow the same way: rate_limit (no higher a rate and no larger a
+burst than the route's), token_budget (default: the route's, fixed now),
+max_output_tokens, allowed_models (each within one of the route's). The
+route's current limits apply as well.
 
 Lifetime: ttl (default: the route's ttl, else default_ttl) is how long the
 token lives now; max_ttl is how long it may live at most, renewals included,

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -78,26 +79,48 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		return nil, err
 	}
-	pending, lastUsed := b.usage.pending(tokenHMAC)
-	if t.LastUsedAt.After(lastUsed) {
-		lastUsed = t.LastUsedAt
-	}
+	totals, lastUsed := b.usage.totals(tokenHMAC, t)
+	status := t.status(b.now(), route)
 	data := map[string]any{
-		"accessor":        t.Accessor,
-		"route":           t.Route,
-		"status":          t.status(b.now(), route),
-		"issued_at":       t.IssuedAt.Format(time.RFC3339),
-		"expires_at":      t.ExpiresAt.Format(time.RFC3339),
-		"max_expires_at":  formatTime(t.MaxExpiresAt),
-		"revoked_at":      formatTime(t.RevokedAt),
-		"last_used_at":    formatTime(lastUsed),
-		"requests":        t.Requests + pending,
-		"num_uses":        t.NumUses,
-		"uses":            t.Uses,
-		"allowed_paths":   nonNil(t.AllowedPaths),
-		"allowed_methods": nonNil(t.AllowedMethods),
-		"bound_cidrs":     nonNil(t.BoundCIDRs),
-		"metadata":        t.Metadata,
+		"accessor":             t.Accessor,
+		"route":                t.Route,
+		"status":               status,
+		"issued_at":            t.IssuedAt.Format(time.RFC3339),
+		"expires_at":           t.ExpiresAt.Format(time.RFC3339),
+		"max_expires_at":       formatTime(t.MaxExpiresAt),
+		"revoked_at":           formatTime(t.RevokedAt),
+		"last_used_at":         formatTime(lastUsed),
+		"num_uses":             t.NumUses,
+		"uses":                 t.Uses,
+		"allowed_paths":        nonNil(t.AllowedPaths),
+		"allowed_methods":      nonNil(t.AllowedMethods),
+		"bound_cidrs":          nonNil(t.BoundCIDRs),
+		"metadata":             t.Metadata,
+		"rate_limit":           "",
+		"rate_limit_remaining": nil,
+		"token_budget":         int64(0),
+		"budget_remaining":     nil,
+		"max_output_tokens":    int64(0),
+		"allowed_models":       []string{},
+	}
+	maps.Copy(data, totals.data())
+	if route != nil && route.ID == t.RouteID {
+		// The limits that apply now: the token's and its route's.
+		lim := effective(t, route)
+		data["rate_limit"] = lim.rate.String()
+		if lim.rate != nil {
+			data["rate_limit_remaining"] = b.limiter.remaining(b.now(), limitCheck{key: tokenHMAC, rate: lim.rate})
+		}
+		data["token_budget"] = lim.budget
+		data["max_output_tokens"] = lim.maxOutputTokens
+		data["allowed_models"] = nonNil(lim.models)
+		if lim.budget > 0 {
+			spent := totals.InputTokens + totals.OutputTokens
+			data["budget_remaining"] = max(lim.budget-spent, 0)
+			if status == statusActive && spent >= lim.budget {
+				data["status"] = statusBudgetSpent
+			}
+		}
 	}
 	if t.Metadata == nil {
 		data["metadata"] = map[string]string{}
@@ -122,11 +145,17 @@ func formatTime(t time.Time) string {
 
 const tokensHelp = `
 Reading returns what the engine knows of one token, never the token itself:
-route, status (active, expired, revoked, route_deleted, uses_exhausted),
-issued_at, expires_at, max_expires_at (the latest any renewal may reach,
-fixed at mint), revoked_at, usage (requests and last_used_at, flushed
-from memory about once a minute; uses, exact, for num_uses tokens), its own
-narrowed scope (empty means the route's) and metadata.
+route, status (active, expired, revoked, route_deleted, uses_exhausted,
+budget_exhausted), issued_at, expires_at, max_expires_at (the latest any
+renewal may reach, fixed at mint), revoked_at, usage (requests,
+last_used_at, and the LLM tokens the proxy reported: input_tokens,
+output_tokens, and estimated_responses, responses whose usage could not be
+read and were charged at their output cap; kept in memory, flushed about
+once a minute, always shown whole; uses, exact, for num_uses tokens), its
+own narrowed scope (empty means the route's), metadata, and the limits that
+apply now, the stricter of the token's and its route's current ones:
+rate_limit and rate_limit_remaining (requests it could make at once now),
+token_budget and budget_remaining, max_output_tokens, allowed_models.
 
 Deleting revokes the token: it is dead on its next use. Its Vault lease stays
 listed until it expires; revoking the lease (vault lease revoke) is the

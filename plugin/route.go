@@ -62,6 +62,9 @@ type routeEntry struct {
 	BoundCIDRs  []string      `json:"bound_cidrs,omitempty"`
 	TokenPrefix string        `json:"token_prefix,omitempty"`
 
+	// Rate limits, budgets, model allow-list and usage format (limits.go).
+	Limits *routeLimits `json:"limits,omitempty"`
+
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 
@@ -210,6 +213,9 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 	}
 	if r.TokenPrefix != "" && !token.ValidPrefix(r.TokenPrefix) {
 		return nil, errors.New("token_prefix must be 1-32 characters of A-Z a-z 0-9 _ -")
+	}
+	if err := r.Limits.validate(); err != nil {
+		return nil, err
 	}
 	return warnings, nil
 }

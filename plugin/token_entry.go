@@ -35,9 +35,17 @@ type tokenEntry struct {
 	NumUses int `json:"num_uses"` // 0 is unlimited
 	Uses    int `json:"uses"`     // exact, counted only when NumUses > 0
 
-	// Requests and LastUsedAt are flushed from memory periodically.
-	Requests   uint64    `json:"requests"`
-	LastUsedAt time.Time `json:"last_used_at"`
+	// Limits fixed at mint (limits.go); the route's current ones apply too.
+	Limits *tokenLimits `json:"limits,omitempty"`
+
+	// Requests, LastUsedAt and the LLM token counts (input, output, and the
+	// responses whose usage was estimated) are flushed from memory
+	// periodically (usage.go).
+	Requests     uint64    `json:"requests"`
+	LastUsedAt   time.Time `json:"last_used_at"`
+	InputTokens  int64     `json:"input_tokens,omitempty"`
+	OutputTokens int64     `json:"output_tokens,omitempty"`
+	Estimated    int64     `json:"estimated,omitempty"`
 
 	Metadata map[string]string `json:"metadata,omitempty"`
 
@@ -78,6 +86,7 @@ const (
 	statusRevoked      = resolve.ReasonRevoked
 	statusRouteDeleted = resolve.ReasonRouteDeleted
 	statusExhausted    = resolve.ReasonUsesExhausted
+	statusBudgetSpent  = resolve.ReasonBudgetExhausted // decided against usage in memory, not by status (resolve_limits.go)
 )
 
 // status says whether the token is usable at now, given its route's current
@@ -196,5 +205,9 @@ func (b *backend) revokeToken(ctx context.Context, s logical.Storage, tokenHMAC 
 		return err
 	}
 	t.RevokedAt = b.now().UTC()
-	return putToken(ctx, s, tokenHMAC, t)
+	if err := putToken(ctx, s, tokenHMAC, t); err != nil {
+		return err
+	}
+	b.limiter.forgetToken(tokenHMAC)
+	return nil
 }

@@ -88,6 +88,24 @@ type Config struct {
 	Pprof bool
 
 	ShutdownTimeout time.Duration
+
+	// UsageReportInterval is how often the LLM usage measured is reported
+	// to the engine (DefaultUsageReportInterval when zero).
+	UsageReportInterval time.Duration
+
+	// Forward-proxy mode (forward.go): CONNECT on ForwardListenAddr, TLS
+	// terminated with leaves signed by the CA in ForwardCACert and
+	// ForwardCAKey (PEM files), or by one generated in memory at start
+	// (ForwardCAGenerate, for development).
+	ForwardListenAddr string
+	ForwardCACert     string
+	ForwardCAKey      string
+	ForwardCAGenerate bool
+	// UpstreamCAFile adds PEM CAs to the system roots for upstreams.
+	UpstreamCAFile string
+	// UpstreamResolve pins upstream names to addresses ("host:port=ip:port"),
+	// as curl's --resolve: the operator's, never the agent's, choice.
+	UpstreamResolve []string
 }
 
 // withDefaults returns a copy with zero fields set to their defaults.
@@ -155,6 +173,14 @@ func (c Config) Validate() error {
 		return errors.New("the unknown-token burst must not be negative")
 	case c.VaultConcurrency < 0:
 		return errors.New("the Vault concurrency must not be negative")
+	case c.UsageReportInterval < 0:
+		return errors.New("the usage report interval must not be negative")
+	case c.ForwardCAGenerate && (c.ForwardCACert != "" || c.ForwardCAKey != ""):
+		return errors.New("the forward-proxy CA is either generated or given as files, not both")
+	case !c.ForwardCAGenerate && (c.ForwardCACert == "") != (c.ForwardCAKey == ""):
+		return errors.New("the forward-proxy CA needs both a certificate and a key")
+	case c.ForwardListenAddr != "" && !c.ForwardCAGenerate && c.ForwardCACert == "":
+		return errors.New("the forward-proxy listener needs a CA: -forward-ca-cert and -forward-ca-key, or -forward-ca-generate")
 	case c.Pprof && !loopbackAddr(c.AdminAddr):
 		return errors.New("pprof shows the proxy's memory, credentials included: it needs an admin listener on a loopback address")
 	}

@@ -65,7 +65,10 @@ type refusal struct {
 	reason     string // machine-readable: resolve.Reason* or the proxy's own
 	message    string // fixed text for the agent (see writeError)
 	retryAfter string // Retry-After, when a retry may succeed
-	allow      string // Allow, on 405
+	// retryAfterMS is the same wait in milliseconds (Retry-After-Ms, which
+	// the OpenAI and Anthropic SDKs read before Retry-After).
+	retryAfterMS string
+	allow        string // Allow, on 405
 }
 
 // refuse answers ref. A refused client keeps no connection: idle
@@ -80,6 +83,9 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec *auditRecord
 	}
 	if ref.retryAfter != "" {
 		h.Set("Retry-After", ref.retryAfter)
+	}
+	if ref.retryAfterMS != "" {
+		h.Set("Retry-After-Ms", ref.retryAfterMS)
 	}
 	h.Set("Connection", "close")
 	if r.ContentLength != 0 {

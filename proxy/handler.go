@@ -29,6 +29,7 @@ type exchange struct {
 	upstreamStart time.Time
 	bodyStalled   atomic.Bool // the client stopped sending the request body
 	bodyOverride  atomic.Bool // the request body names a method override
+	meter         *meter      // set when the response's LLM usage is charged (limits.go)
 }
 
 type exchangeKey struct{}
@@ -74,6 +75,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body = s.requestBody(sw, r, ex)
 	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
 	out.Body = body
+	if ex.grant.Limits != nil {
+		if ref := applyLimits(out, ex); ref != nil { // limits.go
+			rec.Decision = "denied"
+			s.refuse(sw, r, rec, ref)
+			return
+		}
+	}
 	s.rp.ServeHTTP(sw, out) // reverse_proxy.go
 }
 
@@ -82,6 +90,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) {
 	path, rawQuery, ref := s.checkPath(r, rec)
 	if ref != nil {
+		return nil, ref
+	}
+	tun := tunnelFrom(r) // forward.go; nil on the reverse-proxy listener
+	if ref := tun.checkHost(r); ref != nil {
 		return nil, ref
 	}
 	if err := checkBodyShape(r); err != nil {
@@ -97,6 +109,9 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 	}
 	d, ref := s.decide(r, rec, ResolveRequest{Token: tok, Method: r.Method, Path: path, ClientIP: ip})
 	if ref != nil {
+		return nil, ref
+	}
+	if ref := tun.checkOrigin(d.Grant); ref != nil {
 		return nil, ref
 	}
 	rec.Decision = "allowed"
@@ -141,6 +156,7 @@ func (s *Server) findToken(r *http.Request, rawQuery string) (string, *refusal) 
 	if err == nil && otherTokenIn(rawQuery, tok) {
 		err = errTwoTokens // one the finder does not look at would go upstream
 	}
+	tok, err = tunnelFrom(r).tokenFor(tok, err) // a CONNECT's proxy credentials
 	switch {
 	case errors.Is(err, errTwoTokens), errors.Is(err, errBadEncoding):
 		return "", &refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest, message: err.Error()}
@@ -183,9 +199,22 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (
 			s.unknownTokens.refused(req.ClientIP)
 		}
 		status, message := resolve.Refusal(d.Reason)
-		return nil, &refusal{status: status, reason: d.Reason, message: message}
+		ref := &refusal{status: status, reason: d.Reason, message: message}
+		if status == http.StatusTooManyRequests {
+			ref.retryAfter, ref.retryAfterMS = retryAfterHeaders(d.RetryAfterMS)
+		}
+		return nil, ref
 	}
 	return d, nil
+}
+
+// retryAfterHeaders are Retry-After (whole seconds, rounded up, at least
+// 1) and Retry-After-Ms (exact) for a wait of ms milliseconds.
+func retryAfterHeaders(ms int64) (seconds, millis string) {
+	if ms <= 0 {
+		return "1", ""
+	}
+	return strconv.FormatInt(max((ms+999)/1000, 1), 10), strconv.FormatInt(ms, 10)
 }
 
 // requestBody is an admitted request's body, read only now: each read

@@ -26,6 +26,12 @@ var (
 	metricBatch       = []string{"vault", "batch", "size"}      // histogram of requests per resolve call
 	metricNodeHealthy = []string{"vault", "node", "healthy"}    // gauge: node; 1 while it serves (several -vault-addr)
 	metricFailovers   = []string{"vault", "failovers", "total"} // counter: node a call moved away from, unprocessed
+	// LLM usage (limits.go, usage_parse.go, usage_report.go).
+	metricLLMTokens      = []string{"llm", "tokens", "total"}               // counter: route, kind (input, output)
+	metricUsageEstimated = []string{"usage", "estimated", "total"}          // counter: route; responses charged at the cap, their usage unreadable
+	metricReportFailures = []string{"usage", "report", "failures", "total"} // counter: usage calls to Vault that failed (kept for the next)
+	metricUsageDropped   = []string{"usage", "dropped", "total"}            // counter: token usages dropped, too many waiting for Vault
+	metricUnmeasured     = []string{"usage", "unmeasured", "total"}         // counter: route; 2xx answers without readable usage where no budget or cap applies (not charged)
 )
 
 // latencyBuckets span a cached resolve (tens of microseconds) to a slow
@@ -119,6 +125,24 @@ func (p *Metrics) vaultNodeHealthy(node string, ok bool) {
 func (p *Metrics) vaultFailover(node string) {
 	p.m.IncrCounterWithLabels(metricFailovers, 1, []metrics.Label{{Name: "node", Value: node}})
 }
+
+// llmUsage counts one response's LLM tokens, and whether they were estimated.
+func (p *Metrics) llmUsage(route string, input, output int64, estimated bool) {
+	r := metrics.Label{Name: "route", Value: route}
+	p.m.IncrCounterWithLabels(metricLLMTokens, float32(input), []metrics.Label{r, {Name: "kind", Value: "input"}})
+	p.m.IncrCounterWithLabels(metricLLMTokens, float32(output), []metrics.Label{r, {Name: "kind", Value: "output"}})
+	if estimated {
+		p.m.IncrCounterWithLabels(metricUsageEstimated, 1, []metrics.Label{r})
+	}
+}
+
+func (p *Metrics) usageUnmeasured(route string) {
+	p.m.IncrCounterWithLabels(metricUnmeasured, 1, []metrics.Label{{Name: "route", Value: route}})
+}
+
+func (p *Metrics) usageReportFailed() { p.m.IncrCounter(metricReportFailures, 1) }
+
+func (p *Metrics) usageDropped() { p.m.IncrCounter(metricUsageDropped, 1) }
 
 func (p *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{})

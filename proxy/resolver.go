@@ -29,4 +29,6 @@ type Decision struct {
 	Route    string
 	Accessor string
 	Grant    *Grant
+	// RetryAfterMS comes with a rate_limited denial: when a retry may pass.
+	RetryAfterMS int64
 }

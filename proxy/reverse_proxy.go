@@ -73,6 +73,11 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	ex.scrub.Header(resp.Trailer) // names only, for now: ReverseProxy announces them next
 	// Trailer values arrive with the end of the body.
 	resp.Body = ex.scrub.Reader(resp.Body, resp.ContentLength, func() { ex.scrub.Header(resp.Trailer) })
+	if ex.meter != nil && resp.StatusCode/100 == 2 {
+		// Read as it goes to the agent; an error answer carries no usage
+		// and is not charged.
+		resp.Body = s.meterUsage(resp, ex.meter) // usage_parse.go
+	}
 	return nil
 }
 

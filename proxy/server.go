@@ -30,12 +30,27 @@ type Server struct {
 	// unknownTokens limits each client's tokens refused as unknown; nil
 	// when turned off.
 	unknownTokens *unknownTokenLimit
+	// forwardCA signs the forward-proxy mode's leaf certificates
+	// (forward_ca.go); nil when that mode is off.
+	forwardCA *forwardCA
+	// usage takes the LLM usage measured of responses to the engine
+	// (usage_report.go); nil: metrics only.
+	usage *UsageReporter
+}
+
+// ServerOption sets what NewServer needs beyond Config.
+type ServerOption func(*Server)
+
+// WithUsageReporter has the server report the LLM usage it measures
+// through r, whose Run the caller runs.
+func WithUsageReporter(r *UsageReporter) ServerOption {
+	return func(s *Server) { s.usage = r }
 }
 
 // NewServer wires a proxy around resolver, recording into m, the metrics
 // the resolver was given too (one /metrics for both). It opens the audit
 // log; Close releases it.
-func NewServer(cfg Config, resolver Resolver, m *Metrics, log hclog.Logger) (*Server, error) {
+func NewServer(cfg Config, resolver Resolver, m *Metrics, log hclog.Logger, opts ...ServerOption) (*Server, error) {
 	if m == nil {
 		return nil, errors.New("NewServer needs metrics (NewMetrics)")
 	}
@@ -55,7 +70,21 @@ func NewServer(cfg Config, resolver Resolver, m *Metrics, log hclog.Logger) (*Se
 		buffers:       newBufferPool(),
 		unknownTokens: newUnknownTokenLimit(cfg.UnknownTokenRate, cfg.UnknownTokenBurst),
 	}
-	s.rp = s.newReverseProxy(interimScrubber{next: newUpstreamTransport(cfg)})
+	for _, opt := range opts {
+		opt(s)
+	}
+	transport := newUpstreamTransport(cfg)
+	if err := configureUpstreamTLS(transport, cfg); err != nil { // forward_upstream.go
+		audit.Close()
+		return nil, err
+	}
+	s.rp = s.newReverseProxy(interimScrubber{next: transport})
+	if cfg.ForwardCAGenerate || cfg.ForwardCACert != "" {
+		if s.forwardCA, err = newForwardCA(cfg.ForwardCACert, cfg.ForwardCAKey, cfg.ForwardCAGenerate); err != nil {
+			audit.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -91,6 +120,13 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	if s.forwardCA != nil {
+		// The forward proxy's CA certificate, for agents to trust; never its key.
+		mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			w.Write(s.forwardCA.certPEM)
+		})
+	}
 	if s.cfg.Pprof {
 		profiling.Register(mux)
 	}
@@ -104,11 +140,20 @@ const maxAdminConnections = 64
 // ends or either server fails, then drains in-flight requests for up to
 // ShutdownTimeout. It returns once both servers' goroutines have ended.
 func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
+	return s.ServeWithForward(ctx, ln, adminLn, nil)
+}
+
+// ServeWithForward is Serve with the forward-proxy listener forwardLn
+// (forward.go) too, when it is not nil; it needs the forward-proxy CA.
+func (s *Server) ServeWithForward(ctx context.Context, ln, adminLn, forwardLn net.Listener) error {
+	if forwardLn != nil && s.forwardCA == nil {
+		return errors.New("the forward-proxy listener needs a CA")
+	}
 	proxySrv := s.httpServer(s)
 	adminSrv := s.httpServer(s.AdminHandler())
 	ln = netutil.LimitListener(limitPerClient(ln, s.cfg.MaxConnectionsPerClient), s.cfg.MaxConnections)
 	adminLn = netutil.LimitListener(adminLn, maxAdminConnections)
-	errc := make(chan error, 2)
+	errc := make(chan error, 4)
 	go func() {
 		if s.cfg.TLSCert != "" {
 			errc <- proxySrv.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey)
@@ -118,6 +163,12 @@ func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	}()
 	go func() { errc <- adminSrv.Serve(adminLn) }()
 	running := 2
+	var fwd *forwardProxy
+	if forwardLn != nil {
+		fwd = s.newForwardProxy(forwardLn)
+		fwd.serve(forwardLn, errc)
+		running += 2
+	}
 	sweepCtx, stopSweeping := context.WithCancel(context.Background())
 	swept := make(chan struct{})
 	go func() { defer close(swept); s.sweepCaches(sweepCtx) }()
@@ -134,6 +185,11 @@ func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	s.log.Info("draining", "timeout", s.cfg.ShutdownTimeout)
 	if e := proxySrv.Shutdown(drain); e != nil && err == nil {
 		err = fmt.Errorf("draining: %w", e)
+	}
+	if fwd != nil {
+		if e := fwd.shutdown(drain); e != nil && err == nil {
+			err = fmt.Errorf("draining the forward proxy: %w", e)
+		}
 	}
 	if e := adminSrv.Shutdown(drain); e != nil {
 		// Scrapes and probes only: worth a line, not a failed exit.

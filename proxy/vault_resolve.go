@@ -140,7 +140,7 @@ func parseDecision(a *resolve.Answer) (*Decision, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Decision{Allowed: *a.Allowed, Reason: a.Reason, Message: a.Message, Route: a.Route, Accessor: a.Accessor}
+	d := &Decision{Allowed: *a.Allowed, Reason: a.Reason, Message: a.Message, Route: a.Route, Accessor: a.Accessor, RetryAfterMS: a.RetryAfterMS}
 	if d.Allowed {
 		d.Grant = (*Grant)(g)
 	}

@@ -8,16 +8,29 @@ source "$(dirname "${BASH_SOURCE[0]}")/stack.sh"
 trap stack_stop EXIT
 
 echo "bench: starting Vault, phantom-proxy and the demo API..."
-stack_start
+PHANTOM_FORWARD=1 stack_start
 "$vault" write phantom/routes/demo-api upstream="$upstream" allowed_paths='/v1/customers/**' \
   allowed_methods=GET credential="$real_key" >/dev/null
 token=$("$vault" read -field=token phantom/token/demo-api ttl=2h)
+# The same API with limits: a rate limit that never refuses and a budget
+# (which needs a usage format), beside the plain token in the same run.
+"$vault" write phantom/routes/demo-api-limits upstream="$upstream" allowed_paths='/v1/customers/**' \
+  allowed_methods=GET credential="$real_key" usage_format=openai rate_limit=1000000000/1s \
+  route_rate_limit=1000000000/1s token_budget=1000000000000 >/dev/null
+limits_token=$("$vault" read -field=token phantom/token/demo-api-limits ttl=2h)
+# The forward-proxy mode beside reverse mode: one route to the same API
+# behind TLS, reached through the reverse listener and through the tunnel.
+"$vault" write phantom/routes/demo-tls upstream="$tls_upstream" allowed_paths='/v1/customers/**' \
+  allowed_methods=GET credential="$real_key" >/dev/null
+tls_token=$("$vault" read -field=token phantom/token/demo-tls ttl=2h)
+curl -fsS -o "$work/phantom-ca.pem" "$admin/ca.pem"
 # Resolve straight against Vault as phantom-proxy does: with a token from its
 # own AppRole login.
 resolve_token=$("$vault" write -field=token auth/approle/login role_id="$(cat "$work/role_id")" \
   secret_id="$(cat "$work/secret_id")")
-proxy_pid=${pids[2]}
+proxy_pid=${pids[-1]} # started last
 
 go build -C "$root" -o "$root/bin/phantom-bench" ./scripts/bench
 DEMO_UPSTREAM_KEY=$real_key "$root/bin/phantom-bench" -upstream="$upstream" -proxy="$proxy" \
-  -token="$token" -resolve-token="$resolve_token" -proxy-pid="$proxy_pid" -json="${BENCH_JSON:-$root/bench.json}" "$@"
+  -token="$token" -resolve-token="$resolve_token" -proxy-pid="$proxy_pid" -json="${BENCH_JSON:-$root/bench.json}" \
+  -forward-proxy="$forward_proxy" -forward-ca="$work/phantom-ca.pem" -forward-target="$tls_upstream" -forward-token="$tls_token" -limits-token="$limits_token" "$@"

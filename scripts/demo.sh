@@ -19,7 +19,7 @@ agent_call() {
 }
 
 step "Starting a Vault dev server, bootstrapping Phantom, starting phantom-proxy"
-stack_start
+PHANTOM_FORWARD=1 stack_start
 sed 's/^/  /' "$work/bootstrap.log"
 echo "  Vault $VAULT_ADDR, phantom-proxy $proxy, demo API $upstream (accepts only the real key)"
 
@@ -66,9 +66,44 @@ v lease revoke -sync "$lease_id"
 agent_call GET /v1/customers
 [[ $status == 401 ]] || fail "the revoked token got $status, want 401"
 
+step "Forward-proxy mode: tools that cannot change a base URL (git, curl scripts, CLIs) use HTTPS_PROXY"
+echo "  The same API behind TLS as $tls_upstream (a name only the proxy can reach)."
+echo "\$ vault write phantom/routes/demo-tls upstream=$tls_upstream allowed_paths='/v1/customers/**,/v1/debug/*' allowed_methods=GET credential=sk_live_demo_..."
+"$vault" write phantom/routes/demo-tls upstream="$tls_upstream" allowed_paths='/v1/customers/**,/v1/debug/*' \
+  allowed_methods=GET credential="$real_key" | mask
+tls_lease=$("$vault" read phantom/token/demo-tls ttl=1h)
+PHANTOM_TOKEN=$(awk '$1 == "token" {print $2}' <<<"$tls_lease")
+tls_lease_id=$(awk '$1 == "lease_id" {print $2}' <<<"$tls_lease")
+echo '$ export PHANTOM_TOKEN=$(vault read -field=token phantom/token/demo-tls ttl=1h)'
+echo "\$ eval \"\$(phantom-proxy env -forward $forward_proxy -admin $admin -ca-file phantom-ca.pem)\""
+exports=$(cd "$work" && "$root/bin/phantom-proxy" env -forward "$forward_proxy" -admin "$admin" -ca-file phantom-ca.pem) \
+  || fail "phantom-proxy env failed"
+sed 's/^/  /' <<<"$exports"
+# forward_call PATH: an unchanged curl, configured only by the environment.
+forward_call() {
+  printf '$ curl %s%s\n' "$tls_upstream" "$1"
+  status=$(env -i PATH="$PATH" PHANTOM_TOKEN="$PHANTOM_TOKEN" bash -c "$exports"'
+    curl -sS -o "$0" -w "%{http_code}" "$1"' "$work/body" "$tls_upstream$1") || true
+  echo "HTTP $status $(cat "$work/body")" | mask
+}
+forward_call /v1/customers
+[[ $status == 200 ]] || fail "the call through the forward proxy got $status"
+forward_call /v1/debug/whoami
+grep -q "$real_key" "$work/body" && fail "the real key reached the agent through the tunnel"
+grep -q '\*\*\*\*' "$work/body" || fail "the echoed key was not masked in the tunnel"
+echo "\$ curl https://example.com/v1/customers   # a host the token's route does not name: refused, nothing leaves"
+status=$(env -i PATH="$PATH" PHANTOM_TOKEN="$PHANTOM_TOKEN" bash -c "$exports"'
+  curl -sS -o "$0" -w "%{http_code}" https://example.com/v1/customers' "$work/body") || true
+echo "HTTP $status $(cat "$work/body")" | mask
+[[ $status == 403 ]] && grep -q origin_not_allowed "$work/body" || fail "a tunnel to example.com got $status, want 403 origin_not_allowed"
+v lease revoke -sync "$tls_lease_id"
+forward_call /v1/customers
+[[ $status == 401 ]] || fail "the revoked token got $status through the tunnel, want 401"
+
 step "phantom-proxy's audit log (one JSON line per request; accessors, never tokens)"
 cat "$audit_log"
 grep -q "$DEMO_API_KEY" "$audit_log" && fail "the audit log holds the token"
+grep -q "$PHANTOM_TOKEN" "$audit_log" && fail "the audit log holds the forward-mode token"
 grep -q "$real_key" "$audit_log" && fail "the audit log holds the real key"
 
 step "Demo complete"

@@ -154,16 +154,37 @@ bootstrap_phantom() {
     || { cat "$work/bootstrap.log"; fail "bootstrap failed"; }
 }
 
-# start_proxy NAME VAULT_ADDR PORT ADMIN_PORT AUDIT_FILE: phantom-proxy with
-# the bootstrap's credentials, logging to $work/NAME.log, once it is ready.
+# start_proxy NAME VAULT_ADDR PORT ADMIN_PORT AUDIT_FILE [FLAG...]: phantom-proxy
+# with the bootstrap's credentials, logging to $work/NAME.log, once it is ready.
 start_proxy() {
-  run_proxy "$2" "$work/role_id" "$work/secret_id" "127.0.0.1:$3" "127.0.0.1:$4" "$5" >"$work/$1.log" 2>&1 &
+  run_proxy "$2" "$work/role_id" "$work/secret_id" "127.0.0.1:$3" "127.0.0.1:$4" "$5" "${@:6}" >"$work/$1.log" 2>&1 &
   pids+=($!)
   wait_for "$1" http_ok "http://127.0.0.1:$4/readyz"
 }
 
+# start_forward_upstream: the demo API behind TLS as $tls_name with a CA of
+# its own ($work/upstream-ca.pem), for the forward-proxy mode; sets
+# $tls_upstream and the proxy flags that trust and reach it ($forward_flags).
+start_forward_upstream() {
+  go build -C "$root" -o "$root/bin/forward-upstream" ./scripts/forward-upstream || fail "building forward-upstream failed"
+  local tls_port forward_port
+  tls_port=$(free_port 18443)
+  forward_port=$(free_port "${PHANTOM_FORWARD_PORT:-18081}")
+  tls_name=demo-api.phantom.test
+  "$root/bin/forward-upstream" -listen="127.0.0.1:$tls_port" -name="$tls_name" -backend="$upstream" \
+    -ca-out="$work/upstream-ca.pem" >"$work/forward-upstream.log" 2>&1 &
+  pids+=($!)
+  wait_for "the TLS demo upstream" test -s "$work/upstream-ca.pem"
+  tls_upstream="https://$tls_name:$tls_port"
+  forward_proxy="http://127.0.0.1:$forward_port"
+  # The name resolves nowhere but in the proxy, as curl --resolve would pin it.
+  forward_flags=(-forward-listen="127.0.0.1:$forward_port" -forward-ca-generate
+    -upstream-ca-file="$work/upstream-ca.pem" -upstream-resolve="$tls_name:$tls_port=127.0.0.1:$tls_port")
+}
+
 # stack_start: the stack of demo.sh, dev.sh and bench.sh: a Vault dev server
-# with Phantom, a demo upstream that accepts only $real_key, and phantom-proxy.
+# with Phantom, a demo upstream that accepts only $real_key, and phantom-proxy
+# (with its forward-proxy listener too when PHANTOM_FORWARD=1).
 stack_start() {
   command -v curl >/dev/null || fail "curl is needed (apt-get install curl)"
   build_phantom
@@ -184,7 +205,13 @@ stack_start() {
   upstream="http://127.0.0.1:$upstream_port"
   wait_for "the demo upstream" curl -s -o /dev/null "$upstream/"
 
+  forward_flags=()
+  if [[ ${PHANTOM_FORWARD:-} == 1 ]]; then
+    start_forward_upstream
+  fi
+
   audit_log=$work/audit.log
-  start_proxy proxy "$VAULT_ADDR" "$proxy_port" "$admin_port" "$audit_log"
+  start_proxy proxy "$VAULT_ADDR" "$proxy_port" "$admin_port" "$audit_log" "${forward_flags[@]}"
   proxy="http://127.0.0.1:$proxy_port"
+  admin="http://127.0.0.1:$admin_port"
 }

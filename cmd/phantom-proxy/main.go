@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/phantomvault/phantom/internal/version"
 	"github.com/phantomvault/phantom/proxy"
 )
 
@@ -36,6 +37,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "env" {
+		return runEnv(args[1:], os.Stdout) // env.go
+	}
 	var cfg proxy.Config
 	var extraHeaders, queryParams, logLevel, logFormat, appRoleRole string
 	var forwardActive bool
@@ -70,9 +74,18 @@ func run(args []string) error {
 	e.str(&queryParams, "token-query-params", "PHANTOM_TOKEN_QUERY_PARAMS", strings.Join(proxy.DefaultQueryParams, ","), "comma-separated query parameters that may carry a phantom token")
 	e.str(&cfg.AuditFile, "audit-file", "PHANTOM_AUDIT_FILE", "-", "audit log file (JSON lines); - is stdout")
 	e.dur(&cfg.ShutdownTimeout, "shutdown-timeout", "PHANTOM_SHUTDOWN_TIMEOUT", proxy.DefaultShutdownTimeout, "how long SIGTERM waits for in-flight requests")
+	e.dur(&cfg.UsageReportInterval, "usage-report-interval", "PHANTOM_USAGE_REPORT_INTERVAL", proxy.DefaultUsageReportInterval, "how often the LLM usage measured is reported to Vault (budgets may overshoot by what one interval carries)")
 	e.boolean(&cfg.Pprof, "pprof", "PHANTOM_PPROF", false, "serve Go's profiler at /debug/pprof/ on the admin listener")
+	var upstreamResolve string
+	e.str(&cfg.ForwardListenAddr, "forward-listen", "PHANTOM_FORWARD_LISTEN", "", "address of the forward-proxy listener (CONNECT, for HTTPS_PROXY); off when empty")
+	e.str(&cfg.ForwardCACert, "forward-ca-cert", "PHANTOM_FORWARD_CA_CERT", "", "PEM CA certificate that signs the forward proxy's leaf certificates (with -forward-ca-key)")
+	e.str(&cfg.ForwardCAKey, "forward-ca-key", "PHANTOM_FORWARD_CA_KEY", "", "PEM private key of -forward-ca-cert; it never leaves the proxy")
+	e.boolean(&cfg.ForwardCAGenerate, "forward-ca-generate", "PHANTOM_FORWARD_CA_GENERATE", false, "generate the forward-proxy CA in memory at start (development: agents fetch it again from /ca.pem after each restart)")
+	e.str(&cfg.UpstreamCAFile, "upstream-ca-file", "PHANTOM_UPSTREAM_CA_FILE", "", "PEM CA certificates to trust for upstreams, besides the system roots")
+	e.str(&upstreamResolve, "upstream-resolve", "PHANTOM_UPSTREAM_RESOLVE", "", "comma-separated host:port=ip:port: connect to ip:port for that upstream, still verifying TLS for host (as curl --resolve)")
 	e.str(&logLevel, "log-level", "PHANTOM_LOG_LEVEL", "info", "trace, debug, info, warn or error")
 	e.str(&logFormat, "log-format", "PHANTOM_LOG_FORMAT", "text", "text or json")
+	printVersion := fs.Bool("version", false, "print the version, commit and Go version, and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: phantom-proxy [flags]\n\nForwards agents' API calls, swapping phantom tokens for the real credentials held by Vault.\nEvery flag can also be set through the environment variable in brackets.\n\n")
 		fs.PrintDefaults()
@@ -83,11 +96,16 @@ func run(args []string) error {
 		}
 		return err
 	}
+	if *printVersion {
+		fmt.Println(version.String("phantom-proxy"))
+		return nil
+	}
 	if e.err != nil {
 		return e.err
 	}
 	cfg.ExtraHeaders = splitList(extraHeaders)
 	cfg.QueryParams = splitList(queryParams)
+	cfg.UpstreamResolve = splitList(upstreamResolve)
 	if logFormat != "text" && logFormat != "json" {
 		return fmt.Errorf("-log-format must be text or json")
 	}
@@ -112,7 +130,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := proxy.NewServer(cfg, resolver, m, log)
+	usage := proxy.NewUsageReporter(resolver, cfg.UsageReportInterval, cfg.VaultTimeout, m, log.Named("usage"))
+	srv, err := proxy.NewServer(cfg, resolver, m, log, proxy.WithUsageReporter(usage))
 	if err != nil {
 		return err
 	}
@@ -126,6 +145,15 @@ func run(args []string) error {
 		ln.Close()
 		return err
 	}
+	var forwardLn net.Listener
+	if cfg.ForwardListenAddr != "" {
+		if forwardLn, err = net.Listen("tcp", cfg.ForwardListenAddr); err != nil {
+			ln.Close()
+			adminLn.Close()
+			return err
+		}
+		log.Info("forward proxy", "listen", forwardLn.Addr().String())
+	}
 	// The resolver's login lives as long as the listeners: when Serve
 	// returns, for a signal or a failed listener, it ends too, and run
 	// waits for it (and the batches it was sending) before returning.
@@ -135,8 +163,18 @@ func run(args []string) error {
 		defer close(resolverDone)
 		resolver.Run(resolverCtx)
 	}()
-	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "vault", cfg.VaultAddr)
-	err = srv.Serve(ctx, ln, adminLn)
+	log.Info("serving", "version", version.Version, "commit", version.Commit, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "vault", cfg.VaultAddr)
+	// Usage is reported until the listeners have drained, then once more,
+	// while the resolver's login still holds.
+	usageCtx, stopUsage := context.WithCancel(context.Background())
+	usageDone := make(chan struct{})
+	go func() {
+		defer close(usageDone)
+		usage.Run(usageCtx)
+	}()
+	err = srv.ServeWithForward(ctx, ln, adminLn, forwardLn)
+	stopUsage()
+	<-usageDone
 	stopResolver()
 	<-resolverDone
 	return err

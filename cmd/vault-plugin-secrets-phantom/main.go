@@ -3,20 +3,29 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/sdk/plugin"
 
+	"github.com/phantomvault/phantom/internal/version"
 	phantom "github.com/phantomvault/phantom/plugin"
 )
 
 func main() {
 	apiClientMeta := &api.PluginAPIClientMeta{}
 	flags := apiClientMeta.FlagSet()
+	printVersion := flags.Bool("version", false, "print the version, commit and Go version, and exit")
 	if err := flags.Parse(os.Args[1:]); err != nil {
 		fatal(err)
+	}
+	if *printVersion {
+		// What Vault is told (RunningVersion) and what the operator registers
+		// with -version: the same string.
+		fmt.Println(version.String("vault-plugin-secrets-phantom"))
+		return
 	}
 
 	if addr := os.Getenv(pprofEnv); addr != "" {

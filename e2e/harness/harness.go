@@ -109,7 +109,7 @@ func (tl *Tools) goBuild(out, pkg string, flags ...string) error {
 func (tl *Tools) PluginVersion(t testing.TB, version string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), PluginName)
-	if err := tl.goBuild(out, "./cmd/"+PluginName, "-ldflags", "-X github.com/phantomvault/phantom/plugin.Version="+version); err != nil {
+	if err := tl.goBuild(out, "./cmd/"+PluginName, "-ldflags", "-X github.com/phantomvault/phantom/internal/version.Version="+version); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -56,6 +56,7 @@ type Grant struct {
 	AuthFormat string // template around Placeholder
 	Headers    map[string]string
 	ExpiresAt  time.Time // zero when the engine sent none
+	Limits     *Limits   // nil when none apply
 }
 
 // AuthValue is the credential as the route sends it, before any encoding.
@@ -115,6 +116,9 @@ func (a *Answer) Validate() (*Grant, error) {
 		Route: a.Route, Accessor: a.Accessor, Upstream: upstream,
 		Credential: rg.Credential, AuthType: rg.AuthType, AuthName: rg.AuthName, AuthFormat: rg.AuthFormat,
 		Headers: rg.Headers,
+	}
+	if !a.Limits.Empty() {
+		g.Limits = a.Limits
 	}
 	if t, err := time.Parse(TimeLayout, a.ExpiresAt); err == nil {
 		g.ExpiresAt = t

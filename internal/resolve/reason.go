@@ -14,6 +14,15 @@ const (
 	ReasonMethodNotAllowed = "method_not_allowed"
 	ReasonPathNotAllowed   = "path_not_allowed"
 	ReasonBadRequest       = "bad_request"
+
+	// Limits (limits.go). A spent budget is a dead token, like used-up
+	// uses; a rate limit is transient (429 with Retry-After); a model
+	// outside the allow-list or a request above the output cap is out of
+	// scope. The proxy decides the last two from the answer's Limits.
+	ReasonRateLimited       = "rate_limited"
+	ReasonBudgetExhausted   = "budget_exhausted"
+	ReasonModelNotAllowed   = "model_not_allowed"
+	ReasonOutputCapExceeded = "max_output_tokens_exceeded"
 )
 
 // reasons is what the agent sees for each deny reason. A dead token is 401
@@ -33,6 +42,10 @@ var reasons = []struct {
 	{ReasonMethodNotAllowed, http.StatusForbidden, "this method is not allowed for the phantom token"},
 	{ReasonPathNotAllowed, http.StatusForbidden, "this path is not allowed for the phantom token"},
 	{ReasonBadRequest, http.StatusBadRequest, refusedMessage},
+	{ReasonRateLimited, http.StatusTooManyRequests, "the phantom token's rate limit was reached; retry after the time in Retry-After"},
+	{ReasonBudgetExhausted, http.StatusUnauthorized, "the phantom token's LLM token budget is spent"},
+	{ReasonModelNotAllowed, http.StatusForbidden, "this model is not allowed for the phantom token"},
+	{ReasonOutputCapExceeded, http.StatusForbidden, "the request asks for more output tokens than the phantom token allows"},
 }
 
 // A reason this table does not know (from a newer engine) is refused as

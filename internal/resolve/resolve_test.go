@@ -33,6 +33,10 @@ func TestDataIsTheWireJSON(t *testing.T) {
 	withUses.UsesRemaining = new(0)
 	single := Allow("r", "pha_1", expires)
 	single.RouteGrant = grant
+	limited := Allow("r", "pha_1", expires)
+	limited.Limits = &Limits{UsageFormat: UsageOpenAI, AllowedModels: []string{"gpt-4o*"}, MaxOutputTokens: 512, BudgetRemaining: new(int64(0))}
+	throttled := Deny(ReasonRateLimited, "slow down")
+	throttled.RetryAfterMS = 1500
 	known := Deny(ReasonRevoked, "token was revoked")
 	known.Route, known.Accessor = "r", "pha_2"
 	answers := map[string]*Answer{
@@ -41,6 +45,8 @@ func TestDataIsTheWireJSON(t *testing.T) {
 		"allowed in a batch":  Allow("r", "pha_1", expires),
 		"last use":            withUses,
 		"allowed alone":       single,
+		"with limits":         limited,
+		"rate limited":        throttled,
 	}
 	for name, a := range answers {
 		if got, want := wire(t, a.Data()), wire(t, a); !reflect.DeepEqual(got, want) {
@@ -77,13 +83,14 @@ func TestRefusal(t *testing.T) {
 	for reason, want := range map[string]int{
 		ReasonUnknownToken: 401, ReasonExpired: 401, ReasonRevoked: 401, ReasonRouteDeleted: 401, ReasonUsesExhausted: 401,
 		ReasonCIDRDenied: 403, ReasonMethodNotAllowed: 403, ReasonPathNotAllowed: 403, ReasonBadRequest: 400,
+		ReasonRateLimited: 429, ReasonBudgetExhausted: 401, ReasonModelNotAllowed: 403, ReasonOutputCapExceeded: 403,
 	} {
 		status, message := Refusal(reason)
 		if status != want || message == "" || !Known(reason) {
 			t.Errorf("%s: %d %q known=%v, want %d", reason, status, message, Known(reason), want)
 		}
 	}
-	if len(Reasons()) != 9 {
+	if len(Reasons()) != 13 {
 		t.Errorf("reasons: %v", Reasons())
 	}
 	// A reason from a newer engine is refused as out of scope, saying nothing.
@@ -215,5 +222,37 @@ func TestReplyAnswers(t *testing.T) {
 	single := decode(allowJSON)
 	if as, err := single.Answers(1); err != nil || len(as) != 1 || as[0].Credential != "k" {
 		t.Errorf("single: %v %v", as, err)
+	}
+}
+
+func TestMatchModel(t *testing.T) {
+	for _, c := range []struct {
+		pattern, model string
+		want           bool
+	}{
+		{"gpt-4o", "gpt-4o", true},
+		{"gpt-4o", "gpt-4o-mini", false},
+		{"gpt-4o", "GPT-4o", false},
+		{"gpt-4o*", "gpt-4o-mini", true},
+		{"gpt-4o*", "gpt-4", false},
+		{"*", "", true},
+		{"claude-*-haiku-*", "claude-3-5-haiku-20241022", true},
+		{"claude-*-haiku-*", "claude-3-5-sonnet-20241022", false},
+		{"*-mini", "gpt-4o-mini", true},
+		{"*-mini", "gpt-4o-mini-x", false},
+		{"a*b*c", "abbbc", true},
+		{"a*b*c", "acb", false},
+	} {
+		if got := MatchModel(c.pattern, c.model); got != c.want {
+			t.Errorf("MatchModel(%q, %q) = %v, want %v", c.pattern, c.model, got, c.want)
+		}
+	}
+	if !ModelAllowed(nil, "anything") || ModelAllowed([]string{"a"}, "b") || !ModelAllowed([]string{"b", "a*"}, "ab") {
+		t.Error("ModelAllowed does not apply its patterns as a list")
+	}
+	for _, bad := range []string{"", "gpt 4", "gpt\\4", "a**", "x\x00"} {
+		if ValidModelPattern(bad) == nil {
+			t.Errorf("ValidModelPattern(%q) accepted", bad)
+		}
 	}
 }

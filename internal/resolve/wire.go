@@ -49,6 +49,11 @@ type Answer struct {
 	Accessor      string `json:"accessor,omitempty"`
 	ExpiresAt     string `json:"expires_at,omitempty"` // TimeLayout
 	UsesRemaining *int   `json:"uses_remaining,omitempty"`
+	// RetryAfterMS comes with ReasonRateLimited: how long until the request
+	// would be allowed, in milliseconds.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+	// Limits are this request's limits (limits.go), on an allowed answer.
+	Limits *Limits `json:"limits,omitempty"`
 	*RouteGrant
 }
 
@@ -94,7 +99,7 @@ func Allow(route, accessor string, expiresAt time.Time) *Answer {
 
 // Data is a as the engine returns it.
 func (a *Answer) Data() map[string]any {
-	size := 6
+	size := 8
 	if a.RouteGrant != nil {
 		size += 6
 	}
@@ -112,6 +117,12 @@ func (a *Answer) Data() map[string]any {
 	put("expires_at", a.ExpiresAt)
 	if a.UsesRemaining != nil {
 		d["uses_remaining"] = *a.UsesRemaining
+	}
+	if a.RetryAfterMS != 0 {
+		d["retry_after_ms"] = a.RetryAfterMS
+	}
+	if !a.Limits.Empty() {
+		d["limits"] = a.Limits.Data()
 	}
 	if a.RouteGrant != nil {
 		a.RouteGrant.addTo(d)

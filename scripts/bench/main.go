@@ -38,6 +38,7 @@ type config struct {
 	rounds, bulkMiB, bulkRounds                                                       int
 	conns                                                                             []int
 	jsonOut                                                                           string
+	forward                                                                           forwardConfig // forward.go
 }
 
 type result struct {
@@ -56,7 +57,8 @@ type report struct {
 	Results          []result           `json:"results"`
 	Ratios           map[string]float64 `json:"ratios"`
 	AddedMedianMS    float64            `json:"phantom_added_median_ms_at_1"`
-	AddedFloorMS     float64            `json:"phantom_added_floor_ms_at_1,omitempty"` // the bare proxy's added latency plus one resolve
+	ForwardAddedMS   float64            `json:"forward_added_median_ms_at_1,omitempty"` // the tunnel over reverse mode, same TLS upstream
+	AddedFloorMS     float64            `json:"phantom_added_floor_ms_at_1,omitempty"`  // the bare proxy's added latency plus one resolve
 	ResolvePerSecond float64            `json:"vault_resolve_per_second"`
 	BatchedPerSecond float64            `json:"vault_batched_decisions_per_second"`
 	Floor            *floor             `json:"vault_latency_floor,omitempty"`
@@ -87,6 +89,7 @@ func main() {
 	flag.DurationVar(&c.memoryRun, "memory-run", 0, "after the runs, drive phantom-proxy at the highest concurrency this long and record its memory (e.g. 10m)")
 	flag.IntVar(&c.bulkMiB, "bulk-mib", 256, "size of the large response downloaded through each target, in MiB (0: skip)")
 	flag.IntVar(&c.bulkRounds, "bulk-rounds", 3, "downloads of the large response per target")
+	c.forward.flags()
 	bareProxy := flag.Bool("bare-proxy", false, "serve the bare reverse proxy to -upstream and print its URL (the bench starts itself so)")
 	bulkUpstream := flag.Bool("bulk-upstream", false, "serve the large responses and print the URL (the bench starts itself so)")
 	flag.Parse()
@@ -119,11 +122,18 @@ func main() {
 	defer rss.stop()
 
 	r := report{Machine: machine(), Duration: c.duration.String(), Ratios: map[string]float64{}}
-	targets := []struct{ name, base, auth string }{
-		{"direct", c.upstream, "Bearer " + key},
-		{"bare-proxy", bare, ""},
-		{"phantom", c.proxy, "Bearer " + c.token},
+	targets := []target{
+		{"direct", c.upstream, "Bearer " + key, nil},
+		{"bare-proxy", bare, "", nil},
+		{"phantom", c.proxy, "Bearer " + c.token, nil},
 	}
+	if c.forward.on() {
+		// Reverse mode and the tunnel to the same TLS upstream, side by side.
+		targets = append(targets,
+			target{"phantom-tls", c.proxy, "Bearer " + c.forward.token, nil},
+			target{"forward", c.forward.target, "", c.forward.transport()})
+	}
+	targets = append(targets, limitsTargets(c.proxy)...) // limits.go
 	byKey := map[string]result{}
 	for _, n := range c.conns {
 		// The targets take turns in short slices, so a noisy neighbour
@@ -132,7 +142,7 @@ func main() {
 		slice := c.duration / time.Duration(c.rounds)
 		for range c.rounds {
 			for i, tg := range targets {
-				runs[i].add(tg.base+c.path, tg.auth, n, slice)
+				runs[i].add(tg.base+c.path, tg.auth, n, slice, tg.transport)
 			}
 		}
 		for i, tg := range targets {
@@ -145,6 +155,15 @@ func main() {
 		p, d, b := byKey[fmt.Sprintf("phantom/%d", n)], byKey[fmt.Sprintf("direct/%d", n)], byKey[fmt.Sprintf("bare-proxy/%d", n)]
 		r.Ratios[fmt.Sprintf("phantom/direct@%d", n)] = round(p.RPS / d.RPS)
 		r.Ratios[fmt.Sprintf("phantom/bare-proxy@%d", n)] = round(p.RPS / b.RPS)
+		if l, ok := byKey[fmt.Sprintf("phantom-limits/%d", n)]; ok {
+			r.Ratios[fmt.Sprintf("phantom-limits/phantom@%d", n)] = round(l.RPS / p.RPS)
+		}
+		if f, ok := byKey[fmt.Sprintf("forward/%d", n)]; ok {
+			r.Ratios[fmt.Sprintf("forward/phantom-tls@%d", n)] = round(f.RPS / byKey[fmt.Sprintf("phantom-tls/%d", n)].RPS)
+		}
+	}
+	if f, ok := byKey["forward/1"]; ok {
+		r.ForwardAddedMS = round(f.P50ms - byKey["phantom-tls/1"].P50ms)
 	}
 	if p, ok := byKey["phantom/1"]; ok {
 		r.AddedMedianMS = round(p.P50ms - byKey["direct/1"].P50ms)
@@ -172,6 +191,12 @@ func main() {
 	fmt.Printf("\nfigures written to %s\n", c.jsonOut)
 }
 
+// target is one way to reach the API, driven in turn with the others.
+type target struct {
+	name, base, auth string
+	transport        func(n int) *http.Transport // nil: plain keep-alive
+}
+
 // run accumulates one target's slices of load.
 type run struct {
 	ok, failed int64
@@ -180,9 +205,9 @@ type run struct {
 }
 
 // add sends GETs over n keep-alive connections for d and records them.
-func (r *run) add(target, auth string, n int, d time.Duration) {
+func (r *run) add(target, auth string, n int, d time.Duration, transport func(n int) *http.Transport) {
 	lat := make([][]time.Duration, n)
-	ok, failed := hammer(target, auth, n, d, func(worker int, took time.Duration) {
+	ok, failed := hammerWith(target, auth, n, d, transport, func(worker int, took time.Duration) {
 		lat[worker] = append(lat[worker], took)
 	})
 	r.ok, r.failed, r.took = r.ok+ok, r.failed+failed, r.took+d
@@ -200,9 +225,17 @@ func (r *run) result(n int) result {
 // hammer sends GETs from n workers, each over its own keep-alive
 // connection, for d, and passes each success's latency to done.
 func hammer(target, auth string, n int, d time.Duration, done func(worker int, took time.Duration)) (ok, failed int64) {
-	client := &http.Client{Transport: &http.Transport{
-		MaxIdleConns: n, MaxIdleConnsPerHost: n, MaxConnsPerHost: n, DisableCompression: true,
-	}}
+	return hammerWith(target, auth, n, d, nil, done)
+}
+
+// hammerWith is hammer over the transport newTransport makes (through the
+// forward proxy, say); nil is a plain keep-alive transport.
+func hammerWith(target, auth string, n int, d time.Duration, newTransport func(n int) *http.Transport, done func(worker int, took time.Duration)) (ok, failed int64) {
+	tr := &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, MaxConnsPerHost: n, DisableCompression: true}
+	if newTransport != nil {
+		tr = newTransport(n)
+	}
+	client := &http.Client{Transport: tr}
 	defer client.CloseIdleConnections()
 	var okN, failedN atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -377,6 +410,9 @@ func printReport(r report) {
 		fmt.Printf("ratio %-24s %6.3f\n", k, r.Ratios[k])
 	}
 	fmt.Printf("median latency phantom adds over direct at 1 connection: %.3f ms\n", r.AddedMedianMS)
+	if r.ForwardAddedMS != 0 {
+		fmt.Printf("median latency the forward-proxy tunnel adds over reverse mode (same TLS upstream) at 1 connection: %.3f ms\n", r.ForwardAddedMS)
+	}
 	fmt.Printf("resolve straight against Vault: %.0f /s one per call, %.0f /s in batches of 16; mint: %.0f /s\n",
 		r.ResolvePerSecond, r.BatchedPerSecond, r.MintPerSecond)
 	if f := r.Floor; f != nil {

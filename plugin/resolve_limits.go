@@ -1,0 +1,48 @@
+package plugin
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+)
+
+// checkLimits decides the limits of a request that passed every other
+// check, in this order: the model allow-list can match something, the
+// budget is not spent, and last the rate limits, so that a request refused
+// for any other reason spends no rate. It returns the limits the proxy
+// enforces on the request, or the denial.
+func (b *backend) checkLimits(h heldToken, route *routeEntry, now time.Time) (*resolve.Limits, *resolve.Answer) {
+	t := h.entry
+	e := effective(t, route)
+	if e.usageFormat == resolve.UsageNone && (e.budget > 0 || e.maxOutputTokens > 0 || len(e.models) > 0) {
+		// The token's own LLM limits outlived its route's usage_format:
+		// the proxy could not enforce them, so nothing passes.
+		reason := resolve.ReasonModelNotAllowed
+		if e.budget > 0 {
+			reason = resolve.ReasonBudgetExhausted
+		}
+		return nil, deny(reason, "the route declares no usage_format any more, so the token's LLM limits cannot be enforced", t)
+	}
+	if e.noModel {
+		return nil, deny(resolve.ReasonModelNotAllowed, "no model is allowed by both the token's and the route's allowed_models", t)
+	}
+	var spent int64
+	if e.budget > 0 {
+		spent = b.usage.spent(h.tokenHMAC, t)
+		if spent >= e.budget {
+			return nil, deny(resolve.ReasonBudgetExhausted, "token has spent its budget of "+strconv.FormatInt(e.budget, 10)+" LLM tokens", t)
+		}
+	}
+	if e.rate != nil || e.routeRate != nil {
+		ok, wait := b.limiter.allow(now,
+			limitCheck{key: h.tokenHMAC, rate: e.rate},
+			limitCheck{route: true, key: route.ID, rate: e.routeRate})
+		if !ok {
+			a := deny(resolve.ReasonRateLimited, "rate limit reached; retry after "+strconv.FormatInt(retryAfterMS(wait), 10)+" ms", t)
+			a.RetryAfterMS = retryAfterMS(wait)
+			return nil, a
+		}
+	}
+	return e.answer(spent), nil
+}

@@ -1,0 +1,407 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/phantomvault/phantom/internal/testutil"
+)
+
+func TestParseConnectTarget(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string // want "" means refused
+	}{
+		{"api.example.com:443", "api.example.com:443"},
+		{"API.Example.COM:8443", "api.example.com:8443"},
+		{"127.0.0.1:443", "127.0.0.1:443"},
+		{"[::1]:443", "[::1]:443"},
+		{"api.example.com", ""},
+		{"api.example.com:", ""},
+		{"api.example.com:0", ""},
+		{"api.example.com:65536", ""},
+		{"api.example.com:0443", ""},
+		{"api.example.com:+443", ""},
+		{"api.example.com.:443", ""},
+		{"127.1:443", ""},
+		{"0x7f.0.0.1:443", ""},
+		{"0x7f000001:443", ""},
+		{"2130706433:443", ""},
+		{"127.000.000.001:443", ""},
+		{"[::ffff:127.0.0.1]:443", ""},
+		{"[fe80::1%eth0]:443", ""},
+		{"[0:0::1]:443", ""},
+		{"a_b.example.com:443", ""},
+		{"-a.example.com:443", ""},
+		{"a..example.com:443", ""},
+		{"exa%6dple.com:443", ""},
+		{"user@example.com:443", ""},
+		{"example.com:443/x", ""},
+	} {
+		o, err := parseConnectTarget(tc.in)
+		got := ""
+		if err == nil {
+			got = o.String()
+		}
+		if got != tc.want {
+			t.Errorf("parseConnectTarget(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestProxyAuthToken(t *testing.T) {
+	tok, other := mintToken(t), mintToken(t)
+	basic := func(s string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(s)) }
+	for _, tc := range []struct {
+		name, header, want string
+		bad                bool
+	}{
+		{"none", "", "", false},
+		{"password", basic("x:" + tok), tok, false},
+		{"user", basic(tok + ":"), tok, false},
+		{"both the same", basic(tok + ":" + tok), tok, false},
+		{"bearer", "Bearer " + tok, tok, false},
+		{"two tokens", basic(tok + ":" + other), "", true},
+		{"a real key", basic("x:sk_live_123"), "", true},
+		{"garbage", "Basic !!!", "", true},
+	} {
+		h := http.Header{}
+		if tc.header != "" {
+			h.Set("Proxy-Authorization", tc.header)
+		}
+		got, err := proxyAuthToken(h)
+		if got != tc.want || (err != nil) != tc.bad {
+			t.Errorf("%s: got a token %v, error %v", tc.name, got == tc.want, err)
+		}
+	}
+}
+
+// forwardFixture is a proxy with the forward listener in front of a TLS
+// upstream pinned at upstream.test:443, and a client configured only with
+// the proxy URL and the proxy's CA, as an agent would be.
+type forwardFixture struct {
+	p        *testProxy
+	fwdAddr  string
+	admin    string
+	caPool   *x509.CertPool
+	received atomic.Int64
+	stop     func() error
+}
+
+func newForwardFixture(t *testing.T) *forwardFixture {
+	t.Helper()
+	f := &forwardFixture{}
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.received.Add(1)
+		if r.Header.Get("Authorization") != "Bearer "+realKey {
+			w.WriteHeader(401)
+			return
+		}
+		io.WriteString(w, "upstream saw "+r.Host+r.URL.RequestURI())
+	}))
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	// httptest's certificate names example.com: the route's host.
+	caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o644)
+
+	tok := mintToken(t)
+	u, _ := url.Parse("https://example.com")
+	g := &Grant{Route: "r", Accessor: "pha_test", Upstream: u, Credential: realKey,
+		AuthType: "bearer", AuthName: "Authorization", AuthFormat: "Bearer {{credential}}", Headers: map[string]string{}}
+	res := &fakeResolver{grants: map[string]*Grant{tok: g}, deny: map[string]string{}}
+	logs := &testutil.LockedBuffer{}
+	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: filepath.Join(t.TempDir(), "audit.log"),
+		ForwardCAGenerate: true, UpstreamCAFile: caFile,
+		UpstreamResolve: []string{"example.com:443=" + up.Listener.Addr().String()}},
+		res, testMetrics(t), hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() {
+		if s := logs.String(); strings.Contains(s, tok) || strings.Contains(s, realKey) {
+			t.Errorf("the proxy's log holds a secret:\n%s", s)
+		}
+	})
+	f.p = &testProxy{resolver: res, token: tok, srv: srv}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	adminLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	fwdLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	f.fwdAddr, f.admin = fwdLn.Addr().String(), "http://"+adminLn.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeWithForward(ctx, ln, adminLn, fwdLn) }()
+	var stopped bool
+	var serveErr error
+	f.stop = func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			serveErr = <-served
+		}
+		return serveErr
+	}
+	t.Cleanup(func() { f.stop() })
+
+	resp, err := http.Get(f.admin + "/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	f.caPool = x509.NewCertPool()
+	if !f.caPool.AppendCertsFromPEM(caPEM) || strings.Contains(string(caPEM), "PRIVATE") {
+		t.Fatalf("/ca.pem: %q", caPEM)
+	}
+	return f
+}
+
+// client goes through the forward proxy with creds as proxy credentials.
+func (f *forwardFixture) client(creds string) *http.Client {
+	pu := &url.URL{Scheme: "http", Host: f.fwdAddr}
+	if creds != "" {
+		pu.User = url.UserPassword("x", creds)
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: f.caPool}, ForceAttemptHTTP2: true}}
+}
+
+func TestForwardTunnel(t *testing.T) {
+	f := newForwardFixture(t)
+	c := f.client(f.p.token)
+	resp, err := c.Get("https://example.com/v1/customers?limit=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "upstream saw example.com/v1/customers?limit=1" || resp.Proto != "HTTP/1.1" {
+		t.Fatalf("%s %d %s", resp.Proto, resp.StatusCode, body)
+	}
+
+	// Another origin through the same token: refused before any byte leaves.
+	before := f.received.Load()
+	for _, target := range []string{"https://example.org/v1/x", "https://example.com:8443/v1/x"} {
+		resp, err = c.Get(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 403 || !strings.Contains(string(body), reasonOriginNotAllowed) {
+			t.Fatalf("%s: %d %s", target, resp.StatusCode, body)
+		}
+	}
+	if f.received.Load() != before {
+		t.Fatal("a request for another origin reached the upstream")
+	}
+
+	// No token anywhere: 401, nothing forwarded.
+	resp, err = f.client("").Get("https://example.com/v1/customers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || f.received.Load() != before {
+		t.Fatalf("no token: %d", resp.StatusCode)
+	}
+
+	// Proxy credentials that are not a phantom token: 407 on the CONNECT.
+	_, err = f.client("sk_live_realkey").Get("https://example.com/v1/customers")
+	if err == nil || !strings.Contains(err.Error(), "Proxy Authentication Required") {
+		t.Fatalf("a real key as proxy credentials: %v", err)
+	}
+}
+
+// rawConnect opens a CONNECT to target and returns the connection and the
+// proxy's status line.
+func rawConnect(t *testing.T, addr, target string) (net.Conn, *bufio.Reader, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, br, resp.Status
+}
+
+func TestForwardTunnelRefusesWhatIsNotTLS(t *testing.T) {
+	f := newForwardFixture(t)
+
+	// Plain HTTP inside the tunnel: a clear 400, not a hang.
+	conn, br, status := rawConnect(t, f.fwdAddr, "example.com:443")
+	if status != "200 Connection established" {
+		t.Fatal(status)
+	}
+	io.WriteString(conn, "GET /v1/customers HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "https:// URLs through HTTPS_PROXY") {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+
+	// A TLS server name other than the CONNECT host: no handshake.
+	conn, _, _ = rawConnect(t, f.fwdAddr, "example.com:443")
+	tc := tls.Client(conn, &tls.Config{ServerName: "example.org", RootCAs: f.caPool})
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("a handshake for another server name succeeded")
+	}
+
+	// Not a CONNECT, and CONNECT targets that could be read two ways.
+	resp, err = http.Get("http://" + f.fwdAddr + "/v1/customers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("GET on the forward listener: %d", resp.StatusCode)
+	}
+	if _, _, status := rawConnect(t, f.fwdAddr, "127.1:443"); !strings.HasPrefix(status, "400") {
+		t.Fatalf("CONNECT 127.1:443: %s", status)
+	}
+	// Proxy credentials that are not a phantom token: 407, JSON, a challenge.
+	conn, err = net.Dial("tcp", f.fwdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nProxy-Authorization: Basic "+
+		base64.StdEncoding.EncodeToString([]byte("x:sk_live_realkey"))+"\r\n\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	if resp.StatusCode != 407 || resp.Header.Get("Proxy-Authenticate") == "" || !strings.Contains(string(body), `"type":"phantom_unauthorized"`) {
+		t.Fatalf("%d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	if f.received.Load() != 0 {
+		t.Fatal("the upstream received a request")
+	}
+}
+
+func TestForwardShutdownClosesTunnels(t *testing.T) {
+	f := newForwardFixture(t)
+	c := f.client(f.p.token)
+	resp, err := c.Get("https://example.com/v1/customers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	// An idle tunnel (kept alive by the client) and a CONNECT whose client
+	// never starts TLS must not hold the drain.
+	rawConnect(t, f.fwdAddr, "example.com:443")
+	start := time.Now()
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("draining took %v", d)
+	}
+}
+
+func TestForwardCA(t *testing.T) {
+	ca, err := newForwardCA("", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.leaf("api.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(leaf.Certificate[0])
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	if _, err := cert.Verify(x509.VerifyOptions{DNSName: "api.example.com", Roots: roots}); err != nil {
+		t.Fatal(err)
+	}
+	if life := cert.NotAfter.Sub(cert.NotBefore); life > leafValidity+leafBackdate || cert.PublicKeyAlgorithm != x509.ECDSA {
+		t.Fatalf("leaf lives %v, key %v", life, cert.PublicKeyAlgorithm)
+	}
+	if again, _ := ca.leaf("api.example.com"); again != leaf {
+		t.Fatal("the leaf was not cached")
+	}
+	ipLeaf, _ := ca.leaf("127.0.0.1")
+	ipCert, _ := x509.ParseCertificate(ipLeaf.Certificate[0])
+	if _, err := ipCert.Verify(x509.VerifyOptions{DNSName: "127.0.0.1", Roots: roots}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Files: a CA and its key load; a key of another certificate, or a
+	// certificate that is no CA, does not.
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, b, 0o600)
+		return p
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(ca.key)
+	certFile := write("ca.pem", ca.certPEM)
+	keyFile := write("ca.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if _, err := newForwardCA(certFile, keyFile, false); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := newForwardCA("", "", true)
+	otherKey, _ := x509.MarshalPKCS8PrivateKey(other.key)
+	if _, err := newForwardCA(certFile, write("other.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: otherKey})), false); err == nil {
+		t.Fatal("a key of another CA was accepted")
+	}
+	leafKey, _ := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
+	leafCert := write("leaf.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificate[0]}))
+	if _, err := newForwardCA(leafCert, write("leaf.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: leafKey})), false); err == nil ||
+		strings.Contains(err.Error(), "PRIVATE") {
+		t.Fatalf("a leaf certificate as CA: %v", err)
+	}
+}
+
+func TestForwardConfigValidate(t *testing.T) {
+	base := Config{VaultAddr: "http://v", RoleIDFile: "r", SecretIDFile: "s"}
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+		ok   bool
+	}{
+		{"generated", func(c *Config) { c.ForwardListenAddr = "127.0.0.1:8081"; c.ForwardCAGenerate = true }, true},
+		{"files", func(c *Config) { c.ForwardListenAddr = "127.0.0.1:8081"; c.ForwardCACert, c.ForwardCAKey = "c", "k" }, true},
+		{"no CA", func(c *Config) { c.ForwardListenAddr = "127.0.0.1:8081" }, false},
+		{"cert without key", func(c *Config) { c.ForwardCACert = "c" }, false},
+		{"both", func(c *Config) { c.ForwardCAGenerate = true; c.ForwardCACert, c.ForwardCAKey = "c", "k" }, false},
+	} {
+		c := base
+		tc.set(&c)
+		if err := c.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	if _, err := parseUpstreamResolve([]string{"api.example.com:443=localhost:443"}); err == nil {
+		t.Error("-upstream-resolve took a name as the address")
+	}
+}
