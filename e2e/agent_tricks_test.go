@@ -221,6 +221,11 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 		if strings.Contains(answer, echoingKey) {
 			t.Fatalf("a 103 carried the key to the agent:\n%s", answer)
 		}
+		// The final answer still names its audit record, once.
+		_, final, _ := strings.Cut(answer, "HTTP/1.1 200 ")
+		if n := strings.Count(strings.ToLower(final), "x-phantom-request-id:"); n != 1 {
+			t.Fatalf("the 200 after a 103 has %d request ids:\n%s", n, answer)
+		}
 	})
 	t.Run("every Content-Encoding value is checked", func(t *testing.T) {
 		// "identity, gzip" is one layer of gzip: decoded, then scrubbed.

@@ -156,6 +156,23 @@ func TestForwardRealClients(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 	})
+	t.Run("curl, refused at CONNECT", func(t *testing.T) {
+		// A's token to B: curl reports the CONNECT's 403.
+		out, err := run(t, withProxyCreds, curl, "-sS", st.b.URL+"/v1/customers")
+		if err == nil || !strings.Contains(out, "CONNECT tunnel failed, response 403") {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		// A revoked token as proxy credentials: 407, the credentials' fault.
+		tok, lease := st.v.Mint(t, "a", "ttl=1h")
+		st.v.MustCLI(t, "lease", "revoke", "-sync", lease)
+		out, err = run(t, st.fp.ClientEnv(t, tok), curl, "-sS", st.a.URL+"/v1/customers")
+		if err == nil || !strings.Contains(out, "CONNECT tunnel failed, response 407") {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if n := st.b.Connections(); n != 0 {
+			t.Fatalf("B received %d connections", n)
+		}
+	})
 	t.Run("curl, the echoed key is masked", func(t *testing.T) {
 		out, err := run(t, withProxyCreds, curl, "-sS", "--fail-with-body", st.a.URL+"/v1/echo-key")
 		if err != nil || strings.Contains(out, realKey) || !strings.Contains(out, strings.Repeat("*", len(realKey))) {
@@ -351,10 +368,40 @@ func (st *forwardStack) openTunnel(t *testing.T, target, proxyToken string) (*tu
 	return &tunnel{conn: tc, br: bufio.NewReader(tc)}, 200
 }
 
+// connectRefused sends CONNECT target (with proxyToken unless empty) and
+// returns the refusal's status and body; a 200 fails the test.
+func (st *forwardStack) connectRefused(t *testing.T, target, proxyToken string) (int, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(st.fp.Forward, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
+	if proxyToken != "" {
+		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("phantom:"+proxyToken)) + "\r\n"
+	}
+	io.WriteString(conn, req+"\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == 200 {
+		t.Fatalf("CONNECT %s was accepted", target)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
 // get sends GET path with Host host (and token as Bearer unless empty)
 // inside the tunnel and returns the answer.
 func (tn *tunnel) get(t *testing.T, host, path, token string) (int, string) {
 	t.Helper()
+	if tn == nil {
+		t.Fatal("no tunnel: its CONNECT was refused")
+	}
 	req := "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\n"
 	if token != "" {
 		req += "Authorization: Bearer " + token + "\r\n"
@@ -396,32 +443,43 @@ func TestForwardAttacks(t *testing.T) {
 		}
 	}
 
-	t.Run("a host no token allows", func(t *testing.T) {
+	// The CONNECT itself is refused: no tunnel, no TLS, no byte anywhere.
+	t.Run("a host no route names, refused at CONNECT", func(t *testing.T) {
 		target := "evil.phantom.test:" + st.evil.Port
-		tn, _ := st.openTunnel(t, target, tokA)
-		code, body := tn.get(t, target, "/v1/customers", "")
+		code, body := st.connectRefused(t, target, tokA)
 		refused(t, code, body, 403, "origin_not_allowed")
-		tn, _ = st.openTunnel(t, target, "")
-		code, body = tn.get(t, target, "/v1/customers", tokA)
+		code, body = st.connectRefused(t, target, "")
 		refused(t, code, body, 403, "origin_not_allowed")
 		nothingReached(t, st.evil)
 	})
-	t.Run("the right host on another port", func(t *testing.T) {
+	t.Run("the right host on another port, refused at CONNECT", func(t *testing.T) {
 		target := "api-a.phantom.test:" + st.aOther.Port
-		tn, _ := st.openTunnel(t, target, tokA)
-		code, body := tn.get(t, target, "/v1/customers", "")
+		code, body := st.connectRefused(t, target, tokA)
+		refused(t, code, body, 403, "origin_not_allowed")
+		code, body = st.connectRefused(t, target, "")
 		refused(t, code, body, 403, "origin_not_allowed")
 		nothingReached(t, st.aOther)
 	})
-	t.Run("a token for route A tunnelling to route B's host", func(t *testing.T) {
-		tn, _ := st.openTunnel(t, hostB, tokA)
-		code, body := tn.get(t, hostB, "/v1/customers", "")
+	t.Run("a token for route A to route B's host, refused at CONNECT", func(t *testing.T) {
+		code, body := st.connectRefused(t, hostB, tokA)
+		refused(t, code, body, 403, "origin_not_allowed")
+		// A tunnel to B without proxy credentials (route B names it), A's
+		// token inside: refused per request.
+		tn, _ := st.openTunnel(t, hostB, "")
+		code, body = tn.get(t, hostB, "/v1/customers", tokA)
 		refused(t, code, body, 403, "origin_not_allowed")
 		// B's token inside a tunnel opened with A's: two tokens, 400.
-		tn, _ = st.openTunnel(t, hostB, tokA)
-		code, body = tn.get(t, hostB, "/v1/customers", tokB)
+		tn, _ = st.openTunnel(t, hostA, tokA)
+		code, body = tn.get(t, hostA, "/v1/customers", tokB)
 		refused(t, code, body, 400, "bad_request")
-		nothingReached(t, st.b)
+		nothingReached(t, st.a, st.b)
+	})
+	t.Run("a revoked token, refused at CONNECT", func(t *testing.T) {
+		tok, lease := st.v.Mint(t, "a", "ttl=1h")
+		st.v.MustCLI(t, "lease", "revoke", "-sync", lease)
+		code, body := st.connectRefused(t, hostA, tok)
+		refused(t, code, body, 407, "revoked")
+		nothingReached(t, st.a)
 	})
 	t.Run("Host switching inside a tunnel", func(t *testing.T) {
 		// A tunnel to A, a request inside it naming B, with A's token and
@@ -472,12 +530,24 @@ func TestForwardAttacks(t *testing.T) {
 		st.v.MustCLI(t, "write", "phantom/routes/based", "upstream="+st.a.URL+"/v1",
 			"allowed_paths=/**", "allowed_methods=GET", "credential="+realKey)
 		tok, _ := st.v.Mint(t, "based", "ttl=1h")
-		tn, _ := st.openTunnel(t, hostA, tok)
-		code, body := tn.get(t, hostA, "/customers", "")
+		code, body := st.connectRefused(t, hostA, tok)
+		refused(t, code, body, 403, "origin_not_allowed")
+		// Inside a tunnel to A opened without proxy credentials, too.
+		tn, _ := st.openTunnel(t, hostA, "")
+		code, body = tn.get(t, hostA, "/customers", tok)
 		refused(t, code, body, 403, "origin_not_allowed")
 		nothingReached(t, st.a)
 	})
-	// Last: it is the one that reaches A.
+	// Last: these reach A.
+	t.Run("no proxy credentials, to an origin a route names", func(t *testing.T) {
+		tn, code := st.openTunnel(t, hostA, "")
+		if code != 200 {
+			t.Fatalf("CONNECT %s without a token: %d", hostA, code)
+		}
+		if code, body := tn.get(t, hostA, "/v1/customers", tokA); code != 200 {
+			t.Fatalf("a request with its token: %d %s", code, body)
+		}
+	})
 	t.Run("a revoked token inside an open tunnel", func(t *testing.T) {
 		tok, lease := st.v.Mint(t, "a", "ttl=1h")
 		tn, _ := st.openTunnel(t, hostA, tok)
@@ -501,8 +571,13 @@ func TestForwardAttacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"method":"CONNECT","path":"evil.phantom.test:`, `"reason":"origin_not_allowed"`,
-		`"reason":"plain_http_in_tunnel"`, `"method":"CONNECT","path":"127.1:`} {
+	for _, want := range []string{`"method":"CONNECT","path":"evil.phantom.test:` + st.evil.Port + `","decision":"denied","reason":"origin_not_allowed","status":403`,
+		`"method":"CONNECT","path":"` + hostB + `","decision":"denied","reason":"origin_not_allowed","status":403`,
+		`"route":"a","method":"CONNECT","path":"` + hostA + `","decision":"denied","reason":"revoked","status":407`,
+		`"route":"a","method":"CONNECT","path":"` + hostA + `","decision":"allowed"`,
+		`"reason":"plain_http_in_tunnel"`, `"method":"CONNECT","path":"127.1:`,
+		// A request inside a tunnel names its CONNECT's record.
+		`"path":"/v1/customers","tunnel":"`} {
 		if !strings.Contains(string(audit), want) {
 			t.Errorf("the audit log lacks %s:\n%s", want, audit)
 		}

@@ -29,6 +29,9 @@ func TestLeastPrivilege(t *testing.T) {
 	// The proxy resolves with PATCH (see proxy/vault_resolve.go).
 	resolve := []string{"patch", "phantom/resolve", "token=" + phantomToken, "method=GET", "path=/v1/x", "client_ip=127.0.0.1"}
 	resolveWrite := append([]string{"write"}, resolve[1:]...)
+	// The forward listener checks each CONNECT with PATCH too (proxy/vault_tunnel.go).
+	tunnelCheck := []string{"patch", "phantom/tunnel", "origin=api.example.com:443", "token=" + phantomToken, "client_ip=127.0.0.1"}
+	tunnelWrite := append([]string{"write"}, tunnelCheck[1:]...)
 	cases := []struct {
 		who, token string
 		args       []string
@@ -36,6 +39,11 @@ func TestLeastPrivilege(t *testing.T) {
 	}{
 		{"proxy", proxyToken, resolve, true},
 		{"proxy", proxyToken, resolveWrite, false},
+		{"proxy", proxyToken, tunnelCheck, true},
+		{"proxy", proxyToken, tunnelWrite, false},
+		{"issuer", issuerToken, tunnelCheck, false},
+		{"admin", adminToken, tunnelCheck, false},
+		{"phantom token", phantomToken, tunnelCheck, false},
 		{"proxy", proxyToken, []string{"token", "renew"}, true},
 		{"proxy", proxyToken, []string{"token", "lookup"}, false}, // no default policy
 		{"proxy", proxyToken, []string{"read", "phantom/routes/stripe-customers"}, false},

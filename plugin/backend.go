@@ -52,6 +52,8 @@ type backend struct {
 	usage   *usageCounter
 	limiter *rateLimiter
 	cache   *storageCache
+	// tunnelOrigins answers CONNECTs without a token (path_tunnel.go).
+	tunnelOrigins tunnelOrigins
 
 	tidying  atomic.Bool
 	lastTidy atomic.Int64 // unix seconds
@@ -81,6 +83,7 @@ func newBackend(now func() time.Time, random io.Reader) *backend {
 			b.pathTokens(),
 			b.pathResolve(),
 			b.pathUsage(),
+			b.pathTunnel(),
 			b.pathTidy(),
 		),
 		Secrets:        []*framework.Secret{b.secretToken()},
@@ -110,12 +113,14 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	}
 }
 
-// periodic drops rate-limit windows that have passed (ratelimit.go), flushes
+// periodic drops rate-limit windows that have passed (ratelimit.go) and
+// expired budget reservations (budget.go), flushes
 // in-memory usage counters (usage.go) and, when due,
 // removes dead token records (path_tidy.go). Vault calls it about once a
 // minute.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	b.limiter.sweep(b.now()) // memory only: on every node
+	b.usage.sweepReservations(b.now())
 	// Performance standbys and secondaries cannot write storage.
 	if b.System().ReplicationState().HasState(consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary) {
 		return nil

@@ -215,7 +215,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}, "clear text")
 	e.userError(t, logical.UpdateOperation, "routes/stripe", map[string]any{"credential": testCredential + "\n"}, "line break")
 	e.userError(t, logical.UpdateOperation, "token/stripe", map[string]any{"allowed_methods": "DELETE"}, "wider")
-	e.writeRoute(t, "llm", map[string]any{"usage_format": "openai", "token_budget": 10, "rate_limit": "1/1h"})
+	e.writeRoute(t, "llm", map[string]any{"usage_format": "openai", "token_budget": 10, "max_output_tokens": 5, "rate_limit": "1/1h"})
 	tok3, llmMint := e.mint(t, "llm", nil)
 	wantAllowed(t, e.resolve(t, tok3, "GET", "/v1/customers", ""))
 	wantDenied(t, e.resolve(t, tok3, "GET", "/v1/customers", ""), resolve.ReasonRateLimited)

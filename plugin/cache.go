@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -44,6 +45,11 @@ type storageCache struct {
 	// atomic with writes, so a slow read never re-inserts an old value.
 	mu     sync.Mutex
 	writes uint64
+
+	// routeWrites counts writes and invalidations of routes, so that what
+	// is derived from all routes (the tunnel origins, path_tunnel.go) is
+	// rebuilt after any change.
+	routeWrites atomic.Uint64
 }
 
 func newStorageCache(now func() time.Time) *storageCache {
@@ -144,6 +150,9 @@ func (c *storageCache) wrote(key string, value []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.writes++
+	if strings.HasPrefix(key, routePrefix) {
+		c.routeWrites.Add(1)
+	}
 	c.decoded.Remove(key)
 	c.absent.Remove(key) // a mint makes its token known at once
 	if value == nil {

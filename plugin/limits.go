@@ -20,7 +20,8 @@ import (
 // current values apply as well as the token's, so lowering a route's limit
 // bites at once on live tokens. The token budget is fixed at mint (the
 // route's value is its default), so raising a route's budget never refills
-// a live token.
+// a live token; so is a budgeted token's output cap, which bounds what each
+// of its requests reserves of the budget (budget.go).
 
 // Rate limit bounds: a period from 1 s to 24 h, at most a billion requests.
 const (
@@ -238,11 +239,11 @@ func limitFields() map[string]*framework.FieldSchema {
 		},
 		"token_budget": {
 			Type:        framework.TypeInt64,
-			Description: "LLM tokens (input + output, as the upstream reports them) each token may spend; then it is dead (budget_exhausted). The default for mints and their ceiling. 0: none. Needs usage_format.",
+			Description: "LLM tokens (input + output, as the upstream reports them) each token may spend; then it is dead (budget_exhausted). The default for mints and their ceiling. 0: none. Needs usage_format and max_output_tokens: each request in flight reserves its cap of the budget until its usage is reported.",
 		},
 		"max_output_tokens": {
 			Type:        framework.TypeInt64,
-			Description: "Most output tokens one request may ask for (the proxy refuses larger requests, and bounds what a request in flight can spend). 0: none. A mint may ask for less. Needs usage_format.",
+			Description: "Most output tokens one request may ask for (the proxy refuses larger requests, and bounds what a request in flight can spend). 0: none. A mint may ask for less. Needs usage_format. Required with token_budget.",
 		},
 		"allowed_models": {
 			Type:        framework.TypeCommaStringSlice,
@@ -327,8 +328,16 @@ func (l *routeLimits) validate() error {
 				strings.Join(need, ", "), strings.Join(resolve.UsageFormats, ", "))
 		}
 	}
+	if l.TokenBudget > 0 && l.MaxOutputTokens == 0 {
+		return errBudgetNeedsCap
+	}
 	return nil
 }
+
+// errBudgetNeedsCap: each request under a budget reserves its output cap
+// until its usage is in (budget.go); without a cap there is nothing to
+// reserve, and no bound on what the requests in flight can spend.
+var errBudgetNeedsCap = errors.New("token_budget needs max_output_tokens: a budget without a per-request cap has no bound on what one request can spend")
 
 // data is what a route read shows of its limits.
 func (l *routeLimits) data(d map[string]any) {
@@ -370,7 +379,7 @@ func mintLimitFields() map[string]*framework.FieldSchema {
 		},
 		"token_budget": {
 			Type:        framework.TypeInt64,
-			Description: "LLM tokens (input + output) this token may spend, at most the route's token_budget. Default: the route's.",
+			Description: "LLM tokens (input + output) this token may spend, at most the route's token_budget. Default: the route's. Needs max_output_tokens, the route's or this mint's.",
 		},
 		"max_output_tokens": {
 			Type:        framework.TypeInt64,
@@ -451,6 +460,14 @@ func narrowLimits(t *tokenEntry, route *routeEntry, d *framework.FieldData) *log
 		}
 		tl.AllowedModels = models
 	}
+	if tl.TokenBudget > 0 && tl.MaxOutputTokens == 0 {
+		if rl.MaxOutputTokens == 0 {
+			return logical.ErrorResponse("%s: route %q has no max_output_tokens, so give one with this mint", errBudgetNeedsCap, t.Route)
+		}
+		// Fixed at mint like the budget it bounds: the route can lower
+		// it later (effective), never remove it.
+		tl.MaxOutputTokens = rl.MaxOutputTokens
+	}
 	return nil
 }
 
@@ -479,13 +496,11 @@ func effective(t *tokenEntry, route *routeEntry) effectiveLimits {
 	return e
 }
 
-// answer is what an allowed answer hands the proxy; nil when nothing.
-func (e *effectiveLimits) answer(spent int64) *resolve.Limits {
+// answer is what an allowed answer hands the proxy, but for what is left
+// of a budget (admitBudget decides it); nil when nothing.
+func (e *effectiveLimits) answer() *resolve.Limits {
 	l := &resolve.Limits{UsageFormat: e.usageFormat, AllowedModels: e.models, MaxOutputTokens: e.maxOutputTokens}
-	if e.budget > 0 {
-		l.BudgetRemaining = new(max(e.budget-spent, 0))
-	}
-	if l.Empty() {
+	if e.budget <= 0 && l.Empty() {
 		return nil
 	}
 	return l

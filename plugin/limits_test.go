@@ -400,27 +400,30 @@ func TestBudget(t *testing.T) {
 		t.Fatalf("allowed_models = %v", m)
 	}
 
-	got := report(t, e, map[string]any{"accessor": accessor, "input_tokens": 300, "output_tokens": 200},
+	got := report(t, e, map[string]any{"accessor": accessor, "input_tokens": 300, "output_tokens": 200, "settled": 1},
 		map[string]any{"accessor": "pha_unknown", "input_tokens": 1})
-	if got["applied"] != 1 || got["unknown_accessors"] != 1 {
+	if got["applied"] != 1 || got["unknown_accessors"] != 1 || got["rejected"] != 0 {
 		t.Fatalf("usage answer = %v", got)
 	}
 	d = e.resolve(t, tok, "POST", "/v1/customers", "")
 	if d["limits"].(map[string]any)["budget_remaining"] != int64(500) {
-		t.Fatalf("budget_remaining = %v after 500 spent", d["limits"])
+		t.Fatalf("budget_remaining = %v after 500 spent and settled", d["limits"])
 	}
 	rd := e.ok(t, logical.ReadOperation, "tokens/"+accessor, nil).Data
 	if rd["rate_limit_remaining"] != nil {
 		t.Errorf("rate_limit_remaining = %v without a rate limit", rd["rate_limit_remaining"])
 	}
-	if rd["input_tokens"] != int64(300) || rd["output_tokens"] != int64(200) || rd["budget_remaining"] != int64(500) || rd["requests"] != uint64(2) {
+	// The second request, in flight, holds its cap of 256.
+	if rd["input_tokens"] != int64(300) || rd["output_tokens"] != int64(200) || rd["budget_remaining"] != int64(244) ||
+		rd["budget_reserved"] != int64(256) || rd["budget_in_flight"] != 1 || rd["requests"] != uint64(2) {
 		t.Fatalf("token read: %v", rd)
 	}
 	// Spent: the token is dead, and says so.
-	report(t, e, map[string]any{"accessor": accessor, "output_tokens": 500, "estimated": 1})
+	report(t, e, map[string]any{"accessor": accessor, "output_tokens": 500, "estimated": 1, "settled": 1})
 	wantDenied(t, e.resolve(t, tok, "POST", "/v1/customers", ""), resolve.ReasonBudgetExhausted)
 	rd = e.ok(t, logical.ReadOperation, "tokens/"+accessor, nil).Data
-	if rd["status"] != resolve.ReasonBudgetExhausted || rd["budget_remaining"] != int64(0) || rd["estimated_responses"] != int64(1) {
+	if rd["status"] != resolve.ReasonBudgetExhausted || rd["budget_remaining"] != int64(0) || rd["estimated_responses"] != int64(1) ||
+		rd["budget_reserved"] != int64(0) || rd["budget_in_flight"] != 0 {
 		t.Fatalf("token read after the budget: %v", rd)
 	}
 	// The usage of a budgeted token is already in storage (a failover
@@ -442,31 +445,57 @@ func TestBudget(t *testing.T) {
 	wantDenied(t, e.resolve(t, tok2, "POST", "/v1/customers", ""), resolve.ReasonBudgetExhausted)
 }
 
+// TestUsageReportsAreChecked: each report is checked on its own; a bad one
+// is rejected alone, and the call's other reports still apply. Only a call
+// of the wrong shape is refused whole.
 func TestUsageReportsAreChecked(t *testing.T) {
 	e := getTestBackend(t)
 	e.writeRoute(t, "r", llmRoute(nil))
 	_, mint := e.mint(t, "r", nil)
 	accessor := mint.Data["accessor"].(string)
-	for name, bad := range map[string][]any{
-		"negative":    {map[string]any{"accessor": accessor, "input_tokens": -1}},
-		"no accessor": {map[string]any{"input_tokens": 1}},
-		"not whole":   {map[string]any{"accessor": accessor, "input_tokens": 1.5}},
-		"not object":  {"x"},
-		"huge":        {map[string]any{"accessor": accessor, "output_tokens": int64(1) << 50}},
-		"empty":       {},
+	_, victimMint := e.mint(t, "r", nil)
+	victim := victimMint.Data["accessor"].(string)
+	applied := int64(0)
+	for name, bad := range map[string]map[string]any{
+		"negative":     {"accessor": accessor, "input_tokens": -1},
+		"no accessor":  {"input_tokens": 1},
+		"not whole":    {"accessor": accessor, "input_tokens": 1.5},
+		"huge":         {"accessor": accessor, "output_tokens": int64(resolve.MaxReportedTokens) + 1},
+		"huge settled": {"accessor": accessor, "settled": int64(resolve.MaxReportedTokens) + 1},
+		"not a number": {"accessor": accessor, "input_tokens": "7"},
+		"bad accessor": {"accessor": 7},
 	} {
-		reports := append([]any{map[string]any{"accessor": accessor, "input_tokens": 7}}, bad...)
-		if name == "empty" {
-			reports = bad
+		got := report(t, e, map[string]any{"accessor": victim, "input_tokens": 7}, bad,
+			map[string]any{"accessor": victim, "output_tokens": 3})
+		if got["applied"] != 2 || got["rejected"] != 1 || got["unknown_accessors"] != 0 {
+			t.Errorf("%s: answer %v, want 2 applied and 1 rejected", name, got)
 		}
+		applied += 10
+	}
+	rd := e.ok(t, logical.ReadOperation, "tokens/"+accessor, nil).Data
+	if rd["input_tokens"] != int64(0) || rd["output_tokens"] != int64(0) {
+		t.Fatalf("a rejected report applied: %v %v", rd["input_tokens"], rd["output_tokens"])
+	}
+	rd = e.ok(t, logical.ReadOperation, "tokens/"+victim, nil).Data
+	if got := rd["input_tokens"].(int64) + rd["output_tokens"].(int64); got != applied {
+		t.Fatalf("the valid reports beside a rejected one: %d tokens counted, want %d", got, applied)
+	}
+	// Counts up to the bound are fine.
+	if got := report(t, e, map[string]any{"accessor": accessor, "output_tokens": int64(resolve.MaxReportedTokens)}); got["applied"] != 1 {
+		t.Fatalf("a report at MaxReportedTokens: %v", got)
+	}
+	// The wrong shape refuses the whole call.
+	for name, reports := range map[string]any{
+		"not objects": []any{map[string]any{"accessor": victim, "input_tokens": 1}, "x"},
+		"empty":       []any{},
+	} {
 		resp, err := e.request(t, logical.PatchOperation, "usage", map[string]any{"reports": reports})
 		if err != nil || !resp.IsError() {
 			t.Errorf("%s: want a 400, got %v %v", name, resp, err)
 		}
 	}
-	rd := e.ok(t, logical.ReadOperation, "tokens/"+accessor, nil).Data
-	if rd["input_tokens"] != int64(0) {
-		t.Fatalf("a refused call applied a report: %v", rd["input_tokens"])
+	if rd := e.ok(t, logical.ReadOperation, "tokens/"+victim, nil).Data; rd["input_tokens"].(int64)+rd["output_tokens"].(int64) != applied {
+		t.Fatalf("a call refused whole applied a report: %v", rd)
 	}
 	many := make([]any, resolve.MaxReports+1)
 	for i := range many {
@@ -480,7 +509,7 @@ func TestUsageReportsAreChecked(t *testing.T) {
 func TestLimitsOutliveUsageFormat(t *testing.T) {
 	e := getTestBackend(t)
 	e.writeRoute(t, "r", llmRoute(nil))
-	budgeted, _ := e.mint(t, "r", map[string]any{"token_budget": 100})
+	budgeted, _ := e.mint(t, "r", map[string]any{"token_budget": 100, "max_output_tokens": 10})
 	modelled, _ := e.mint(t, "r", map[string]any{"allowed_models": "gpt-4o"})
 	e.writeRoute(t, "r", map[string]any{"usage_format": ""})
 	wantDenied(t, e.resolve(t, budgeted, "GET", "/v1/customers", ""), resolve.ReasonBudgetExhausted)
@@ -543,11 +572,11 @@ func TestLimitBookkeeping(t *testing.T) {
 // back, on top of what this node still holds in memory.
 func TestBudgetAcrossNodes(t *testing.T) {
 	a := getTestBackend(t)
-	a.writeRoute(t, "r", llmRoute(map[string]any{"token_budget": 100}))
+	a.writeRoute(t, "r", llmRoute(map[string]any{"token_budget": 100, "max_output_tokens": 10}))
 	tok, mint := a.mint(t, "r", nil)
 	accessor := mint.Data["accessor"].(string)
 	wantAllowed(t, a.resolve(t, tok, "POST", "/v1/customers", ""))
-	report(t, a, map[string]any{"accessor": accessor, "input_tokens": 30})
+	report(t, a, map[string]any{"accessor": accessor, "input_tokens": 30, "settled": 1})
 
 	b := newTestEnv(t, a.clock, nil, a.storage.Storage)
 	report(t, b, map[string]any{"accessor": accessor, "output_tokens": 50}) // written through: the record holds 80
@@ -562,7 +591,7 @@ func TestBudgetAcrossNodes(t *testing.T) {
 	if got := d["limits"].(map[string]any)["budget_remaining"]; got != int64(20) {
 		t.Fatalf("budget_remaining = %v, want 20: the other node's 50 were not counted", got)
 	}
-	report(t, a, map[string]any{"accessor": accessor, "input_tokens": 20})
+	report(t, a, map[string]any{"accessor": accessor, "input_tokens": 20, "settled": 1})
 	wantDenied(t, a.resolve(t, tok, "POST", "/v1/customers", ""), resolve.ReasonBudgetExhausted)
 	rd := a.ok(t, logical.ReadOperation, "tokens/"+accessor, nil).Data
 	if rd["input_tokens"] != int64(50) || rd["output_tokens"] != int64(50) {

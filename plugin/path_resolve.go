@@ -115,6 +115,8 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 		}
 		a, route, err := b.resolveInBatch(ctx, req.Storage, in, snapshot)
 		if err != nil {
+			// No answer of this batch reaches the proxy, so none is settled.
+			b.usage.cancelAnswered(out.Results[:i])
 			return nil, err
 		}
 		if route != nil {
@@ -250,6 +252,7 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 	if t.NumUses > 0 {
 		t.Uses++
 		if err := putToken(ctx, s, h.tokenHMAC, t); err != nil {
+			b.usage.cancelReserved(h.tokenHMAC, limits) // the proxy never gets this answer
 			return nil, nil, err
 		}
 	}
@@ -262,6 +265,25 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 // authorize returns "" when t may make the request, else a deny reason and a
 // message for humans. A token's status is its deny reason.
 func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Time) (reason, message string) {
+	if reason, message := usable(t, route, rr.clientIP, now); reason != "" {
+		return reason, message
+	}
+	if !slices.Contains(route.AllowedMethods, rr.method) ||
+		len(t.AllowedMethods) > 0 && !slices.Contains(t.AllowedMethods, rr.method) {
+		return resolve.ReasonMethodNotAllowed, "method " + rr.method + " is not allowed for this token"
+	}
+	if !matchAny(route.AllowedPaths, rr.path) ||
+		len(t.AllowedPaths) > 0 && !matchAny(t.AllowedPaths, rr.path) {
+		return resolve.ReasonPathNotAllowed, "path is not allowed for this token"
+	}
+	return "", ""
+}
+
+// usable returns "" when t is live on route (nil when deleted) and may be
+// used from clientIP (invalid: not known), else a deny reason and a message:
+// what authorize checks before the request's method and path, and all that
+// the tunnel call checks of a token.
+func usable(t *tokenEntry, route *routeEntry, clientIP netip.Addr, now time.Time) (reason, message string) {
 	switch st := t.status(now, route); st {
 	case statusActive:
 	case statusExpired:
@@ -275,16 +297,8 @@ func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Tim
 	default:
 		return st, "token is not active"
 	}
-	if !route.cidrs().allows(rr.clientIP) || !t.cidrs().allows(rr.clientIP) {
+	if !route.cidrs().allows(clientIP) || !t.cidrs().allows(clientIP) {
 		return resolve.ReasonCIDRDenied, "client address is not in the token's bound_cidrs"
-	}
-	if !slices.Contains(route.AllowedMethods, rr.method) ||
-		len(t.AllowedMethods) > 0 && !slices.Contains(t.AllowedMethods, rr.method) {
-		return resolve.ReasonMethodNotAllowed, "method " + rr.method + " is not allowed for this token"
-	}
-	if !matchAny(route.AllowedPaths, rr.path) ||
-		len(t.AllowedPaths) > 0 && !matchAny(t.AllowedPaths, rr.path) {
-		return resolve.ReasonPathNotAllowed, "path is not allowed for this token"
 	}
 	return "", ""
 }
@@ -328,7 +342,7 @@ func resolveHelp() string {
 		"max_output_tokens, budget_remaining: what the proxy enforces on this request, when any apply)",
 		strings.Join([]string{resolve.AuthBearer, resolve.AuthHeader, resolve.AuthBasic, resolve.AuthQuery}, ", "), resolve.Placeholder)
 	denied := "reason, one of: " + strings.Join(resolve.Reasons(), ", ") +
-		"; message; accessor and route when the token is known; retry_after_ms with rate_limited"
+		"; message; accessor and route when the token is known; retry_after_ms with rate_limited and budget_pending"
 	indent := "\n" + strings.Repeat(" ", 17)
 	return "phantom-proxy calls this for every request: may this token make this request?\n\n" +
 		wrapWords(input, 78, "\n") + "\n\n" +

@@ -409,8 +409,10 @@ duration from 1s to 24h). Over a limit the agent gets 429 with Retry-After.
 They are decided by the engine on Vault's active node, in memory, so they hold
 across any number of proxies; after a leader failover they start afresh.
 token_budget (LLM tokens, input plus output, as the upstream reports them)
-is each token's default and ceiling, fixed at mint; a token that spent it is
-dead (budget_exhausted). max_output_tokens caps each request and bounds the
+is each token's default and ceiling, fixed at mint; it needs
+max_output_tokens, and each request in flight reserves its cap of the budget
+until its usage is reported (429 budget_pending meanwhile); a token that
+spent it is dead (budget_exhausted). max_output_tokens caps each request and bounds the
 overshoot of requests in flight when a budget runs out. allowed_models are
 globs (* is any run of characters). The last three need usage_format
 (openai, anthropic or gemini), which tells the proxy how to read usage and

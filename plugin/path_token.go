@@ -292,7 +292,8 @@ allowed_methods=","), which would otherwise mean the route's whole scope.
 Metadata labels (for example metadata=agent=triage-bot) are kept with the token.
 
 Limits narrow the same way: rate_limit (no higher a rate and no larger a
-burst than the route's), token_budget (default: the route's, fixed now),
+burst than the route's), token_budget (default: the route's, fixed now;
+it needs max_output_tokens, the route's or this mint's, also fixed now),
 max_output_tokens, allowed_models (each within one of the route's). The
 route's current limits apply as well.
 

@@ -100,6 +100,8 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		"rate_limit_remaining": nil,
 		"token_budget":         int64(0),
 		"budget_remaining":     nil,
+		"budget_reserved":      int64(0),
+		"budget_in_flight":     0,
 		"max_output_tokens":    int64(0),
 		"allowed_models":       []string{},
 	}
@@ -115,8 +117,11 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		data["max_output_tokens"] = lim.maxOutputTokens
 		data["allowed_models"] = nonNil(lim.models)
 		if lim.budget > 0 {
-			spent := totals.InputTokens + totals.OutputTokens
-			data["budget_remaining"] = max(lim.budget-spent, 0)
+			spent := satAdd(totals.InputTokens, totals.OutputTokens)
+			inFlight, reserved := b.usage.reserved(tokenHMAC, b.now())
+			data["budget_remaining"] = max(lim.budget-satAdd(spent, reserved), 0)
+			data["budget_reserved"] = reserved
+			data["budget_in_flight"] = inFlight
 			if status == statusActive && spent >= lim.budget {
 				data["status"] = statusBudgetSpent
 			}
@@ -155,7 +160,11 @@ once a minute, always shown whole; uses, exact, for num_uses tokens), its
 own narrowed scope (empty means the route's), metadata, and the limits that
 apply now, the stricter of the token's and its route's current ones:
 rate_limit and rate_limit_remaining (requests it could make at once now),
-token_budget and budget_remaining, max_output_tokens, allowed_models.
+token_budget, budget_remaining (the budget less what was spent and what
+requests in flight reserve), budget_reserved and budget_in_flight (the
+output caps held by, and the number of, requests admitted under the budget
+and not yet settled by the proxy's usage reports), max_output_tokens,
+allowed_models.
 
 Deleting revokes the token: it is dead on its next use. Its Vault lease stays
 listed until it expires; revoking the lease (vault lease revoke) is the

@@ -9,9 +9,11 @@ import (
 
 // checkLimits decides the limits of a request that passed every other
 // check, in this order: the model allow-list can match something, the
-// budget is not spent, and last the rate limits, so that a request refused
-// for any other reason spends no rate. It returns the limits the proxy
-// enforces on the request, or the denial.
+// budget is neither spent nor all reserved by requests in flight, and last
+// the rate limits, so that a request refused for any other reason spends no
+// rate; only an allowed request reserves its output cap of the budget
+// (budget.go). It returns the limits the proxy enforces on the request, or
+// the denial.
 func (b *backend) checkLimits(h heldToken, route *routeEntry, now time.Time) (*resolve.Limits, *resolve.Answer) {
 	t := h.entry
 	e := effective(t, route)
@@ -27,11 +29,11 @@ func (b *backend) checkLimits(h heldToken, route *routeEntry, now time.Time) (*r
 	if e.noModel {
 		return nil, deny(resolve.ReasonModelNotAllowed, "no model is allowed by both the token's and the route's allowed_models", t)
 	}
-	var spent int64
+	var budget budgetAdmission // the token's reservations, locked until reserve or release
 	if e.budget > 0 {
-		spent = b.usage.spent(h.tokenHMAC, t)
-		if spent >= e.budget {
-			return nil, deny(resolve.ReasonBudgetExhausted, "token has spent its budget of "+strconv.FormatInt(e.budget, 10)+" LLM tokens", t)
+		var denied *resolve.Answer
+		if budget, denied = b.usage.admitBudget(h.tokenHMAC, t, e.budget, now); denied != nil {
+			return nil, denied
 		}
 	}
 	if e.rate != nil || e.routeRate != nil {
@@ -39,10 +41,18 @@ func (b *backend) checkLimits(h heldToken, route *routeEntry, now time.Time) (*r
 			limitCheck{key: h.tokenHMAC, rate: e.rate},
 			limitCheck{route: true, key: route.ID, rate: e.routeRate})
 		if !ok {
+			if budget.u != nil {
+				budget.release()
+			}
 			a := deny(resolve.ReasonRateLimited, "rate limit reached; retry after "+strconv.FormatInt(retryAfterMS(wait), 10)+" ms", t)
 			a.RetryAfterMS = retryAfterMS(wait)
 			return nil, a
 		}
 	}
-	return e.answer(spent), nil
+	lim := e.answer()
+	if budget.u != nil {
+		budget.reserve(e.maxOutputTokens, now)
+		lim.BudgetRemaining = new(budget.remaining)
+	}
+	return lim, nil
 }

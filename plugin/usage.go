@@ -41,7 +41,12 @@ type usage struct {
 	flushedInput, flushedOutput, flushedEstimated atomic.Int64
 
 	mu sync.Mutex // orders flushes with catching up (catchUp)
+
+	res reservations // budget held by requests in flight (budget.go)
 }
+
+// spent is the LLM tokens the token has used, as far as u knows.
+func (u *usage) spent() int64 { return satAdd(u.input.Load(), u.output.Load()) }
 
 // catchUp adds to u what the token's record t holds beyond what this
 // process flushed: usage that another node wrote (the active node, before
@@ -66,7 +71,7 @@ func (u *usage) catchUpLocked(t *tokenEntry) {
 		{t.Estimated, &u.estimated, &u.flushedEstimated},
 	} {
 		if d := c.stored - c.flushed.Load(); d > 0 {
-			c.total.Add(d)
+			addSat(c.total, d)
 			c.flushed.Add(d)
 		}
 	}
@@ -82,9 +87,9 @@ type usageTotals struct {
 
 func (u *usageTotals) add(o usageTotals) {
 	u.Requests += o.Requests
-	u.InputTokens += o.InputTokens
-	u.OutputTokens += o.OutputTokens
-	u.Estimated += o.Estimated
+	u.InputTokens = satAdd(u.InputTokens, o.InputTokens)
+	u.OutputTokens = satAdd(u.OutputTokens, o.OutputTokens)
+	u.Estimated = satAdd(u.Estimated, o.Estimated)
 }
 
 func (u *usageTotals) data() map[string]any {
@@ -128,9 +133,9 @@ func (c *usageCounter) spent(tokenHMAC string, t *tokenEntry) int64 {
 	if v, ok := c.m.Load(tokenHMAC); ok {
 		u := v.(*usage)
 		u.catchUp(t)
-		return u.input.Load() + u.output.Load()
+		return u.spent()
 	}
-	return t.InputTokens + t.OutputTokens
+	return satAdd(t.InputTokens, t.OutputTokens)
 }
 
 // totals returns the token's counts, stored and pending, and when it was
@@ -239,9 +244,9 @@ func (b *backend) flushToken(ctx context.Context, s logical.Storage, tokenHMAC s
 	n := u.requests.Swap(0)
 	d.Requests = n
 	t.Requests += n
-	t.InputTokens += d.InputTokens
-	t.OutputTokens += d.OutputTokens
-	t.Estimated += d.Estimated
+	t.InputTokens = satAdd(t.InputTokens, d.InputTokens)
+	t.OutputTokens = satAdd(t.OutputTokens, d.OutputTokens)
+	t.Estimated = satAdd(t.Estimated, d.Estimated)
 	if lastUsed := time.Unix(0, u.lastUsed.Load()).UTC(); n > 0 && lastUsed.After(t.LastUsedAt) {
 		t.LastUsedAt = lastUsed
 	}

@@ -19,7 +19,8 @@ type auditRecord struct {
 	Route          string    `json:"route,omitempty"`
 	Method         string    `json:"method"`
 	Path           string    `json:"path"`
-	Decision       string    `json:"decision"` // allowed, denied, error
+	Tunnel         string    `json:"tunnel,omitempty"` // the request_id of the CONNECT a request came through
+	Decision       string    `json:"decision"`         // allowed, denied, error
 	Reason         string    `json:"reason,omitempty"`
 	Status         int       `json:"status"`                    // what the agent got
 	UpstreamStatus int       `json:"upstream_status,omitempty"` // what the upstream said
@@ -49,6 +50,10 @@ func (r *auditRecord) appendJSON(b []byte) []byte {
 	b = appendJSONString(b, r.Method)
 	b = append(b, `,"path":`...)
 	b = appendJSONString(b, r.Path)
+	if r.Tunnel != "" {
+		b = append(b, `,"tunnel":`...)
+		b = appendJSONString(b, r.Tunnel)
+	}
 	b = append(b, `,"decision":`...)
 	b = appendJSONString(b, r.Decision)
 	if r.Reason != "" {

@@ -23,7 +23,7 @@ func FuzzAuditJSON(f *testing.F) {
 		}
 		r := &auditRecord{
 			Time: time.Unix(1700000000, 123456789).UTC(), RequestID: "abc", Route: route, Method: method,
-			Path: path, Decision: "denied", Reason: path, Status: status, UpstreamStatus: status,
+			Path: path, Tunnel: route, Decision: "denied", Reason: path, Status: status, UpstreamStatus: status,
 			BytesIn: int64(status), BytesOut: 7, DurationMS: ms, ClientAddr: "127.0.0.1:1234",
 		}
 		var want bytes.Buffer

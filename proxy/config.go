@@ -32,6 +32,14 @@ const (
 	DefaultUnknownTokenBurst = 20
 )
 
+// A body checked against token limits is read whole: 32 MiB is Anthropic's
+// Messages request limit and above Gemini's 20 MB of inline data; OpenAI
+// takes up to 50 MB of images in a request, for which it is raised.
+const (
+	DefaultMaxLimitedBodyBytes = 32 << 20
+	DefaultLimitedBodyMemory   = 256 << 20 // all such bodies held at once
+)
+
 // DefaultQueryParams are the query parameters searched for a phantom token,
 // as Google-style APIs put keys there.
 var DefaultQueryParams = []string{"key", "api_key"}
@@ -62,6 +70,11 @@ type Config struct {
 	UpstreamTimeout time.Duration
 	DialTimeout     time.Duration
 	MaxBodyBytes    int64
+	// MaxLimitedBodyBytes bounds a request body that a token limit makes
+	// the proxy read whole (then 413), and LimitedBodyMemory all of them
+	// held at once (then 503, Retry-After 1).
+	MaxLimitedBodyBytes int64
+	LimitedBodyMemory   int64
 	// BodyStallTimeout bounds each wait for more of a request body.
 	BodyStallTimeout time.Duration
 	// MaxConnections bounds the open connections of each listener.
@@ -150,6 +163,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if c.MaxLimitedBodyBytes == 0 {
+		c.MaxLimitedBodyBytes = DefaultMaxLimitedBodyBytes
+	}
+	if c.LimitedBodyMemory == 0 {
+		c.LimitedBodyMemory = max(DefaultLimitedBodyMemory, c.MaxLimitedBodyBytes)
+	}
 	if c.QueryParams == nil {
 		c.QueryParams = DefaultQueryParams
 	}
@@ -167,6 +186,10 @@ func (c Config) Validate() error {
 		return errors.New("TLS needs both a certificate and a key")
 	case c.MaxBodyBytes < 0:
 		return errors.New("the maximum body size must not be negative")
+	case c.MaxLimitedBodyBytes < 0 || c.LimitedBodyMemory < 0:
+		return errors.New("the limited-body sizes must not be negative")
+	case c.LimitedBodyMemory != 0 && c.MaxLimitedBodyBytes > c.LimitedBodyMemory:
+		return errors.New("-max-limited-body-bytes must not exceed -limited-body-memory")
 	case c.MaxConnections < 0:
 		return errors.New("the maximum number of connections must not be negative")
 	case c.UnknownTokenBurst < 0:

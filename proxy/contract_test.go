@@ -91,7 +91,7 @@ func TestResolveRoundTrip(t *testing.T) {
 	}
 
 	vault := engineOverHTTP(t, engine, storage)
-	rc := resolveCall{http: vault.Client(), url: vault.URL + "/v1/phantom/resolve", timeout: 10 * time.Second, forward: new(atomic.Bool)}
+	rc := resolveCall{http: vault.Client(), mountURL: vault.URL + "/v1/phantom/", timeout: 10 * time.Second, forward: new(atomic.Bool)}
 	req := func(tok, method, path, ip string) ResolveRequest {
 		return ResolveRequest{Token: tok, Method: method, Path: path, ClientIP: ip}
 	}

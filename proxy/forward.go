@@ -10,98 +10,43 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/phantomvault/phantom/internal/origin"
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
 	"golang.org/x/net/netutil"
 )
 
 // The forward-proxy mode: agents set HTTPS_PROXY to the forward listener and
-// send CONNECT host:port. The proxy answers the CONNECT itself, terminates
-// TLS with a leaf certificate its CA (forward_ca.go) signs for that host, and
-// serves the requests inside the tunnel with Server.ServeHTTP, exactly as on
-// the reverse-proxy listener, with two rules more (admit): the request's
-// Host must be the tunnel's, and the resolved grant's upstream must be the
-// tunnel's origin. No byte goes to any upstream before both hold, so a
-// tunnel is never blind: it reaches only the origin of a route whose token
-// resolved, for that very request.
+// send CONNECT host:port. The proxy asks the engine first (admitTunnel,
+// forward_tunnel.go): a CONNECT with a token is accepted only to the origin
+// of that live token's route, one without only to an origin some route
+// names; anything else is refused before any byte goes out. It then
+// answers the CONNECT itself, terminates TLS with a leaf certificate its CA
+// (forward_ca.go) signs for that host, and serves the requests inside the
+// tunnel with Server.ServeHTTP, exactly as on the reverse-proxy listener,
+// with two rules more (admit): the request's Host must be the tunnel's, and
+// the resolved grant's upstream must be the tunnel's origin. No byte goes
+// to any upstream before both hold, so a tunnel is never blind: it reaches
+// only the origin of a route whose token resolved, for that very request.
 
-// reasonOriginNotAllowed is the proxy's own refusal (not the engine's): the
-// request's origin is not its tunnel's, or not its route's.
-const reasonOriginNotAllowed = "origin_not_allowed"
+// reasonOriginNotAllowed refuses a request whose origin is not its
+// tunnel's, or not its route's (the engine refuses a CONNECT with it too).
+const reasonOriginNotAllowed = resolve.ReasonOriginNotAllowed
 
-// origin is where a tunnel leads: a lower-case DNS name or a canonical IP
-// literal, and a port. Only https origins are tunnelled.
-type origin struct{ host, port string }
-
-func (o origin) String() string { return net.JoinHostPort(o.host, o.port) }
-
-// parseConnectTarget reads a CONNECT target (host:port) strictly: forms a
-// resolver might read as another address ("127.1", "0x7f.1", IPv4-mapped
-// IPv6, zones) and names with odd bytes are refused rather than guessed at.
-func parseConnectTarget(authority string) (origin, error) {
-	host, port, err := net.SplitHostPort(authority)
-	if err != nil {
-		return origin{}, errors.New("the CONNECT target must be host:port")
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port != strconv.Itoa(n) {
-		return origin{}, errors.New("the CONNECT port must be a number from 1 to 65535")
-	}
-	if strings.Contains(host, ":") || strings.HasPrefix(authority, "[") {
-		addr, err := netip.ParseAddr(host)
-		if err != nil || !addr.Is6() || addr.Zone() != "" || addr.Is4In6() || addr.String() != host || !strings.HasPrefix(authority, "[") {
-			return origin{}, errors.New("the CONNECT host is not a canonical IPv6 address")
-		}
-		return origin{host: host, port: port}, nil
-	}
-	if addr, err := netip.ParseAddr(host); err == nil {
-		if addr.String() != host {
-			return origin{}, errors.New("the CONNECT host is not a canonical IPv4 address")
-		}
-		return origin{host: host, port: port}, nil
-	}
-	host = strings.ToLower(host)
-	if !validDNSName(host) {
-		return origin{}, errors.New("the CONNECT host is not a valid DNS name")
-	}
-	return origin{host: host, port: port}, nil
-}
-
-// validDNSName accepts LDH names without a trailing dot whose last label is
-// not numeric (resolvers read "127.1" or "0x7f.1" as IPv4 addresses).
-func validDNSName(name string) bool {
-	if len(name) == 0 || len(name) > 253 {
-		return false
-	}
-	labels := strings.Split(name, ".")
-	for _, l := range labels {
-		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	last := labels[len(labels)-1]
-	if strings.HasPrefix(last, "0x") || strings.Trim(last, "0123456789") == "" {
-		return false
-	}
-	return true
-}
+// parseConnectTarget reads a CONNECT target (host:port) strictly, into the
+// form the engine compares (internal/origin).
+func parseConnectTarget(authority string) (origin.Origin, error) { return origin.Parse(authority) }
 
 // tunnel is one CONNECT tunnel, carried in the context of each request
 // inside it.
 type tunnel struct {
-	origin origin
-	token  string // from Proxy-Authorization; empty when the CONNECT had none
+	origin    origin.Origin
+	token     string // from Proxy-Authorization; empty when the CONNECT had none
+	connectID string // the CONNECT's audit request_id, named by each request inside
 }
 
 type tunnelKey struct{}
@@ -154,17 +99,12 @@ func (t *tunnel) checkOrigin(g *Grant) *refusal {
 	if t == nil {
 		return nil
 	}
-	u := g.Upstream
-	port := u.Port()
-	if port == "" {
-		port = "443"
-	}
-	o, err := parseConnectTarget(net.JoinHostPort(u.Hostname(), port))
-	if u.Scheme != "https" || err != nil || o != t.origin {
+	o, err := origin.OfURL(g.Upstream)
+	if err != nil && !errors.Is(err, origin.ErrBasePath) || o != t.origin {
 		return &refusal{status: http.StatusForbidden, reason: reasonOriginNotAllowed,
 			message: "the token's route does not send requests to this tunnel's host and port (https only)"}
 	}
-	if p := u.EscapedPath(); p != "" && p != "/" {
+	if err != nil {
 		return &refusal{status: http.StatusForbidden, reason: reasonOriginNotAllowed,
 			message: "the token's route has an upstream with a base path, which forward-proxy mode does not serve: use the reverse-proxy listener, or a route whose upstream is the bare origin"}
 	}
@@ -307,6 +247,13 @@ func (f *forwardProxy) connect(w http.ResponseWriter, r *http.Request) {
 			message: "this is Phantom's forward-proxy listener: it takes CONNECT only (send https:// URLs through HTTPS_PROXY, or use the reverse-proxy listener with a base URL)"})
 		return
 	}
+	if _, _, ok := token.Find(r.RequestURI); ok {
+		// A token pasted as the host: refused before it is folded to lower
+		// case, where Redact would no longer know it, and never recorded.
+		refuse(&refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest,
+			message: "the CONNECT target holds a phantom token: put the token in the proxy credentials or the request, never in the host"})
+		return
+	}
 	target, err := parseConnectTarget(r.RequestURI)
 	if err != nil {
 		refuse(&refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest, message: err.Error()})
@@ -317,6 +264,10 @@ func (f *forwardProxy) connect(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		refuse(&refusal{status: http.StatusProxyAuthRequired, reason: resolve.ReasonUnknownToken,
 			message: "the proxy credentials are not a phantom token: use HTTPS_PROXY=http://phantom:<token>@host:port, or none and the token in each request"})
+		return
+	}
+	if ref := f.admitTunnel(r, rec, target, tok); ref != nil { // forward_tunnel.go
+		refuse(ref)
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
@@ -332,15 +283,15 @@ func (f *forwardProxy) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.untrack(conn)
 	rec.Decision = "allowed"
-	// The tunnel is local until a request inside it resolves: no byte
-	// goes to the target yet.
+	// The engine allowed the origin; still no byte goes to it until a
+	// request inside the tunnel resolves.
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		conn.Close()
 		done(http.StatusOK)
 		return
 	}
 	done(http.StatusOK)
-	f.open(&bufferedConn{Conn: conn, r: brw.Reader}, &tunnel{origin: target, token: tok}, *rec)
+	f.open(&bufferedConn{Conn: conn, r: brw.Reader}, &tunnel{origin: target, token: tok, connectID: rec.RequestID}, *rec)
 }
 
 // refusedInTunnel audits a tunnel closed before TLS was up (rec is its
@@ -403,10 +354,10 @@ func (f *forwardProxy) open(conn *bufferedConn, tun *tunnel, rec auditRecord) {
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"http/1.1"},
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			if hello.ServerName != "" && strings.ToLower(hello.ServerName) != tun.origin.host {
+			if hello.ServerName != "" && strings.ToLower(hello.ServerName) != tun.origin.Host {
 				return nil, fmt.Errorf("the TLS server name is not the CONNECT host")
 			}
-			return s.forwardCA.leaf(tun.origin.host)
+			return s.forwardCA.leaf(tun.origin.Host)
 		},
 	})
 	conn.SetDeadline(time.Now().Add(DefaultReadHeaderTimeout))

@@ -29,10 +29,16 @@ type exchange struct {
 	upstreamStart time.Time
 	bodyStalled   atomic.Bool // the client stopped sending the request body
 	bodyOverride  atomic.Bool // the request body names a method override
+	sawInterim    atomic.Bool // a 1xx was relayed, which clears the agent's response headers
 	meter         *meter      // set when the response's LLM usage is charged (limits.go)
+	held          *heldBody   // a limited body read into memory (limits_body.go)
+	meterState                // charging and settling under LLM limits (usage_settle.go)
 }
 
 type exchangeKey struct{}
+
+// requestIDHeader carries the audit record's request id to the agent.
+const requestIDHeader = "X-Phantom-Request-Id"
 
 func exchangeFrom(r *http.Request) *exchange {
 	ex, _ := r.Context().Value(exchangeKey{}).(*exchange)
@@ -53,7 +59,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	var body *countingReader // set once the request is allowed
-	w.Header().Set("X-Phantom-Request-Id", rec.RequestID)
+	w.Header().Set(requestIDHeader, rec.RequestID)
 	defer func() {
 		rec.Status = sw.status
 		if body != nil {
@@ -76,10 +82,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
 	out.Body = body
 	if ex.grant.Limits != nil {
-		if ref := applyLimits(out, ex); ref != nil { // limits.go
+		// Whatever happens from here on, what the request spent is charged
+		// and, under a budget, the request settled: once (usage_settle.go).
+		defer s.settle(ex)
+		defer ex.releaseHeldBody()
+		if ref := applyLimits(out, ex, s.limitedBodies); ref != nil { // limits.go
 			rec.Decision = "denied"
 			s.refuse(sw, r, rec, ref)
 			return
+		}
+		if ex.meter != nil {
+			ctx, done := detachUpstream(out.Context(), ex) // usage_settle.go
+			defer done()
+			out = out.WithContext(ctx)
 		}
 	}
 	s.rp.ServeHTTP(sw, out) // reverse_proxy.go
@@ -93,6 +108,9 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 		return nil, ref
 	}
 	tun := tunnelFrom(r) // forward.go; nil on the reverse-proxy listener
+	if tun != nil {
+		rec.Tunnel = tun.connectID
+	}
 	if ref := tun.checkHost(r); ref != nil {
 		return nil, ref
 	}
@@ -183,6 +201,12 @@ func (s *Server) limitUnknownTokens(ip, tok string) *refusal {
 func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (*Decision, *refusal) {
 	resolveStart := time.Now()
 	d, err := s.resolver.Resolve(r.Context(), req)
+	if err == nil && !d.Allowed && d.Reason == resolve.ReasonBudgetPending && s.usage.awaitSettled(r.Context(), d.Accessor) {
+		// The budget may be held only by this proxy's settlements of the
+		// token's last requests, on their way (usage_report.go): once they
+		// are in, ask again (a pending answer spends no rate and no use).
+		d, err = s.resolver.Resolve(r.Context(), req)
+	}
 	if err != nil {
 		s.metrics.resolveDone(resolveStart, "error")
 		rec.Decision = "error"

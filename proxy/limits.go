@@ -1,13 +1,10 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,12 +43,10 @@ func limitsNeedBody(l *resolve.Limits) bool {
 // reads and checks the body when a limit needs it, rewrites the body when
 // the cap or measurability must be added, and sets ex.meter when the
 // response's usage is to be charged.
-func applyLimits(out *http.Request, ex *exchange) *refusal {
+func applyLimits(out *http.Request, ex *exchange, mem *bodyMemory) *refusal {
 	l := ex.grant.Limits
-	if l.BudgetRemaining != nil {
-		if ref := unmeasurable(out, ex.path); ref != nil {
-			return ref
-		}
+	if ref := checkEndpoint(out, ex); ref != nil { // limits_endpoint.go
+		return ref
 	}
 	// Only a request with a body can ask a model for anything: a GET that
 	// lists models is neither checked nor charged.
@@ -63,10 +58,15 @@ func applyLimits(out *http.Request, ex *exchange) *refusal {
 	if format != "" {
 		ex.meter = &meter{route: ex.grant.Route, accessor: ex.grant.Accessor, format: format, estimateOut: l.MaxOutputTokens}
 	}
+	if len(l.AllowedModels) > 0 {
+		if ref := checkModelTarget(ex.path, ex.rawQuery); ref != nil { // limits_body.go
+			return ref
+		}
+	}
 	if format == resolve.UsageGemini && len(l.AllowedModels) > 0 {
 		model, ok := geminiModel(ex.path)
 		if !ok {
-			return badBody("a model rule applies and the path names no model (models/{model}:generateContent)")
+			return badBody("a model rule applies, and the path must name the model once, as its last segment: models/{model}:{method}, the model in letters, digits and ._-")
 		}
 		if !resolve.ModelAllowed(l.AllowedModels, model) {
 			return limitRefusal(resolve.ReasonModelNotAllowed)
@@ -78,9 +78,9 @@ func applyLimits(out *http.Request, ex *exchange) *refusal {
 	if len(contentCodings(out.Header)) > 0 {
 		return badBody("a request body with a Content-Encoding cannot be checked against the token's limits: send it uncompressed")
 	}
-	raw, err := io.ReadAll(out.Body)
-	if err != nil {
-		return bodyReadRefusal(err, ex)
+	raw, ref := mem.read(out, ex) // limits_body.go
+	if ref != nil {
+		return ref
 	}
 	body, ref := checkLimitedBody(raw, l, ex.path)
 	if ref != nil {
@@ -96,10 +96,7 @@ func applyLimits(out *http.Request, ex *exchange) *refusal {
 	if body.rewritten != nil {
 		raw = body.rewritten
 	}
-	out.Body = io.NopCloser(bytes.NewReader(raw))
-	out.ContentLength = int64(len(raw))
-	out.TransferEncoding = nil
-	out.Header.Del("Content-Length") // the transport writes it from ContentLength
+	ex.hold(out, raw)
 	return nil
 }
 
@@ -153,7 +150,7 @@ type limitedBody struct {
 // match keys without case), is refused: the upstream might read another
 // value than the one checked.
 var (
-	openAIKeys = []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of"}
+	openAIKeys = []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of", "background"}
 	geminiKeys = []string{"generationConfig", "generation_config"}
 	// Inside Gemini's generationConfig (protobuf JSON takes either spelling).
 	geminiConfigKeys = []string{"maxOutputTokens", "max_output_tokens", "candidateCount", "candidate_count"}
@@ -180,16 +177,16 @@ func checkLimitedBody(raw []byte, l *resolve.Limits, path string) (*limitedBody,
 		if !ok {
 			return nil, badBody("a model rule applies and the request body names no model")
 		}
-		var model string
-		if err := json.Unmarshal(m.raw, &model); err != nil {
-			return nil, badBody("the request body's model is not a string")
+		model, ref := bodyModel(m.raw) // limits_body.go
+		if ref != nil {
+			return nil, ref
 		}
 		if !resolve.ModelAllowed(l.AllowedModels, model) {
 			return nil, limitRefusal(resolve.ReasonModelNotAllowed)
 		}
 	}
 	var edits []edit
-	if l.MaxOutputTokens > 0 {
+	if l.MaxOutputTokens > 0 || l.BudgetRemaining != nil {
 		for _, k := range []string{"n", "best_of"} {
 			if n, ok, err := intMember(top, k); err != nil {
 				return nil, badBody(err.Error())
@@ -221,8 +218,8 @@ func checkLimitedBody(raw []byte, l *resolve.Limits, path string) (*limitedBody,
 			out.asked = l.MaxOutputTokens
 		}
 	}
-	if l.BudgetRemaining != nil && l.UsageFormat == resolve.UsageOpenAI && strings.HasSuffix(path, "/completions") {
-		e, ref := includeUsage(raw, top)
+	if l.BudgetRemaining != nil && l.UsageFormat == resolve.UsageOpenAI {
+		e, ref := includeUsage(raw, top, path)
 		if ref != nil {
 			return nil, ref
 		}
@@ -236,36 +233,31 @@ func checkLimitedBody(raw []byte, l *resolve.Limits, path string) (*limitedBody,
 
 // capKey is the key the proxy inserts to give a request without one the
 // output cap, or "" where it inserts none (embeddings, token counting: an
-// unknown key could make the upstream refuse the request).
-//   - OpenAI chat completions: max_completion_tokens, the current name,
-//     which every OpenAI model takes and reasoning models require (they
-//     refuse max_tokens); a compatible server that knows only max_tokens
-//     works when the agent sends max_tokens itself.
-//   - OpenAI Responses: max_output_tokens; legacy completions: max_tokens.
-//   - Anthropic messages: max_tokens (which the API requires anyway).
+// unknown key could make the upstream refuse the request). The keys per
+// endpoint are in limits_endpoint.go.
 func capKey(format, path string) string {
-	switch {
-	case format == resolve.UsageAnthropic && strings.HasSuffix(path, "/messages"):
-		return "max_tokens"
-	case format == resolve.UsageAnthropic:
-		return ""
-	case strings.HasSuffix(path, "/chat/completions"):
-		return "max_completion_tokens"
-	case strings.HasSuffix(path, "/responses"):
-		return "max_output_tokens"
-	case strings.HasSuffix(path, "/completions"):
-		return "max_tokens"
-	}
-	return ""
+	e, _ := findEndpoint(format, path)
+	return e.capKey
 }
 
-// includeUsage makes an OpenAI (chat) completions stream report its usage:
-// without stream_options.include_usage the stream carries none, and a budget
-// could not be charged. It inserts the option, or refuses a body that turns
-// it off. The agent then gets one more chunk before [DONE], with empty
-// choices and the usage (OpenAI's documented behaviour, which the SDKs
-// handle).
-func includeUsage(raw []byte, top *object) (*edit, *refusal) {
+// includeUsage makes an OpenAI request under a budget measurable in the
+// answer to it. A (chat) completions stream reports its usage only with
+// stream_options.include_usage: it inserts the option, or refuses a body
+// that turns it off (the agent then gets one more chunk before [DONE], with
+// empty choices and the usage: OpenAI's documented behaviour, which the
+// SDKs handle). A Responses request with background: true runs after its
+// answer, which carries no usage: it is refused.
+func includeUsage(raw []byte, top *object, path string) (*edit, *refusal) {
+	if strings.HasSuffix(path, "/responses") {
+		if m, ok := top.members["background"]; ok && string(m.raw) != "false" && string(m.raw) != "null" {
+			return nil, badBody("the phantom token has an LLM token budget, and a background response spends after its answer, " +
+				"where its usage cannot be measured: leave background out (or false)")
+		}
+		return nil, nil
+	}
+	if !strings.HasSuffix(path, "/completions") {
+		return nil, nil
+	}
 	stream := false
 	if m, ok := top.members["stream"]; ok {
 		if err := json.Unmarshal(m.raw, &stream); err != nil && string(m.raw) != "null" {
@@ -339,7 +331,7 @@ func checkGeminiBody(raw []byte, top *object, l *resolve.Limits, path string) (*
 				out.asked = n
 			}
 		}
-		if l.MaxOutputTokens > 0 {
+		if l.MaxOutputTokens > 0 || l.BudgetRemaining != nil {
 			for _, k := range []string{"candidateCount", "candidate_count"} {
 				if n, ok, err := intMember(inner, k); err != nil {
 					return nil, badBody(err.Error())
@@ -375,28 +367,38 @@ func checkGeminiBody(raw []byte, top *object, l *resolve.Limits, path string) (*
 	return out, nil
 }
 
-// geminiModel returns the model a Gemini-style path names:
-// .../models/{model}:{method} (also .../models/{model} alone) gives
-// {model}, and .../tunedModels/{name}:{method} gives "tunedModels/{name}",
-// so that no glob for base models ever matches a tuned one by accident.
-// Vertex AI paths (.../publishers/google/models/{model}:...) read the same.
+// geminiModel returns the model a Gemini-style path names, in its last
+// segment and nowhere else: .../models/{model}:{method} gives {model}, and
+// .../tunedModels/{name}:{method} gives "tunedModels/{name}", so that no
+// glob for base models ever matches a tuned one by accident. Vertex AI
+// paths (.../publishers/google/models/{model}:...) read the same. A path
+// with another models segment (in any case), a name outside
+// letters, digits and "._-" ('@', ',', percent-escapes), or no method
+// names no model the proxy can be sure the upstream runs.
 func geminiModel(path string) (string, bool) {
 	segs := strings.Split(path, "/")
-	for i := len(segs) - 1; i >= 1; i-- {
-		if segs[i-1] != "models" && segs[i-1] != "tunedModels" {
-			continue
-		}
-		name, _, _ := strings.Cut(segs[i], ":")
-		name, err := url.PathUnescape(name)
-		if err != nil || name == "" {
+	if len(segs) < 2 {
+		return "", false
+	}
+	last := len(segs) - 1
+	for i, seg := range segs[:last] {
+		isModels := strings.EqualFold(seg, "models") || strings.EqualFold(seg, "tunedModels")
+		if isModels && i != last-1 {
 			return "", false
 		}
-		if segs[i-1] == "tunedModels" {
-			name = "tunedModels/" + name
-		}
-		return name, true
 	}
-	return "", false
+	collection := segs[last-1]
+	if collection != "models" && collection != "tunedModels" {
+		return "", false
+	}
+	name, method, ok := strings.Cut(segs[last], ":")
+	if !ok || method == "" || !validModelName(name, false) || !validModelName(method, false) {
+		return "", false
+	}
+	if collection == "tunedModels" {
+		name = "tunedModels/" + name
+	}
+	return name, true
 }
 
 // object is a JSON object's members that a check reads, and where the
@@ -412,51 +414,6 @@ type member struct {
 	start, end int    // its offsets in the body
 }
 
-// scanObject reads the JSON object b (which starts at offset base of the
-// body) and keeps the members named in watched. It refuses anything but
-// one object, a watched key twice, and a key equal to a watched one but
-// for case.
-func scanObject(b []byte, base int, watched []string) (*object, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
-	}
-	o := &object{members: map[string]member{}, empty: true}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, errors.New("not valid JSON")
-		}
-		key, _ := t.(string)
-		o.empty = false
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, errors.New("not valid JSON")
-		}
-		i := slices.IndexFunc(watched, func(w string) bool { return strings.EqualFold(w, key) })
-		if i < 0 {
-			continue
-		}
-		if key != watched[i] {
-			return nil, fmt.Errorf("the key %q differs from %q only in case", key, watched[i])
-		}
-		if _, dup := o.members[key]; dup {
-			return nil, fmt.Errorf("the key %q appears twice", key)
-		}
-		end := int(dec.InputOffset())
-		o.members[key] = member{raw: raw, start: base + end - len(raw), end: base + end}
-	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return nil, errors.New("not valid JSON")
-	}
-	o.closeAt = base + int(dec.InputOffset()) - 1
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("more than one JSON value")
-	}
-	return o, nil
-}
-
 // intMember reads a non-negative integer member; ok is false when absent.
 func intMember(o *object, key string) (n int64, ok bool, err error) {
 	m, ok := o.members[key]
@@ -466,7 +423,12 @@ func intMember(o *object, key string) (n int64, ok bool, err error) {
 	if string(m.raw) == "null" {
 		return 0, false, nil // absent, to the APIs
 	}
-	n, perr := strconv.ParseInt(string(m.raw), 10, 64)
+	var perr error
+	if len(m.raw) > 20 { // longer than any int64: refused before it is copied
+		perr = strconv.ErrRange
+	} else {
+		n, perr = strconv.ParseInt(string(m.raw), 10, 64)
+	}
 	if perr != nil || n < 0 {
 		return 0, false, fmt.Errorf("the request body's %s is not a non-negative integer", key)
 	}
@@ -489,15 +451,33 @@ func (o *object) insert(key, value string) edit {
 	return edit{at: o.closeAt, text: text}
 }
 
-// applyEdits returns raw with the edits made, nil when there are none.
+// applyEdits returns raw with the edits made, nil when there are none. It
+// makes them in raw's spare capacity when that holds them (copying nothing
+// more than the bytes after each edit), so raw is not to be read after.
 func applyEdits(raw []byte, edits []edit) []byte {
 	if len(edits) == 0 {
 		return nil
 	}
-	slices.SortFunc(edits, func(a, b edit) int { return a.at - b.at })
+	slices.SortStableFunc(edits, func(a, b edit) int { return a.at - b.at }) // inserts at one offset keep their order
 	n := len(raw)
 	for _, e := range edits {
 		n += len(e.text)
+	}
+	if n <= cap(raw) {
+		out := raw[:n]
+		end := n // the edits from the last: each moves what follows it
+		for k := len(edits) - 1; k >= 0; k-- {
+			e := edits[k]
+			tail := len(raw) - e.at
+			if k < len(edits)-1 {
+				tail = edits[k+1].at - e.at
+			}
+			copy(out[end-tail:end], raw[e.at:e.at+tail])
+			end -= tail
+			copy(out[end-len(e.text):end], e.text)
+			end -= len(e.text)
+		}
+		return out
 	}
 	out := make([]byte, 0, n)
 	prev := 0

@@ -70,14 +70,20 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		return err
 	}
 	ex.scrub.Header(resp.Header)
+	// The request id is Phantom's to set: none from the upstream, and after
+	// a relayed 1xx (whose headers ReverseProxy clears) it is set again.
+	resp.Header.Del(requestIDHeader)
+	if ex.sawInterim.Load() {
+		resp.Header.Set(requestIDHeader, ex.rec.RequestID)
+	}
 	ex.scrub.Header(resp.Trailer) // names only, for now: ReverseProxy announces them next
+	if ex.meter != nil && resp.StatusCode/100 == 2 {
+		// Read as it goes to the agent, and on to its end if the agent goes
+		// away; an error answer carries no usage and is not charged.
+		resp.Body = s.meterUsage(resp, ex) // usage_parse.go
+	}
 	// Trailer values arrive with the end of the body.
 	resp.Body = ex.scrub.Reader(resp.Body, resp.ContentLength, func() { ex.scrub.Header(resp.Trailer) })
-	if ex.meter != nil && resp.StatusCode/100 == 2 {
-		// Read as it goes to the agent; an error answer carries no usage
-		// and is not charged.
-		resp.Body = s.meterUsage(resp, ex.meter) // usage_parse.go
-	}
 	return nil
 }
 
@@ -108,6 +114,9 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Connection", "close")
 	}
 	ex.rec.Decision, ex.rec.Reason = "error", reason
+	// Sent whole and never answered (or answered what is not passed on):
+	// the upstream may have spent, unread (usage_settle.go).
+	ex.lost = ex.sent.Load()
 	// Transport errors quote the upstream URL, which for query injection
 	// holds the credential: scrub before logging.
 	s.log.Warn("upstream request failed", "route", ex.grant.Route, "accessor", ex.grant.Accessor,

@@ -36,6 +36,12 @@ type Server struct {
 	// usage takes the LLM usage measured of responses to the engine
 	// (usage_report.go); nil: metrics only.
 	usage *UsageReporter
+	// limitedBodies bounds the request bodies read into memory to check
+	// them against token limits (limits_body.go).
+	limitedBodies *bodyMemory
+	// tunnels decides each CONNECT before it is answered (vault_tunnel.go);
+	// the forward listener does not start without it.
+	tunnels TunnelChecker
 }
 
 // ServerOption sets what NewServer needs beyond Config.
@@ -69,6 +75,7 @@ func NewServer(cfg Config, resolver Resolver, m *Metrics, log hclog.Logger, opts
 		scrubbers:     newScrubberCache(),
 		buffers:       newBufferPool(),
 		unknownTokens: newUnknownTokenLimit(cfg.UnknownTokenRate, cfg.UnknownTokenBurst),
+		limitedBodies: newBodyMemory(cfg.MaxLimitedBodyBytes, cfg.LimitedBodyMemory),
 	}
 	for _, opt := range opts {
 		opt(s)
@@ -148,6 +155,9 @@ func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 func (s *Server) ServeWithForward(ctx context.Context, ln, adminLn, forwardLn net.Listener) error {
 	if forwardLn != nil && s.forwardCA == nil {
 		return errors.New("the forward-proxy listener needs a CA")
+	}
+	if forwardLn != nil && s.tunnels == nil {
+		return errors.New("the forward-proxy listener needs a tunnel checker (WithTunnelChecker)")
 	}
 	proxySrv := s.httpServer(s)
 	adminSrv := s.httpServer(s.AdminHandler())

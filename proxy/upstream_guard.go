@@ -158,6 +158,7 @@ func (t interimScrubber) RoundTrip(req *http.Request) (*http.Response, error) {
 	trace := &httptrace.ClientTrace{
 		Got1xxResponse: func(_ int, header textproto.MIMEHeader) error {
 			ex.scrub.Header(http.Header(header))
+			ex.sawInterim.Store(true)
 			return nil
 		},
 	}

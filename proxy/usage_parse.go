@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/phantomvault/phantom/internal/resolve"
 )
@@ -35,6 +36,9 @@ import (
 //   - Gemini: usageMetadata.promptTokenCount + toolUsePromptTokenCount, and
 //     candidatesTokenCount + thoughtsTokenCount; every chunk of a stream
 //     carries running totals: the last one counts.
+//
+// Usage counts only when the body was read to its end (usage_settle.go): a
+// stream cut short carries running totals, not what the request spent.
 
 // maxUsageObject bounds the bytes of one usage object the scanner keeps.
 const maxUsageObject = 4 << 10
@@ -352,19 +356,35 @@ func (s *sseUsageScanner) write(b []byte) {
 	}
 }
 
+// Bounds of reading a metered response on after its agent has gone: long
+// enough for any stream an LLM API sends, short of holding a connection to
+// the upstream (and a handler) forever.
+const (
+	maxDrainTime  = 10 * time.Minute
+	maxDrainBytes = 256 << 20
+)
+
 // usageTap reads a response body for the agent and, on the side, the usage
-// in it; when the body is closed (ReverseProxy always closes it, at the end
-// or when the agent goes away), done receives what was read.
+// in it. ReverseProxy closes the body at its end, or when writing to the
+// agent fails (and then panics with http.ErrAbortHandler, after the close):
+// a body closed before its end is read on to its end, through the scanner,
+// so that the usage the upstream reports last is still charged. done
+// receives what was read, once, before Close returns.
 type usageTap struct {
-	io.ReadCloser
+	body  io.ReadCloser
 	scan  func([]byte)
 	count usageCount
+	ended bool // read to its end
+	cut   bool // a read failed: the upstream (or the drain's bound) cut it
+	stop  func()
 	once  sync.Once
-	done  func(usageCount)
+	done  func(u usageCount, ended bool)
 }
 
-func newUsageTap(body io.ReadCloser, format string, sse bool, done func(usageCount)) *usageTap {
-	t := &usageTap{ReadCloser: body, done: done}
+// newUsageTap reads body for usage in format; stop cancels the upstream
+// request, to bound the drain.
+func newUsageTap(body io.ReadCloser, format string, sse bool, stop func(), done func(usageCount, bool)) *usageTap {
+	t := &usageTap{body: body, stop: stop, done: done}
 	if sse {
 		t.scan = newSSEUsageScanner(format, &t.count).write
 	} else {
@@ -374,41 +394,57 @@ func newUsageTap(body io.ReadCloser, format string, sse bool, done func(usageCou
 }
 
 func (t *usageTap) Read(p []byte) (int, error) {
-	n, err := t.ReadCloser.Read(p)
+	n, err := t.body.Read(p)
 	t.scan(p[:n])
+	switch {
+	case err == io.EOF:
+		t.ended = true
+	case err != nil:
+		t.cut = true
+	}
 	return n, err
 }
 
 func (t *usageTap) Close() error {
-	err := t.ReadCloser.Close()
-	t.once.Do(func() { t.done(t.count) })
-	return err
-}
-
-// meterUsage wraps a 2xx response's body so that, once it is closed, its
-// usage is charged: as reported, or, when the upstream reported none that
-// could be read (a cut stream, a body without usage), estimated from m.
-func (s *Server) meterUsage(resp *http.Response, m *meter) io.ReadCloser {
-	sse := strings.HasPrefix(strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Type"))), "text/event-stream")
-	return newUsageTap(resp.Body, m.format, sse, func(u usageCount) { s.charge(m, u) })
-}
-
-// charge records one response's usage in the metrics and for the engine.
-func (s *Server) charge(m *meter, u usageCount) {
-	in, out, estimated := u.input, u.output, false
-	if !u.complete && !m.estimate {
-		s.metrics.usageUnmeasured(m.route)
-		return
-	}
-	if !u.complete {
-		estimated = true
-		if !u.haveInput {
-			in = m.estimateIn
+	t.once.Do(func() {
+		if !t.ended && !t.cut {
+			t.drain()
 		}
-		out = max(out, m.estimateOut)
+		t.done(t.count, t.ended)
+	})
+	return t.body.Close()
+}
+
+// drain reads the rest of the body into the scanner only, within
+// maxDrainBytes and maxDrainTime.
+func (t *usageTap) drain() {
+	if t.stop != nil {
+		timer := time.AfterFunc(maxDrainTime, t.stop)
+		defer timer.Stop()
 	}
-	s.metrics.llmUsage(m.route, in, out, estimated)
-	if s.usage != nil {
-		s.usage.add(m.accessor, in, out, estimated)
+	buf := make([]byte, 32<<10)
+	for left := int64(maxDrainBytes); left > 0; {
+		n, err := t.body.Read(buf[:min(int64(len(buf)), left)])
+		t.scan(buf[:n])
+		left -= int64(n)
+		switch {
+		case err == io.EOF:
+			t.ended = true
+			return
+		case err != nil:
+			t.cut = true
+			return
+		}
 	}
+}
+
+// meterUsage wraps a 2xx response's body so that its usage is read as it
+// passes, and read on to its end if the agent goes away; ex.read gets what
+// was read, for settle.
+func (s *Server) meterUsage(resp *http.Response, ex *exchange) io.ReadCloser {
+	sse := strings.HasPrefix(strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Type"))), "text/event-stream")
+	ex.read = &readUsage{}
+	return newUsageTap(resp.Body, ex.meter.format, sse, ex.stopUpstream, func(u usageCount, ended bool) {
+		ex.read.count, ex.read.ended, ex.read.done = u, ended, true
+	})
 }

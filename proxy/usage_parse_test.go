@@ -127,8 +127,10 @@ func TestUsageChargedThroughTheProxy(t *testing.T) {
 			resolve.Limits{UsageFormat: "anthropic"}, 30, 16, 0},
 		{"unreadable: charged at the cap", "application/json", `{"ok":true}`, 200, `{"model":"m"}`,
 			resolve.Limits{UsageFormat: "openai", MaxOutputTokens: 64}, int64(len(`{"model":"m"}`)), 64, 1},
-		{"cut stream keeps the input it saw", "text/event-stream", usageCases[8].body, 200, `{"model":"c","max_tokens":50}`,
-			resolve.Limits{UsageFormat: "anthropic", BudgetRemaining: new(int64(100))}, 25, 50, 1},
+		{"cut stream under a cap: the input it saw, the cap", "text/event-stream", usageCases[8].body, 200, `{"model":"c","max_tokens":50}`,
+			resolve.Limits{UsageFormat: "anthropic", MaxOutputTokens: 60}, 25, 60, 1},
+		{"cut stream under a budget: the rest of the budget", "text/event-stream", usageCases[8].body, 200, `{"model":"c","max_tokens":50}`,
+			resolve.Limits{UsageFormat: "anthropic", MaxOutputTokens: 60, BudgetRemaining: new(int64(100))}, 25, 75, 1},
 		{"unreadable without a budget or cap: not charged", "application/json", `{"ok":true}`, 200, `{"model":"m"}`,
 			resolve.Limits{UsageFormat: "openai"}, 0, 0, 0},
 		{"error answers are not charged", "application/json", `{"error":{}}`, 400, `{"model":"m"}`,
@@ -136,7 +138,11 @@ func TestUsageChargedThroughTheProxy(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p, sink, rep := meteredProxy(t, c.l, c.contentType, c.body, c.status)
-			resp, body := p.post(t, "/v1/chat/completions", c.reqBody)
+			path := "/v1/chat/completions"
+			if c.l.UsageFormat == resolve.UsageAnthropic {
+				path = "/v1/messages"
+			}
+			resp, body := p.post(t, path, c.reqBody)
 			if resp.StatusCode != c.status {
 				t.Fatalf("%d %s", resp.StatusCode, body)
 			}
@@ -195,7 +201,7 @@ func TestUsageReporterKeepsWhatFailed(t *testing.T) {
 	sink := &sinkRecorder{fail: true}
 	r := NewUsageReporter(sink, time.Hour, time.Second, m, hclog.NewNullLogger())
 	for i := range 3000 {
-		r.add(fmt.Sprintf("pha_%d", i%1500), 1, 2, false)
+		r.add(resolve.UsageReport{Accessor: fmt.Sprintf("pha_%d", i%1500), InputTokens: 1, OutputTokens: 2})
 	}
 	if err := r.flush(t.Context()); err == nil {
 		t.Fatal("a failing sink reported success")
@@ -204,7 +210,7 @@ func TestUsageReporterKeepsWhatFailed(t *testing.T) {
 		t.Fatalf("%d calls", sink.calls)
 	}
 	sink.fail = false
-	r.add("pha_0", 10, 0, true)
+	r.add(resolve.UsageReport{Accessor: "pha_0", InputTokens: 10, Estimated: 1})
 	if err := r.flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +268,7 @@ func TestUsageReporterDrainsOnShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); r.Run(ctx) }()
-	r.add("pha_a", 3, 4, false)
+	r.add(resolve.UsageReport{Accessor: "pha_a", InputTokens: 3, OutputTokens: 4})
 	cancel()
 	<-done
 	if in, out, _ := sink.total("pha_a"); in != 3 || out != 4 {
@@ -296,14 +302,18 @@ func FuzzCheckLimitedBody(f *testing.F) {
 	f.Add(`{"model":"m","stream":true}`, "/v1/chat/completions")
 	f.Add(`{"generationConfig":{"temperature":1}}`, "/v1/models/g:generateContent")
 	f.Add(`{ }`, "/v1/messages")
+	for _, s := range scanSeeds { // limits_body_test.go
+		f.Add(s, "/v1/chat/completions")
+	}
 	f.Fuzz(func(t *testing.T, body, path string) {
+		checkScanAgainstJSON(t, []byte(body)) // the scanner reads what encoding/json reads
 		for _, format := range resolve.UsageFormats {
 			l := &resolve.Limits{UsageFormat: format, MaxOutputTokens: 100, BudgetRemaining: new(int64(5))}
 			got, ref := checkLimitedBody([]byte(body), l, path)
 			if ref != nil || got.rewritten == nil {
 				continue
 			}
-			var before, after map[string]any
+			var before, after map[string]json.RawMessage // raw: 1e700 is JSON, not a float64
 			if err := json.Unmarshal(got.rewritten, &after); err != nil {
 				t.Fatalf("%s: rewrote %q into %q: %v", format, body, got.rewritten, err)
 			}

@@ -1,19 +1,14 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/vault/api"
 
 	"github.com/phantomvault/phantom/internal/resolve"
 )
@@ -50,6 +45,10 @@ type UsageReporter struct {
 	mu      sync.Mutex
 	pending map[string]*resolve.UsageReport // accessor -> totals
 	kick    chan struct{}
+	// settling counts, per accessor, the settlements in the flush under
+	// way; flushed is closed (and replaced) when a flush ends.
+	settling map[string]int64
+	flushed  chan struct{}
 }
 
 // NewUsageReporter reports to sink every interval (DefaultUsageReportInterval
@@ -63,31 +62,28 @@ func NewUsageReporter(sink UsageSink, interval, timeout time.Duration, m *Metric
 	}
 	return &UsageReporter{
 		sink: sink, interval: interval, timeout: timeout, metrics: m, log: log,
-		pending: map[string]*resolve.UsageReport{},
-		kick:    make(chan struct{}, 1),
+		pending:  map[string]*resolve.UsageReport{},
+		kick:     make(chan struct{}, 1),
+		settling: map[string]int64{},
+		flushed:  make(chan struct{}),
 	}
 }
 
-// add records one response's usage for accessor.
-func (r *UsageReporter) add(accessor string, input, output int64, estimated bool) {
+// add records what one request spent (and, under a budget, that it is
+// settled). A settlement starts a report at once (coalesced, never
+// blocking): the engine holds the request's reservation until then, so a
+// token's next request finds its budget freed without waiting for the tick.
+func (r *UsageReporter) add(rep resolve.UsageReport) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.mergeLocked(resolve.UsageReport{Accessor: accessor, InputTokens: input, OutputTokens: output, Estimated: boolCount(estimated)}) {
-		return
-	}
-	if len(r.pending) >= usageFlushAt {
+	merged := r.mergeLocked(rep)
+	n := len(r.pending)
+	r.mu.Unlock()
+	if merged && (rep.Settled > 0 || n >= usageFlushAt) {
 		select {
 		case r.kick <- struct{}{}:
 		default:
 		}
 	}
-}
-
-func boolCount(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // mergeLocked adds rep to the pending totals; false when it had to be dropped.
@@ -97,22 +93,30 @@ func (r *UsageReporter) mergeLocked(rep resolve.UsageReport) bool {
 		if len(r.pending) >= maxUsagePending {
 			r.metrics.usageDropped()
 			r.log.Error("dropping LLM usage: too many tokens wait for Vault to take their usage", "accessor", rep.Accessor,
-				"input_tokens", rep.InputTokens, "output_tokens", rep.OutputTokens)
+				"input_tokens", rep.InputTokens, "output_tokens", rep.OutputTokens, "settled", rep.Settled)
 			return false
 		}
 		p = &resolve.UsageReport{Accessor: rep.Accessor}
 		r.pending[rep.Accessor] = p
 	}
-	p.InputTokens += rep.InputTokens
-	p.OutputTokens += rep.OutputTokens
-	p.Estimated += rep.Estimated
+	p.InputTokens = addTokens(p.InputTokens, rep.InputTokens)
+	p.OutputTokens = addTokens(p.OutputTokens, rep.OutputTokens)
+	p.Estimated = addTokens(p.Estimated, rep.Estimated)
+	p.Settled = addTokens(p.Settled, rep.Settled)
 	return true
+}
+
+// addTokens adds two counts of a report, saturating at what the engine
+// takes: a report above resolve.MaxReportedTokens would be refused.
+func addTokens(a, b int64) int64 {
+	return min(clampTokens(a)+clampTokens(b), resolve.MaxReportedTokens)
 }
 
 // Run reports until ctx ends, then once more for what is left.
 func (r *UsageReporter) Run(ctx context.Context) {
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -122,8 +126,11 @@ func (r *UsageReporter) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-r.kick:
+			if failing {
+				continue // Vault failed the last report: retry on the tick, not on every request
+			}
 		}
-		r.flush(ctx)
+		failing = r.flush(ctx) != nil
 	}
 }
 
@@ -138,9 +145,13 @@ func (r *UsageReporter) flush(ctx context.Context) error {
 	all := make([]resolve.UsageReport, 0, len(r.pending))
 	for _, p := range r.pending {
 		all = append(all, *p)
+		if p.Settled > 0 {
+			r.settling[p.Accessor] += p.Settled
+		}
 	}
 	r.pending = make(map[string]*resolve.UsageReport, len(all))
 	r.mu.Unlock()
+	defer r.flushEnded(all)
 
 	var firstErr error
 	for len(all) > 0 {
@@ -160,7 +171,9 @@ func (r *UsageReporter) flush(ctx context.Context) error {
 		var vErr *vaultError
 		if errors.As(err, &vErr) && vErr.status == http.StatusBadRequest && !isForwardRefused(err) {
 			// The engine refused the batch as malformed and applied none of
-			// it: sending it again would be refused again.
+			// it: sending it again would be refused again. Every count is
+			// clamped to what the engine takes, so this is a bug; the
+			// settlements in it are lost with it.
 			r.log.Error("Vault refused a usage report as malformed; dropping it", "error", err, "tokens", n)
 			for range batch {
 				r.metrics.usageDropped()
@@ -177,6 +190,62 @@ func (r *UsageReporter) flush(ctx context.Context) error {
 	return firstErr
 }
 
+// flushEnded forgets the settlements of a flush (reported, or back in
+// pending) and wakes those waiting for them.
+func (r *UsageReporter) flushEnded(sent []resolve.UsageReport) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rep := range sent {
+		if rep.Settled > 0 {
+			if r.settling[rep.Accessor] -= rep.Settled; r.settling[rep.Accessor] <= 0 {
+				delete(r.settling, rep.Accessor)
+			}
+		}
+	}
+	close(r.flushed)
+	r.flushed = make(chan struct{})
+}
+
+// awaitSettled waits, within ctx and maxSettleWait, until the settlements
+// this proxy holds for accessor have been reported, and reports whether it
+// held any. A token's request that the engine finds pending may be waiting
+// only for this proxy's report of the token's last request: a sequential
+// agent's next request, sent as soon as it has the last answer's end.
+func (r *UsageReporter) awaitSettled(ctx context.Context, accessor string) bool {
+	if r == nil {
+		return false
+	}
+	timer := time.NewTimer(maxSettleWait)
+	defer timer.Stop()
+	held := false
+	for {
+		r.mu.Lock()
+		p := r.pending[accessor]
+		waiting := p != nil && p.Settled > 0 || r.settling[accessor] > 0
+		flushed := r.flushed
+		r.mu.Unlock()
+		if !waiting {
+			return held
+		}
+		held = true
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-flushed:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// maxSettleWait bounds awaitSettled: a report call takes about a
+// millisecond; one that takes longer is failing.
+const maxSettleWait = 250 * time.Millisecond
+
 // ReportUsage sends reports to the engine's usage path in one call. It
 // uses PATCH, as resolve does (no existence check), the resolve call's
 // connections and, like resolve, asks for the active node: the engine keeps
@@ -187,35 +256,16 @@ func (v *VaultResolver) ReportUsage(ctx context.Context, reports []resolve.Usage
 	if !v.session.authed.Load() {
 		return errNotAuthenticated
 	}
-	body, err := json.Marshal(resolve.UsageBatch{Reports: reports})
-	if err != nil {
-		return err
+	var answer *struct {
+		Rejected int64 `json:"rejected"`
 	}
-	c := v.resolve
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPatch, strings.TrimSuffix(c.url, "/resolve")+"/usage", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	for k, vals := range c.headers {
-		hreq.Header[k] = vals
-	}
-	hreq.Header.Set("Content-Type", "application/merge-patch+json")
-	hreq.Header.Set("X-Vault-Token", v.session.client.Token())
-	if c.forward.Load() {
-		hreq.Header.Set(api.HeaderForward, "active-node")
-	}
-	resp, err := c.http.Do(hreq)
-	if err != nil {
+	if err := v.resolve.patch(ctx, v.session.client.Token(), "usage", resolve.UsageBatch{Reports: reports}, &answer); err != nil {
 		return fmt.Errorf("reporting usage to Vault: %w", err)
 	}
-	defer resp.Body.Close()
-	var out struct {
-		Errors []string `json:"errors"`
-	}
-	json.NewDecoder(io.LimitReader(resp.Body, maxResolveAnswer)).Decode(&out)
-	io.Copy(io.Discard, io.LimitReader(resp.Body, maxResolveAnswer))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("reporting usage to Vault: %w", &vaultError{status: resp.StatusCode, errors: out.Errors})
+	if answer.Rejected > 0 {
+		// The engine rejects a report that fails its check, alone, and
+		// applies nothing of it: with every count clamped, a bug.
+		v.log.Error("Vault rejected LLM usage reports as malformed; they are lost", "rejected", answer.Rejected, "reports", len(reports))
 	}
 	return nil
 }

@@ -240,7 +240,7 @@ func (v *VaultResolver) resolveMany(ctx context.Context, reqs []ResolveRequest) 
 	}
 	ds, err = v.resolveOnce(ctx, reqs)
 	if isForbidden(err) {
-		v.log.Error(errRefusedFresh.Error(), "url", v.resolve.url)
+		v.log.Error(errRefusedFresh.Error(), "url", v.resolve.mountURL+"resolve")
 		return nil, errRefusedFresh
 	}
 	return ds, err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -20,7 +21,8 @@ import (
 // maxResolveAnswer bounds what the proxy reads of one resolve answer.
 const maxResolveAnswer = 1 << 20
 
-// resolveCall is the one Vault call on every request. It is made with plain
+// resolveCall is the one Vault call on every request (and, through patch,
+// the engine's other proxy paths: tunnel and usage). It is made with plain
 // net/http rather than the api client: no retry wrapper, no rate limiter, a
 // typed body both ways instead of map[string]any, and the connection pool of
 // the api client's own http.Client (its TLS settings, no redirects).
@@ -35,20 +37,20 @@ const maxResolveAnswer = 1 << 20
 // never before a patch. The engine accepts both; the proxy's policy grants
 // only patch.
 type resolveCall struct {
-	http    *http.Client
-	url     string
-	headers http.Header // the api client's, e.g. X-Vault-Namespace
-	timeout time.Duration
-	forward *atomic.Bool // send X-Vault-Forward (see VaultResolver.forwardingRefused)
+	http     *http.Client
+	mountURL string      // the engine's mount, with a trailing slash
+	headers  http.Header // the api client's, e.g. X-Vault-Namespace
+	timeout  time.Duration
+	forward  *atomic.Bool // send X-Vault-Forward (see VaultResolver.forwardingRefused)
 }
 
 func newResolveCall(client *api.Client, hc *http.Client, cfg Config, forwardActive bool) resolveCall {
 	c := resolveCall{
-		http:    hc,
-		url:     strings.TrimSuffix(client.Address(), "/") + "/v1/" + strings.Trim(cfg.Mount, "/") + "/resolve",
-		headers: client.Headers(),
-		timeout: cfg.VaultTimeout,
-		forward: new(atomic.Bool),
+		http:     hc,
+		mountURL: strings.TrimSuffix(client.Address(), "/") + "/v1/" + strings.Trim(cfg.Mount, "/") + "/",
+		headers:  client.Headers(),
+		timeout:  cfg.VaultTimeout,
+		forward:  new(atomic.Bool),
 	}
 	c.forward.Store(forwardActive)
 	return c
@@ -77,19 +79,39 @@ func isForwardRefused(err error) bool {
 func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRequest) ([]*Decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	var body []byte
-	var err error
+	var in any = resolve.BatchRequest{Requests: reqs}
 	if len(reqs) == 1 {
-		body, err = json.Marshal(reqs[0])
-	} else {
-		body, err = json.Marshal(resolve.BatchRequest{Requests: reqs})
+		in = reqs[0]
 	}
-	if err != nil {
-		return nil, err
+	var reply *resolve.Reply
+	if err := c.patch(ctx, vaultToken, "resolve", in, &reply); err != nil {
+		return nil, fmt.Errorf("resolving through Vault: %w", err)
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPatch, c.url, bytes.NewReader(body))
+	answers, err := reply.Answers(len(reqs))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("resolving through Vault: %w", err)
+	}
+	ds := make([]*Decision, len(answers))
+	for i, a := range answers {
+		if ds[i], err = parseDecision(a); err != nil {
+			return nil, err
+		}
+	}
+	return ds, nil
+}
+
+// patch makes one call to the engine's path (resolve, tunnel or usage): a
+// PATCH, which spares Vault's existence check, sent to the active node when
+// c.forward says so. The answer's data is decoded into data, a pointer to
+// a pointer; an answer without data is an error.
+func (c resolveCall) patch(ctx context.Context, vaultToken, path string, in, data any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPatch, c.mountURL+path, bytes.NewReader(body))
+	if err != nil {
+		return err
 	}
 	for k, v := range c.headers {
 		hreq.Header[k] = v
@@ -101,37 +123,27 @@ func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRe
 	}
 	resp, err := c.http.Do(hreq)
 	if err != nil {
-		return nil, fmt.Errorf("resolving through Vault: %w", err)
+		return err
 	}
 	defer func() {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxResolveAnswer)) // keep the connection reusable
 		resp.Body.Close()
 	}()
-	var out struct {
-		Data   *resolve.Reply `json:"data"`
-		Errors []string       `json:"errors"`
-	}
+	out := struct {
+		Data   any      `json:"data"`
+		Errors []string `json:"errors"`
+	}{Data: data}
 	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, maxResolveAnswer)).Decode(&out)
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("resolving through Vault: %w", &vaultError{status: resp.StatusCode, errors: out.Errors})
+		return &vaultError{status: resp.StatusCode, errors: out.Errors}
 	}
 	if decodeErr != nil {
-		return nil, fmt.Errorf("resolving through Vault: malformed answer: %w", decodeErr)
+		return fmt.Errorf("malformed answer: %w", decodeErr)
 	}
-	if out.Data == nil {
-		return nil, errors.New("resolving through Vault: empty answer")
+	if v := reflect.ValueOf(data).Elem(); v.IsNil() {
+		return errors.New("empty answer")
 	}
-	answers, err := out.Data.Answers(len(reqs))
-	if err != nil {
-		return nil, fmt.Errorf("resolving through Vault: %w", err)
-	}
-	ds := make([]*Decision, len(answers))
-	for i, a := range answers {
-		if ds[i], err = parseDecision(a); err != nil {
-			return nil, err
-		}
-	}
-	return ds, nil
+	return nil
 }
 
 // parseDecision reads the engine's answer, refusing anything malformed.

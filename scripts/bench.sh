@@ -16,7 +16,7 @@ token=$("$vault" read -field=token phantom/token/demo-api ttl=2h)
 # (which needs a usage format), beside the plain token in the same run.
 "$vault" write phantom/routes/demo-api-limits upstream="$upstream" allowed_paths='/v1/customers/**' \
   allowed_methods=GET credential="$real_key" usage_format=openai rate_limit=1000000000/1s \
-  route_rate_limit=1000000000/1s token_budget=1000000000000 >/dev/null
+  route_rate_limit=1000000000/1s token_budget=1000000000000 max_output_tokens=4096 >/dev/null
 limits_token=$("$vault" read -field=token phantom/token/demo-api-limits ttl=2h)
 # The forward-proxy mode beside reverse mode: one route to the same API
 # behind TLS, reached through the reverse listener and through the tunnel.

@@ -17,6 +17,12 @@ path "PHANTOM_MOUNT/usage" {
   capabilities = ["patch"]
 }
 
+# Forward-proxy mode: at each CONNECT, may a tunnel to this origin be
+# opened? Sent with PATCH too; it reads only, and returns no credential.
+path "PHANTOM_MOUNT/tunnel" {
+  capabilities = ["patch"]
+}
+
 path "auth/token/renew-self" {
   capabilities = ["update"]
 }

@@ -65,6 +65,8 @@ func run(args []string) error {
 	e.dur(&cfg.UpstreamTimeout, "upstream-timeout", "PHANTOM_UPSTREAM_TIMEOUT", proxy.DefaultUpstreamTimeout, "longest wait for an upstream's response headers (then 504)")
 	e.dur(&cfg.DialTimeout, "dial-timeout", "PHANTOM_DIAL_TIMEOUT", proxy.DefaultDialTimeout, "longest wait to connect to an upstream")
 	e.int64(&cfg.MaxBodyBytes, "max-body-bytes", "PHANTOM_MAX_BODY_BYTES", proxy.DefaultMaxBodyBytes, "largest request body accepted (then 413)")
+	e.int64(&cfg.MaxLimitedBodyBytes, "max-limited-body-bytes", "PHANTOM_MAX_LIMITED_BODY_BYTES", proxy.DefaultMaxLimitedBodyBytes, "largest request body read whole to check it against a token's model, output or budget limits (then 413)")
+	e.int64(&cfg.LimitedBodyMemory, "limited-body-memory", "PHANTOM_LIMITED_BODY_MEMORY", proxy.DefaultLimitedBodyMemory, "most bytes of such bodies held at once across the proxy (then 503 with Retry-After: 1)")
 	e.dur(&cfg.BodyStallTimeout, "body-stall-timeout", "PHANTOM_BODY_STALL_TIMEOUT", proxy.DefaultBodyStallTimeout, "longest wait for the next bytes of a request body (then the connection is closed)")
 	e.int(&cfg.MaxConnections, "max-connections", "PHANTOM_MAX_CONNECTIONS", proxy.DefaultMaxConnections, "most open connections on the agents' listener; more wait to be accepted")
 	e.int(&cfg.MaxConnectionsPerClient, "max-connections-per-client", "PHANTOM_MAX_CONNECTIONS_PER_CLIENT", proxy.DefaultMaxConnsPerClient, "most open connections of one client address (IPv4, or IPv6 /64) on the agents' listener; more are closed at once; negative turns it off (behind a load balancer)")
@@ -74,7 +76,7 @@ func run(args []string) error {
 	e.str(&queryParams, "token-query-params", "PHANTOM_TOKEN_QUERY_PARAMS", strings.Join(proxy.DefaultQueryParams, ","), "comma-separated query parameters that may carry a phantom token")
 	e.str(&cfg.AuditFile, "audit-file", "PHANTOM_AUDIT_FILE", "-", "audit log file (JSON lines); - is stdout")
 	e.dur(&cfg.ShutdownTimeout, "shutdown-timeout", "PHANTOM_SHUTDOWN_TIMEOUT", proxy.DefaultShutdownTimeout, "how long SIGTERM waits for in-flight requests")
-	e.dur(&cfg.UsageReportInterval, "usage-report-interval", "PHANTOM_USAGE_REPORT_INTERVAL", proxy.DefaultUsageReportInterval, "how often the LLM usage measured is reported to Vault (budgets may overshoot by what one interval carries)")
+	e.dur(&cfg.UsageReportInterval, "usage-report-interval", "PHANTOM_USAGE_REPORT_INTERVAL", proxy.DefaultUsageReportInterval, "how often the LLM usage measured is reported to Vault (the settlements of requests under a budget are reported at once)")
 	e.boolean(&cfg.Pprof, "pprof", "PHANTOM_PPROF", false, "serve Go's profiler at /debug/pprof/ on the admin listener")
 	var upstreamResolve string
 	e.str(&cfg.ForwardListenAddr, "forward-listen", "PHANTOM_FORWARD_LISTEN", "", "address of the forward-proxy listener (CONNECT, for HTTPS_PROXY); off when empty")
@@ -131,7 +133,7 @@ func run(args []string) error {
 		return err
 	}
 	usage := proxy.NewUsageReporter(resolver, cfg.UsageReportInterval, cfg.VaultTimeout, m, log.Named("usage"))
-	srv, err := proxy.NewServer(cfg, resolver, m, log, proxy.WithUsageReporter(usage))
+	srv, err := proxy.NewServer(cfg, resolver, m, log, proxy.WithUsageReporter(usage), proxy.WithTunnelChecker(resolver))
 	if err != nil {
 		return err
 	}

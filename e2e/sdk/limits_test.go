@@ -183,7 +183,7 @@ func TestLimitsUsageCountedExactly(t *testing.T) {
 	oai := &llmUpstream{key: openaiKey}
 	claude := &llmUpstream{key: anthropicKey}
 	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+serve(t, oai), "allowed_paths=/v1/**", "allowed_methods=POST",
-		"credential="+openaiKey, "usage_format=openai", "token_budget=1000000")
+		"credential="+openaiKey, "usage_format=openai", "token_budget=1000000", "max_output_tokens=4096")
 	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+serve(t, claude), "allowed_paths=/v1/messages", "allowed_methods=POST",
 		"credential="+anthropicKey, "auth_type=header", "auth_header=x-api-key", "usage_format=anthropic")
 	p := harness.StartProxy(t, v, usageReportIntervalFlag)
@@ -309,30 +309,57 @@ func TestLimitsBudgetStopsTheToken(t *testing.T) {
 	}
 }
 
-// A response whose usage cannot be read is charged at the request's output
-// cap, and the request body's length as input: never free.
+// A response whose usage cannot be read is never free. Under an output cap
+// only, it is charged at the cap, and the request body's length as input.
+// Under a budget it is charged the rest of the budget as the engine handed
+// it down: the token is spent (fail closed), and its next request is a 401.
 func TestLimitsUnreadableUsageIsEstimated(t *testing.T) {
 	clearSDKEnv(t)
 	v := harness.StartDevVault(t)
 	claude := &llmUpstream{key: anthropicKey, noUsage: true}
-	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+serve(t, claude), "allowed_paths=/v1/messages", "allowed_methods=POST",
-		"credential="+anthropicKey, "auth_type=header", "auth_header=x-api-key", "usage_format=anthropic",
-		"token_budget=100000", "max_output_tokens=64")
+	up := serve(t, claude)
+	route := func(name string, extra ...string) {
+		v.MustCLI(t, append([]string{"write", "phantom/routes/" + name, "upstream=" + up, "allowed_paths=/v1/messages", "allowed_methods=POST",
+			"credential=" + anthropicKey, "auth_type=header", "auth_header=x-api-key", "usage_format=anthropic", "max_output_tokens=64"}, extra...)...)
+	}
+	route("capped")
+	route("budgeted", "token_budget=100000")
 	p := harness.StartProxy(t, v, usageReportIntervalFlag)
-	tok, acc := mintAccessor(t, v, "anthropic")
-	ac := anthropicClient(p, tok)
+	wait := func(acc string, done func(in, out, est int64) bool) (in, out, est int64) {
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(150 * time.Millisecond) {
+			if in, out, est = tokenUsage(t, v, acc); done(in, out, est) {
+				break
+			}
+		}
+		return in, out, est
+	}
+
+	tok, acc := mintAccessor(t, v, "capped")
+	if _, err := anthropicClient(p, tok).Messages.New(context.Background(), claudeParams(32)); err != nil {
+		t.Fatal(err)
+	}
+	if in, out, est := wait(acc, func(_, _, est int64) bool { return est > 0 }); est != 1 || out != 64 || in < 50 {
+		t.Fatalf("under a cap: input %d output %d estimated %d, want the body's length, 64, 1", in, out, est)
+	}
+	if !strings.Contains(metricsOf(t, p), `phantom_proxy_usage_estimated_total{route="capped"} 1`) {
+		t.Fatalf("metrics lack the estimate:\n%s", grep(metricsOf(t, p), "estimated"))
+	}
+
+	tok, acc = mintAccessor(t, v, "budgeted")
+	ac := anthropicClient(p, tok, anthropicoption.WithMaxRetries(0))
 	if _, err := ac.Messages.New(context.Background(), claudeParams(32)); err != nil {
 		t.Fatal(err)
 	}
-	var in, out, est int64
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && est == 0; time.Sleep(150 * time.Millisecond) {
-		in, out, est = tokenUsage(t, v, acc)
+	if in, out, est := wait(acc, func(in, out, _ int64) bool { return in+out >= 100000 }); est != 1 || in+out != 100000 {
+		t.Fatalf("under a budget: input %d output %d estimated %d, want the whole budget charged", in, out, est)
 	}
-	if est != 1 || out != 64 || in < 50 {
-		t.Fatalf("usage in Vault: input %d output %d estimated %d, want the body's length, 64, 1", in, out, est)
+	_, err := ac.Messages.New(context.Background(), claudeParams(32))
+	var apiErr *anthropic.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 401 || !strings.Contains(apiErr.RawJSON(), "budget_exhausted") {
+		t.Fatalf("after an unreadable answer under a budget: %v", err)
 	}
-	if !strings.Contains(metricsOf(t, p), `phantom_proxy_usage_estimated_total{route="anthropic"} 1`) {
-		t.Fatalf("metrics lack the estimate:\n%s", grep(metricsOf(t, p), "estimated"))
+	if claude.count() != 2 {
+		t.Fatalf("the upstream saw %d requests, want 2", claude.count())
 	}
 }
 

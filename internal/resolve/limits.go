@@ -131,12 +131,25 @@ const MaxReports = 1024
 // last report: LLM tokens as the upstream reported them, and the responses
 // whose usage could not be read, which the proxy charged at the request's
 // output cap (Estimated counts them; their charge is in OutputTokens).
+//
+// Settled counts the requests this report closes among those admitted under
+// a budget (an answer with BudgetRemaining): the engine reserves each such
+// request's output cap at resolve and holds it until the proxy settles the
+// request, exactly once, whatever became of it (forwarded and charged,
+// refused by the proxy, failed upstream). Reserved budget is what keeps a
+// token from spending, between its requests' usage and the reports of it,
+// more than the requests in flight.
 type UsageReport struct {
 	Accessor     string `json:"accessor"`
 	InputTokens  int64  `json:"input_tokens"`
 	OutputTokens int64  `json:"output_tokens"`
 	Estimated    int64  `json:"estimated,omitempty"`
+	Settled      int64  `json:"settled,omitempty"`
 }
+
+// MaxReportedTokens bounds each count of a report: no real usage comes near
+// it, and sums of clamped counts cannot overflow.
+const MaxReportedTokens = 1 << 40
 
 // UsageBatch is one usage call: at most MaxReports reports.
 type UsageBatch struct {
@@ -148,8 +161,10 @@ func (r *UsageReport) Check() error {
 	if r.Accessor == "" {
 		return fmt.Errorf("a usage report lacks the accessor")
 	}
-	if r.InputTokens < 0 || r.OutputTokens < 0 || r.Estimated < 0 {
-		return fmt.Errorf("a usage report has a negative count")
+	for _, n := range []int64{r.InputTokens, r.OutputTokens, r.Estimated, r.Settled} {
+		if n < 0 || n > MaxReportedTokens {
+			return fmt.Errorf("a usage report has a count below 0 or above %d", int64(MaxReportedTokens))
+		}
 	}
 	return nil
 }

@@ -14,13 +14,20 @@ const (
 	ReasonMethodNotAllowed = "method_not_allowed"
 	ReasonPathNotAllowed   = "path_not_allowed"
 	ReasonBadRequest       = "bad_request"
+	// ReasonOriginNotAllowed refuses a forward-proxy tunnel, or a request
+	// inside one, whose origin is not its token's route's (https, no base
+	// path): the engine at CONNECT (the tunnel call), the proxy per request.
+	ReasonOriginNotAllowed = "origin_not_allowed"
 
 	// Limits (limits.go). A spent budget is a dead token, like used-up
 	// uses; a rate limit is transient (429 with Retry-After); a model
 	// outside the allow-list or a request above the output cap is out of
 	// scope. The proxy decides the last two from the answer's Limits.
-	ReasonRateLimited       = "rate_limited"
-	ReasonBudgetExhausted   = "budget_exhausted"
+	ReasonRateLimited     = "rate_limited"
+	ReasonBudgetExhausted = "budget_exhausted"
+	// ReasonBudgetPending: what is left of the budget is reserved by
+	// requests still in flight; retry once their usage is in (429).
+	ReasonBudgetPending     = "budget_pending"
 	ReasonModelNotAllowed   = "model_not_allowed"
 	ReasonOutputCapExceeded = "max_output_tokens_exceeded"
 )
@@ -42,8 +49,10 @@ var reasons = []struct {
 	{ReasonMethodNotAllowed, http.StatusForbidden, "this method is not allowed for the phantom token"},
 	{ReasonPathNotAllowed, http.StatusForbidden, "this path is not allowed for the phantom token"},
 	{ReasonBadRequest, http.StatusBadRequest, refusedMessage},
+	{ReasonOriginNotAllowed, http.StatusForbidden, "no phantom token's route leads to this host and port (https, no base path)"},
 	{ReasonRateLimited, http.StatusTooManyRequests, "the phantom token's rate limit was reached; retry after the time in Retry-After"},
 	{ReasonBudgetExhausted, http.StatusUnauthorized, "the phantom token's LLM token budget is spent"},
+	{ReasonBudgetPending, http.StatusTooManyRequests, "the rest of the phantom token's LLM token budget is held by requests in flight; retry after the time in Retry-After"},
 	{ReasonModelNotAllowed, http.StatusForbidden, "this model is not allowed for the phantom token"},
 	{ReasonOutputCapExceeded, http.StatusForbidden, "the request asks for more output tokens than the phantom token allows"},
 }

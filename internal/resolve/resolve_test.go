@@ -84,13 +84,14 @@ func TestRefusal(t *testing.T) {
 		ReasonUnknownToken: 401, ReasonExpired: 401, ReasonRevoked: 401, ReasonRouteDeleted: 401, ReasonUsesExhausted: 401,
 		ReasonCIDRDenied: 403, ReasonMethodNotAllowed: 403, ReasonPathNotAllowed: 403, ReasonBadRequest: 400,
 		ReasonRateLimited: 429, ReasonBudgetExhausted: 401, ReasonModelNotAllowed: 403, ReasonOutputCapExceeded: 403,
+		ReasonOriginNotAllowed: 403, ReasonBudgetPending: 429,
 	} {
 		status, message := Refusal(reason)
 		if status != want || message == "" || !Known(reason) {
 			t.Errorf("%s: %d %q known=%v, want %d", reason, status, message, Known(reason), want)
 		}
 	}
-	if len(Reasons()) != 13 {
+	if len(Reasons()) != 15 {
 		t.Errorf("reasons: %v", Reasons())
 	}
 	// A reason from a newer engine is refused as out of scope, saying nothing.

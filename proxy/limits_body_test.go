@@ -1,0 +1,404 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+)
+
+// refusedBefore posts body to path and wants status, with the upstream
+// never reached.
+func (p *testProxy) wantRefused(t *testing.T, seen *seen, path, body string, status int) string {
+	t.Helper()
+	before := seen.count()
+	resp, got := p.post(t, path, body)
+	if resp.StatusCode != status {
+		t.Fatalf("%s %.80q: status %d, want %d: %s", path, body, resp.StatusCode, status, got)
+	}
+	if seen.count() != before {
+		t.Fatalf("%s %.80q: a refused request reached the upstream", path, body)
+	}
+	return got
+}
+
+func TestLimitedBodyModelRules(t *testing.T) {
+	up, seen := recordingUpstream(t)
+	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI,
+		AllowedModels: []string{"gpt-4o*", "ft:gpt-4o-mini:*", "openai/gpt-4o"}}))
+	for _, body := range []string{
+		`{"model":"gpt-4o-2024-08-06"}`,
+		`{"model":"ft:gpt-4o-mini:my-org:custom_suffix:9abc"}`,
+		`{"model":"openai/gpt-4o"}`,
+		`{"model":"gpt\u002d4o"}`, // escapes are read as JSON reads them
+	} {
+		if resp, got := p.post(t, "/v1/chat/completions", body); resp.StatusCode != 200 {
+			t.Errorf("%s: %d %s", body, resp.StatusCode, got)
+		}
+	}
+	if resp, got := p.post(t, "/v1/chat/completions?api-version=1&modelx=1", `{"model":"gpt-4o"}`); resp.StatusCode != 200 {
+		t.Errorf("an unrelated query parameter: %d %s", resp.StatusCode, got)
+	}
+	for name, c := range map[string]struct{ path, body string }{
+		"model with @":          {"/v1/chat/completions", `{"model":"gpt-4o@o1"}`},
+		"model with a comma":    {"/v1/chat/completions", `{"model":"gpt-4o,o1"}`},
+		"model with a space":    {"/v1/chat/completions", `{"model":"gpt-4o o1"}`},
+		"model with a NUL":      {"/v1/chat/completions", `{"model":"gpt-4o\u0000"}`},
+		"empty model":           {"/v1/chat/completions", `{"model":""}`},
+		"null model":            {"/v1/chat/completions", `{"model":null}`},
+		"model of 257 bytes":    {"/v1/chat/completions", `{"model":"gpt-4o` + strings.Repeat("a", 251) + `"}`},
+		"huge model":            {"/v1/chat/completions", `{"model":"gpt-4o` + strings.Repeat("a", 1<<20) + `"}`},
+		"invalid UTF-8 value":   {"/v1/chat/completions", "{\"model\":\"gpt-4o\",\"x\":\"\xff\"}"},
+		"invalid UTF-8 key":     {"/v1/chat/completions", "{\"model\":\"gpt-4o\",\"\xc0\":1}"},
+		"query model":           {"/v1/chat/completions?model=o1", `{"model":"gpt-4o"}`},
+		"query model any case":  {"/v1/chat/completions?a=1&MODEL=o1", `{"model":"gpt-4o"}`},
+		"query model escaped":   {"/v1/chat/completions?mo%64el=o1", `{"model":"gpt-4o"}`},
+		"query model bad enc":   {"/v1/chat/completions?%zz=o1", `{"model":"gpt-4o"}`},
+		"azure deployment":      {"/openai/deployments/o1-prod/chat/completions?api-version=2024-10-21", `{"model":"gpt-4o"}`},
+		"azure deployment case": {"/openai/Deployments/o1-prod/chat/completions", `{"model":"gpt-4o"}`},
+		"folded key":            {"/v1/chat/completions", `{"model":"gpt-4o","moder":"x","MODEL":"o1"}`},
+		"kelvin-folded key":     {"/v1/chat/completions", `{"max_tokens":1,"max_to\u212aens":9}`},
+		"folded key alone":      {"/v1/chat/completions", `{"MODEL":"gpt-4o"}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p.wantRefused(t, seen, c.path, c.body, 400)
+		})
+	}
+	// Without a model rule, a deployment's path is the operator's to scope.
+	p.resolver.mu.Lock()
+	p.resolver.grants[p.token].Limits = &resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10}
+	p.resolver.mu.Unlock()
+	if resp, got := p.post(t, "/openai/deployments/d/chat/completions?api-version=1", `{"model":"x"}`); resp.StatusCode != 200 {
+		t.Errorf("a deployment under a cap only: %d %s", resp.StatusCode, got)
+	}
+}
+
+// A Gemini-style path with a query but no model in it passes.
+func TestGeminiModelWithQuery(t *testing.T) {
+	up, _ := recordingUpstream(t)
+	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageGemini, AllowedModels: []string{"gemini-*-flash"}}))
+	if resp, body := p.post(t, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", `{}`); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+}
+
+// A body over -max-limited-body-bytes is refused with 413 before it is
+// read, with or without a Content-Length; one that does not fit in what is
+// left of -limited-body-memory gets 503 and Retry-After, and the memory
+// comes back once the bodies are done.
+func TestLimitedBodyMemoryBounds(t *testing.T) {
+	up, seen := recordingUpstream(t)
+	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10}))
+	p.srv.limitedBodies = newBodyMemory(1000, 1500)
+	small := `{"model":"m","input":"` + strings.Repeat("a", 900) + `"}`
+	large := `{"model":"m","input":"` + strings.Repeat("a", 1000) + `"}`
+	if resp, body := p.post(t, "/v1/embeddings", small); resp.StatusCode != 200 {
+		t.Fatalf("a body under the bound: %d %s", resp.StatusCode, body)
+	}
+	p.wantRefused(t, seen, "/v1/embeddings", large, 413)
+
+	// Without a Content-Length (chunked).
+	chunked := func(body string) *http.Response {
+		req, _ := http.NewRequest("POST", p.url+"/v1/embeddings", io.MultiReader(strings.NewReader(body)))
+		req.ContentLength = -1
+		req.Header.Set("Authorization", "Bearer "+p.token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, _ := do(t, req)
+		return resp
+	}
+	if resp := chunked(small); resp.StatusCode != 200 {
+		t.Fatalf("a chunked body under the bound: %d", resp.StatusCode)
+	}
+	if got := bodyOf(t, seen.last(t)); got != small {
+		t.Fatalf("the chunked body went upstream as %.60q", got)
+	}
+	before := seen.count()
+	if resp := chunked(large); resp.StatusCode != 413 || seen.count() != before {
+		t.Fatalf("a chunked body over the bound: %d", resp.StatusCode)
+	}
+
+	// One body held while its client is slow takes the memory another needs.
+	pr, pw := io.Pipe()
+	slow, _ := http.NewRequest("POST", p.url+"/v1/embeddings", pr)
+	slow.ContentLength = int64(len(small))
+	slow.Header.Set("Authorization", "Bearer "+p.token)
+	slow.Header.Set("Content-Type", "application/json")
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(slow)
+		if err != nil {
+			done <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	pw.Write([]byte(small[:10]))
+	var resp *http.Response
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, body = p.post(t, "/v1/embeddings", small)
+		if resp.StatusCode != 200 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wantError(t, resp, body, 503, statusType[503])
+	if resp.Header.Get("Retry-After") != "1" || !strings.Contains(body, "retry later") {
+		t.Fatalf("503 without Retry-After 1: %q %s", resp.Header.Get("Retry-After"), body)
+	}
+	pw.Write([]byte(small[10:]))
+	pw.Close()
+	if status := <-done; status != 200 {
+		t.Fatalf("the slow request: %d", status)
+	}
+	if resp, body := p.post(t, "/v1/embeddings", small); resp.StatusCode != 200 {
+		t.Fatalf("after the slow request: %d %s", resp.StatusCode, body)
+	}
+	// Every reservation was given back: refused, chunked and forwarded alike.
+	for deadline := time.Now().Add(2 * time.Second); !p.srv.limitedBodies.total.TryAcquire(1500 + editSlack); {
+		if time.Now().After(deadline) {
+			t.Fatal("limited-body memory was not released")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Reading and checking a limited body allocates about the body once, and
+// the cap goes in without a copy.
+func TestLimitedBodyAllocatesItsSizeOnce(t *testing.T) {
+	const size = 8 << 20
+	body := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat("x", size) + `"}],"stream":true}`)
+	g := &Grant{Route: "r", Accessor: "a", Limits: &resolve.Limits{UsageFormat: resolve.UsageOpenAI,
+		AllowedModels: []string{"gpt-4o"}, MaxOutputTokens: 100, BudgetRemaining: new(int64(1000))}}
+	mem := newBodyMemory(DefaultMaxLimitedBodyBytes, DefaultLimitedBodyMemory)
+	run := func() *exchange {
+		req := httptest.NewRequest("POST", "/v1/chat/completions", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		ex := &exchange{grant: g, path: "/v1/chat/completions"}
+		if ref := applyLimits(req, ex, mem); ref != nil {
+			t.Fatalf("refused: %s", ref.message)
+		}
+		return ex
+	}
+	run()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ex := run()
+	runtime.ReadMemStats(&after)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("a %d-byte body allocated %d bytes", len(body), allocated)
+	if allocated > uint64(len(body))+64<<10 {
+		t.Fatalf("a %d-byte body allocated %d bytes", len(body), allocated)
+	}
+	forwarded, _ := io.ReadAll(ex.held)
+	defer ex.releaseHeldBody()
+
+	// A model or a count too long to be one is refused before it is copied.
+	for _, huge := range []string{
+		`{"model":"` + strings.Repeat("m", size) + `"}`,
+		`{"model":"gpt-4o","max_tokens":"` + strings.Repeat("9", size) + `"}`,
+		`{"model":"gpt-4o","n":` + strings.Repeat("9", size) + `}`,
+	} {
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(huge))
+		refused := &exchange{grant: g, path: "/v1/chat/completions"}
+		ref := applyLimits(req, refused, mem)
+		runtime.ReadMemStats(&after)
+		refused.releaseHeldBody()
+		if ref == nil || ref.status != 400 {
+			t.Fatalf("%.30s...: %+v", huge, ref)
+		}
+		if allocated := after.TotalAlloc - before.TotalAlloc; allocated > uint64(len(huge))+64<<10 {
+			t.Fatalf("a %d-byte body %.30s... allocated %d bytes", len(huge), huge, allocated)
+		}
+	}
+	if !bytes.HasSuffix(forwarded, []byte(`"stream":true,"max_completion_tokens":100,"stream_options":{"include_usage":true}}`)) {
+		t.Fatalf("forwarded ...%s", forwarded[len(forwarded)-120:])
+	}
+}
+
+func BenchmarkCheckLimitedBody8MiB(b *testing.B) {
+	body := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat("x", 8<<20) + `"}]}`)
+	l := &resolve.Limits{UsageFormat: resolve.UsageOpenAI, AllowedModels: []string{"gpt-4o"}, MaxOutputTokens: 100}
+	buf := make([]byte, len(body), len(body)+editSlack)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf, body)
+		if _, ref := checkLimitedBody(buf[:len(body)], l, "/v1/chat/completions"); ref != nil {
+			b.Fatal(ref.message)
+		}
+	}
+}
+
+// applyEdits in place and by copy give the same bytes.
+func TestApplyEditsInPlace(t *testing.T) {
+	raw := `{"a":{"b":1},"c":2}`
+	edits := func() []edit {
+		return []edit{{at: 18, text: `,"z":9`}, {at: 11, text: `,"y":8`}, {at: 18, text: `,"w":7`}}
+	}
+	copied := applyEdits([]byte(raw), edits())
+	spare := make([]byte, len(raw), len(raw)+64)
+	copy(spare, raw)
+	inPlace := applyEdits(spare, edits())
+	if string(copied) != string(inPlace) || &inPlace[0] != &spare[0] {
+		t.Fatalf("copied %s, in place %s", copied, inPlace)
+	}
+	if !json.Valid(copied) {
+		t.Fatalf("not JSON: %s", copied)
+	}
+}
+
+// scanObjectWithDecoder is the json.Decoder reading that scanObject
+// replaced: the reference it is fuzzed against.
+func scanObjectWithDecoder(b []byte, base int, watched []string) (*object, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	o := &object{members: map[string]member{}, empty: true}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, errors.New("not valid JSON")
+		}
+		key, _ := t.(string)
+		o.empty = false
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, errors.New("not valid JSON")
+		}
+		i := slices.IndexFunc(watched, func(w string) bool { return strings.EqualFold(w, key) })
+		if i < 0 {
+			continue
+		}
+		if key != watched[i] {
+			return nil, fmt.Errorf("case")
+		}
+		if _, dup := o.members[key]; dup {
+			return nil, fmt.Errorf("twice")
+		}
+		end := int(dec.InputOffset())
+		o.members[key] = member{raw: raw, start: base + end - len(raw), end: base + end}
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return nil, errors.New("not valid JSON")
+	}
+	o.closeAt = base + int(dec.InputOffset()) - 1
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("more than one JSON value")
+	}
+	return o, nil
+}
+
+// checkScanAgainstJSON checks scanObject against encoding/json: it accepts
+// what the decoder accepts (in valid UTF-8), finds the same members at the
+// same offsets, and what it keeps of each watched key is what
+// json.Unmarshal reads for that key (encoding/json matches keys without
+// case and keeps the last duplicate, which the refusals rule out).
+func checkScanAgainstJSON(t *testing.T, body []byte) {
+	for _, watched := range [][]string{openAIKeys, geminiKeys, geminiConfigKeys} {
+		got, err := scanObject(body, 3, watched)
+		want, wantErr := scanObjectWithDecoder(body, 3, watched)
+		if wantErr == nil && !utf8.Valid(body) {
+			wantErr = errors.New("not valid UTF-8")
+		}
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("%q: scanObject says %v, the decoder %v", body, err, wantErr)
+		}
+		if err != nil {
+			continue
+		}
+		if got.closeAt != want.closeAt || got.empty != want.empty || len(got.members) != len(want.members) {
+			t.Fatalf("%q: scanned %+v, decoded %+v", body, got, want)
+		}
+		for k, m := range want.members {
+			g := got.members[k]
+			if string(g.raw) != string(m.raw) || g.start != m.start || g.end != m.end || string(body[g.start-3:g.end-3]) != string(g.raw) {
+				t.Fatalf("%q: %s scanned %+v, decoded %+v", body, k, g, m)
+			}
+		}
+		fields := make([]reflect.StructField, len(watched))
+		for i, w := range watched {
+			fields[i] = reflect.StructField{Name: fmt.Sprintf("F%d", i), Type: reflect.TypeFor[json.RawMessage](), Tag: reflect.StructTag(`json:"` + w + `"`)}
+		}
+		v := reflect.New(reflect.StructOf(fields))
+		if err := json.Unmarshal(body, v.Interface()); err != nil {
+			var typeErr *json.UnmarshalTypeError
+			if !errors.As(err, &typeErr) {
+				t.Fatalf("%q: scanned, but json.Unmarshal: %v", body, err)
+			}
+			continue
+		}
+		for i, w := range watched {
+			read := v.Elem().Field(i).Interface().(json.RawMessage)
+			m, ok := got.members[w]
+			if ok != (read != nil) || string(read) != string(m.raw) {
+				t.Fatalf("%q: json.Unmarshal reads %s as %s, the scan as %s", body, w, read, m.raw)
+			}
+		}
+	}
+}
+
+func FuzzScanObject(f *testing.F) {
+	for _, s := range scanSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) { checkScanAgainstJSON(t, []byte(body)) })
+}
+
+var scanSeeds = []string{
+	`{"model":"m","stream":true}`,
+	`{"mod\u0065l":"x","MODEL":1}`,
+	` { "n" : 2 , "best_of":[1,{"n":3}] , "x":"\"}\\" } `,
+	`{"max_to\u212aens":1}`,
+	`{"a":"\ud83d\ude00","stream_options":{"include_usage":true}}`,
+	`{"model":"m"}{"model":"o"}`,
+	"{\"model\":\"\xff\"}",
+	`{"generationConfig":{"maxOutputTokens":5},"generation_config":null}`,
+	`[{"model":"m"}]`,
+	`{}`,
+	`{"n":1e400,"max_tokens":-0}`,
+}
+
+func TestLimitedBodyConfig(t *testing.T) {
+	base := Config{VaultAddr: "http://v", RoleIDFile: "r", SecretIDFile: "s"}
+	c := base.withDefaults()
+	if c.MaxLimitedBodyBytes != DefaultMaxLimitedBodyBytes || c.LimitedBodyMemory != DefaultLimitedBodyMemory {
+		t.Fatalf("defaults: %d %d", c.MaxLimitedBodyBytes, c.LimitedBodyMemory)
+	}
+	for _, bad := range []Config{
+		{MaxLimitedBodyBytes: 2 << 20, LimitedBodyMemory: 1 << 20},
+		{MaxLimitedBodyBytes: -1},
+		{LimitedBodyMemory: -1},
+	} {
+		c := base
+		c.MaxLimitedBodyBytes, c.LimitedBodyMemory = bad.MaxLimitedBodyBytes, bad.LimitedBodyMemory
+		if c.Validate() == nil {
+			t.Errorf("%d per request, %d in all: accepted", bad.MaxLimitedBodyBytes, bad.LimitedBodyMemory)
+		}
+	}
+	// A per-request bound alone raises the total to hold one such body.
+	big := base
+	big.MaxLimitedBodyBytes = 512 << 20
+	if c := big.withDefaults(); c.LimitedBodyMemory != 512<<20 || c.Validate() != nil {
+		t.Fatalf("%d in all: %v", c.LimitedBodyMemory, c.Validate())
+	}
+}

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"context"
+	"net/http/httptrace"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+)
+
+// Settling a request under LLM limits: it is charged what it spent, and
+// settled when a budget applies, exactly once, in settle, which ServeHTTP
+// defers as soon as the grant is known.
+
+// meterState is what settle learns of an exchange under LLM limits.
+type meterState struct {
+	endpoint     endpointKind // what the request calls (limits_endpoint.go)
+	sent         atomic.Bool  // the request reached the upstream whole
+	read         *readUsage   // set once a 2xx answer's body is tapped
+	lost         bool         // sent, and no answer came to read (or it was refused)
+	stopUpstream func()       // cancels the upstream request
+}
+
+// detachUpstream is the context of a metered request's upstream call: not
+// cancelled when the agent goes away, so that the answer is still read to
+// its end and its usage charged (usageTap), but cancelled maxDrainTime after
+// it has gone, and by done. It also notes when the request was sent whole.
+func detachUpstream(ctx context.Context, ex *exchange) (detached context.Context, done func()) {
+	detached, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ex.stopUpstream = cancel
+	detached = httptrace.WithClientTrace(detached, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				ex.sent.Store(true)
+			}
+		},
+	})
+	var mu sync.Mutex
+	var timer *time.Timer
+	unwatch := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		timer = time.AfterFunc(maxDrainTime, cancel)
+		mu.Unlock()
+	})
+	return detached, func() {
+		unwatch()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
+// readUsage is what the tap read of a response's usage.
+type readUsage struct {
+	count usageCount
+	ended bool // the body was read to its end
+	done  bool // the tap was closed
+}
+
+// measured reports whether the response's final usage was read: totals
+// that the body's end confirmed (Gemini and Anthropic streams carry
+// running totals, final only at the end).
+func (r *readUsage) measured() bool { return r != nil && r.done && r.ended && r.count.complete }
+
+// settle charges what one request under LLM limits spent and, when a
+// budget applies, closes the engine's reservation for it: called once, as
+// ServeHTTP ends, whatever became of the request (refused by the proxy,
+// failed upstream, answered with an error, cut, read to its end).
+//   - Read: the usage the upstream reported.
+//   - Spent but unreadable (a 2xx whose usage could not be read, a stream
+//     cut, a request sent and never answered): under a budget, the rest of
+//     the budget as the engine handed it down (the token is then spent:
+//     fail closed); else the output cap (or what the request asked) and
+//     the body's length as input; an embedding only the body's length; a
+//     token count nothing.
+//   - Not spent (refused, never sent, an error answer): nothing.
+func (s *Server) settle(ex *exchange) {
+	l, m := ex.grant.Limits, ex.meter
+	rep := resolve.UsageReport{Accessor: ex.grant.Accessor}
+	if l.BudgetRemaining != nil {
+		rep.Settled = 1
+	}
+	switch {
+	case m == nil:
+	case ex.read.measured():
+		rep.InputTokens, rep.OutputTokens = ex.read.count.input, ex.read.count.output
+	case ex.read != nil || ex.lost:
+		var u usageCount
+		if ex.read != nil {
+			u = ex.read.count
+		}
+		s.unmeasured(ex, u, &rep)
+	}
+	rep.InputTokens = clampTokens(rep.InputTokens)
+	rep.OutputTokens = clampTokens(rep.OutputTokens)
+	if m != nil && rep.InputTokens+rep.OutputTokens > 0 {
+		s.metrics.llmUsage(m.route, rep.InputTokens, rep.OutputTokens, rep.Estimated > 0)
+	}
+	if s.usage != nil && (rep.Settled > 0 || rep.InputTokens+rep.OutputTokens+rep.Estimated > 0) {
+		s.usage.add(rep)
+	}
+}
+
+// unmeasured fills rep for a request that spent what could not be read;
+// u is what was read before it stopped.
+func (s *Server) unmeasured(ex *exchange, u usageCount, rep *resolve.UsageReport) {
+	l, m := ex.grant.Limits, ex.meter
+	in, out := m.estimateIn, clampTokens(u.output)
+	if u.haveInput {
+		in = clampTokens(u.input)
+	}
+	switch {
+	case ex.endpoint == endpointFree:
+		return
+	case l.BudgetRemaining != nil && ex.endpoint != endpointEmbed:
+		rep.InputTokens = in
+		rep.OutputTokens = clampTokens(max(out, m.estimateOut, *l.BudgetRemaining-in))
+		s.log.Warn("the LLM usage of a response under a budget could not be read; charging the rest of the token's budget",
+			"route", m.route, "accessor", m.accessor, "request_id", ex.rec.RequestID, "charged", rep.InputTokens+rep.OutputTokens)
+	case ex.endpoint == endpointEmbed && m.estimate:
+		rep.InputTokens = in
+	case m.estimate:
+		rep.InputTokens, rep.OutputTokens = in, max(out, m.estimateOut)
+	default:
+		// Only counted (no budget, no cap, the body unread): an upload's
+		// bytes are no estimate of anything.
+		s.metrics.usageUnmeasured(m.route)
+		return
+	}
+	rep.Estimated = 1
+}
+
+// clampTokens bounds a count the upstream reported to what the engine
+// takes (resolve.MaxReportedTokens): an absurd count is still the most a
+// report can charge, and never makes the engine refuse the whole call.
+func clampTokens(n int64) int64 {
+	return min(max(n, 0), resolve.MaxReportedTokens)
+}

@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+)
+
+// TunnelChecker decides, at each CONNECT on the forward listener and before
+// it is answered, whether a tunnel to an origin may be opened:
+// VaultResolver.CheckTunnel asks the engine; tests use a double. An error
+// means no decision could be had, and the proxy fails closed.
+type TunnelChecker interface {
+	CheckTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error)
+}
+
+// WithTunnelChecker has the forward listener check each CONNECT through c.
+// ServeWithForward refuses to start the forward listener without one.
+func WithTunnelChecker(c TunnelChecker) ServerOption {
+	return func(s *Server) { s.tunnels = c }
+}
+
+// errTunnelRefusedFresh is a 403 from Vault on the tunnel call even with a
+// fresh token: a proxy policy written before the tunnel path existed.
+var errTunnelRefusedFresh = errors.New("Vault refuses the tunnel call with a freshly issued token: the proxy's policy lacks patch on <mount>/tunnel (re-run bootstrap/bootstrap.sh to update it)")
+
+// CheckTunnel asks the engine's tunnel path about one CONNECT. Like
+// resolve, it uses PATCH (no existence check), the resolve call's
+// connections and deadline, asks for the active node (revocation bites at
+// once), and logs in again, once, when Vault refuses the proxy's token.
+func (v *VaultResolver) CheckTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+	if !v.session.authed.Load() {
+		return nil, errNotAuthenticated
+	}
+	gen := v.session.gen.Load()
+	a, err := v.tunnelOnce(ctx, req)
+	if isForwardRefused(err) {
+		if err := v.forwardingRefused(ctx); err != nil {
+			return nil, err
+		}
+		a, err = v.tunnelOnce(ctx, req)
+	}
+	if !isForbidden(err) {
+		return a, err
+	}
+	if err := v.session.reloginAfter(ctx, gen); err != nil {
+		return nil, err
+	}
+	a, err = v.tunnelOnce(ctx, req)
+	if isForbidden(err) {
+		v.log.Error(errTunnelRefusedFresh.Error())
+		return nil, errTunnelRefusedFresh
+	}
+	return a, err
+}
+
+func (v *VaultResolver) tunnelOnce(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+	a, err := v.resolve.tunnel(ctx, v.session.client.Token(), req)
+	var vErr *vaultError
+	v.session.reachable.Store(err == nil || errors.As(err, &vErr) && vErr.status != http.StatusServiceUnavailable)
+	return a, err
+}
+
+// tunnel makes one tunnel call.
+func (c resolveCall) tunnel(ctx context.Context, vaultToken string, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var a *resolve.TunnelAnswer
+	if err := c.patch(ctx, vaultToken, "tunnel", req, &a); err != nil {
+		return nil, fmt.Errorf("checking a tunnel through Vault: %w", err)
+	}
+	if err := a.Validate(); err != nil {
+		return nil, fmt.Errorf("checking a tunnel through Vault: %w", err)
+	}
+	return a, nil
+}
