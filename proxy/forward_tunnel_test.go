@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -277,4 +278,34 @@ func (f *forwardFixture) auditLog(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A request inside a tunnel whose token's route leads to another origin is
+// refused after the resolve: under a budget it is settled all the same, or
+// the engine would hold its reservation.
+func TestForwardOriginRefusalSettles(t *testing.T) {
+	f := newForwardFixture(t)
+	other := mintToken(t)
+	u, _ := url.Parse("https://example.org")
+	f.p.resolver.mu.Lock()
+	f.p.resolver.grants[other] = &Grant{Route: "o", Accessor: "pha_test", Upstream: u, Credential: realKey,
+		AuthType: "bearer", AuthName: "Authorization", AuthFormat: "Bearer {{credential}}", Headers: map[string]string{},
+		Limits: &resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10, BudgetRemaining: new(int64(100))}}
+	f.p.resolver.mu.Unlock()
+	sink := &sinkRecorder{}
+	rep := NewUsageReporter(sink, time.Hour, time.Second, f.p.srv.metrics, hclog.NewNullLogger())
+	f.p.srv.usage = rep
+
+	req, _ := http.NewRequest("POST", "https://example.com/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+	req.Header.Set("Authorization", "Bearer "+other)
+	resp, err := f.client("").Do(req) // a tunnel without a token, to an origin route r names
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || !strings.Contains(string(body), resolve.ReasonOriginNotAllowed) || f.received.Load() != 0 {
+		t.Fatalf("another route's token in the tunnel: %d %s", resp.StatusCode, body)
+	}
+	waitReported(t, rep, sink, resolve.UsageReport{Settled: 1})
 }

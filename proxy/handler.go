@@ -125,26 +125,32 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 	if ref := s.limitUnknownTokens(ip, tok); ref != nil {
 		return nil, ref
 	}
+	// Before the resolve: a refusal after it would leave the engine holding
+	// what it reserved for the request (a budget's share) unsettled.
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return nil, &refusal{status: http.StatusRequestEntityTooLarge, reason: "body_too_large", message: "the request body is too large"}
+	}
 	d, ref := s.decide(r, rec, ResolveRequest{Token: tok, Method: r.Method, Path: path, ClientIP: ip})
 	if ref != nil {
 		return nil, ref
 	}
-	if ref := tun.checkOrigin(d.Grant); ref != nil {
-		return nil, ref
-	}
-	rec.Decision = "allowed"
 	s.unknownTokens.resolved(tok)
-	if r.ContentLength > s.cfg.MaxBodyBytes {
-		return nil, &refusal{status: http.StatusRequestEntityTooLarge, reason: "body_too_large", message: "the request body is too large"}
-	}
-	return &exchange{
+	ex := &exchange{
 		grant:    d.Grant,
 		token:    tok,
 		path:     path,
 		rawQuery: rawQuery,
 		scrub:    s.scrubbers.forGrant(d.Grant),
 		rec:      rec,
-	}, nil
+	}
+	if ref := tun.checkOrigin(d.Grant); ref != nil {
+		if d.Grant.Limits != nil {
+			s.settle(ex) // refused, so nothing spent: only the settlement
+		}
+		return nil, ref
+	}
+	rec.Decision = "allowed"
+	return ex, nil
 }
 
 // checkPath vets the method and target (target.go) and refuses a phantom

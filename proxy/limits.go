@@ -150,7 +150,7 @@ type limitedBody struct {
 // match keys without case), is refused: the upstream might read another
 // value than the one checked.
 var (
-	openAIKeys = []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of", "background"}
+	openAIKeys = []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of", "background", "tools"}
 	geminiKeys = []string{"generationConfig", "generation_config"}
 	// Inside Gemini's generationConfig (protobuf JSON takes either spelling).
 	geminiConfigKeys = []string{"maxOutputTokens", "max_output_tokens", "candidateCount", "candidate_count"}
@@ -183,6 +183,11 @@ func checkLimitedBody(raw []byte, l *resolve.Limits, path string) (*limitedBody,
 		}
 		if !resolve.ModelAllowed(l.AllowedModels, model) {
 			return nil, limitRefusal(resolve.ReasonModelNotAllowed)
+		}
+		if tools, ok := top.members["tools"]; ok {
+			if ref := checkToolModels(tools.raw, l.AllowedModels); ref != nil {
+				return nil, ref
+			}
 		}
 	}
 	var edits []edit
@@ -229,6 +234,32 @@ func checkLimitedBody(raw []byte, l *resolve.Limits, path string) (*limitedBody,
 	}
 	out.rewritten = applyEdits(raw, edits)
 	return out, nil
+}
+
+// checkToolModels applies the model rule to the tools a request names that
+// run a model of their own (the Responses API's image_generation takes a
+// "model"): every tool object's model, its key matched as encoding/json
+// matches keys, must be allowed too.
+func checkToolModels(raw []byte, allowed []string) *refusal {
+	var tools []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &tools); err != nil {
+		return badBody("a model rule applies, and the request body's tools is not a list of objects")
+	}
+	for _, tool := range tools {
+		for k, v := range tool {
+			if !strings.EqualFold(k, "model") {
+				continue
+			}
+			model, ref := bodyModel(v)
+			if ref != nil {
+				return ref
+			}
+			if !resolve.ModelAllowed(allowed, model) {
+				return limitRefusal(resolve.ReasonModelNotAllowed)
+			}
+		}
+	}
+	return nil
 }
 
 // capKey is the key the proxy inserts to give a request without one the

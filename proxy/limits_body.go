@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -29,14 +30,61 @@ const editSlack = 256
 // before it is copied.
 const maxModelName = 256
 
-// bodyMemory bounds the limited request bodies held in memory.
+// bodyMemory bounds the limited request bodies held in memory: each, all
+// of them, and those of one client address (clientKey), so that a client
+// dripping large bodies slowly holds a quarter of the memory at most, not
+// all of it. (Behind a load balancer every agent has its address: then
+// perClient is 0, no share.)
 type bodyMemory struct {
 	perRequest int64
 	total      *semaphore.Weighted
+
+	perClient int64
+	mu        sync.Mutex
+	byClient  map[netip.Prefix]int64
 }
 
-func newBodyMemory(perRequest, total int64) *bodyMemory {
-	return &bodyMemory{perRequest: perRequest, total: semaphore.NewWeighted(total + editSlack)}
+func newBodyMemory(perRequest, total int64, shared bool) *bodyMemory {
+	m := &bodyMemory{perRequest: perRequest, total: semaphore.NewWeighted(total + editSlack), byClient: map[netip.Prefix]int64{}}
+	if !shared {
+		m.perClient = max(total/4, perRequest) + editSlack
+	}
+	return m
+}
+
+// acquire reserves n bytes for client, or reports that the client's share
+// or the whole bound is used up.
+func (m *bodyMemory) acquire(client netip.Prefix, n int64) bool {
+	if m.perClient > 0 {
+		m.mu.Lock()
+		if m.byClient[client]+n > m.perClient {
+			m.mu.Unlock()
+			return false
+		}
+		m.byClient[client] += n
+		m.mu.Unlock()
+	}
+	if m.total.TryAcquire(n) {
+		return true
+	}
+	m.releaseClient(client, n)
+	return false
+}
+
+func (m *bodyMemory) release(client netip.Prefix, n int64) {
+	m.total.Release(n)
+	m.releaseClient(client, n)
+}
+
+func (m *bodyMemory) releaseClient(client netip.Prefix, n int64) {
+	if m.perClient == 0 {
+		return
+	}
+	m.mu.Lock()
+	if m.byClient[client] -= n; m.byClient[client] <= 0 {
+		delete(m.byClient, client)
+	}
+	m.mu.Unlock()
 }
 
 // heldBody is a limited body read into memory: it counts against the
@@ -47,6 +95,7 @@ type heldBody struct {
 	r        *bytes.Reader // nil once released
 	eof      bool          // released because it was read to the end
 	mem      *bodyMemory
+	client   netip.Prefix
 	reserved int64
 }
 
@@ -81,7 +130,7 @@ func (h *heldBody) release() {
 
 func (h *heldBody) releaseLocked() {
 	if h.mem != nil {
-		h.mem.total.Release(h.reserved)
+		h.mem.release(h.client, h.reserved)
 		h.mem = nil
 	}
 	h.r = nil
@@ -107,11 +156,12 @@ func (m *bodyMemory) read(out *http.Request, ex *exchange) ([]byte, *refusal) {
 	if size < 0 { // unknown length: the most it may be, until it is read
 		reserve = m.perRequest + editSlack
 	}
-	if !m.total.TryAcquire(reserve) {
+	client := clientKey(clientIP(out))
+	if !m.acquire(client, reserve) {
 		return nil, &refusal{status: http.StatusServiceUnavailable, reason: "overloaded", retryAfter: "1",
-			message: "Phantom is checking too many large request bodies against token limits at once; retry later"}
+			message: "Phantom is checking too many large request bodies against token limits at once (from this address, or in all); retry later"}
 	}
-	ex.held = &heldBody{mem: m, reserved: reserve}
+	ex.held = &heldBody{mem: m, client: client, reserved: reserve}
 	var buf []byte
 	if size >= 0 {
 		buf = make([]byte, size, reserve)
@@ -150,7 +200,7 @@ func (m *bodyMemory) read(out *http.Request, ex *exchange) ([]byte, *refusal) {
 		}
 		if spare := reserve - int64(cap(buf)); spare > 0 {
 			ex.held.mu.Lock()
-			ex.held.mem.total.Release(spare)
+			ex.held.mem.release(client, spare)
 			ex.held.reserved -= spare
 			ex.held.mu.Unlock()
 		}

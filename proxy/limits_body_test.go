@@ -101,7 +101,7 @@ func TestGeminiModelWithQuery(t *testing.T) {
 func TestLimitedBodyMemoryBounds(t *testing.T) {
 	up, seen := recordingUpstream(t)
 	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10}))
-	p.srv.limitedBodies = newBodyMemory(1000, 1500)
+	p.srv.limitedBodies = newBodyMemory(1000, 1500, true)
 	small := `{"model":"m","input":"` + strings.Repeat("a", 900) + `"}`
 	large := `{"model":"m","input":"` + strings.Repeat("a", 1000) + `"}`
 	if resp, body := p.post(t, "/v1/embeddings", small); resp.StatusCode != 200 {
@@ -184,7 +184,7 @@ func TestLimitedBodyAllocatesItsSizeOnce(t *testing.T) {
 	body := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat("x", size) + `"}],"stream":true}`)
 	g := &Grant{Route: "r", Accessor: "a", Limits: &resolve.Limits{UsageFormat: resolve.UsageOpenAI,
 		AllowedModels: []string{"gpt-4o"}, MaxOutputTokens: 100, BudgetRemaining: new(int64(1000))}}
-	mem := newBodyMemory(DefaultMaxLimitedBodyBytes, DefaultLimitedBodyMemory)
+	mem := newBodyMemory(DefaultMaxLimitedBodyBytes, DefaultLimitedBodyMemory, false)
 	run := func() *exchange {
 		req := httptest.NewRequest("POST", "/v1/chat/completions", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -400,5 +400,34 @@ func TestLimitedBodyConfig(t *testing.T) {
 	big.MaxLimitedBodyBytes = 512 << 20
 	if c := big.withDefaults(); c.LimitedBodyMemory != 512<<20 || c.Validate() != nil {
 		t.Fatalf("%d in all: %v", c.LimitedBodyMemory, c.Validate())
+	}
+}
+
+// One client address holds a quarter of -limited-body-memory at most, so a
+// client dripping large bodies cannot refuse everyone else's; behind a load
+// balancer (no per-client limit) there is no share.
+func TestLimitedBodyMemoryShare(t *testing.T) {
+	a, b := clientKey("192.0.2.1"), clientKey("2001:db8::1")
+	mem := newBodyMemory(1000, 8000, false) // a client's share: 2000 + editSlack
+	held := 0
+	for mem.acquire(a, 500) {
+		held++
+	}
+	if held != 4 {
+		t.Fatalf("one client held %d bodies of 500 out of 8000", held)
+	}
+	if !mem.acquire(b, 500) {
+		t.Fatal("another client was refused while one held its share")
+	}
+	mem.release(a, 500)
+	if !mem.acquire(a, 500) {
+		t.Fatal("the share did not come back")
+	}
+
+	shared := newBodyMemory(1000, 8000, true)
+	for i := range 16 {
+		if !shared.acquire(a, 500) {
+			t.Fatalf("behind a load balancer: body %d refused", i+1)
+		}
 	}
 }

@@ -63,6 +63,9 @@ func TestModelAllowList(t *testing.T) {
 		"array":             {`[{"model":"gpt-4o"}]`, 400, resolve.ReasonBadRequest},
 		"trailing document": {`{"model":"gpt-4o"}{"model":"o1"}`, 400, resolve.ReasonBadRequest},
 		"empty":             {``, 400, resolve.ReasonBadRequest},
+		"a tool's model":    {`{"model":"gpt-4o","tools":[{"type":"image_generation","model":"gpt-image-1"}]}`, 403, resolve.ReasonModelNotAllowed},
+		"a tool's Model":    {`{"model":"gpt-4o","tools":[{"type":"image_generation","Model":"gpt-image-1"}]}`, 403, resolve.ReasonModelNotAllowed},
+		"tools not a list":  {`{"model":"gpt-4o","tools":{"model":"gpt-image-1"}}`, 400, resolve.ReasonBadRequest},
 	} {
 		t.Run(name, func(t *testing.T) {
 			before := seen.count()
@@ -75,6 +78,10 @@ func TestModelAllowList(t *testing.T) {
 				t.Fatal("a refused request reached the upstream")
 			}
 		})
+	}
+	// A tool within the list, or one without a model of its own, passes.
+	if resp, body := p.post(t, "/v1/responses", `{"model":"gpt-4o","tools":[{"type":"function","name":"f"},{"type":"image_generation","model":"gpt-4o-mini"}]}`); resp.StatusCode != 200 {
+		t.Fatalf("allowed tools: %d %s", resp.StatusCode, body)
 	}
 	// A GET carries no model: it is neither read nor refused.
 	resp, body = get(t, p.url+"/v1/models", map[string]string{"Authorization": "Bearer " + p.token})

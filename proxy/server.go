@@ -75,7 +75,7 @@ func NewServer(cfg Config, resolver Resolver, m *Metrics, log hclog.Logger, opts
 		scrubbers:     newScrubberCache(),
 		buffers:       newBufferPool(),
 		unknownTokens: newUnknownTokenLimit(cfg.UnknownTokenRate, cfg.UnknownTokenBurst),
-		limitedBodies: newBodyMemory(cfg.MaxLimitedBodyBytes, cfg.LimitedBodyMemory),
+		limitedBodies: newBodyMemory(cfg.MaxLimitedBodyBytes, cfg.LimitedBodyMemory, cfg.MaxConnectionsPerClient < 0),
 	}
 	for _, opt := range opts {
 		opt(s)

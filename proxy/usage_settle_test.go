@@ -94,7 +94,25 @@ func TestSettledOnceWhateverHappens(t *testing.T) {
 			t.Fatalf("%s %s %s: %d %s", c.method, c.path, c.body, resp.StatusCode, b)
 		}
 	}
+	// A body declared too large is refused before the resolve: a refusal
+	// after it would leave the engine's reservation unsettled.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+p.token+
+		"\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n")
+	if line, _ := bufio.NewReader(conn).ReadString('\n'); !strings.HasPrefix(line, "HTTP/1.1 413 ") {
+		t.Fatalf("a body declared too large: %q", line)
+	}
 	waitReported(t, rep, sink, resolve.UsageReport{InputTokens: 3, OutputTokens: 4, Settled: 8})
+	p.resolver.mu.Lock()
+	resolved := len(p.resolver.calls)
+	p.resolver.mu.Unlock()
+	if resolved != 8 {
+		t.Fatalf("%d resolves and 8 settlements: a resolved request went unsettled", resolved)
+	}
 
 	// The upstream cannot be reached: settled, nothing charged (nothing was sent).
 	p2 := newTestProxy(t, "http://127.0.0.1:1", withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10, BudgetRemaining: new(int64(1000))}))
