@@ -86,7 +86,10 @@ func (b *backend) pathUsageWrite(ctx context.Context, req *logical.Request, d *f
 			}
 			routes[t.Route] = route
 		}
-		if route != nil && route.ID == t.RouteID && effective(t, route).budget > 0 {
+		// Only a report that spent something changes what must survive;
+		// one that only settles frees reservations, which live in memory.
+		spent := r.InputTokens+r.OutputTokens > 0
+		if spent && route != nil && route.ID == t.RouteID && effective(t, route).budget > 0 {
 			budgeted[tokenHMAC] = true
 		}
 		apply = append(apply, valid{r, tokenHMAC, t})

@@ -70,15 +70,15 @@ func NewUsageReporter(sink UsageSink, interval, timeout time.Duration, m *Metric
 }
 
 // add records what one request spent (and, under a budget, that it is
-// settled). A settlement starts a report at once (coalesced, never
+// settled). With soon, a report starts at once (coalesced, never
 // blocking): the engine holds the request's reservation until then, so a
-// token's next request finds its budget freed without waiting for the tick.
-func (r *UsageReporter) add(rep resolve.UsageReport) {
+// token close to its budget finds it freed without waiting for the tick.
+func (r *UsageReporter) add(rep resolve.UsageReport, soon bool) {
 	r.mu.Lock()
 	merged := r.mergeLocked(rep)
 	n := len(r.pending)
 	r.mu.Unlock()
-	if merged && (rep.Settled > 0 || n >= usageFlushAt) {
+	if merged && (soon || n >= usageFlushAt) {
 		select {
 		case r.kick <- struct{}{}:
 		default:

@@ -333,23 +333,27 @@ func TestUsageClamped(t *testing.T) {
 	}
 }
 
-// A settlement is reported at once, not at the next tick.
+// A settlement close to the budget's end is reported at once, not at the
+// next tick; one far from it waits for the tick, with the others.
 func TestSettlementKicksTheReporter(t *testing.T) {
 	sink := &sinkRecorder{}
 	r := NewUsageReporter(sink, time.Hour, time.Second, testMetrics(t), hclog.NewNullLogger())
 	go r.Run(t.Context())
-	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 1})
+	far := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(settleSoonCaps*10 + 1))}
+	near := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(settleSoonCaps * 10))}
+	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 1}, false)
+	r.add(resolve.UsageReport{Accessor: "pha_test", Settled: 1}, settleSoon(far))
 	time.Sleep(100 * time.Millisecond)
-	if got := sink.reported("pha_test"); got.InputTokens != 0 {
-		t.Fatalf("usage without a settlement was reported before the tick: %+v", got)
+	if got := sink.reported("pha_test"); got.InputTokens != 0 || got.Settled != 0 {
+		t.Fatalf("usage far from the budget's end was reported before the tick: %+v", got)
 	}
-	r.add(resolve.UsageReport{Accessor: "pha_test", Settled: 1})
+	r.add(resolve.UsageReport{Accessor: "pha_test", Settled: 1}, settleSoon(near))
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if got := sink.reported("pha_test"); got.Settled == 1 && got.InputTokens == 1 {
+		if got := sink.reported("pha_test"); got.Settled == 2 && got.InputTokens == 1 {
 			return
 		}
 	}
-	t.Fatalf("a settlement waited for the tick: %+v", sink.reported("pha_test"))
+	t.Fatalf("a settlement near the budget's end waited for the tick: %+v", sink.reported("pha_test"))
 }
 
 // slowSink takes delay to take each report.
@@ -372,7 +376,7 @@ func TestAwaitSettled(t *testing.T) {
 	if r.awaitSettled(t.Context(), "pha_test") {
 		t.Fatal("nothing to wait for, yet it waited")
 	}
-	r.add(resolve.UsageReport{Accessor: "pha_test", OutputTokens: 5, Settled: 1})
+	r.add(resolve.UsageReport{Accessor: "pha_test", OutputTokens: 5, Settled: 1}, false)
 	if !r.awaitSettled(t.Context(), "pha_test") {
 		t.Fatal("it did not wait for the settlement")
 	}
