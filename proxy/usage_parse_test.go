@@ -201,7 +201,7 @@ func TestUsageReporterKeepsWhatFailed(t *testing.T) {
 	sink := &sinkRecorder{fail: true}
 	r := NewUsageReporter(sink, time.Hour, time.Second, m, hclog.NewNullLogger())
 	for i := range 3000 {
-		r.add(resolve.UsageReport{Accessor: fmt.Sprintf("pha_%d", i%1500), InputTokens: 1, OutputTokens: 2}, false)
+		r.add(resolve.UsageReport{Accessor: fmt.Sprintf("pha_%d", i%1500), InputTokens: 1, OutputTokens: 2}, nil)
 	}
 	if err := r.flush(t.Context()); err == nil {
 		t.Fatal("a failing sink reported success")
@@ -210,7 +210,7 @@ func TestUsageReporterKeepsWhatFailed(t *testing.T) {
 		t.Fatalf("%d calls", sink.calls)
 	}
 	sink.fail = false
-	r.add(resolve.UsageReport{Accessor: "pha_0", InputTokens: 10, Estimated: 1}, false)
+	r.add(resolve.UsageReport{Accessor: "pha_0", InputTokens: 10, Estimated: 1}, nil)
 	if err := r.flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestUsageReporterDrainsOnShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); r.Run(ctx) }()
-	r.add(resolve.UsageReport{Accessor: "pha_a", InputTokens: 3, OutputTokens: 4}, false)
+	r.add(resolve.UsageReport{Accessor: "pha_a", InputTokens: 3, OutputTokens: 4}, nil)
 	cancel()
 	<-done
 	if in, out, _ := sink.total("pha_a"); in != 3 || out != 4 {

@@ -69,16 +69,20 @@ func NewUsageReporter(sink UsageSink, interval, timeout time.Duration, m *Metric
 	}
 }
 
-// add records what one request spent (and, under a budget, that it is
-// settled). With soon, a report starts at once (coalesced, never
-// blocking): the engine holds the request's reservation until then, so a
-// token close to its budget finds it freed without waiting for the tick.
-func (r *UsageReporter) add(rep resolve.UsageReport, soon bool) {
+// add records what one request under limits l spent (and, under a budget,
+// that it is settled). When reportNow says so, a report starts at once
+// (coalesced, never blocking); otherwise it waits for the tick or for
+// usageFlushAt tokens.
+func (r *UsageReporter) add(rep resolve.UsageReport, l *resolve.Limits) {
 	r.mu.Lock()
-	merged := r.mergeLocked(rep)
+	p := r.mergeLocked(rep)
 	n := len(r.pending)
+	var unreported int64
+	if p != nil {
+		unreported = p.InputTokens + p.OutputTokens
+	}
 	r.mu.Unlock()
-	if merged && (soon || n >= usageFlushAt) {
+	if p != nil && (n >= usageFlushAt || reportNow(l, unreported)) {
 		select {
 		case r.kick <- struct{}{}:
 		default:
@@ -86,15 +90,36 @@ func (r *UsageReporter) add(rep resolve.UsageReport, soon bool) {
 	}
 }
 
-// mergeLocked adds rep to the pending totals; false when it had to be dropped.
-func (r *UsageReporter) mergeLocked(rep resolve.UsageReport) bool {
+// settleSoonCaps: how close to spent, in output caps left beyond what is
+// reserved, a budget must be for its settlements to go at once.
+const settleSoonCaps = 64
+
+// reportNow reports whether a token's usage and settlements must go to
+// Vault at once rather than with the next tick: under a budget, when it is
+// close to spent (the engine holds each unsettled request's cap, and a
+// token's next request must find it freed), or when the usage this proxy
+// has not reported of the token reaches half of what was left (the engine
+// admits requests against the usage it was told of: what is unreported is
+// the budget's blind spot, so it is kept small). Far from a budget's end,
+// settlements wait for the tick and share its Vault call and storage write.
+func reportNow(l *resolve.Limits, unreported int64) bool {
+	if l == nil || l.BudgetRemaining == nil {
+		return false
+	}
+	left := *l.BudgetRemaining
+	return left <= settleSoonCaps*max(l.MaxOutputTokens, 1) || 2*unreported >= left
+}
+
+// mergeLocked adds rep to the pending totals and returns them; nil when it
+// had to be dropped.
+func (r *UsageReporter) mergeLocked(rep resolve.UsageReport) *resolve.UsageReport {
 	p := r.pending[rep.Accessor]
 	if p == nil {
 		if len(r.pending) >= maxUsagePending {
 			r.metrics.usageDropped()
 			r.log.Error("dropping LLM usage: too many tokens wait for Vault to take their usage", "accessor", rep.Accessor,
 				"input_tokens", rep.InputTokens, "output_tokens", rep.OutputTokens, "settled", rep.Settled)
-			return false
+			return nil
 		}
 		p = &resolve.UsageReport{Accessor: rep.Accessor}
 		r.pending[rep.Accessor] = p
@@ -103,7 +128,7 @@ func (r *UsageReporter) mergeLocked(rep resolve.UsageReport) bool {
 	p.OutputTokens = addTokens(p.OutputTokens, rep.OutputTokens)
 	p.Estimated = addTokens(p.Estimated, rep.Estimated)
 	p.Settled = addTokens(p.Settled, rep.Settled)
-	return true
+	return p
 }
 
 // addTokens adds two counts of a report, saturating at what the engine

@@ -102,22 +102,8 @@ func (s *Server) settle(ex *exchange) {
 		s.metrics.llmUsage(m.route, rep.InputTokens, rep.OutputTokens, rep.Estimated > 0)
 	}
 	if s.usage != nil && (rep.Settled > 0 || rep.InputTokens+rep.OutputTokens+rep.Estimated > 0) {
-		s.usage.add(rep, settleSoon(l))
+		s.usage.add(rep, l)
 	}
-}
-
-// settleSoonCaps: a settlement is reported at once when what is left of the
-// budget, beyond what requests in flight hold, is under this many output
-// caps; above it, it goes with the next tick, and the engine's storage
-// write and the Vault call are shared by every request of that interval.
-// (A token that runs into budget_pending meanwhile has its settlements
-// sent at once: awaitSettled.)
-const settleSoonCaps = 64
-
-// settleSoon reports whether a request under limits l must be settled at
-// once: its budget is close to spent.
-func settleSoon(l *resolve.Limits) bool {
-	return l.BudgetRemaining != nil && *l.BudgetRemaining <= settleSoonCaps*max(l.MaxOutputTokens, 1)
 }
 
 // unmeasured fills rep for a request that spent what could not be read;

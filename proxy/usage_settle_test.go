@@ -333,27 +333,45 @@ func TestUsageClamped(t *testing.T) {
 	}
 }
 
-// A settlement close to the budget's end is reported at once, not at the
-// next tick; one far from it waits for the tick, with the others.
-func TestSettlementKicksTheReporter(t *testing.T) {
+// Under a budget, usage and settlements go to Vault at once when the
+// budget is close to spent, or when what is unreported of the token reaches
+// half of what was left; far from both, they wait for the tick.
+func TestReportNow(t *testing.T) {
+	far := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(10000))}
+	near := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(settleSoonCaps * 10))}
+	for _, c := range []struct {
+		name       string
+		l          *resolve.Limits
+		unreported int64
+		want       bool
+	}{
+		{"no limits", nil, 1 << 30, false},
+		{"no budget", &resolve.Limits{MaxOutputTokens: 10}, 1 << 30, false},
+		{"far from the end, little unreported", far, 4999, false},
+		{"far from the end, half of it unreported", far, 5000, true},
+		{"close to the end", near, 0, true},
+	} {
+		if got := reportNow(c.l, c.unreported); got != c.want {
+			t.Errorf("%s: reportNow = %v, want %v", c.name, got, c.want)
+		}
+	}
+
 	sink := &sinkRecorder{}
 	r := NewUsageReporter(sink, time.Hour, time.Second, testMetrics(t), hclog.NewNullLogger())
 	go r.Run(t.Context())
-	far := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(settleSoonCaps*10 + 1))}
-	near := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(settleSoonCaps * 10))}
-	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 1}, false)
-	r.add(resolve.UsageReport{Accessor: "pha_test", Settled: 1}, settleSoon(far))
+	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 100, Settled: 1}, far)
 	time.Sleep(100 * time.Millisecond)
-	if got := sink.reported("pha_test"); got.InputTokens != 0 || got.Settled != 0 {
+	if got := sink.reported("pha_test"); got.Settled != 0 {
 		t.Fatalf("usage far from the budget's end was reported before the tick: %+v", got)
 	}
-	r.add(resolve.UsageReport{Accessor: "pha_test", Settled: 1}, settleSoon(near))
+	// A large answer: what is unreported now reaches half of what was left.
+	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 4900, Settled: 1}, far)
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if got := sink.reported("pha_test"); got.Settled == 2 && got.InputTokens == 1 {
+		if got := sink.reported("pha_test"); got.Settled == 2 && got.InputTokens == 5000 {
 			return
 		}
 	}
-	t.Fatalf("a settlement near the budget's end waited for the tick: %+v", sink.reported("pha_test"))
+	t.Fatalf("half of the budget unreported waited for the tick: %+v", sink.reported("pha_test"))
 }
 
 // slowSink takes delay to take each report.
@@ -376,7 +394,7 @@ func TestAwaitSettled(t *testing.T) {
 	if r.awaitSettled(t.Context(), "pha_test") {
 		t.Fatal("nothing to wait for, yet it waited")
 	}
-	r.add(resolve.UsageReport{Accessor: "pha_test", OutputTokens: 5, Settled: 1}, false)
+	r.add(resolve.UsageReport{Accessor: "pha_test", OutputTokens: 5, Settled: 1}, nil)
 	if !r.awaitSettled(t.Context(), "pha_test") {
 		t.Fatal("it did not wait for the settlement")
 	}
