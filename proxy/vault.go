@@ -196,13 +196,6 @@ func (v *VaultResolver) Ready(ctx context.Context) bool {
 	return ok
 }
 
-func (v *VaultResolver) resolveOnce(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
-	ds, err := v.resolve.do(ctx, v.session.client.Token(), reqs)
-	var vErr *vaultError
-	v.session.reachable.Store(err == nil || errors.As(err, &vErr) && vErr.status != http.StatusServiceUnavailable)
-	return ds, err
-}
-
 func isForbidden(err error) bool {
 	var vErr *vaultError
 	return errors.As(err, &vErr) && vErr.status == http.StatusForbidden
@@ -218,32 +211,50 @@ func (v *VaultResolver) Resolve(ctx context.Context, req ResolveRequest) (*Decis
 }
 
 // resolveMany makes one call for reqs; the batcher calls it (manyResolver)
-// once per batch. If Vault refuses the proxy's own token it logs in again,
-// once, de-duplicated across calls.
+// once per batch.
 func (v *VaultResolver) resolveMany(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
+	return callEngine(ctx, v, errRefusedFresh, func(ctx context.Context, vaultToken string) ([]*Decision, error) {
+		return v.resolve.do(ctx, vaultToken, reqs)
+	})
+}
+
+// callEngine makes one of the engine's calls with the proxy's token (once
+// sends it), the same way for every call: it notes whether Vault could be
+// reached, drops X-Vault-Forward where Vault refuses it (forwardingRefused),
+// and, if Vault refuses the proxy's own token, logs in again, once,
+// de-duplicated across calls. A refusal of the fresh token too is
+// refusedFresh: the proxy's policy lacks the call's path.
+func callEngine[T any](ctx context.Context, v *VaultResolver, refusedFresh error, once func(ctx context.Context, vaultToken string) (T, error)) (T, error) {
+	var none T
 	if !v.session.authed.Load() {
-		return nil, errNotAuthenticated
+		return none, errNotAuthenticated
+	}
+	call := func() (T, error) {
+		out, err := once(ctx, v.session.client.Token())
+		var vErr *vaultError
+		v.session.reachable.Store(err == nil || errors.As(err, &vErr) && vErr.status != http.StatusServiceUnavailable)
+		return out, err
 	}
 	gen := v.session.gen.Load()
-	ds, err := v.resolveOnce(ctx, reqs)
+	out, err := call()
 	if isForwardRefused(err) {
 		if err := v.forwardingRefused(ctx); err != nil {
-			return nil, err
+			return none, err
 		}
-		ds, err = v.resolveOnce(ctx, reqs)
+		out, err = call()
 	}
 	if !isForbidden(err) {
-		return ds, err
+		return out, err
 	}
 	if err := v.session.reloginAfter(ctx, gen); err != nil {
-		return nil, err
+		return none, err
 	}
-	ds, err = v.resolveOnce(ctx, reqs)
+	out, err = call()
 	if isForbidden(err) {
-		v.log.Error(errRefusedFresh.Error(), "url", v.resolve.mountURL+"resolve")
-		return nil, errRefusedFresh
+		v.log.Error(refusedFresh.Error(), "mount", v.resolve.mountURL)
+		return none, refusedFresh
 	}
-	return ds, err
+	return out, err
 }
 
 // forwardingRefused handles a Vault that refuses X-Vault-Forward. Vault

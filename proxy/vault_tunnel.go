@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/phantomvault/phantom/internal/resolve"
 )
@@ -32,36 +31,9 @@ var errTunnelRefusedFresh = errors.New("Vault refuses the tunnel call with a fre
 // connections and deadline, asks for the active node (revocation bites at
 // once), and logs in again, once, when Vault refuses the proxy's token.
 func (v *VaultResolver) CheckTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
-	if !v.session.authed.Load() {
-		return nil, errNotAuthenticated
-	}
-	gen := v.session.gen.Load()
-	a, err := v.tunnelOnce(ctx, req)
-	if isForwardRefused(err) {
-		if err := v.forwardingRefused(ctx); err != nil {
-			return nil, err
-		}
-		a, err = v.tunnelOnce(ctx, req)
-	}
-	if !isForbidden(err) {
-		return a, err
-	}
-	if err := v.session.reloginAfter(ctx, gen); err != nil {
-		return nil, err
-	}
-	a, err = v.tunnelOnce(ctx, req)
-	if isForbidden(err) {
-		v.log.Error(errTunnelRefusedFresh.Error())
-		return nil, errTunnelRefusedFresh
-	}
-	return a, err
-}
-
-func (v *VaultResolver) tunnelOnce(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
-	a, err := v.resolve.tunnel(ctx, v.session.client.Token(), req)
-	var vErr *vaultError
-	v.session.reachable.Store(err == nil || errors.As(err, &vErr) && vErr.status != http.StatusServiceUnavailable)
-	return a, err
+	return callEngine(ctx, v, errTunnelRefusedFresh, func(ctx context.Context, vaultToken string) (*resolve.TunnelAnswer, error) {
+		return v.resolve.tunnel(ctx, vaultToken, req)
+	})
 }
 
 // tunnel makes one tunnel call.
