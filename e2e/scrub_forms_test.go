@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/phantomvault/phantom/e2e/harness"
 )
@@ -103,6 +105,50 @@ var byteDumps = []struct {
 	{"hex with colons, upper case", func(s string) string { return byteList(s, "%02X", ":") }},
 	{"Node JSON of a Buffer", func(s string) string { return byteList(s, "%d", ",") }},
 	{"decimal bytes with spaces", func(s string) string { return byteList(s, "%d", ", ") }},
+	{".NET BitConverter.ToString", func(s string) string { return byteList(s, "%02X", "-") }},
+	{"Python bytes.hex('|')", func(s string) string { return byteList(s, "%02x", "|") }},
+	{"Go %v of a []byte", func(s string) string { return strings.Trim(fmt.Sprintf("%v", []byte(s)), "[]") }},
+	{"Go %#v of a []byte", func(s string) string {
+		return strings.TrimSuffix(strings.TrimPrefix(fmt.Sprintf("%#v", []byte(s)), "[]byte{"), "}")
+	}},
+	{"C array, upper case", func(s string) string { return byteList(s, "0x%02X", ",") }},
+	{"xxd, groups of 2 bytes", func(s string) string { return grouped(hex.EncodeToString([]byte(s)), 4) }},
+	{`Python escapes (\x..)`, func(s string) string { return byteList(s, `\x%02x`, "") }},
+	{"every byte percent-encoded", func(s string) string { return byteList(s, "%%%02X", "") }},
+	{"UTF-16LE", func(s string) string { return utf16Text(s, binary.LittleEndian)[:2*len(s)-1] }},
+	{"UTF-16BE", func(s string) string { return utf16Text(s, binary.BigEndian)[1:] }},
+	{"UTF-32LE", func(s string) string { return utf32Text(s, binary.LittleEndian)[:4*len(s)-3] }},
+	{"UTF-32BE", func(s string) string { return utf32Text(s, binary.BigEndian)[3:] }},
+}
+
+// grouped writes h in groups of n characters separated by spaces.
+func grouped(h string, n int) string {
+	var b strings.Builder
+	for i := 0; i < len(h); i += n {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(h[i:min(i+n, len(h))])
+	}
+	return b.String()
+}
+
+// utf16Text and utf32Text are an ASCII s in UTF-16 or UTF-32: the tests
+// keep the bytes that carry bits of s (the NULs at one end carry none).
+func utf16Text(s string, order binary.AppendByteOrder) string {
+	var b []byte
+	for _, u := range utf16.Encode([]rune(s)) {
+		b = order.AppendUint16(b, u)
+	}
+	return string(b)
+}
+
+func utf32Text(s string, order binary.AppendByteOrder) string {
+	var b []byte
+	for _, r := range s {
+		b = order.AppendUint32(b, uint32(r))
+	}
+	return string(b)
 }
 
 func byteList(s, format, sep string) string {

@@ -28,6 +28,10 @@ type auditRecord struct {
 	BytesOut       int64     `json:"bytes_out"`
 	DurationMS     float64   `json:"duration_ms"`
 	ClientAddr     string    `json:"client_addr"`
+	// Usage, for a request that spent what the proxy meters (usage_settle.go):
+	// "measured", its usage read from the answer, or "unreadable", not read
+	// (phantom_proxy_usage_unreadable_total says why).
+	Usage string `json:"usage,omitempty"`
 }
 
 // appendJSON appends r as one JSON line, exactly as encoding/json would
@@ -74,6 +78,10 @@ func (r *auditRecord) appendJSON(b []byte) []byte {
 	b = strconv.AppendFloat(b, r.DurationMS, 'f', -1, 64) // milliseconds: never tiny or huge
 	b = append(b, `,"client_addr":`...)
 	b = appendJSONString(b, r.ClientAddr)
+	if r.Usage != "" {
+		b = append(b, `,"usage":`...)
+		b = appendJSONString(b, r.Usage)
+	}
 	return append(b, "}\n"...)
 }
 

@@ -24,7 +24,7 @@ func FuzzAuditJSON(f *testing.F) {
 		r := &auditRecord{
 			Time: time.Unix(1700000000, 123456789).UTC(), RequestID: "abc", Route: route, Method: method,
 			Path: path, Tunnel: route, Decision: "denied", Reason: path, Status: status, UpstreamStatus: status,
-			BytesIn: int64(status), BytesOut: 7, DurationMS: ms, ClientAddr: "127.0.0.1:1234",
+			BytesIn: int64(status), BytesOut: 7, DurationMS: ms, ClientAddr: "127.0.0.1:1234", Usage: route,
 		}
 		var want bytes.Buffer
 		if err := json.NewEncoder(&want).Encode(r); err != nil {

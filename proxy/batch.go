@@ -5,6 +5,8 @@ import (
 	"errors"
 	"slices"
 	"sync"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 const (
@@ -26,6 +28,14 @@ var errOverloaded = errors.New("too many requests are waiting for Vault")
 // as one call. Each request still gets its own decision, made by the engine
 // after the request arrived: batching changes what a call costs Vault, not
 // what it decides.
+//
+// The forward listener's CONNECT checks (checkTunnel) take the same slots
+// and the same queue, so -vault-concurrency bounds every call a client can
+// cause, and a flood of CONNECTs is shed like a flood of requests. The
+// engine's tunnel path takes one check per call: a slot that takes a batch
+// sends its resolves as one call and then each distinct check once (checks
+// alike in every field, queued together, share one answer, made after each
+// of them arrived).
 type batcher struct {
 	vault       manyResolver
 	maxInFlight int
@@ -44,41 +54,71 @@ type manyResolver interface {
 	resolveMany(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error)
 }
 
+// oneTunnelChecker makes one Vault call for one CONNECT check: outside
+// tests, VaultResolver.checkTunnelOnce.
+type oneTunnelChecker interface {
+	checkTunnelOnce(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error)
+}
+
+// errNoTunnelCall: the batcher's Vault side cannot check tunnels.
+var errNoTunnelCall = errors.New("no tunnel call to Vault")
+
 func newBatcher(vault manyResolver, maxInFlight int, m *Metrics) *batcher {
 	b := &batcher{vault: vault, maxInFlight: maxInFlight, metrics: m}
 	b.drained = sync.NewCond(&b.mu)
 	return b
 }
 
+// queued is one resolve (req) or one CONNECT check (tun) and, once done is
+// closed, its answer.
 type queued struct {
 	req  ResolveRequest
+	tun  *resolve.TunnelRequest
 	done chan struct{}
 	d    *Decision
+	ta   *resolve.TunnelAnswer
 	err  error
 }
 
 func (b *batcher) resolve(ctx context.Context, req ResolveRequest) (*Decision, error) {
+	q := &queued{req: req}
+	if err := b.do(ctx, q); err != nil {
+		return nil, err
+	}
+	return q.d, nil
+}
+
+// checkTunnel asks the engine about one CONNECT, within the resolves'
+// bound on calls in flight and their queue.
+func (b *batcher) checkTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+	q := &queued{tun: &req}
+	if err := b.do(ctx, q); err != nil {
+		return nil, err
+	}
+	return q.ta, nil
+}
+
+// do sends q at once, alone, if a slot is free, or queues it for the next
+// slot to free; errOverloaded when the queue is full.
+func (b *batcher) do(ctx context.Context, q *queued) error {
 	b.mu.Lock()
 	if b.inFlight < b.maxInFlight {
 		b.inFlight++
 		b.mu.Unlock()
-		ds, err := b.send(ctx, []ResolveRequest{req})
+		b.sendAll(ctx, []*queued{q})
 		b.release()
-		if err != nil {
-			return nil, err
-		}
-		return ds[0], nil
+		return q.err
 	}
 	if len(b.queue) >= maxQueued {
 		b.mu.Unlock()
-		return nil, errOverloaded
+		return errOverloaded
 	}
-	q := &queued{req: req, done: make(chan struct{})}
+	q.done = make(chan struct{})
 	b.queue = append(b.queue, q)
 	b.mu.Unlock()
 	select {
 	case <-q.done:
-		return q.d, q.err
+		return q.err
 	case <-ctx.Done():
 		// Leave the queue if still in it; if a call already carries this
 		// request, its decision is dropped. Nothing is forwarded either way.
@@ -87,7 +127,7 @@ func (b *batcher) resolve(ctx context.Context, req ResolveRequest) (*Decision, e
 			b.queue = slices.Delete(b.queue, i, i+1)
 		}
 		b.mu.Unlock()
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 }
 
@@ -117,18 +157,9 @@ func (b *batcher) wait() {
 // gives up the slot and ends (see wait).
 func (b *batcher) drain(batch []*queued) {
 	for {
-		reqs := make([]ResolveRequest, len(batch))
-		for i, q := range batch {
-			reqs[i] = q.req
-		}
 		// Not any one request's context: the others still want the answer.
-		ds, err := b.send(context.Background(), reqs)
-		for i, q := range batch {
-			if err != nil {
-				q.err = err
-			} else {
-				q.d = ds[i]
-			}
+		b.sendAll(context.Background(), batch)
+		for _, q := range batch {
 			close(q.done)
 		}
 		b.mu.Lock()
@@ -155,9 +186,53 @@ func (b *batcher) takeLocked() []*queued {
 	return batch
 }
 
+// sendAll answers every entry of batch, one after the other on the caller's
+// slot: its resolves in one call, then each distinct CONNECT check in one.
+func (b *batcher) sendAll(ctx context.Context, batch []*queued) {
+	var reqs []ResolveRequest
+	var resolves []*queued
+	var checks []*queued // the first of each distinct check
+	same := map[resolve.TunnelRequest][]*queued{}
+	for _, q := range batch {
+		if q.tun == nil {
+			reqs = append(reqs, q.req)
+			resolves = append(resolves, q)
+			continue
+		}
+		if _, ok := same[*q.tun]; !ok {
+			checks = append(checks, q)
+		}
+		same[*q.tun] = append(same[*q.tun], q)
+	}
+	if len(reqs) > 0 {
+		ds, err := b.send(ctx, reqs)
+		for i, q := range resolves {
+			if err != nil {
+				q.err = err
+			} else {
+				q.d = ds[i]
+			}
+		}
+	}
+	for _, c := range checks {
+		a, err := b.sendTunnel(ctx, *c.tun)
+		for _, q := range same[*c.tun] {
+			q.ta, q.err = a, err
+		}
+	}
+}
+
 func (b *batcher) send(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
 	if b.metrics != nil {
 		b.metrics.resolveBatch(len(reqs))
 	}
 	return b.vault.resolveMany(ctx, reqs)
+}
+
+func (b *batcher) sendTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+	c, ok := b.vault.(oneTunnelChecker)
+	if !ok {
+		return nil, errNoTunnelCall
+	}
+	return c.checkTunnelOnce(ctx, req)
 }

@@ -23,7 +23,7 @@ const maxFieldName = 4096
 var (
 	errTwoContentTypes = errors.New("the request has more than one Content-Type header")
 	errEncodedPost     = errors.New("a POST body with a Content-Encoding cannot be checked for a method override: send it uncompressed")
-	errPostCharset     = errors.New("a POST body in a charset other than UTF-8, US-ASCII or ISO-8859-1 cannot be checked for a method override")
+	errBodyCharset     = errors.New("a request body in a charset other than UTF-8, US-ASCII or ISO-8859-1 is refused: it cannot be checked, and an upstream may answer in the same charset, which the scrubber cannot read")
 )
 
 // readableCharsets are the charsets in which the guard reads names as they
@@ -31,32 +31,20 @@ var (
 // any utf-*, UTF-7 included, before reading fields).
 var readableCharsets = []string{"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1"}
 
-// postCharset returns the charset a Content-Type names, in lower case, or
-// "" when it names none.
-func postCharset(contentType string) string {
-	_, rest, ok := strings.Cut(strings.ToLower(contentType), "charset=")
-	if !ok {
-		return ""
-	}
-	rest = strings.TrimLeft(rest, "\"' ")
-	if i := strings.IndexAny(rest, "\"'; ,\t"); i >= 0 {
-		rest = rest[:i]
-	}
-	return rest
-}
-
 // checkBodyShape refuses bodies whose fields the guard could not read the
 // way the upstream will: two Content-Type headers (which one would a
-// framework use?), and a POST body in a Content-Encoding (body-parser and
-// others inflate gzip and deflate before reading fields).
+// framework use?), a POST body in a Content-Encoding (body-parser and
+// others inflate gzip and deflate before reading fields), and a body (or a
+// POST) in a charset the guard cannot read, which an upstream may also
+// answer in (charset.go).
 func checkBodyShape(r *http.Request) error {
 	if len(r.Header.Values("Content-Type")) > 1 {
 		return errTwoContentTypes
 	}
+	if (r.Method == http.MethodPost || r.ContentLength != 0) && !readableBodyCharset(r.Header.Get("Content-Type")) {
+		return errBodyCharset
+	}
 	if r.Method == http.MethodPost {
-		if cs := postCharset(r.Header.Get("Content-Type")); cs != "" && !slices.Contains(readableCharsets, cs) {
-			return errPostCharset
-		}
 		if len(contentCodings(r.Header)) > 0 {
 			return errEncodedPost
 		}

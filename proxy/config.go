@@ -85,8 +85,9 @@ type Config struct {
 	MaxConnectionsPerClient int
 	// UnknownTokenRate and UnknownTokenBurst bound how fast one client
 	// address (an IPv4 address or an IPv6 /64) may have tokens refused as
-	// unknown by the engine; past it, its requests get 429. A negative rate
-	// turns the limit off.
+	// unknown by the engine, and CONNECTs checked that no live token vouches
+	// for (none, or an unknown or dead one); past it, its requests and
+	// CONNECTs get 429. A negative rate turns the limit off.
 	UnknownTokenRate  float64
 	UnknownTokenBurst int
 

@@ -157,6 +157,9 @@ type forwardProxy struct {
 	outer   *http.Server
 	inner   *http.Server
 	tunnels *tunnelListener
+	// refusedOrigins remembers, briefly, origins the engine refused a
+	// CONNECT without a token (forward_tunnel.go): refusals only.
+	refusedOrigins *ttlCache[string, struct{}]
 
 	// CONNECTs between hijack and hand-over to inner, which shutdown closes
 	// and waits for.
@@ -167,7 +170,8 @@ type forwardProxy struct {
 }
 
 func (s *Server) newForwardProxy(ln net.Listener) *forwardProxy {
-	f := &forwardProxy{s: s, tunnels: newTunnelListener(ln.Addr()), pending: map[net.Conn]struct{}{}}
+	f := &forwardProxy{s: s, tunnels: newTunnelListener(ln.Addr()), pending: map[net.Conn]struct{}{},
+		refusedOrigins: newTTLCache[string, struct{}](maxRefusedOrigins, refusedOriginAge)}
 	f.outer = s.httpServer(http.HandlerFunc(f.connect))
 	f.inner = s.httpServer(s)
 	// HTTP/1.1 only: h2 is declined in ALPN, and an empty TLSNextProto keeps

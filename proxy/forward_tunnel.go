@@ -1,10 +1,24 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/phantomvault/phantom/internal/origin"
 	"github.com/phantomvault/phantom/internal/resolve"
+)
+
+// Remembered refusals of CONNECTs without a token (refusedOrigins): such an
+// answer depends on the origin alone (does some route lead there?), so one
+// refusal answers the next CONNECTs to that origin, from any client, without
+// a call to Vault, for refusedOriginAge. Only refusals are remembered, never
+// an allowed origin: a route created for an origin serves CONNECTs to it at
+// most refusedOriginAge later, and a route deleted stops them at once.
+const (
+	refusedOriginAge  = 3 * time.Second
+	maxRefusedOrigins = 4096
 )
 
 // admitTunnel asks the engine, before a CONNECT is answered, whether a
@@ -12,31 +26,63 @@ import (
 // (tok), only to the origin of that live token's route; without, only to an
 // origin some route names. A refused CONNECT sends no byte anywhere. It
 // fills rec as it learns.
+//
+// No client can make it call Vault without bound (unknownTokenLimit.take):
+// a CONNECT without a token, or with one the engine has not allowed lately,
+// takes a unit of its address's budget before the call, kept unless the
+// engine allows it (or the token is live), so a burst of them costs Vault at
+// most the budget's burst, then its rate; a refused origin is remembered
+// briefly; and every call shares -vault-concurrency and its queue with the
+// resolves (batcher.checkTunnel).
 func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target origin.Origin, tok string) *refusal {
 	s := f.s
 	ip := clientIP(r)
-	if tok != "" {
-		if ref := s.limitUnknownTokens(ip, tok); ref != nil {
-			return ref
-		}
+	key := target.String()
+	if tok == "" && f.refusedOrigins.Contains(key) {
+		status, message := resolve.Refusal(resolve.ReasonOriginNotAllowed)
+		return &refusal{status: status, reason: resolve.ReasonOriginNotAllowed, message: message}
 	}
-	a, err := s.tunnels.CheckTunnel(r.Context(), resolve.TunnelRequest{Origin: target.String(), Token: tok, ClientIP: ip})
+	giveBack := func() {}
+	if tok == "" || !s.unknownTokens.recentlyAllowed(tok) {
+		wait, back := s.unknownTokens.take(ip)
+		if wait > 0 {
+			return &refusal{status: http.StatusTooManyRequests, reason: resolve.ReasonRateLimited,
+				message:    "too many CONNECTs from this address that no live phantom token vouches for; retry later",
+				retryAfter: strconv.Itoa(int(wait.Round(time.Second)/time.Second) + 1)}
+		}
+		giveBack = back
+	}
+	a, err := s.tunnels.CheckTunnel(r.Context(), resolve.TunnelRequest{Origin: key, Token: tok, ClientIP: ip})
 	if err != nil {
 		rec.Decision = "error"
+		if errors.Is(err, errOverloaded) {
+			giveBack() // never sent
+			return &refusal{status: http.StatusServiceUnavailable, reason: "overloaded", message: "Phantom is overloaded; retry later", retryAfter: "1"}
+		}
 		s.log.Warn("cannot check a CONNECT through Vault", "error", err, "request_id", rec.RequestID)
 		return &refusal{status: http.StatusServiceUnavailable, reason: "vault_unavailable", message: "Phantom cannot reach Vault; retry later"}
 	}
 	rec.Route, rec.Accessor = a.Route, a.Accessor
 	if *a.Allowed {
-		if tok != "" {
-			s.unknownTokens.resolved(tok)
-		}
+		giveBack()
+		s.unknownTokens.resolved(tok)
 		return nil
 	}
-	if a.Reason == resolve.ReasonUnknownToken && tok != "" {
-		s.unknownTokens.refused(ip)
-	}
 	status, message := resolve.Refusal(a.Reason)
+	switch {
+	case tok == "":
+		// Kept: no credential at all. Remembered when it is the origin's
+		// alone to answer.
+		if a.Reason == resolve.ReasonOriginNotAllowed {
+			f.refusedOrigins.Add(key, struct{}{})
+		}
+	case status == http.StatusUnauthorized:
+		// Kept: the token is unknown or dead, no credential either, and
+		// no longer passes the limit as one allowed lately.
+		s.unknownTokens.forget(tok)
+	default:
+		giveBack() // a live token, out of its scope here
+	}
 	switch {
 	case status == http.StatusUnauthorized:
 		// The proxy credentials are a dead token: 407 names them, so

@@ -56,27 +56,50 @@ func (g *Grant) inject(h http.Header, rawQuery string) string {
 // forms are made of those and, for basic auth, of the base64 the proxy
 // sends (an upstream that base64-encodes or hex-dumps the request it
 // received).
+//
+// Forms of a string that holds the credential as it is (the injected value
+// "Bearer <key>") are dependent: every occurrence of one holds an
+// occurrence of a form of the credential (a byte-wise encoding holds the
+// credential's encoding, a base64 one one of the credential's middles), so
+// they are looked for only around what the credential's forms found. Near-
+// misses of the key then cost one check, not one per string holding it.
 func (g *Grant) secretForms() []secretForm {
 	value := g.authValue()
-	forms := []secretForm{{g.Credential, formText}, {value, formText}}
-	encoded := []string{g.Credential, value}
+	forms := []secretForm{{text: g.Credential, kind: formText}}
+	type source struct {
+		s         string
+		dependent bool
+	}
+	encoded := []source{{g.Credential, false}}
+	add := func(s string, text bool) {
+		dep := strings.Contains(s, g.Credential)
+		encoded = append(encoded, source{s, dep})
+		if text {
+			forms = append(forms, secretForm{text: s, kind: formText, dependent: dep})
+		}
+	}
+	add(value, true)
 	switch g.AuthType {
 	case resolve.AuthQuery:
 		// Its '%' may be escaped again (a URL inside a redirect's query),
 		// its '+' by a JSON encoder.
-		wire := url.QueryEscape(value)
-		forms = append(forms, secretForm{wire, formText})
-		encoded = append(encoded, wire)
+		add(url.QueryEscape(value), true)
 	case resolve.AuthBasic:
 		// Padding carries no bit of the value.
-		encoded = append(encoded, base64.RawStdEncoding.EncodeToString([]byte(value)))
+		add(base64.RawStdEncoding.EncodeToString([]byte(value)), false)
 	}
-	for _, s := range encoded {
-		h := hex.EncodeToString([]byte(s))
-		forms = append(forms, secretForm{h, formText}, secretForm{strings.ToUpper(h), formText})
-		forms = append(forms, byteListForms(s)...)
-		for _, m := range base64Middles(s) {
-			forms = append(forms, secretForm{m, formBase64})
+	for _, src := range encoded {
+		var derived []secretForm
+		h := hex.EncodeToString([]byte(src.s))
+		derived = append(derived, secretForm{text: h, kind: formText}, secretForm{text: strings.ToUpper(h), kind: formText})
+		derived = append(derived, byteListForms(src.s)...)
+		derived = append(derived, unicodeForms(src.s)...)
+		for _, m := range base64Middles(src.s) {
+			derived = append(derived, secretForm{text: m, kind: formBase64})
+		}
+		for _, f := range derived {
+			f.dependent = src.dependent
+			forms = append(forms, f)
 		}
 	}
 	return forms

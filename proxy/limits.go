@@ -150,8 +150,12 @@ type limitedBody struct {
 // match keys without case), is refused: the upstream might read another
 // value than the one checked.
 var (
-	openAIKeys = []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of", "background", "tools"}
+	openAIKeys = []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of", "background", "tools",
+		"prompt", "prediction"}
 	geminiKeys = []string{"generationConfig", "generation_config"}
+	// The keys of an output cap in the OpenAI and Anthropic APIs; which of
+	// them an endpoint reads is in limits_endpoint.go.
+	capKeys = [...]string{"max_tokens", "max_completion_tokens", "max_output_tokens"}
 	// Inside Gemini's generationConfig (protobuf JSON takes either spelling).
 	geminiConfigKeys = []string{"maxOutputTokens", "max_output_tokens", "candidateCount", "candidate_count"}
 )
@@ -192,16 +196,12 @@ func checkLimitedBody(raw []byte, l *resolve.Limits, path string) (*limitedBody,
 	}
 	var edits []edit
 	if l.MaxOutputTokens > 0 || l.BudgetRemaining != nil {
-		for _, k := range []string{"n", "best_of"} {
-			if n, ok, err := intMember(top, k); err != nil {
-				return nil, badBody(err.Error())
-			} else if ok && n > 1 {
-				// n choices of up to the cap each would multiply the bound.
-				return nil, limitRefusal(resolve.ReasonOutputCapExceeded)
-			}
+		if ref := oneCompletion(top); ref != nil {
+			return nil, ref
 		}
 	}
-	for _, k := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
+	var given [len(capKeys)]bool // which of capKeys the body gives a number
+	for i, k := range capKeys {
 		n, ok, err := intMember(top, k)
 		if err != nil {
 			return nil, badBody(err.Error())
@@ -212,14 +212,21 @@ func checkLimitedBody(raw []byte, l *resolve.Limits, path string) (*limitedBody,
 		if l.MaxOutputTokens > 0 && n > l.MaxOutputTokens {
 			return nil, limitRefusal(resolve.ReasonOutputCapExceeded)
 		}
+		given[i] = n > 0 // 0 is no bound to some servers: the cap goes in
 		out.asked = max(out.asked, n)
 	}
-	if l.MaxOutputTokens > 0 && out.asked == 0 {
-		if key := capKey(l.UsageFormat, path); key != "" {
-			if _, null := top.members[key]; null {
-				return nil, badBody("the request body's " + key + " is null: give a number or leave it out")
+	if l.MaxOutputTokens > 0 {
+		// The cap is inserted unless the body gives a key that this
+		// endpoint reads: a number under another key bounds nothing here.
+		capped := func(key string) bool {
+			i := slices.Index(capKeys[:], key)
+			return i >= 0 && given[i]
+		}
+		if e, _ := findEndpoint(l.UsageFormat, path); e.capKey != "" && !capped(e.capKey) && !capped(e.alsoCaps) {
+			if _, null := top.members[e.capKey]; null {
+				return nil, badBody("the request body's " + e.capKey + " is null or 0: give a positive number or leave it out")
 			}
-			edits = append(edits, top.insert(key, strconv.FormatInt(l.MaxOutputTokens, 10)))
+			edits = append(edits, top.insert(e.capKey, strconv.FormatInt(l.MaxOutputTokens, 10)))
 			out.asked = l.MaxOutputTokens
 		}
 	}
@@ -262,13 +269,79 @@ func checkToolModels(raw []byte, allowed []string) *refusal {
 	return nil
 }
 
-// capKey is the key the proxy inserts to give a request without one the
-// output cap, or "" where it inserts none (embeddings, token counting: an
-// unknown key could make the upstream refuse the request). The keys per
-// endpoint are in limits_endpoint.go.
-func capKey(format, path string) string {
-	e, _ := findEndpoint(format, path)
-	return e.capKey
+// oneCompletion refuses, under a cap or a budget, a request that asks for
+// several completions, or for output that no cap bounds. The engine
+// reserves one output cap per request, and the proxy checks the cap once
+// per request: a request for k completions may spend k caps. In the APIs
+// the endpoint rule lets through (limits_endpoint.go):
+//   - n (chat and legacy completions) and best_of (legacy completions)
+//     above 1;
+//   - a legacy completions prompt that is a list of prompts: OpenAI answers
+//     one completion per prompt, each up to max_tokens. A list of token ids
+//     ([1,2,3]) is one prompt, and a list of one prompt is one; a list of
+//     strings or of token lists ([[1,2],[3]]) is one prompt per element;
+//   - prediction (chat's Predicted Outputs): its rejected tokens are billed
+//     as output tokens, whatever max_completion_tokens says (which OpenAI
+//     does not take with a prediction);
+//   - Gemini's candidateCount above 1 (checkGeminiBody).
+//
+// Anthropic's messages and OpenAI's Responses API give one completion per
+// request; batches (OpenAI's and Anthropic's /batches, Gemini's
+// :batchGenerateContent) are not generation endpoints: the endpoint rule
+// refuses them, and under a budget so does unmeasurable. The keys are
+// watched (openAIKeys): twice, or in another case, the body is refused.
+func oneCompletion(top *object) *refusal {
+	for _, k := range []string{"n", "best_of"} {
+		if n, ok, err := intMember(top, k); err != nil {
+			return badBody(err.Error())
+		} else if ok && n > 1 {
+			return severalCompletions(k + " above 1")
+		}
+	}
+	if m, ok := top.members["prompt"]; ok && prompts(m.raw) > 1 {
+		return severalCompletions("a list of several prompts")
+	}
+	if m, ok := top.members["prediction"]; ok && string(m.raw) != "null" {
+		ref := limitRefusal(resolve.ReasonOutputCapExceeded)
+		ref.message = "the phantom token caps the output of each request, and a prediction's rejected tokens are billed as output " +
+			"beyond any cap: leave prediction out"
+		return ref
+	}
+	return nil
+}
+
+// severalCompletions refuses a request for more than one completion: as a
+// request over the cap (403 max_output_tokens_exceeded), saying why.
+func severalCompletions(what string) *refusal {
+	ref := limitRefusal(resolve.ReasonOutputCapExceeded)
+	ref.message = "the phantom token's output cap bounds one completion per request, and " + what +
+		" asks for several, each up to the cap: send one per request"
+	return ref
+}
+
+// prompts is how many prompts a legacy completions prompt holds, as OpenAI
+// reads it: anything but a list (a string) is one; a list of numbers is
+// one prompt of token ids; any other list is one prompt per element. It
+// walks the value in place (json.Valid accepted the body).
+func prompts(raw []byte) int {
+	if len(raw) == 0 || raw[0] != '[' {
+		return 1
+	}
+	n, tokenIDs := 0, true
+	for i := skipSpace(raw, 1); raw[i] != ']'; {
+		if c := raw[i]; c != '-' && (c < '0' || c > '9') {
+			tokenIDs = false
+		}
+		i = skipSpace(raw, skipValue(raw, i))
+		n++
+		if raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+		}
+	}
+	if tokenIDs && n > 0 {
+		return 1
+	}
+	return n
 }
 
 // includeUsage makes an OpenAI request under a budget measurable in the
@@ -367,7 +440,7 @@ func checkGeminiBody(raw []byte, top *object, l *resolve.Limits, path string) (*
 				if n, ok, err := intMember(inner, k); err != nil {
 					return nil, badBody(err.Error())
 				} else if ok && n > 1 {
-					return nil, limitRefusal(resolve.ReasonOutputCapExceeded)
+					return nil, severalCompletions(k + " above 1")
 				}
 			}
 		}

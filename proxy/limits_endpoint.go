@@ -29,6 +29,14 @@ type endpoint struct {
 	suffix string
 	kind   endpointKind
 	capKey string
+	// alsoCaps is another key the endpoint takes as its output cap (chat's
+	// older max_tokens), "" where none. A request that gives capKey or
+	// alsoCaps gets no cap inserted; one that gives only a key its
+	// endpoint does not read (max_output_tokens to chat, or
+	// max_completion_tokens to legacy completions, which an
+	// OpenAI-compatible server may ignore) gets capKey inserted all the
+	// same, or the cap would bound nothing.
+	alsoCaps string
 }
 
 // Checked in order: the first whose suffix ends the path wins.
@@ -40,14 +48,14 @@ type endpoint struct {
 //   - Anthropic messages: max_tokens (which the API requires anyway).
 var endpoints = map[string][]endpoint{
 	resolve.UsageOpenAI: {
-		{"/chat/completions", endpointGenerate, "max_completion_tokens"},
-		{"/completions", endpointGenerate, "max_tokens"},
-		{"/responses", endpointGenerate, "max_output_tokens"},
-		{"/embeddings", endpointEmbed, ""},
+		{"/chat/completions", endpointGenerate, "max_completion_tokens", "max_tokens"},
+		{"/completions", endpointGenerate, "max_tokens", ""},
+		{"/responses", endpointGenerate, "max_output_tokens", ""},
+		{"/embeddings", endpointEmbed, "", ""},
 	},
 	resolve.UsageAnthropic: {
-		{"/messages", endpointGenerate, "max_tokens"},
-		{"/messages/count_tokens", endpointFree, ""},
+		{"/messages", endpointGenerate, "max_tokens", ""},
+		{"/messages/count_tokens", endpointFree, "", ""},
 	},
 }
 

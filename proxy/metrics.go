@@ -32,6 +32,9 @@ var (
 	metricReportFailures = []string{"usage", "report", "failures", "total"} // counter: usage calls to Vault that failed (kept for the next)
 	metricUsageDropped   = []string{"usage", "dropped", "total"}            // counter: token usages dropped, too many waiting for Vault
 	metricUnmeasured     = []string{"usage", "unmeasured", "total"}         // counter: route; 2xx answers without readable usage where no budget or cap applies (not charged)
+	// counter: route, reason (cut, malformed, missing, unanswered); requests that spent
+	// what the proxy meters and whose usage could not be read, however they were charged
+	metricUsageUnreadable = []string{"usage", "unreadable", "total"}
 )
 
 // latencyBuckets span a cached resolve (tens of microseconds) to a slow
@@ -138,6 +141,11 @@ func (p *Metrics) llmUsage(route string, input, output int64, estimated bool) {
 
 func (p *Metrics) usageUnmeasured(route string) {
 	p.m.IncrCounterWithLabels(metricUnmeasured, 1, []metrics.Label{{Name: "route", Value: route}})
+}
+
+// usageUnreadable counts a metered request whose usage could not be read.
+func (p *Metrics) usageUnreadable(route, reason string) {
+	p.m.IncrCounterWithLabels(metricUsageUnreadable, 1, []metrics.Label{{Name: "route", Value: route}, {Name: "reason", Value: reason}})
 }
 
 func (p *Metrics) usageReportFailed() { p.m.IncrCounter(metricReportFailures, 1) }

@@ -48,6 +48,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 
 	rawQuery := stripToken(out.Header, ex.rawQuery, ex.token)
 	removeNeverForwarded(out.Header)
+	stripCharsets(out.Header, pr.In.ContentLength == 0) // charset.go
 	rawPath := strings.TrimSuffix(g.Upstream.EscapedPath(), "/") + ex.path
 	out.URL.Scheme, out.URL.Host = g.Upstream.Scheme, g.Upstream.Host
 	out.URL.RawPath = rawPath
@@ -99,6 +100,8 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		status, reason, message = http.StatusGatewayTimeout, "upstream_timeout", "the upstream did not answer in time"
 	case errors.Is(err, errEncodedResponse):
 		message = "the upstream answered with an encoding Phantom cannot inspect"
+	case errors.Is(err, errResponseCharset):
+		message = "the upstream answered in a charset Phantom cannot inspect (only ASCII-compatible ones pass)"
 	case errors.Is(err, errPartialResponse):
 		message = "the upstream answered with partial content (206), which Phantom does not pass on"
 	}

@@ -17,9 +17,13 @@ type scrubber struct {
 	forms    []secretForm
 	patterns []pattern // one per form
 	sets     [][]alt   // alternatives of the non-alphanumeric characters in the forms
+	index    []*altIndex
 	filter   filter
 	short    []shortPattern // patterns the filter cannot anchor
-	maxLen   int            // longest possible occurrence of any pattern
+	// dependents are the patterns looked for only around the others'
+	// occurrences (secretForm.dependent).
+	dependents []int
+	maxLen     int // longest possible occurrence of any pattern
 	// hold is how many bytes a body holds back at the end of a read that
 	// does not end in '\n': at least maxLen-1, and computed from lengths
 	// only, never from which bytes the credential has.

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"cmp"
+	"math/bits"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -16,8 +19,16 @@ import (
 //     digits in either case). Every occurrence thus contains a sampled
 //     position whose 4-gram is in the bitmap. The cost is one load, multiply
 //     and bit test per step bytes, whatever the number of patterns.
-//  2. A hit is checked against the anchors holding that 4-gram, then the
-//     pattern is matched exactly from each start its anchor allows.
+//  2. A hit is looked up in a table of the anchors holding that 4-gram; each
+//     anchor spelling found there is extended backwards and forwards, unit by
+//     unit, to the pattern's possible starts and its longest end.
+//
+// The cost of a hit is bounded by the pattern, not by the text: an anchor is
+// chosen for few spellings (a text that repeats pieces of the key makes every
+// sample hit, and each spelling sharing the 4-gram costs a comparison), and an
+// extension tries only the alternatives that begin (or end) with the byte at
+// hand. So a body of near-misses costs a small constant per byte, like any
+// other (BenchmarkScrubAdversarial).
 
 const (
 	gram       = 4  // bytes per sampled n-gram
@@ -32,10 +43,19 @@ type text interface{ ~string | ~[]byte }
 type pattern struct {
 	units  []unit
 	base64 bool // mask one base64 character on each side (formBase64)
-	// The anchor starts between minPre and maxPre bytes after the start of
-	// an occurrence.
-	minPre, maxPre int
-	maxLen         int // longest occurrence, with the base64 edges
+	// units[from:to] is the anchor: a hit on one of its spellings is
+	// extended backwards over units[:from] and forwards over units[to:].
+	from, to int
+	maxLen   int // longest occurrence, with the base64 edges
+	// dependent: looked for only where pattern base occurs, whose units
+	// its own hold from unit baseAt on (findDependents).
+	dependent    bool
+	base, baseAt int
+	// lit holds the units' bytes (0 for a character with alternatives);
+	// a literal unit k belongs to the run of literal units
+	// [runStart[k], runEnd[k]), compared in one go.
+	lit              string
+	runStart, runEnd []int32
 }
 
 type unit struct {
@@ -43,14 +63,42 @@ type unit struct {
 	set int16 // index into scrubber.sets: the character's alternatives
 }
 
-type span struct{ start, end int }
+// span is an occurrence to mask: [start, end), with the base64 edges. pat
+// is its pattern and core its start before the edges, for findDependents.
+type span struct{ start, end, pat, core int }
 
 type filter struct {
 	step int // 0: no pattern is long enough to filter
 	bits []uint64
-	refs map[uint32][]anchorRef
+	// grams is an open-addressed table of the anchors' 4-grams: a hit costs
+	// a multiply and a probe or two, not a map lookup.
+	grams     []gramSlot
+	gramShift uint32
+	refs      []anchorRef // grouped by 4-gram; gramSlot indexes them
 	// spells holds every anchor spelling; refs index into it.
 	spells []string
+}
+
+// gramSlot is one 4-gram's run of refs; n == 0 marks an empty slot.
+type gramSlot struct {
+	w       uint32
+	from, n int32
+}
+
+const gramMul = 0x85EBCA6B
+
+// lookup returns the refs of the anchors holding the 4-gram w.
+func (f *filter) lookup(w uint32) []anchorRef {
+	mask := uint32(len(f.grams) - 1)
+	for h := (w * gramMul) >> f.gramShift; ; h = (h + 1) & mask {
+		sl := &f.grams[h]
+		if sl.n == 0 {
+			return nil
+		}
+		if sl.w == w {
+			return f.refs[sl.from : sl.from+sl.n]
+		}
+	}
 }
 
 type anchorRef struct {
@@ -66,7 +114,7 @@ func (s *scrubber) compile(forms []secretForm) {
 		if f.text == "" || s.hasForm(f) {
 			continue
 		}
-		pt := pattern{base64: f.kind == formBase64}
+		pt := pattern{base64: f.kind == formBase64, dependent: f.dependent}
 		for i := 0; i < len(f.text); {
 			c := f.text[i]
 			if isAlnum(c) || f.kind == formExact {
@@ -85,13 +133,17 @@ func (s *scrubber) compile(forms []secretForm) {
 				setOf[raw] = idx
 				if c < utf8.RuneSelf {
 					s.sets = append(s.sets, asciiAlts[c])
+					s.index = append(s.index, asciiIndex[c])
 				} else {
-					s.sets = append(s.sets, runeAlts(raw))
+					alts := runeAlts(raw)
+					s.sets = append(s.sets, alts)
+					s.index = append(s.index, newAltIndex(alts))
 				}
 			}
 			pt.units = append(pt.units, unit{set: idx})
 			i += size
 		}
+		pt.runs()
 		pt.maxLen = s.length(pt.units, longest)
 		if pt.base64 {
 			pt.maxLen += 2 * maxAltPerByte
@@ -101,7 +153,65 @@ func (s *scrubber) compile(forms []secretForm) {
 		s.forms = append(s.forms, f)
 		s.patterns = append(s.patterns, pt)
 	}
+	s.findBases()
 	s.buildFilter()
+}
+
+// runs fills in lit, runStart and runEnd.
+func (pt *pattern) runs() {
+	n := len(pt.units)
+	lit := make([]byte, n)
+	pt.runStart, pt.runEnd = make([]int32, n), make([]int32, n)
+	for k, u := range pt.units {
+		if u.set >= 0 {
+			continue
+		}
+		lit[k] = u.b
+		pt.runStart[k] = int32(k)
+		if k > 0 && pt.units[k-1].set < 0 {
+			pt.runStart[k] = pt.runStart[k-1]
+		}
+	}
+	for k := n - 1; k >= 0; k-- {
+		if pt.units[k].set >= 0 {
+			continue
+		}
+		pt.runEnd[k] = int32(k + 1)
+		if k+1 < n && pt.units[k+1].set < 0 {
+			pt.runEnd[k] = pt.runEnd[k+1]
+		}
+	}
+	pt.lit = string(lit)
+}
+
+// findBases gives each dependent pattern an independent one whose units it
+// holds; one that holds none is made independent.
+func (s *scrubber) findBases() {
+	for d := range s.patterns {
+		dp := &s.patterns[d]
+		if !dp.dependent {
+			continue
+		}
+		dp.dependent = false
+		for b, bp := range s.patterns {
+			if bp.dependent || b == d {
+				continue
+			}
+			if at := indexUnits(dp.units, bp.units); at >= 0 {
+				dp.dependent, dp.base, dp.baseAt = true, b, at
+				break
+			}
+		}
+	}
+}
+
+func indexUnits(units, sub []unit) int {
+	for i := 0; i+len(sub) <= len(units); i++ {
+		if slices.Equal(units[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
 }
 
 func (s *scrubber) hasForm(f secretForm) bool {
@@ -189,7 +299,7 @@ func (s *scrubber) ways(u unit) []string {
 // every stretch has more than maxSpells spellings, or the pattern is shorter
 // than want.
 // ways[k] is how many ways there are to write pt.units[k].
-func (s *scrubber) chooseAnchor(pt *pattern, ways []int, want int) (from int, spells []string, ok bool) {
+func (s *scrubber) chooseAnchor(pt *pattern, ways []int, want int) (from, to int, spells []string, ok bool) {
 	best, bestText, bestFrom, bestTo := maxSpells+1, 0, 0, 0
 	for i := range pt.units {
 		n, count, j := 0, 1, i
@@ -210,9 +320,9 @@ func (s *scrubber) chooseAnchor(pt *pattern, ways []int, want int) (from int, sp
 		}
 	}
 	if best > maxSpells {
-		return 0, nil, false
+		return 0, 0, nil, false
 	}
-	return bestFrom, s.spellings(pt.units[bestFrom:bestTo]), true
+	return bestFrom, bestTo, s.spellings(pt.units[bestFrom:bestTo]), true
 }
 
 // textLike counts the 4-grams of units that are all lower-case letters or
@@ -238,10 +348,12 @@ func textLike(units []unit) int {
 	return n
 }
 
-// buildFilter gives each pattern the longest anchor it can have (up to
-// maxAnchor bytes): the step is set by the shortest of them. A pattern with
-// no anchor of even 4 bytes (a key of 1 to 3 bytes) goes to short, tried at
-// every byte.
+// buildFilter gives each pattern the anchor that costs least per byte of
+// text whose every sample hits (a body of pieces of the key): a sample costs
+// about as much as comparing one spelling, so an anchor of n bytes with k
+// spellings costs (1+k)/(n-3) at worst. The step is set by the shortest
+// anchor. A pattern with no anchor of even 4 bytes (a key of 1 to 3 bytes)
+// goes to short, tried at every byte.
 func (s *scrubber) buildFilter() {
 	type chosen struct {
 		pat    int
@@ -251,25 +363,32 @@ func (s *scrubber) buildFilter() {
 	step := maxAnchor - gram + 1
 	for i := range s.patterns {
 		pt := &s.patterns[i]
+		if pt.dependent {
+			s.dependents = append(s.dependents, i)
+			continue
+		}
 		ways := make([]int, len(pt.units))
 		for k, u := range pt.units {
 			ways[k] = len(s.ways(u))
 		}
-		found := false
-		for want := maxAnchor; want >= gram && !found; want-- {
-			from, spells, ok := s.chooseAnchor(pt, ways, want)
+		var best []string
+		bestCost, bestWant := 0.0, 0
+		for want := maxAnchor; want >= gram; want-- {
+			from, to, spells, ok := s.chooseAnchor(pt, ways, want)
 			if !ok {
 				continue
 			}
-			found = true
-			pt.minPre = s.length(pt.units[:from], shortest)
-			pt.maxPre = s.length(pt.units[:from], longest)
-			step = min(step, want-gram+1)
-			anchors = append(anchors, chosen{i, spells})
+			if cost := float64(1+len(spells)) / float64(want-gram+1); best == nil || cost < bestCost {
+				best, bestCost, bestWant = spells, cost, want
+				pt.from, pt.to = from, to
+			}
 		}
-		if !found {
+		if best == nil {
 			s.short = append(s.short, s.shortPattern(i))
+			continue
 		}
+		step = min(step, bestWant-gram+1)
+		anchors = append(anchors, chosen{i, best})
 	}
 	f := &s.filter
 	if len(anchors) == 0 {
@@ -277,7 +396,11 @@ func (s *scrubber) buildFilter() {
 	}
 	f.step = step
 	f.bits = make([]uint64, 1<<filterBits/64)
-	f.refs = map[uint32][]anchorRef{}
+	type gramRef struct {
+		w   uint32
+		ref anchorRef
+	}
+	var all []gramRef
 	for _, a := range anchors {
 		for _, sp := range a.spells {
 			idx := int32(len(f.spells))
@@ -286,9 +409,34 @@ func (s *scrubber) buildFilter() {
 				w := le32(sp, off)
 				h := (w * hashMul) >> (32 - filterBits)
 				f.bits[h>>6] |= 1 << (h & 63)
-				f.refs[w] = append(f.refs[w], anchorRef{pat: int32(a.pat), spell: idx, off: int32(off)})
+				all = append(all, gramRef{w, anchorRef{pat: int32(a.pat), spell: idx, off: int32(off)}})
 			}
 		}
+	}
+	slices.SortStableFunc(all, func(x, y gramRef) int { return cmp.Compare(x.w, y.w) })
+	distinct := 0
+	for i := range all {
+		if i == 0 || all[i].w != all[i-1].w {
+			distinct++
+		}
+	}
+	bits := uint32(bits.Len(uint(2*distinct - 1)))
+	f.grams = make([]gramSlot, 1<<bits)
+	f.gramShift = 32 - bits
+	f.refs = make([]anchorRef, len(all))
+	mask := uint32(len(f.grams) - 1)
+	for i := 0; i < len(all); {
+		j := i
+		for j < len(all) && all[j].w == all[i].w {
+			f.refs[j] = all[j].ref
+			j++
+		}
+		h := (all[i].w * gramMul) >> f.gramShift
+		for f.grams[h].n != 0 {
+			h = (h + 1) & mask
+		}
+		f.grams[h] = gramSlot{w: all[i].w, from: int32(i), n: int32(j - i)}
+		i = j
 	}
 }
 
@@ -327,11 +475,12 @@ func find[T text](s *scrubber, t T, spans []span) []span {
 	f := &s.filter
 	if step := f.step; step > 0 {
 		bits := f.bits
+		var seen verified
 		for i := 0; i+gram <= len(t); i += step {
 			w := le32(t, i)
 			h := (w * hashMul) >> (32 - filterBits)
 			if bits[h>>6]&(1<<(h&63)) != 0 {
-				spans = verify(s, t, i, w, spans)
+				spans = verify(s, t, i, w, &seen, spans)
 			}
 		}
 	}
@@ -342,21 +491,107 @@ func find[T text](s *scrubber, t T, spans []span) []span {
 			}
 		}
 	}
+	return findDependents(s, t, spans)
+}
+
+// findDependents appends the occurrences of dependent patterns. Each
+// holds its base pattern's units at a fixed unit offset, so it is matched
+// from the start of each occurrence of its base: forwards over the base and
+// what follows, backwards over what precedes. Only a real occurrence of the
+// credential leads here, never a near-miss.
+func findDependents[T text](s *scrubber, t T, spans []span) []span {
+	found := len(spans)
+	for k := range found {
+		sp := spans[k]
+		for _, d := range s.dependents {
+			pt := &s.patterns[d]
+			if pt.base != sp.pat {
+				continue
+			}
+			if end := matchUnits(s, pt, pt.baseAt, t, sp.core); end >= 0 {
+				spans = matchBack(s, d, pt.baseAt, t, sp.core, end, spans)
+			}
+		}
+	}
 	return spans
 }
 
-// verify checks a filter hit: the 4-gram w at i.
-func verify[T text](s *scrubber, t T, i int, w uint32, spans []span) []span {
-	for _, ref := range s.filter.refs[w] {
+// verify checks a filter hit: the 4-gram w at i. Each anchor spelling
+// found there is extended forwards to the pattern's longest end and
+// backwards to every start it can have.
+func verify[T text](s *scrubber, t T, i int, w uint32, seen *verified, spans []span) []span {
+	for _, ref := range s.filter.lookup(w) {
 		sp := s.filter.spells[ref.spell]
 		a := i - int(ref.off)
-		if a < 0 || a+len(sp) > len(t) || string(t[a:a+len(sp)]) != sp {
+		if a < 0 || a+len(sp) > len(t) || seen.again(ref.spell, a) || string(t[a:a+len(sp)]) != sp {
 			continue
 		}
 		pt := &s.patterns[ref.pat]
-		for p := max(a-pt.maxPre, 0); p <= a-pt.minPre; p++ {
-			spans = matchFrom(s, t, int(ref.pat), p, spans)
+		end := matchUnits(s, pt, pt.to, t, a+len(sp))
+		if end < 0 {
+			continue
 		}
+		spans = matchBack(s, int(ref.pat), pt.from, t, a, end, spans)
+	}
+	return spans
+}
+
+// verified remembers where each anchor spelling (by its index, modulo the
+// size) was last checked: an anchor longer than the step holds two samples,
+// and the second need not check it again.
+type verified [64]struct{ spell, a int32 }
+
+func (v *verified) again(spell int32, a int) bool {
+	k := &v[spell&63]
+	if k.spell == spell && k.a == int32(a+1) {
+		return true
+	}
+	k.spell, k.a = spell, int32(a+1)
+	return false
+}
+
+// matchBack appends an occurrence of pattern pi ending at end for every
+// start from which its units[:from] lead to a.
+func matchBack[T text](s *scrubber, pi, from int, t T, a, end int, spans []span) []span {
+	pt := &s.patterns[pi]
+	var bufA, bufB [8]int
+	cur, next := append(bufA[:0], a), bufB[:0]
+	for k := from; k > 0; {
+		u := pt.units[k-1]
+		next = next[:0]
+		if u.set < 0 {
+			j := int(pt.runStart[k-1])
+			lit := pt.lit[j:k]
+			for _, q := range cur {
+				if q >= len(lit) && string(t[q-len(lit):q]) == lit {
+					next = addPos(next, q-len(lit))
+				}
+			}
+			k = j
+		} else {
+			for _, q := range cur {
+				if q == 0 {
+					continue
+				}
+				for m := s.index[u.set].last[t[q-1]]; m != 0; m &= m - 1 {
+					if a := s.sets[u.set][bits.TrailingZeros64(m)]; len(a.s) <= q && altAt(a, t, q-len(a.s)) {
+						next = addPos(next, q-len(a.s))
+					}
+				}
+			}
+			k--
+		}
+		if len(next) == 0 {
+			return spans
+		}
+		cur, next = next, cur
+	}
+	for _, p := range cur {
+		sp := span{p, end, pi, p}
+		if pt.base64 {
+			sp.start, sp.end = base64Edges(t, p, end)
+		}
+		spans = append(spans, sp)
 	}
 	return spans
 }
@@ -364,36 +599,47 @@ func verify[T text](s *scrubber, t T, i int, w uint32, spans []span) []span {
 // matchFrom appends the occurrence of pattern pi starting at p, if any.
 func matchFrom[T text](s *scrubber, t T, pi, p int, spans []span) []span {
 	pt := &s.patterns[pi]
-	end := matchUnits(s, pt.units, t, p)
+	end := matchUnits(s, pt, 0, t, p)
 	if end < 0 {
 		return spans
 	}
+	sp := span{p, end, pi, p}
 	if pt.base64 {
-		p, end = base64Edges(t, p, end)
+		sp.start, sp.end = base64Edges(t, p, end)
 	}
-	return append(spans, span{p, end})
+	return append(spans, sp)
 }
 
 // matchUnits returns where the longest occurrence of units starting at p
 // ends, or -1. A raw '%', '&' or '\' is a prefix of its own escapes, so
 // several ends may be alive at once: they are tracked as a set.
-func matchUnits[T text](s *scrubber, units []unit, t T, p int) int {
+func matchUnits[T text](s *scrubber, pt *pattern, k int, t T, p int) int {
 	var bufA, bufB [8]int
 	cur, next := append(bufA[:0], p), bufB[:0]
-	for _, u := range units {
+	for k < len(pt.units) {
+		u := pt.units[k]
 		next = next[:0]
-		for _, q := range cur {
-			if u.set < 0 {
-				if q < len(t) && t[q] == u.b {
-					next = addPos(next, q+1)
-				}
-				continue
-			}
-			for _, a := range s.sets[u.set] {
-				if altAt(a, t, q) {
-					next = addPos(next, q+len(a.s))
+		if u.set < 0 {
+			j := int(pt.runEnd[k])
+			lit := pt.lit[k:j]
+			for _, q := range cur {
+				if q+len(lit) <= len(t) && string(t[q:q+len(lit)]) == lit {
+					next = addPos(next, q+len(lit))
 				}
 			}
+			k = j
+		} else {
+			for _, q := range cur {
+				if q >= len(t) {
+					continue
+				}
+				for m := s.index[u.set].first[t[q]]; m != 0; m &= m - 1 {
+					if a := s.sets[u.set][bits.TrailingZeros64(m)]; altAt(a, t, q) {
+						next = addPos(next, q+len(a.s))
+					}
+				}
+			}
+			k++
 		}
 		if len(next) == 0 {
 			return -1
@@ -415,6 +661,46 @@ func addPos(set []int, q int) []int {
 	}
 	return append(set, q)
 }
+
+// altIndex tells, for each byte, which of a set's alternatives (by bit)
+// begin with it and which end with it, so that extending a match tries
+// only those that can fit.
+type altIndex struct{ first, last [256]uint64 }
+
+func newAltIndex(alts []alt) *altIndex {
+	if len(alts) > 64 {
+		panic("scrubber: a character has more than 64 alternatives")
+	}
+	x := &altIndex{}
+	for i, a := range alts {
+		bit := uint64(1) << i
+		n := len(a.s)
+		for _, c := range caseVariants(a.s[0], a.fold&1 != 0) {
+			x.first[c] |= bit
+		}
+		for _, c := range caseVariants(a.s[n-1], a.fold&(1<<(n-1)) != 0) {
+			x.last[c] |= bit
+		}
+	}
+	return x
+}
+
+func caseVariants(c byte, fold bool) []byte {
+	if fold && 'a' <= c && c <= 'z' {
+		return []byte{c, c - 'a' + 'A'}
+	}
+	return []byte{c}
+}
+
+// asciiIndex indexes asciiAlts, once for every scrubber.
+var asciiIndex = func() (t [utf8.RuneSelf]*altIndex) {
+	for c, alts := range asciiAlts {
+		if alts != nil {
+			t[c] = newAltIndex(alts)
+		}
+	}
+	return t
+}()
 
 func altAt[T text](a alt, t T, p int) bool {
 	if p+len(a.s) > len(t) {

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"encoding/base64"
-	"encoding/hex"
+	"encoding/binary"
+	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -13,6 +15,9 @@ import (
 type secretForm struct {
 	text string
 	kind formKind
+	// dependent: every occurrence holds an occurrence of another form, so
+	// it is looked for only around those (find).
+	dependent bool
 }
 
 type formKind uint8
@@ -219,25 +224,124 @@ var lower = func() (t [256]byte) {
 	return t
 }()
 
-// byteListForms are s written byte by byte with separators: hex dumps with
-// spaces or colons (Python's bytes.hex(' '), Go's "% x", hexdump), and
-// decimal byte arrays (Node's JSON of a Buffer, serde's Vec<u8>).
+// A dump writes s byte by byte: each byte in a digit format, with a
+// separator between bytes (or between groups of bytes).
+type dump struct {
+	byteFormat string // fmt verb for one byte
+	sep        string
+	group      int  // bytes per group (0: 1); groups are what sep divides
+	bothCases  bool // hex dumps come in upper and lower case
+}
+
+// dumps are the ways programs and tools print bytes, each matched exactly:
+//   - hex with a one-character separator: Python's bytes.hex(sep), Go's
+//     "% x", Node's <Buffer 73 6b ...>, .NET's BitConverter.ToString
+//     ("73-6B-..."), colons as openssl and MAC addresses, and the other
+//     punctuation a separator is commonly given (not a line break: a
+//     form holding '\n' would hold back every stream at its line ends);
+//   - hex in groups of 2 and 4 bytes (xxd, Python's bytes.hex(' ', 2)), at
+//     each alignment of s in the dump;
+//   - prefixed hex: Go's %#v of a []byte and C arrays ("0x73, 0x6b"),
+//     escapes ("\x73\x6b"), every byte percent-encoded ("%73%6B");
+//   - decimal: Go's %v ("[115 107 ...]"), Java's Arrays.toString, Rust's
+//     {:?} and Python's list() (", "), JSON arrays of a Buffer (",").
+//
+// C# serializes a byte[] to JSON as base64, which base64Middles covers.
+var dumps = func() []dump {
+	var d []dump
+	for _, sep := range []string{" ", ":", "-", ".", ",", "_", "|", "/", "\\", ";", "\t"} {
+		d = append(d, dump{byteFormat: "%02x", sep: sep, bothCases: true})
+	}
+	for _, group := range []int{2, 4} {
+		d = append(d, dump{byteFormat: "%02x", sep: " ", group: group, bothCases: true})
+	}
+	for _, sep := range []string{", ", ",", " "} {
+		d = append(d, dump{byteFormat: "0x%02x", sep: sep, bothCases: true})
+	}
+	d = append(d, dump{byteFormat: "\\x%02x", bothCases: true}, dump{byteFormat: "%%%02x", bothCases: true})
+	for _, sep := range []string{", ", ",", " "} {
+		d = append(d, dump{byteFormat: "%d", sep: sep})
+	}
+	return d
+}()
+
+// byteListForms are s in every dump: exact forms, since separators are not
+// rewritten by encoders in practice and alternatives would leave them
+// nothing to anchor on. A grouped dump is given at every alignment of s in
+// its groups; the partial groups at either end are left out, so the form
+// is what every occurrence of s in such a dump holds.
 func byteListForms(s string) []secretForm {
 	var forms []secretForm
-	for _, sep := range []string{" ", ":"} {
-		parts := make([]string, len(s))
+	for _, d := range dumps {
+		bytesOf := make([]string, len(s))
 		for i := range len(s) {
-			parts[i] = hex.EncodeToString([]byte{s[i]})
+			bytesOf[i] = fmt.Sprintf(d.byteFormat, s[i])
 		}
-		lowerHex := strings.Join(parts, sep)
-		forms = append(forms, secretForm{lowerHex, formExact}, secretForm{strings.ToUpper(lowerHex), formExact})
+		var texts []string
+		if d.group <= 1 {
+			texts = []string{strings.Join(bytesOf, d.sep)}
+		} else {
+			for align := range d.group {
+				// s starts align bytes into a group: a separator falls
+				// before each byte at a multiple of group.
+				var b strings.Builder
+				for i := range len(s) {
+					if i > 0 && (align+i)%d.group == 0 {
+						b.WriteString(d.sep)
+					}
+					b.WriteString(bytesOf[i])
+				}
+				texts = append(texts, b.String())
+			}
+		}
+		for _, t := range texts {
+			forms = append(forms, secretForm{text: t, kind: formExact})
+			if d.bothCases && strings.ToUpper(t) != t {
+				forms = append(forms, secretForm{text: caseHex(t), kind: formExact})
+			}
+		}
 	}
-	for _, sep := range []string{",", ", "} {
-		parts := make([]string, len(s))
-		for i := range len(s) {
-			parts[i] = strconv.Itoa(int(s[i]))
+	return forms
+}
+
+// caseHex upper-cases the hex digits of a dump ("0x6B", "\\x6B", "%6B").
+func caseHex(t string) string {
+	b := []byte(t)
+	for i, c := range b {
+		if 'a' <= c && c <= 'f' {
+			b[i] = c - 'a' + 'A'
 		}
-		forms = append(forms, secretForm{strings.Join(parts, sep), formExact})
+	}
+	return string(b)
+}
+
+// unicodeForms are s in UTF-16 and UTF-32, which an upstream may answer in
+// when it is asked to (a charset in Accept) or chooses to. For ASCII, the
+// big- and little-endian forms share all but one NUL at an end, so one form
+// each covers both; other text gets both byte orders.
+func unicodeForms(s string) []secretForm {
+	units16 := utf16.Encode([]rune(s))
+	var le16, be16, le32, be32 []byte
+	ascii := true
+	for _, u := range units16 {
+		le16 = binary.LittleEndian.AppendUint16(le16, u)
+		be16 = binary.BigEndian.AppendUint16(be16, u)
+		ascii = ascii && u < utf8.RuneSelf
+	}
+	for _, r := range s {
+		le32 = binary.LittleEndian.AppendUint32(le32, uint32(r))
+		be32 = binary.BigEndian.AppendUint32(be32, uint32(r))
+		ascii = ascii && r < utf8.RuneSelf
+	}
+	if ascii {
+		return []secretForm{
+			{text: string(le16[:len(le16)-1]), kind: formExact},
+			{text: string(le32[:len(le32)-3]), kind: formExact},
+		}
+	}
+	var forms []secretForm
+	for _, b := range [][]byte{le16, be16, le32, be32} {
+		forms = append(forms, secretForm{text: string(b), kind: formExact})
 	}
 	return forms
 }

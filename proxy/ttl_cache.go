@@ -42,6 +42,9 @@ func (c *ttlCache[K, V]) Add(k K, v V) {
 	c.lru.Add(k, ttlEntry[V]{v: v, expires: time.Now().Add(c.ttl)})
 }
 
+// Remove forgets k.
+func (c *ttlCache[K, V]) Remove(k K) { c.lru.Remove(k) }
+
 func (c *ttlCache[K, V]) Contains(k K) bool {
 	_, ok := c.Get(k)
 	return ok

@@ -4,21 +4,24 @@ import (
 	"crypto/sha256"
 	"math"
 	"net/netip"
+	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
-// unknownTokenLimit bounds how fast one client can have tokens refused as
-// unknown by the engine. Anyone can forge a well-formed token (the checksum
-// is public) and each one costs a Vault round trip; a client past its limit
-// gets 429 before its next token reaches Vault. A token the engine allowed
+// unknownTokenLimit bounds how fast one client can make the proxy call Vault
+// without a credential the engine vouched for: tokens refused as unknown (or
+// dead) by the engine, and CONNECTs on the forward listener without a token
+// or with one the engine has not allowed lately. Anyone can forge a
+// well-formed token (the checksum is public) or name a host no route leads
+// to, and each one costs a Vault round trip; a client past its limit gets
+// 429 before its next one reaches Vault. A token the engine allowed
 // recently is never held back, so agents that share an address (a NAT, a
 // load balancer) with one that sends garbage keep working.
 type unknownTokenLimit struct {
-	every   rate.Limit
-	burst   int
-	clients *ttlCache[netip.Prefix, *rate.Limiter]
+	every   float64 // refill, per second
+	burst   float64
+	mu      sync.Mutex // creating a client's budget: one per client, even in a burst
+	clients *ttlCache[netip.Prefix, *clientBudget]
 	// allowed holds SHA-256 digests of tokens the engine allowed lately:
 	// not the tokens, and not decisions (each request is still resolved).
 	allowed *ttlCache[[sha256.Size]byte, struct{}]
@@ -42,10 +45,26 @@ func newUnknownTokenLimit(perSecond float64, burst int) *unknownTokenLimit {
 	// A client's state is kept until its bucket would be full again.
 	keep := time.Duration(float64(burst)/perSecond*float64(time.Second)) + time.Minute
 	return &unknownTokenLimit{
-		every:   rate.Limit(perSecond),
-		burst:   burst,
-		clients: newTTLCache[netip.Prefix, *rate.Limiter](maxLimitedClients, keep),
+		every:   perSecond,
+		burst:   float64(burst),
+		clients: newTTLCache[netip.Prefix, *clientBudget](maxLimitedClients, keep),
 		allowed: newTTLCache[[sha256.Size]byte, struct{}](maxRecentTokens, recentTokenAge),
+	}
+}
+
+// clientBudget is one client's token bucket: burst at most, refilled at
+// every per second. Unlike rate.Limiter's, a unit taken can be given back.
+type clientBudget struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+// refill brings b up to now; b.mu is held.
+func (b *clientBudget) refill(now time.Time, every, burst float64) {
+	if now.After(b.last) {
+		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*every)
+		b.last = now
 	}
 }
 
@@ -65,30 +84,98 @@ func clientKey(ip string) netip.Prefix {
 	return p
 }
 
+// budget is ip's bucket, made full when create is set and it has none.
+func (l *unknownTokenLimit) budget(ip string, create bool) *clientBudget {
+	key := clientKey(ip)
+	if !create {
+		b, _ := l.clients.Get(key)
+		return b
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.clients.Get(key)
+	if !ok {
+		b = &clientBudget{tokens: l.burst, last: time.Now()}
+	}
+	l.clients.Add(key, b) // kept until its bucket would be full again, from its last charge
+	return b
+}
+
+// wait is how long until b holds a whole unit again: zero when it does.
+func (l *unknownTokenLimit) wait(b *clientBudget) time.Duration {
+	if b.tokens >= 1 {
+		return 0
+	}
+	return time.Duration(math.Ceil((1 - b.tokens) / l.every * float64(time.Second)))
+}
+
 // retryAfter is how long ip must wait before tok is resolved: zero when it
 // may go on.
 func (l *unknownTokenLimit) retryAfter(ip, tok string) time.Duration {
 	if l == nil {
 		return 0
 	}
-	lim, ok := l.clients.Get(clientKey(ip))
-	if ok && lim.Tokens() < 1 && l.allowed.Contains(sha256.Sum256([]byte(tok))) {
+	b := l.budget(ip, false)
+	if b == nil {
 		return 0
 	}
-	if !ok {
+	b.mu.Lock()
+	b.refill(time.Now(), l.every, l.burst)
+	wait := l.wait(b)
+	b.mu.Unlock()
+	if wait > 0 && l.recentlyAllowed(tok) {
 		return 0
 	}
-	tokens := lim.Tokens()
-	if tokens >= 1 {
-		return 0
+	return wait
+}
+
+// recentlyAllowed reports whether the engine allowed tok lately.
+func (l *unknownTokenLimit) recentlyAllowed(tok string) bool {
+	return tok != "" && l.allowed.Contains(sha256.Sum256([]byte(tok)))
+}
+
+// take charges ip, before the call, for a call to Vault that no credential
+// vouches for (a CONNECT without a token, or with one the engine has not
+// allowed lately). Unlike retryAfter and refused, which count a refusal
+// once its answer is in, it holds the unit while the call is made, so a
+// burst of concurrent calls cannot all pass before the first answer. It
+// returns a wait above zero when ip has nothing left; otherwise giveBack,
+// for when the engine allowed the call after all (a nil limit: a no-op).
+func (l *unknownTokenLimit) take(ip string) (wait time.Duration, giveBack func()) {
+	if l == nil {
+		return 0, func() {}
 	}
-	return time.Duration(math.Ceil((1 - tokens) / float64(l.every) * float64(time.Second)))
+	b := l.budget(ip, true)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(time.Now(), l.every, l.burst)
+	if wait := l.wait(b); wait > 0 {
+		return wait, nil
+	}
+	b.tokens--
+	var once sync.Once
+	return 0, func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			b.refill(time.Now(), l.every, l.burst)
+			b.tokens = min(l.burst, b.tokens+1)
+		})
+	}
 }
 
 // resolved records that the engine allowed tok.
 func (l *unknownTokenLimit) resolved(tok string) {
-	if l != nil {
+	if l != nil && tok != "" {
 		l.allowed.Add(sha256.Sum256([]byte(tok)), struct{}{})
+	}
+}
+
+// forget drops tok from the tokens allowed lately, once the engine found it
+// dead (revoked, expired, used up): it passes the limit no more.
+func (l *unknownTokenLimit) forget(tok string) {
+	if l != nil && tok != "" {
+		l.allowed.Remove(sha256.Sum256([]byte(tok)))
 	}
 }
 
@@ -97,13 +184,13 @@ func (l *unknownTokenLimit) refused(ip string) {
 	if l == nil {
 		return
 	}
-	key := clientKey(ip)
-	lim, ok := l.clients.Get(key)
-	if !ok {
-		lim = rate.NewLimiter(l.every, l.burst)
-		l.clients.Add(key, lim)
+	b := l.budget(ip, true)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(time.Now(), l.every, l.burst)
+	if b.tokens >= 1 {
+		b.tokens--
 	}
-	lim.Allow()
 }
 
 // sweep forgets clients and tokens past their time.

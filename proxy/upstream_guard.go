@@ -87,12 +87,16 @@ var (
 )
 
 // readableResponse makes resp's body one the scrubber can read, or refuses
-// it: partial content (whose pieces an agent could put together) and any
-// encoding but one layer of gzip, which it decodes. Every Content-Encoding
+// it: partial content (whose pieces an agent could put together), a
+// declared charset that is not ASCII-compatible, and any encoding but one
+// layer of gzip, which it decodes. Every Content-Encoding
 // value counts, not only the first.
 func readableResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusPartialContent {
 		return errPartialResponse
+	}
+	if !readableResponseCharset(resp.Header) {
+		return errResponseCharset // charset.go
 	}
 	codings := contentCodings(resp.Header)
 	switch {

@@ -16,11 +16,13 @@ import (
 // Reading the usage an LLM upstream reports, from the response bytes as
 // they pass to the agent: nothing is buffered, no byte waits. A JSON body
 // and every server-sent event's data go through a small JSON scanner that
-// keeps nothing but its nesting and, when it meets the usage object at the
-// place the API puts it, that object's bytes (bounded): so usage at the end
-// of a large body costs no more memory than usage at the start, and text
-// the model wrote (inside strings, or deeper in the document) is never
-// taken for usage.
+// keeps the few containers on the way to the usage, a count of the nesting
+// of anything else, and, when it meets the usage object at the place the
+// API puts it, that object's bytes (bounded): so usage at the end of a
+// large body, or after JSON nested a million levels deep, costs no more
+// memory than usage at the start, and text the model or the agent wrote
+// (inside strings, or anywhere else in the document) is never taken for
+// usage.
 //
 // Where each API reports usage (input, output):
 //   - OpenAI chat completions and completions: usage.prompt_tokens and
@@ -43,8 +45,10 @@ import (
 // maxUsageObject bounds the bytes of one usage object the scanner keeps.
 const maxUsageObject = 4 << 10
 
-// usageTargets are the key paths (object keys from the top, arrays not
-// counted) where each format puts its usage object.
+// usageTargets are the key paths (object keys from the document's object)
+// where each format puts its usage object. The document may also be an
+// array of such objects (Gemini's streamGenerateContent without alt=sse);
+// no other array is looked into.
 var usageTargets = map[string][][]string{
 	resolve.UsageOpenAI:    {{"usage"}, {"response", "usage"}},
 	resolve.UsageAnthropic: {{"usage"}, {"message", "usage"}},
@@ -56,6 +60,10 @@ type usageCount struct {
 	input, output int64
 	haveInput     bool
 	complete      bool // the final totals were read
+	// malformed: the scanner met bytes that are not JSON where it followed
+	// the document, or a usage object it could not read (not JSON, or over
+	// maxUsageObject). Only says why usage is missing, when it is.
+	malformed bool
 }
 
 // observe folds one usage object found at target path into u.
@@ -73,6 +81,7 @@ func (u *usageCount) observe(format string, path []string, raw []byte) {
 		ThoughtsCount    *int64 `json:"thoughtsTokenCount"`
 	}
 	if json.Unmarshal(raw, &f) != nil {
+		u.malformed = true
 		return
 	}
 	v := func(p *int64) int64 {
@@ -117,36 +126,56 @@ func (u *usageCount) observe(format string, path []string, raw []byte) {
 	}
 }
 
-// jsonUsageScanner follows the nesting of a JSON document byte by byte and
-// hands the usage objects at the format's target paths to count. Bytes
-// that are not JSON make it stop looking until reset.
+// jsonUsageScanner reads a JSON document byte by byte and hands the usage
+// objects at the format's target paths to count, in the order they come
+// (of two at one place, the last read counts, as JSON decoders keep the
+// last of a duplicate key).
+//
+// It follows only the containers on the way to a target: the document's
+// object (or the array of them), and an object under a key that a target
+// path goes through (response, message). Every other value, however deep
+// (a tools schema the Responses API echoes, Anthropic's tool_use.input,
+// Gemini's functionCall.args, all written by the agent or the model), is
+// skipped by counting its nesting, with nothing kept of it: a skipped value
+// costs no memory, whatever its depth, and nothing in it is ever taken for
+// usage. There is no depth at which the scanner gives up. Bytes that are not
+// JSON where it follows the document make it stop looking until reset (and
+// count as malformed).
 type jsonUsageScanner struct {
 	format  string
 	targets [][]string
 	count   *usageCount
 
-	stack    []scanLevel
+	open  [maxOpen]scanLevel // the followed containers, outermost first
+	nOpen int
+	// inner counts the containers open inside the value being skipped or
+	// captured; 0 while the scanner follows the document.
+	inner    int
 	inString bool
 	escape   bool
-	strIsKey bool
-	key      []byte // the key being read, up to a bound
+	strIsKey bool // the string is a key of a followed object
+	key      [maxKeyLen]byte
+	nKey     int // the key's length so far; beyond maxKeyLen it names no target
 	broken   bool
 
 	capturing bool
-	capDepth  int      // len(stack) where the usage object began
-	capPath   []string // the target it sits at
+	capPath   []string // the target the usage object sits at
 	capBuf    []byte
 }
 
-// scanLevel is one open container.
+// maxOpen bounds the containers followed: a top-level array, the document's
+// object and the objects of the longest target path before its usage.
+const maxOpen = 4
+
+// maxKeyLen is longer than every key a target path names.
+const maxKeyLen = 16
+
+// scanLevel is one followed container.
 type scanLevel struct {
 	object     bool
 	afterColon bool   // in an object, a value comes next
 	key        string // in an object, the key being valued, if a target path names it
 }
-
-// maxScanDepth bounds the nesting the scanner follows.
-const maxScanDepth = 64
 
 func newJSONUsageScanner(format string, count *usageCount) *jsonUsageScanner {
 	return &jsonUsageScanner{format: format, targets: usageTargets[format], count: count}
@@ -154,14 +183,18 @@ func newJSONUsageScanner(format string, count *usageCount) *jsonUsageScanner {
 
 // reset readies the scanner for another document (the next SSE event).
 func (s *jsonUsageScanner) reset() {
-	s.stack = s.stack[:0]
+	s.nOpen, s.inner, s.nKey = 0, 0, 0
 	s.inString, s.escape, s.strIsKey, s.broken, s.capturing = false, false, false, false, false
-	s.key, s.capBuf = s.key[:0], s.capBuf[:0]
+	s.capBuf = s.capBuf[:0]
 }
 
-// interestingKey returns the key if some target path names it, else "".
-func interestingKey(k []byte) string {
-	switch string(k) {
+// interestingKey returns the key just read if some target path names it,
+// else "".
+func (s *jsonUsageScanner) interestingKey() string {
+	if s.nKey > maxKeyLen {
+		return ""
+	}
+	switch string(s.key[:s.nKey]) {
 	case "usage":
 		return "usage"
 	case "response":
@@ -174,42 +207,98 @@ func interestingKey(k []byte) string {
 	return ""
 }
 
-// target returns the target path an object starting now sits at, if any.
-func (s *jsonUsageScanner) target() []string {
-	var path [4]string
-	n := 0
-	for _, l := range s.stack {
-		if !l.object {
-			continue
+// fail stops the scanner until reset: what it follows is not JSON.
+func (s *jsonUsageScanner) fail() {
+	s.broken = true
+	s.count.malformed = true
+}
+
+// enter handles a '{' or '[' while the scanner follows the document: it
+// follows the container, captures it (a usage object at a target path), or
+// skips it.
+func (s *jsonUsageScanner) enter(c byte) {
+	n := s.nOpen
+	follow := false
+	var target []string
+	switch {
+	case n == 0:
+		follow = true // the document
+	case s.open[n-1].object:
+		l := s.open[n-1]
+		if !l.afterColon {
+			s.fail() // a container where a key belongs
+			return
 		}
-		if l.key == "" || n == len(path) {
-			return nil
+		if c == '{' && l.key != "" {
+			target, follow = s.match()
 		}
-		path[n] = l.key
-		n++
+	default:
+		follow = c == '{' && n == 1 // an object in the top-level array
+	}
+	switch {
+	case target != nil:
+		s.capturing, s.capPath, s.inner = true, target, 1
+		s.capBuf = append(s.capBuf[:0], '{')
+	case follow && n < maxOpen:
+		s.open[n] = scanLevel{object: c == '{'}
+		s.nOpen++
+	default:
+		s.inner = 1 // not on the way to a target: skipped
+	}
+}
+
+// match compares the keys of the followed objects (the innermost's being
+// valued now) with the targets: it returns the target they name, or
+// whether they lead to one.
+func (s *jsonUsageScanner) match() (target []string, prefix bool) {
+	var path [maxOpen]string
+	k := 0
+	for _, l := range s.open[:s.nOpen] {
+		if l.object {
+			if l.key == "" {
+				return nil, false
+			}
+			path[k] = l.key
+			k++
+		}
 	}
 	for _, t := range s.targets {
-		if len(t) == n && slices.Equal(t, path[:n]) {
-			return t
+		switch {
+		case len(t) == k && slices.Equal(t, path[:k]):
+			return t, false
+		case len(t) > k && slices.Equal(t[:k], path[:k]):
+			prefix = true
 		}
 	}
-	return nil
+	return nil, prefix
 }
+
+// The bytes that end a run the scanner jumps over: in a string, and in a
+// skipped or captured value outside strings.
+var (
+	stopInString = [256]bool{'"': true, '\\': true}
+	stopSkipped  = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
+)
 
 func (s *jsonUsageScanner) write(b []byte) {
 	if s.broken {
 		return
 	}
 	for i := 0; i < len(b); i++ {
-		if s.inString && !s.escape && !s.strIsKey {
-			// Most of a response is text inside strings: jump to the next
-			// byte that can end one.
-			j := bytes.IndexAny(b[i:], "\"\\")
-			if j < 0 {
-				j = len(b) - i
+		// Most of a response is text inside strings, and values skipped:
+		// jump to the next byte that can end a string, or that opens or
+		// closes something in a skipped value.
+		if s.inString && !s.escape && !s.strIsKey || !s.inString && s.inner > 0 {
+			stop := &stopInString
+			if !s.inString {
+				stop = &stopSkipped
 			}
-			s.capture(b[i : i+j])
-			if i += j; i == len(b) {
+			j := i
+			for j < len(b) && !stop[b[j]] {
+				j++
+			}
+			s.capture(b[i:j])
+			if i = j; i == len(b) {
 				return
 			}
 		}
@@ -226,53 +315,63 @@ func (s *jsonUsageScanner) write(b []byte) {
 			case c == '"':
 				s.inString = false
 				if s.strIsKey {
-					s.stack[len(s.stack)-1].key = interestingKey(s.key)
+					s.open[s.nOpen-1].key = s.interestingKey()
 				}
 			default:
 				s.keyByte(c)
 			}
 			continue
 		}
+		if s.inner > 0 {
+			// Inside a skipped or captured value: only its nesting counts.
+			switch c {
+			case '"':
+				s.inString, s.strIsKey = true, false
+			case '{', '[':
+				s.inner++
+			case '}', ']':
+				if s.inner--; s.inner == 0 && s.capturing {
+					s.capturing = false
+					if len(s.capBuf) <= maxUsageObject {
+						s.count.observe(s.format, s.capPath, s.capBuf)
+					} else {
+						s.count.malformed = true
+					}
+				}
+			}
+			continue
+		}
 		switch c {
 		case '"':
-			n := len(s.stack)
+			n := s.nOpen
 			s.inString = true
-			s.strIsKey = n > 0 && s.stack[n-1].object && !s.stack[n-1].afterColon
-			s.key = s.key[:0]
+			s.strIsKey = n > 0 && s.open[n-1].object && !s.open[n-1].afterColon
+			s.nKey = 0
 		case '{', '[':
-			if len(s.stack) >= maxScanDepth {
-				s.broken = true
-				return
-			}
-			if c == '{' && !s.capturing {
-				if t := s.target(); t != nil {
-					s.capturing, s.capDepth, s.capPath = true, len(s.stack), t
-					s.capBuf = append(s.capBuf[:0], '{')
-				}
-			}
-			s.stack = append(s.stack, scanLevel{object: c == '{'})
+			s.enter(c)
 		case '}', ']':
-			n := len(s.stack)
-			if n == 0 {
-				s.broken = true
+			n := s.nOpen
+			if n == 0 || s.open[n-1].object != (c == '}') {
+				s.fail()
 				return
 			}
-			s.stack = s.stack[:n-1]
-			if s.capturing && len(s.stack) == s.capDepth {
-				s.capturing = false
-				if len(s.capBuf) <= maxUsageObject {
-					s.count.observe(s.format, s.capPath, s.capBuf)
-				}
-			}
+			s.nOpen--
 		case ':':
-			if n := len(s.stack); n > 0 {
-				s.stack[n-1].afterColon = true
+			if n := s.nOpen; n > 0 {
+				s.open[n-1].afterColon = true
 			}
 		case ',':
-			if n := len(s.stack); n > 0 && s.stack[n-1].object {
-				s.stack[n-1].afterColon, s.stack[n-1].key = false, ""
+			if n := s.nOpen; n > 0 && s.open[n-1].object {
+				s.open[n-1].afterColon, s.open[n-1].key = false, ""
 			}
 		}
+	}
+}
+
+// end notes a body that ended with the document unfinished: truncated.
+func (s *jsonUsageScanner) end() {
+	if !s.broken && (s.nOpen > 0 || s.inner > 0 || s.inString) {
+		s.count.malformed = true
 	}
 }
 
@@ -285,10 +384,16 @@ func (s *jsonUsageScanner) capture(p []byte) {
 }
 
 // keyByte keeps a byte of a key being read; a key longer than any target
-// name is kept cut, which matches none.
+// name is only counted, and matches none.
 func (s *jsonUsageScanner) keyByte(c byte) {
-	if s.strIsKey && len(s.key) < 16 {
-		s.key = append(s.key, c)
+	if !s.strIsKey {
+		return
+	}
+	if s.nKey < maxKeyLen {
+		s.key[s.nKey] = c
+	}
+	if s.nKey <= maxKeyLen {
+		s.nKey++
 	}
 }
 
@@ -308,6 +413,9 @@ type sseUsageScanner struct {
 func newSSEUsageScanner(format string, count *usageCount) *sseUsageScanner {
 	return &sseUsageScanner{json: newJSONUsageScanner(format, count), lineStart: true}
 }
+
+// end notes a stream that ended inside an event's unfinished document.
+func (s *sseUsageScanner) end() { s.json.end() }
 
 func (s *sseUsageScanner) write(b []byte) {
 	for len(b) > 0 {
@@ -373,6 +481,7 @@ const (
 type usageTap struct {
 	body  io.ReadCloser
 	scan  func([]byte)
+	end   func() // the body ended: the scanner notes a truncated document
 	count usageCount
 	ended bool // read to its end
 	cut   bool // a read failed: the upstream (or the drain's bound) cut it
@@ -386,9 +495,11 @@ type usageTap struct {
 func newUsageTap(body io.ReadCloser, format string, sse bool, stop func(), done func(usageCount, bool)) *usageTap {
 	t := &usageTap{body: body, stop: stop, done: done}
 	if sse {
-		t.scan = newSSEUsageScanner(format, &t.count).write
+		sc := newSSEUsageScanner(format, &t.count)
+		t.scan, t.end = sc.write, sc.end
 	} else {
-		t.scan = newJSONUsageScanner(format, &t.count).write
+		sc := newJSONUsageScanner(format, &t.count)
+		t.scan, t.end = sc.write, sc.end
 	}
 	return t
 }
@@ -399,6 +510,7 @@ func (t *usageTap) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		t.ended = true
+		t.end()
 	case err != nil:
 		t.cut = true
 	}
@@ -430,6 +542,7 @@ func (t *usageTap) drain() {
 		switch {
 		case err == io.EOF:
 			t.ended = true
+			t.end()
 			return
 		case err != nil:
 			t.cut = true

@@ -276,21 +276,39 @@ func TestUsageReporterDrainsOnShutdown(t *testing.T) {
 	}
 }
 
-// The scanners never panic, whatever the upstream sends, however split.
+// The scanners never panic, whatever the upstream sends, however split;
+// and whatever JSON value comes before the usage (an echoed tools schema, a
+// tool input: any depth, any decoy), the usage after it is read exactly.
 func FuzzUsageScanners(f *testing.F) {
 	for _, c := range usageCases {
 		f.Add(c.body, uint8(3))
 	}
+	f.Add(deepDecoys(9), uint8(1)) // usage_deep_test.go
+	f.Add(deepSchema(5), uint8(2))
+	f.Add(deepPlain(70, `[`, `]`), uint8(0))
 	f.Fuzz(func(t *testing.T, body string, step uint8) {
+		n := int(step%64) + 1
 		for _, format := range resolve.UsageFormats {
 			var u usageCount
 			j, s := newJSONUsageScanner(format, &u), newSSEUsageScanner(format, &u)
-			n := int(step%64) + 1
 			for b := []byte(body); len(b) > 0; {
 				k := min(n, len(b))
 				j.write(b[:k])
 				s.write(b[:k])
 				b = b[k:]
+			}
+		}
+		if !json.Valid([]byte(body)) {
+			return
+		}
+		for _, c := range []struct{ format, doc string }{
+			{resolve.UsageOpenAI, `{"choices":` + body + `,"x":[` + body + `],"usage":{"prompt_tokens":5,"completion_tokens":6}}`},
+			{resolve.UsageAnthropic, `{"content":` + body + `,"usage":{"input_tokens":5,"output_tokens":6},"stop":` + body + `}`},
+			{resolve.UsageGemini, `[{"candidates":` + body + `,"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":6}}]`},
+		} {
+			u, _ := scanInSteps(c.format, false, c.doc, n)
+			if u.input != 5 || u.output != 6 || !u.complete || u.malformed {
+				t.Fatalf("%s: %q read as in %d out %d complete %v malformed %v", c.format, c.doc, u.input, u.output, u.complete, u.malformed)
 			}
 		}
 	})

@@ -62,6 +62,23 @@ type readUsage struct {
 	done  bool // the tap was closed
 }
 
+// unreadable says why a request's usage was not read (a label of
+// phantom_proxy_usage_unreadable_total): unanswered, no answer to read (sent,
+// then failed or refused); cut, the body not read to its end; malformed,
+// not JSON, or a usage object that could not be read; missing, no final
+// usage where the API puts it.
+func (r *readUsage) unreadable() string {
+	switch {
+	case r == nil:
+		return "unanswered"
+	case !r.done || !r.ended:
+		return "cut"
+	case r.count.malformed:
+		return "malformed"
+	}
+	return "missing"
+}
+
 // measured reports whether the response's final usage was read: totals
 // that the body's end confirmed (Gemini and Anthropic streams carry
 // running totals, final only at the end).
@@ -79,6 +96,10 @@ func (r *readUsage) measured() bool { return r != nil && r.done && r.ended && r.
 //     the body's length as input; an embedding only the body's length; a
 //     token count nothing.
 //   - Not spent (refused, never sent, an error answer): nothing.
+//
+// The audit record says which: usage "measured", or "unreadable" (also
+// counted in phantom_proxy_usage_unreadable_total, with why), whatever was
+// charged for it.
 func (s *Server) settle(ex *exchange) {
 	l, m := ex.grant.Limits, ex.meter
 	rep := resolve.UsageReport{Accessor: ex.grant.Accessor}
@@ -89,10 +110,18 @@ func (s *Server) settle(ex *exchange) {
 	case m == nil:
 	case ex.read.measured():
 		rep.InputTokens, rep.OutputTokens = ex.read.count.input, ex.read.count.output
+		ex.rec.Usage = "measured"
 	case ex.read != nil || ex.lost:
 		var u usageCount
 		if ex.read != nil {
 			u = ex.read.count
+		}
+		if ex.endpoint != endpointFree {
+			// Never a silent zero: whatever is charged below (an estimate,
+			// the rest of a budget, or nothing on a route that only counts),
+			// the audit record and a counter say the usage was not read.
+			ex.rec.Usage = "unreadable"
+			s.metrics.usageUnreadable(m.route, ex.read.unreadable())
 		}
 		s.unmeasured(ex, u, &rep)
 	}

@@ -26,11 +26,23 @@ func WithTunnelChecker(c TunnelChecker) ServerOption {
 // fresh token: a proxy policy written before the tunnel path existed.
 var errTunnelRefusedFresh = errors.New("Vault refuses the tunnel call with a freshly issued token: the proxy's policy lacks patch on <mount>/tunnel (re-run bootstrap/bootstrap.sh to update it)")
 
-// CheckTunnel asks the engine's tunnel path about one CONNECT. Like
-// resolve, it uses PATCH (no existence check), the resolve call's
-// connections and deadline, asks for the active node (revocation bites at
-// once), and logs in again, once, when Vault refuses the proxy's token.
+// CheckTunnel asks the engine's tunnel path about one CONNECT. It goes
+// through the batcher, so CONNECT checks share -vault-concurrency's calls in
+// flight and its queue with resolves: a flood of CONNECTs is bounded, and
+// shed, like a flood of requests.
 func (v *VaultResolver) CheckTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+	if !v.session.authed.Load() {
+		return nil, errNotAuthenticated
+	}
+	return v.batch.checkTunnel(ctx, req)
+}
+
+// checkTunnelOnce makes the call for one CONNECT; the batcher calls it
+// (oneTunnelChecker). Like resolve, it uses PATCH (no existence check), the
+// resolve call's connections and deadline, asks for the active node
+// (revocation bites at once), and logs in again, once, when Vault refuses
+// the proxy's token.
+func (v *VaultResolver) checkTunnelOnce(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
 	return callEngine(ctx, v, errTunnelRefusedFresh, func(ctx context.Context, vaultToken string) (*resolve.TunnelAnswer, error) {
 		return v.resolve.tunnel(ctx, vaultToken, req)
 	})

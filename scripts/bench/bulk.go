@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log"
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -18,14 +22,25 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// bulkResult is the throughput of one large response through each target:
-// what the response scrubber costs when it must look at every byte.
+// bulkResult is the throughput of one large response through each target,
+// for each kind of body: what the response scrubber costs when it must look
+// at every byte, whatever the body holds.
 type bulkResult struct {
-	MiB    int                `json:"mib"`
-	Rounds int                `json:"rounds"`
-	GBps   map[string]float64 `json:"gb_per_second"` // median over rounds, 1 GB = 1e9 bytes
-	Ratio  float64            `json:"phantom_over_bare_proxy"`
+	MiB    int                    `json:"mib"`
+	Rounds int                    `json:"rounds"`
+	Bodies map[string]*bulkBodies `json:"bodies"`
 }
+
+type bulkBodies struct {
+	GBps  map[string]float64 `json:"gb_per_second"` // median over rounds, 1 GB = 1e9 bytes
+	Ratio float64            `json:"phantom_over_bare_proxy"`
+}
+
+// bulkBodyKinds are the bodies the bulk upstream serves: JSON lines of
+// customer records, and near-misses of every form of the route's key (each
+// with one byte changed), which make the scrubber's filter hit and verify
+// as often as a body can.
+var bulkBodyKinds = []string{"neutral", "adversarial"}
 
 const (
 	bulkRoute  = "bench-bulk"
@@ -38,11 +53,11 @@ const (
 // looks like an AWS secret key ('/' and '+' in it), so phantom-proxy
 // scrubs with its full set of forms.
 func runBulk(c config, mib, rounds int) *bulkResult {
+	key := awsStyleKey()
+	os.Setenv(bulkKeyEnv, key) // the upstream's near-misses, the bare proxy's key
 	upstream, stopUpstream := startChild("bulk upstream", "-bulk-upstream")
 	defer stopUpstream()
 
-	key := awsStyleKey()
-	os.Setenv(bulkKeyEnv, key)
 	bare, stopBare := startBareProxy(upstream, bulkKeyEnv)
 	defer stopBare()
 
@@ -66,29 +81,33 @@ func runBulk(c config, mib, rounds int) *bulkResult {
 	defer client.Sys().Revoke(s.LeaseID)
 	token, _ := s.Data["token"].(string)
 
-	path := "/bulk/" + strconv.Itoa(mib)
-	targets := []struct{ name, url, auth string }{
-		{"direct", upstream + path, ""},
-		{"bare-proxy", bare + path, ""},
-		{"phantom", c.proxy + path, "Bearer " + token},
-	}
-	rates := map[string][]float64{}
-	for range rounds {
-		for _, tg := range targets {
-			r, err := download(tg.url, tg.auth, int64(mib)<<20)
-			if err != nil {
-				log.Fatalf("bulk %s: %v", tg.name, err)
-			}
-			rates[tg.name] = append(rates[tg.name], r)
+	res := &bulkResult{MiB: mib, Rounds: rounds, Bodies: map[string]*bulkBodies{}}
+	for _, kind := range bulkBodyKinds {
+		path := "/bulk/" + kind + "/" + strconv.Itoa(mib)
+		targets := []struct{ name, url, auth string }{
+			{"direct", upstream + path, ""},
+			{"bare-proxy", bare + path, ""},
+			{"phantom", c.proxy + path, "Bearer " + token},
 		}
+		rates := map[string][]float64{}
+		for range rounds {
+			for _, tg := range targets {
+				r, err := download(tg.url, tg.auth, int64(mib)<<20)
+				if err != nil {
+					log.Fatalf("bulk %s %s: %v", kind, tg.name, err)
+				}
+				rates[tg.name] = append(rates[tg.name], r)
+			}
+		}
+		b := &bulkBodies{GBps: map[string]float64{}}
+		for name, rs := range rates {
+			slices.Sort(rs)
+			b.GBps[name] = round(rs[len(rs)/2] / 1e9)
+			log.Printf("bulk %-11s %-10s %d MiB: %.3f GB/s (rounds: %v)", kind, name, mib, b.GBps[name], gbps(rs))
+		}
+		b.Ratio = round(b.GBps["phantom"] / b.GBps["bare-proxy"])
+		res.Bodies[kind] = b
 	}
-	res := &bulkResult{MiB: mib, Rounds: rounds, GBps: map[string]float64{}}
-	for name, rs := range rates {
-		slices.Sort(rs)
-		res.GBps[name] = round(rs[len(rs)/2] / 1e9)
-		log.Printf("bulk %-10s %d MiB: %.3f GB/s (rounds: %v)", name, mib, res.GBps[name], gbps(rs))
-	}
-	res.Ratio = round(res.GBps["phantom"] / res.GBps["bare-proxy"])
 	return res
 }
 
@@ -141,18 +160,21 @@ func awsStyleKey() string {
 	return string(b)
 }
 
-// serveBulkUpstream runs in the bulk upstream's process: GET /bulk/<n>
-// answers n MiB of JSON lines, with a Content-Length.
+// serveBulkUpstream runs in the bulk upstream's process: GET
+// /bulk/<kind>/<n> answers n MiB of a bulkBodyKinds body, with a
+// Content-Length.
 func serveBulkUpstream() {
-	block := bulkBlock()
+	blocks := map[string][]byte{"neutral": bulkBlock(), "adversarial": nearMissBlock(os.Getenv(bulkKeyEnv))}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("http://" + ln.Addr().String())
 	log.Fatal(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mib, err := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/bulk/"))
-		if err != nil || mib < 1 {
+		kind, n, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/bulk/"), "/")
+		block := blocks[kind]
+		mib, err := strconv.Atoi(n)
+		if err != nil || mib < 1 || block == nil {
 			http.NotFound(w, r)
 			return
 		}
@@ -176,4 +198,51 @@ func bulkBlock() []byte {
 			i, name, strings.ToLower(strings.ReplaceAll(name, " ", ".")), (i*7919)%100000, 1700000000+i*37, i%50)
 	}
 	return []byte(b.String()[:1<<20])
+}
+
+// nearMissBlock is 1 MiB of near-misses of the forms an upstream might echo
+// key in: raw, JSON-escaped ("\/", "\u002B"), percent-encoded, HTML, hex,
+// byte dumps, base64 at each alignment and UTF-16; each written with its
+// first, a middle or its last byte changed, or cut short by one.
+func nearMissBlock(key string) []byte {
+	if key == "" {
+		log.Fatal("bulk upstream: no key in $" + bulkKeyEnv)
+	}
+	dump := func(format, sep string) string {
+		parts := make([]string, len(key))
+		for i := range len(key) {
+			parts[i] = fmt.Sprintf(format, key[i])
+		}
+		return strings.Join(parts, sep)
+	}
+	forms := []string{
+		key,
+		strings.NewReplacer("/", `\/`, "+", `\u002B`).Replace(key),
+		url.QueryEscape(key),
+		strings.ToLower(url.QueryEscape(key)),
+		strings.NewReplacer("/", "&#x2F;", "+", "&plus;").Replace(key),
+		hex.EncodeToString([]byte(key)),
+		strings.ToUpper(hex.EncodeToString([]byte(key))),
+		dump("%02x", " "), dump("%02X", "-"), dump("%02x", ":"), dump("%d", ", "), dump("0x%02x", ", "),
+		dump("%c", "\x00"),
+	}
+	for align := range 3 {
+		doc := strings.Repeat("#", align) + key
+		forms = append(forms, base64.StdEncoding.EncodeToString([]byte(doc))[align*4/3+1:],
+			base64.URLEncoding.EncodeToString([]byte(doc))[align*4/3+1:])
+	}
+	var b bytes.Buffer
+	for b.Len() < 1<<20 {
+		for _, f := range forms {
+			for _, at := range []int{0, len(f) / 2, len(f) - 1} {
+				m := []byte(f)
+				m[at] ^= 0x01
+				b.Write(m)
+				b.WriteByte(' ')
+			}
+			b.WriteString(f[:len(f)-1])
+			b.WriteByte('\n')
+		}
+	}
+	return b.Bytes()[:1<<20]
 }

@@ -423,8 +423,11 @@ func printReport(r report) {
 		fmt.Printf("floor of what phantom can add at 1 connection (the bare proxy's added latency plus one resolve): %.3f ms\n", r.AddedFloorMS)
 	}
 	if b := r.Bulk; b != nil {
-		fmt.Printf("one %d MiB response, median of %d: direct %.3f GB/s, bare proxy %.3f GB/s, phantom %.3f GB/s; phantom/bare proxy %.3f\n",
-			b.MiB, b.Rounds, b.GBps["direct"], b.GBps["bare-proxy"], b.GBps["phantom"], b.Ratio)
+		for _, kind := range bulkBodyKinds {
+			k := b.Bodies[kind]
+			fmt.Printf("one %d MiB %s response, median of %d: direct %.3f GB/s, bare proxy %.3f GB/s, phantom %.3f GB/s; phantom/bare proxy %.3f\n",
+				b.MiB, kind, b.Rounds, k.GBps["direct"], k.GBps["bare-proxy"], k.GBps["phantom"], k.Ratio)
+		}
 	}
 	fmt.Printf("phantom-proxy peak RSS: %.1f MiB\n", r.ProxyPeakRSSMiB)
 	if m := r.MemoryRun; m != nil {
