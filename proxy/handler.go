@@ -190,15 +190,15 @@ func (s *Server) findToken(r *http.Request, rawQuery string) (string, *refusal) 
 	return tok, nil
 }
 
-// limitUnknownTokens holds back a client that sent too many unknown tokens
-// (unknown_limit.go) before its next one reaches Vault.
+// limitUnknownTokens holds back a client that sent too many unknown or dead
+// tokens (unknown_limit.go) before its next one reaches Vault.
 func (s *Server) limitUnknownTokens(ip, tok string) *refusal {
 	wait := s.unknownTokens.retryAfter(ip, tok)
 	if wait <= 0 {
 		return nil
 	}
 	return &refusal{status: http.StatusTooManyRequests, reason: "rate_limited",
-		message:    "too many unknown phantom tokens from this address; retry later",
+		message:    "too many unknown or dead phantom tokens from this address; retry later",
 		retryAfter: strconv.Itoa(int(wait.Round(time.Second)/time.Second) + 1)}
 }
 
@@ -225,10 +225,14 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (
 	s.metrics.resolveDone(resolveStart, "ok")
 	rec.Route, rec.Accessor = d.Route, d.Accessor
 	if !d.Allowed {
-		if d.Reason == resolve.ReasonUnknownToken {
-			s.unknownTokens.refused(req.ClientIP)
-		}
 		status, message := resolve.Refusal(d.Reason)
+		if status == http.StatusUnauthorized {
+			// Unknown or dead (revoked, expired, used up, spent, its route
+			// gone): no credential, so it counts toward the client's limit,
+			// and a token allowed lately no longer passes it.
+			s.unknownTokens.refused(req.ClientIP)
+			s.unknownTokens.forget(req.Token)
+		}
 		ref := &refusal{status: status, reason: d.Reason, message: message}
 		if status == http.StatusTooManyRequests {
 			ref.retryAfter, ref.retryAfterMS = retryAfterHeaders(d.RetryAfterMS)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // newReverseProxy forwards with Rewrite, never Director: hop-by-hop headers
@@ -26,8 +29,26 @@ func (s *Server) newReverseProxy(transport http.RoundTripper) *httputil.ReverseP
 		ModifyResponse: s.modifyResponse,
 		BufferPool:     s.buffers,
 		ErrorHandler:   s.proxyError,
-		ErrorLog:       s.log.StandardLogger(nil),
+		// Its messages quote upstream bytes ("malformed MIME header: ...")
+		// that may hold the credential, and it logs for no request: only
+		// the message's own words are kept.
+		ErrorLog: log.New(withheldDetail{s.log}, "", 0),
 	}
+}
+
+// withheldDetail logs a ReverseProxy message up to the first ": " after
+// its "httputil: " prefix, which is where Go's own words end and the
+// quoted error begins.
+type withheldDetail struct{ log hclog.Logger }
+
+func (w withheldDetail) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	rest := strings.TrimPrefix(msg, "httputil: ")
+	if i := strings.Index(rest, ": "); i >= 0 {
+		msg = msg[:len(msg)-len(rest)+i] + " (detail withheld: it may quote the upstream's bytes)"
+	}
+	w.log.Warn(msg)
+	return len(p), nil
 }
 
 // bufferPool spares each response ReverseProxy's own 32 KiB buffer.

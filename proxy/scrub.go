@@ -20,9 +20,9 @@ type scrubber struct {
 	index    []*altIndex
 	filter   filter
 	short    []shortPattern // patterns the filter cannot anchor
-	// dependents are the patterns looked for only around the others'
-	// occurrences (secretForm.dependent).
-	dependents []int
+	// dependents[b] are the patterns looked for only around occurrences of
+	// pattern b (secretForm.dependent); nil when there are none.
+	dependents [][]int
 	maxLen     int // longest possible occurrence of any pattern
 	// hold is how many bytes a body holds back at the end of a read that
 	// does not end in '\n': at least maxLen-1, and computed from lengths

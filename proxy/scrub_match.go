@@ -56,6 +56,7 @@ type pattern struct {
 	// [runStart[k], runEnd[k]), compared in one go.
 	lit              string
 	runStart, runEnd []int32
+	literal          bool // every unit is literal: lit is the whole pattern
 }
 
 type unit struct {
@@ -105,6 +106,9 @@ type anchorRef struct {
 	pat   int32
 	spell int32
 	off   int32 // of the 4-gram in the spelling
+	// head is the spelling's first 8 bytes (fewer, if shorter, under
+	// headMask): compared in one load before the whole spelling is.
+	head, headMask uint64
 }
 
 // compile turns forms into patterns and builds the filter.
@@ -182,6 +186,7 @@ func (pt *pattern) runs() {
 		}
 	}
 	pt.lit = string(lit)
+	pt.literal = n > 0 && pt.units[0].set < 0 && pt.runEnd[0] == int32(n)
 }
 
 // findBases gives each dependent pattern an independent one whose units it
@@ -364,7 +369,10 @@ func (s *scrubber) buildFilter() {
 	for i := range s.patterns {
 		pt := &s.patterns[i]
 		if pt.dependent {
-			s.dependents = append(s.dependents, i)
+			if s.dependents == nil {
+				s.dependents = make([][]int, len(s.patterns))
+			}
+			s.dependents[pt.base] = append(s.dependents[pt.base], i)
 			continue
 		}
 		ways := make([]int, len(pt.units))
@@ -374,6 +382,9 @@ func (s *scrubber) buildFilter() {
 		var best []string
 		bestCost, bestWant := 0.0, 0
 		for want := maxAnchor; want >= gram; want-- {
+			if best != nil && 2/float64(want-gram+1) >= bestCost {
+				break // a shorter anchor costs more even with one spelling
+			}
 			from, to, spells, ok := s.chooseAnchor(pt, ways, want)
 			if !ok {
 				continue
@@ -409,7 +420,8 @@ func (s *scrubber) buildFilter() {
 				w := le32(sp, off)
 				h := (w * hashMul) >> (32 - filterBits)
 				f.bits[h>>6] |= 1 << (h & 63)
-				all = append(all, gramRef{w, anchorRef{pat: int32(a.pat), spell: idx, off: int32(off)}})
+				head, headMask := le64Prefix(sp)
+				all = append(all, gramRef{w, anchorRef{pat: int32(a.pat), spell: idx, off: int32(off), head: head, headMask: headMask}})
 			}
 		}
 	}
@@ -438,6 +450,22 @@ func (s *scrubber) buildFilter() {
 		f.grams[h] = gramSlot{w: all[i].w, from: int32(i), n: int32(j - i)}
 		i = j
 	}
+}
+
+// le64Prefix is up to the first 8 bytes of s, little-endian, and the mask
+// of the bytes it holds.
+func le64Prefix(s string) (v, mask uint64) {
+	for i := range min(len(s), 8) {
+		v |= uint64(s[i]) << (8 * i)
+		mask |= 0xff << (8 * i)
+	}
+	return v, mask
+}
+
+func le64[T text](t T, i int) uint64 {
+	_ = t[i+7]
+	return uint64(t[i]) | uint64(t[i+1])<<8 | uint64(t[i+2])<<16 | uint64(t[i+3])<<24 |
+		uint64(t[i+4])<<32 | uint64(t[i+5])<<40 | uint64(t[i+6])<<48 | uint64(t[i+7])<<56
 }
 
 func le32[T text](t T, i int) uint32 {
@@ -500,13 +528,16 @@ func find[T text](s *scrubber, t T, spans []span) []span {
 // what follows, backwards over what precedes. Only a real occurrence of the
 // credential leads here, never a near-miss.
 func findDependents[T text](s *scrubber, t T, spans []span) []span {
+	if len(s.dependents) == 0 {
+		return spans
+	}
 	found := len(spans)
 	for k := range found {
 		sp := spans[k]
-		for _, d := range s.dependents {
+		for _, d := range s.dependents[sp.pat] {
 			pt := &s.patterns[d]
-			if pt.base != sp.pat {
-				continue
+			if pt.baseAt > 0 && !unitEndsAt(s, pt.units[pt.baseAt-1], t, sp.core) {
+				continue // what precedes the credential is not the dependent's
 			}
 			if end := matchUnits(s, pt, pt.baseAt, t, sp.core); end >= 0 {
 				spans = matchBack(s, d, pt.baseAt, t, sp.core, end, spans)
@@ -521,12 +552,22 @@ func findDependents[T text](s *scrubber, t T, spans []span) []span {
 // backwards to every start it can have.
 func verify[T text](s *scrubber, t T, i int, w uint32, seen *verified, spans []span) []span {
 	for _, ref := range s.filter.lookup(w) {
-		sp := s.filter.spells[ref.spell]
 		a := i - int(ref.off)
-		if a < 0 || a+len(sp) > len(t) || seen.again(ref.spell, a) || string(t[a:a+len(sp)]) != sp {
+		if a < 0 || a+8 <= len(t) && le64(t, a)&ref.headMask != ref.head {
+			continue
+		}
+		sp := s.filter.spells[ref.spell]
+		if a+len(sp) > len(t) || seen.again(ref.spell, a) || string(t[a:a+len(sp)]) != sp {
 			continue
 		}
 		pt := &s.patterns[ref.pat]
+		if pt.literal {
+			// One comparison of the whole pattern (hex, dumps, UTF-16).
+			if p, e := a-pt.from, a-pt.from+len(pt.lit); p >= 0 && e <= len(t) && string(t[p:e]) == pt.lit {
+				spans = appendSpan(spans, t, pt, int(ref.pat), p, e)
+			}
+			continue
+		}
 		end := matchUnits(s, pt, pt.to, t, a+len(sp))
 		if end < 0 {
 			continue
@@ -587,11 +628,7 @@ func matchBack[T text](s *scrubber, pi, from int, t T, a, end int, spans []span)
 		cur, next = next, cur
 	}
 	for _, p := range cur {
-		sp := span{p, end, pi, p}
-		if pt.base64 {
-			sp.start, sp.end = base64Edges(t, p, end)
-		}
-		spans = append(spans, sp)
+		spans = appendSpan(spans, t, pt, pi, p, end)
 	}
 	return spans
 }
@@ -603,6 +640,28 @@ func matchFrom[T text](s *scrubber, t T, pi, p int, spans []span) []span {
 	if end < 0 {
 		return spans
 	}
+	return appendSpan(spans, t, pt, pi, p, end)
+}
+
+// unitEndsAt reports whether u can be written just before q.
+func unitEndsAt[T text](s *scrubber, u unit, t T, q int) bool {
+	if q == 0 {
+		return false
+	}
+	if u.set < 0 {
+		return t[q-1] == u.b
+	}
+	for m := s.index[u.set].last[t[q-1]]; m != 0; m &= m - 1 {
+		if a := s.sets[u.set][bits.TrailingZeros64(m)]; len(a.s) <= q && altAt(a, t, q-len(a.s)) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendSpan appends the occurrence [p, end) of pattern pi, with its base64
+// edges.
+func appendSpan[T text](spans []span, t T, pt *pattern, pi, p, end int) []span {
 	sp := span{p, end, pi, p}
 	if pt.base64 {
 		sp.start, sp.end = base64Edges(t, p, end)
@@ -724,12 +783,21 @@ func altAt[T text](a alt, t T, p int) bool {
 func base64Edges[T text](t T, p, end int) (int, int) {
 	left, right := p, end
 	for _, c := range []byte("+/-_") {
-		for _, a := range asciiAlts[c][1:] { // escaped forms first: "%2B" must not lose its "%2"
-			if n := len(a.s); left == p && p-n >= 0 && altAt(a, t, p-n) {
-				left = p - n
+		// Escaped forms first: "%2B" must not lose its "%2".
+		if left == p && p > 0 {
+			for m := asciiIndex[c].last[t[p-1]] &^ 1; m != 0; m &= m - 1 {
+				if a := asciiAlts[c][bits.TrailingZeros64(m)]; p-len(a.s) >= 0 && altAt(a, t, p-len(a.s)) {
+					left = p - len(a.s)
+					break
+				}
 			}
-			if right == end && altAt(a, t, end) {
-				right = end + len(a.s)
+		}
+		if right == end && end < len(t) {
+			for m := asciiIndex[c].first[t[end]] &^ 1; m != 0; m &= m - 1 {
+				if a := asciiAlts[c][bits.TrailingZeros64(m)]; altAt(a, t, end) {
+					right = end + len(a.s)
+					break
+				}
 			}
 		}
 	}

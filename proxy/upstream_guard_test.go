@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +133,66 @@ func TestHeaderNamedAfterTheCredentialIsDropped(t *testing.T) {
 	newScrubberCache().forGrant(g).Header(h)
 	if len(h) != 2 || h.Get("Content-Type") == "" || strings.Contains(h.Get("X-Echo"), "NamedHeader") {
 		t.Fatalf("headers after scrubbing: %v", h)
+	}
+}
+
+// TestUpstreamErrorsNeverLogTheKey: an upstream that ends a chunked body
+// with a malformed trailer quoting the key makes ReverseProxy log a body
+// copy error; the log keeps Go's words and withholds the quote
+// (newTestProxy's cleanup fails the test if any log line holds the key).
+func TestUpstreamErrorsNeverLogTheKey(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		key := r.Header.Get("Authorization")[len("Bearer "):]
+		buf.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: " + key + "\r\n" + key + "\r\n\r\n")
+		buf.Flush()
+		bufio.NewReader(conn).ReadByte() // until the proxy hangs up
+	}))
+	defer up.Close()
+	p := newTestProxy(t, up.URL, nil)
+	req, _ := http.NewRequest("GET", p.url+"/v1/x", nil)
+	req.Header.Set("Authorization", "Bearer "+p.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || string(b) != "hello" {
+		t.Fatalf("want hello and a cut body, got %q, %v", b, err)
+	}
+}
+
+// TestDeadTokensAreLimited: a revoked (or expired, used-up, spent) token is
+// no credential: from one address, after the unknown-token burst, requests
+// with it are held back with 429 before they reach Vault, even when the
+// token was allowed a moment before.
+func TestDeadTokensAreLimited(t *testing.T) {
+	up, _ := recordingUpstream(t)
+	p := newTestProxy(t, up.URL, nil)
+	if resp, _ := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token}); resp.StatusCode != 200 {
+		t.Fatalf("allowed token: %d", resp.StatusCode)
+	}
+	p.resolver.mu.Lock()
+	p.resolver.deny[p.token] = "revoked"
+	p.resolver.mu.Unlock()
+	before := p.resolver.callCount()
+	statuses := map[int]int{}
+	for range 3 * DefaultUnknownTokenBurst {
+		resp, body := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token})
+		io.WriteString(io.Discard, body)
+		statuses[resp.StatusCode]++
+	}
+	// The burst, plus what refills during the test (1 per second).
+	if calls := p.resolver.callCount() - before; calls > DefaultUnknownTokenBurst+5 {
+		t.Fatalf("%d requests with a revoked token made %d calls to Vault (statuses %v)", 3*DefaultUnknownTokenBurst, calls, statuses)
+	}
+	if statuses[http.StatusTooManyRequests] == 0 || statuses[http.StatusUnauthorized] == 0 {
+		t.Fatalf("statuses %v: want 401s, then 429s", statuses)
 	}
 }

@@ -203,7 +203,8 @@ func bulkBlock() []byte {
 // nearMissBlock is 1 MiB of near-misses of the forms an upstream might echo
 // key in: raw, JSON-escaped ("\/", "\u002B"), percent-encoded, HTML, hex,
 // byte dumps, base64 at each alignment and UTF-16; each written with its
-// first, a middle or its last byte changed, or cut short by one.
+// second, a middle or its last but one byte changed (inside what carries
+// the key, base64's edge characters aside), or cut short by two.
 func nearMissBlock(key string) []byte {
 	if key == "" {
 		log.Fatal("bulk upstream: no key in $" + bulkKeyEnv)
@@ -234,13 +235,13 @@ func nearMissBlock(key string) []byte {
 	var b bytes.Buffer
 	for b.Len() < 1<<20 {
 		for _, f := range forms {
-			for _, at := range []int{0, len(f) / 2, len(f) - 1} {
+			for _, at := range []int{1, len(f) / 2, len(f) - 2} {
 				m := []byte(f)
 				m[at] ^= 0x01
 				b.Write(m)
 				b.WriteByte(' ')
 			}
-			b.WriteString(f[:len(f)-1])
+			b.WriteString(f[:len(f)-2])
 			b.WriteByte('\n')
 		}
 	}
