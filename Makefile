@@ -49,7 +49,7 @@ test: build vault
 ## once, while the fuzzer's rare worker hiccup on short runs does not.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzValidate:./internal/reqpath FuzzCheck:./internal/token FuzzMatchPath:./plugin FuzzScrubber:./proxy FuzzAuditJSON:./proxy \
-	FuzzUsageScanners:./proxy FuzzCheckLimitedBody:./proxy
+	FuzzUsageScanners:./proxy FuzzCheckLimitedBody:./proxy FuzzPrompts:./proxy
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		name=$${t%%:*}; pkg=$${t#*:}; \

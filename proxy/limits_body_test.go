@@ -357,11 +357,35 @@ func checkScanAgainstJSON(t *testing.T, body []byte) {
 	}
 }
 
-func FuzzScanObject(f *testing.F) {
-	for _, s := range scanSeeds {
-		f.Add(s)
+// A body the checks pass on is still one JSON object after any rewrite,
+// with the same members as before plus those inserted.
+func FuzzCheckLimitedBody(f *testing.F) {
+	f.Add(`{"model":"m","stream":true}`, "/v1/chat/completions")
+	f.Add(`{"generationConfig":{"temperature":1}}`, "/v1/models/g:generateContent")
+	f.Add(`{ }`, "/v1/messages")
+	for _, s := range scanSeeds { // limits_body_test.go
+		f.Add(s, "/v1/chat/completions")
 	}
-	f.Fuzz(func(t *testing.T, body string) { checkScanAgainstJSON(t, []byte(body)) })
+	f.Fuzz(func(t *testing.T, body, path string) {
+		checkScanAgainstJSON(t, []byte(body)) // the scanner reads what encoding/json reads
+		for _, format := range resolve.UsageFormats {
+			l := &resolve.Limits{UsageFormat: format, MaxOutputTokens: 100, BudgetRemaining: new(int64(5))}
+			got, ref := checkLimitedBody([]byte(body), l, path)
+			if ref != nil || got.rewritten == nil {
+				continue
+			}
+			var before, after map[string]json.RawMessage // raw: 1e700 is JSON, not a float64
+			if err := json.Unmarshal(got.rewritten, &after); err != nil {
+				t.Fatalf("%s: rewrote %q into %q: %v", format, body, got.rewritten, err)
+			}
+			json.Unmarshal([]byte(body), &before)
+			for k := range before {
+				if _, ok := after[k]; !ok {
+					t.Fatalf("%s: rewriting %q lost %q", format, body, k)
+				}
+			}
+		}
+	})
 }
 
 var scanSeeds = []string{

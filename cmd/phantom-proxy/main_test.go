@@ -40,14 +40,31 @@ func TestRunRefusesBadSettings(t *testing.T) {
 	}
 }
 
+// TestEnvironmentFillsFlags sets one setting at a time through its
+// environment variable and the rest through flags, so that Validate gets
+// past the check of that setting only if the variable was read: a later
+// check (half of a TLS pair) is what fails then.
 func TestEnvironmentFillsFlags(t *testing.T) {
-	t.Setenv("VAULT_ADDR", "")
-	t.Setenv("PHANTOM_ROLE_ID_FILE", "r")
-	t.Setenv("PHANTOM_SECRET_ID_FILE", "s")
-	// Everything but the Vault address comes from the environment, so the
-	// error names only that.
-	if err := run(nil); err == nil || !strings.Contains(err.Error(), "Vault address") {
-		t.Fatalf("run = %v", err)
+	for _, tc := range []struct {
+		env   string
+		value string
+		args  []string
+		want  string // without the variable, the error is about the setting
+	}{
+		{"VAULT_ADDR", "http://127.0.0.1:8200", []string{"-role-id-file=r", "-secret-id-file=s", "-tls-cert=c"}, "Vault address"},
+		{"PHANTOM_ROLE_ID_FILE", "r", []string{"-vault-addr=x", "-secret-id-file=s", "-tls-cert=c"}, "role_id file"},
+		{"PHANTOM_SECRET_ID_FILE", "s", []string{"-vault-addr=x", "-role-id-file=r", "-tls-cert=c"}, "secret_id file"},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			t.Setenv("VAULT_ADDR", "")
+			if err := run(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("without %s: run = %v, want an error about %q", tc.env, err, tc.want)
+			}
+			t.Setenv(tc.env, tc.value)
+			if err := run(tc.args); err == nil || !strings.Contains(err.Error(), "certificate and a key") {
+				t.Fatalf("with %s: run = %v, want it read and the TLS pair refused", tc.env, err)
+			}
+		})
 	}
 	if err := run([]string{"-h"}); err != nil {
 		t.Fatalf("-h: %v", err)
