@@ -122,16 +122,31 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 		return nil, ref
 	}
 	ip := clientIP(r)
-	if ref := s.limitUnknownTokens(ip, tok); ref != nil {
+	if dead, ok := s.unknownTokens.deadAgain(tok); ok {
+		// Dead for good: the engine's answer again, without asking.
+		rec.Route, rec.Accessor = dead.route, dead.accessor
+		status, message := resolve.Refusal(dead.reason)
+		return nil, &refusal{status: status, reason: dead.reason, message: message}
+	}
+	settle, ref := s.chargeUnvouched(ip, tok)
+	if ref != nil {
 		return nil, ref
 	}
 	// Before the resolve: a refusal after it would leave the engine holding
 	// what it reserved for the request (a budget's share) unsettled.
 	if r.ContentLength > s.cfg.MaxBodyBytes {
+		settle(true)
 		return nil, &refusal{status: http.StatusRequestEntityTooLarge, reason: "body_too_large", message: "the request body is too large"}
 	}
 	d, ref := s.decide(r, rec, ResolveRequest{Token: tok, Method: r.Method, Path: path, ClientIP: ip})
+	// Unknown or dead (a 401): no credential, so its unit stays spent; a
+	// token dead for good is answered again without a call. Anything else
+	// (a live token, or no answer) gives the unit back.
+	settle(ref == nil || ref.status != http.StatusUnauthorized)
 	if ref != nil {
+		if ref.status == http.StatusUnauthorized {
+			s.unknownTokens.died(tok, ref.reason, rec.Route, rec.Accessor)
+		}
 		return nil, ref
 	}
 	s.unknownTokens.resolved(tok)
@@ -190,16 +205,19 @@ func (s *Server) findToken(r *http.Request, rawQuery string) (string, *refusal) 
 	return tok, nil
 }
 
-// limitUnknownTokens holds back a client that sent too many unknown or dead
-// tokens (unknown_limit.go) before its next one reaches Vault.
-func (s *Server) limitUnknownTokens(ip, tok string) *refusal {
-	wait := s.unknownTokens.retryAfter(ip, tok)
-	if wait <= 0 {
-		return nil
+// chargeUnvouched charges ip's unknown-token budget (unknown_limit.go)
+// before tok is resolved, unless the engine allowed tok lately: a burst of
+// forged tokens sent at once is held to the burst, not counted only as
+// Vault's answers come back. settle(live) gives the unit back for a live
+// token.
+func (s *Server) chargeUnvouched(ip, tok string) (settle func(live bool), ref *refusal) {
+	wait, settle := s.unknownTokens.charge(ip, tok)
+	if wait > 0 {
+		return nil, &refusal{status: http.StatusTooManyRequests, reason: resolve.ReasonRateLimited,
+			message:    "too many unknown phantom tokens from this address; retry later",
+			retryAfter: strconv.Itoa(int(wait.Round(time.Second)/time.Second) + 1)}
 	}
-	return &refusal{status: http.StatusTooManyRequests, reason: "rate_limited",
-		message:    "too many unknown or dead phantom tokens from this address; retry later",
-		retryAfter: strconv.Itoa(int(wait.Round(time.Second)/time.Second) + 1)}
+	return settle, nil
 }
 
 // decide asks the engine, through the resolver, whether req may be made.
@@ -226,13 +244,6 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (
 	rec.Route, rec.Accessor = d.Route, d.Accessor
 	if !d.Allowed {
 		status, message := resolve.Refusal(d.Reason)
-		if status == http.StatusUnauthorized {
-			// Unknown or dead (revoked, expired, used up, spent, its route
-			// gone): no credential, so it counts toward the client's limit,
-			// and a token allowed lately no longer passes it.
-			s.unknownTokens.refused(req.ClientIP)
-			s.unknownTokens.forget(req.Token)
-		}
 		ref := &refusal{status: status, reason: d.Reason, message: message}
 		if status == http.StatusTooManyRequests {
 			ref.retryAfter, ref.retryAfterMS = retryAfterHeaders(d.RetryAfterMS)

@@ -35,10 +35,15 @@ type fakeResolver struct {
 	deny     map[string]string // token -> reason
 	err      error
 	notReady bool
+	delay    time.Duration // before each answer
 	calls    []ResolveRequest
 }
 
 func (f *fakeResolver) Resolve(_ context.Context, req ResolveRequest) (*Decision, error) {
+	f.mu.Lock()
+	delay := f.delay
+	f.mu.Unlock()
+	time.Sleep(delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, req)
@@ -71,6 +76,7 @@ type testProxy struct {
 	audit    *bytes.Buffer
 	auditMu  *sync.Mutex
 	srv      *Server
+	logs     *testutil.LockedBuffer // the proxy's log
 }
 
 // newTestProxy puts a proxy in front of upstream with one valid token whose
@@ -106,7 +112,7 @@ func newTestProxy(t *testing.T, upstream string, adjust func(*Grant)) *testProxy
 			t.Errorf("the proxy's log holds a secret:\n%s", s)
 		}
 	})
-	return &testProxy{url: ts.URL, resolver: res, token: tok, srv: srv}
+	return &testProxy{url: ts.URL, resolver: res, token: tok, srv: srv, logs: logs}
 }
 
 // testMetrics are a proxy's metrics, fresh for each test.

@@ -142,8 +142,8 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	// the upstream may have spent, unread (usage_settle.go).
 	ex.lost = ex.sent.Load()
 	// Transport errors quote the upstream URL, which for query injection
-	// holds the credential: scrub before logging.
+	// holds the credential, and what the upstream sent (scrub.go LogText).
 	s.log.Warn("upstream request failed", "route", ex.grant.Route, "accessor", ex.grant.Accessor,
-		"request_id", ex.rec.RequestID, "error", ex.scrub.String(err.Error()))
+		"request_id", ex.rec.RequestID, "error", ex.scrub.LogText(err.Error()))
 	writeError(w, status, statusType[status], reason, message, ex.rec.RequestID)
 }

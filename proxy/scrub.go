@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,6 +110,29 @@ func (s *scrubber) String(v string) string {
 		mask(b, sp.start, sp.end)
 	}
 	return string(b)
+}
+
+// LogText makes an error's text fit for the log. Go's errors quote what an
+// upstream sent with %q, which rewrites the bytes (a NUL as \x00, every
+// backslash doubled), so a quoted part is read back and withheld whole if
+// it holds a form; what remains is masked as any text.
+func (s *scrubber) LogText(msg string) string {
+	var b strings.Builder
+	for i := 0; i < len(msg); {
+		if c := msg[i]; c == '"' || c == '`' {
+			if q, err := strconv.QuotedPrefix(msg[i:]); err == nil {
+				i += len(q)
+				if raw, _ := strconv.Unquote(q); s.String(raw) != raw || s.String(q) != q {
+					q = `"(withheld)"`
+				}
+				b.WriteString(q)
+				continue
+			}
+		}
+		b.WriteByte(msg[i])
+		i++
+	}
+	return s.String(b.String())
 }
 
 // Header masks the forms in every header value, and drops any header whose

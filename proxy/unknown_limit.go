@@ -4,19 +4,25 @@ import (
 	"crypto/sha256"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // unknownTokenLimit bounds how fast one client can make the proxy call Vault
-// without a credential the engine vouched for: tokens refused as unknown (or
-// dead) by the engine, and CONNECTs on the forward listener without a token
-// or with one the engine has not allowed lately. Anyone can forge a
-// well-formed token (the checksum is public) or name a host no route leads
-// to, and each one costs a Vault round trip; a client past its limit gets
-// 429 before its next one reaches Vault. A token the engine allowed
-// recently is never held back, so agents that share an address (a NAT, a
-// load balancer) with one that sends garbage keep working.
+// without a credential the engine vouched for: tokens it has not allowed
+// lately (charged before the call, one unit a token however many of its
+// requests are in flight, and given back if the token is live), and CONNECTs
+// on the forward listener without a token or with one the engine has not
+// allowed lately. Anyone can forge a well-formed token (the checksum is
+// public) or name a host no route leads to, and each one costs a Vault round
+// trip; a client past its limit gets 429 before its next one reaches Vault. A
+// token the engine allowed recently is never held back, so agents that share
+// an address (a NAT, a load balancer) with one that sends garbage keep
+// working; one it found dead for good is refused again from memory, with its
+// 401, so it costs no call and never looks transient.
 type unknownTokenLimit struct {
 	every   float64 // refill, per second
 	burst   float64
@@ -25,7 +31,26 @@ type unknownTokenLimit struct {
 	// allowed holds SHA-256 digests of tokens the engine allowed lately:
 	// not the tokens, and not decisions (each request is still resolved).
 	allowed *ttlCache[[sha256.Size]byte, struct{}]
+	// dead holds the digests of tokens the engine found dead for good
+	// (revoked, expired, used up, budget spent): a refusal that no later
+	// answer can turn into an allowance, so it is answered again without
+	// a call. Never an allowance, never a refusal that may change.
+	dead *ttlCache[[sha256.Size]byte, deadToken]
+	// charged counts, by digest, the requests in flight whose token took a
+	// unit of their client's budget (charge): one unit a token, however
+	// many of its requests are in flight.
+	pmu     sync.Mutex
+	charged map[[sha256.Size]byte]int
 }
+
+// deadToken is what a refusal for a dead token says again.
+type deadToken struct{ reason, route, accessor string }
+
+// permanentlyDead are the reasons no later answer can reverse: a revoked
+// or expired lease stays so, uses and budgets are never refilled. (An
+// unknown token may be a fresh one a lagging node has not seen yet; a
+// deleted route may be written again.)
+var permanentlyDead = []string{resolve.ReasonRevoked, resolve.ReasonExpired, resolve.ReasonUsesExhausted, resolve.ReasonBudgetExhausted}
 
 // maxLimitedClients bounds the limiter's memory; an evicted client starts
 // over with a full burst, and the engine still pays only a cached miss.
@@ -49,6 +74,8 @@ func newUnknownTokenLimit(perSecond float64, burst int) *unknownTokenLimit {
 		burst:   float64(burst),
 		clients: newTTLCache[netip.Prefix, *clientBudget](maxLimitedClients, keep),
 		allowed: newTTLCache[[sha256.Size]byte, struct{}](maxRecentTokens, recentTokenAge),
+		dead:    newTTLCache[[sha256.Size]byte, deadToken](maxRecentTokens, recentTokenAge),
+		charged: map[[sha256.Size]byte]int{},
 	}
 }
 
@@ -109,36 +136,16 @@ func (l *unknownTokenLimit) wait(b *clientBudget) time.Duration {
 	return time.Duration(math.Ceil((1 - b.tokens) / l.every * float64(time.Second)))
 }
 
-// retryAfter is how long ip must wait before tok is resolved: zero when it
-// may go on.
-func (l *unknownTokenLimit) retryAfter(ip, tok string) time.Duration {
-	if l == nil {
-		return 0
-	}
-	b := l.budget(ip, false)
-	if b == nil {
-		return 0
-	}
-	b.mu.Lock()
-	b.refill(time.Now(), l.every, l.burst)
-	wait := l.wait(b)
-	b.mu.Unlock()
-	if wait > 0 && l.recentlyAllowed(tok) {
-		return 0
-	}
-	return wait
-}
-
 // recentlyAllowed reports whether the engine allowed tok lately.
 func (l *unknownTokenLimit) recentlyAllowed(tok string) bool {
-	return tok != "" && l.allowed.Contains(sha256.Sum256([]byte(tok)))
+	return l != nil && tok != "" && l.allowed.Contains(sha256.Sum256([]byte(tok)))
 }
 
 // take charges ip, before the call, for a call to Vault that no credential
-// vouches for (a CONNECT without a token, or with one the engine has not
-// allowed lately). Unlike retryAfter and refused, which count a refusal
-// once its answer is in, it holds the unit while the call is made, so a
-// burst of concurrent calls cannot all pass before the first answer. It
+// vouches for (a request or a CONNECT without a token, or with one the
+// engine has not allowed lately). It holds the unit while the call is made,
+// so a burst of concurrent calls cannot all pass before the first answer
+// It
 // returns a wait above zero when ip has nothing left; otherwise giveBack,
 // for when the engine allowed the call after all (a nil limit: a no-op).
 func (l *unknownTokenLimit) take(ip string) (wait time.Duration, giveBack func()) {
@@ -179,24 +186,70 @@ func (l *unknownTokenLimit) forget(tok string) {
 	}
 }
 
-// refused records that the engine did not know a token ip sent.
-func (l *unknownTokenLimit) refused(ip string) {
-	if l == nil {
-		return
-	}
-	b := l.budget(ip, true)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.refill(time.Now(), l.every, l.burst)
-	if b.tokens >= 1 {
-		b.tokens--
-	}
-}
-
 // sweep forgets clients and tokens past their time.
 func (l *unknownTokenLimit) sweep() {
 	if l != nil {
 		l.clients.sweep()
 		l.allowed.sweep()
+		l.dead.sweep()
 	}
+}
+
+// charge takes a unit of ip's budget before tok is resolved, unless the
+// engine allowed tok lately or a request with tok already took one and is
+// still being resolved: a burst of forged tokens sent at once is held to the
+// burst, while many requests of one fresh token (an agent's parallel
+// connections) cost one unit. settle, called with the answer, gives the
+// unit back when the token was live.
+func (l *unknownTokenLimit) charge(ip, tok string) (wait time.Duration, settle func(live bool)) {
+	if l == nil || l.recentlyAllowed(tok) {
+		return 0, func(bool) {}
+	}
+	h := sha256.Sum256([]byte(tok))
+	l.pmu.Lock()
+	if l.charged[h] > 0 {
+		l.charged[h]++
+		l.pmu.Unlock()
+		return 0, func(bool) { l.uncharge(h) }
+	}
+	l.pmu.Unlock()
+	wait, giveBack := l.take(ip)
+	if wait > 0 {
+		return wait, nil
+	}
+	l.pmu.Lock()
+	l.charged[h]++
+	l.pmu.Unlock()
+	return 0, func(live bool) {
+		if live {
+			giveBack()
+		}
+		l.uncharge(h)
+	}
+}
+
+func (l *unknownTokenLimit) uncharge(h [sha256.Size]byte) {
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
+	if l.charged[h]--; l.charged[h] <= 0 {
+		delete(l.charged, h)
+	}
+}
+
+// died records the engine's refusal of tok when no later answer can
+// reverse it (permanentlyDead); deadAgain returns it.
+func (l *unknownTokenLimit) died(tok, reason, route, accessor string) {
+	if l == nil || tok == "" || !slices.Contains(permanentlyDead, reason) {
+		return
+	}
+	h := sha256.Sum256([]byte(tok))
+	l.allowed.Remove(h)
+	l.dead.Add(h, deadToken{reason, route, accessor})
+}
+
+func (l *unknownTokenLimit) deadAgain(tok string) (deadToken, bool) {
+	if l == nil || tok == "" {
+		return deadToken{}, false
+	}
+	return l.dead.Get(sha256.Sum256([]byte(tok)))
 }

@@ -7,9 +7,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 func TestReadableResponse(t *testing.T) {
@@ -93,31 +97,36 @@ func TestOverrideParam(t *testing.T) {
 func TestUnknownTokenLimit(t *testing.T) {
 	l := newUnknownTokenLimit(1, 3)
 	for i := range 3 {
-		if l.retryAfter("192.0.2.1", "phm_forged") != 0 {
-			t.Fatalf("limited after %d refusals, burst is 3", i)
+		if wait, _ := l.take("192.0.2.1"); wait != 0 {
+			t.Fatalf("limited after %d units, burst is 3", i)
 		}
-		l.refused("192.0.2.1")
 	}
-	if wait := l.retryAfter("192.0.2.1", "phm_forged"); wait <= 0 || wait > time.Second {
-		t.Fatalf("retryAfter past the burst = %v, want (0, 1s]", wait)
+	if wait, _ := l.take("192.0.2.1"); wait <= 0 || wait > time.Second {
+		t.Fatalf("wait past the burst = %v, want (0, 1s]", wait)
 	}
-	// A token the engine allowed lately still passes: agents behind the
-	// same address as a garbage sender keep working.
+	// A token the engine allowed lately passes (the handler charges it
+	// nothing): agents behind the same address as a garbage sender keep
+	// working, until the engine finds the token dead.
 	l.resolved("phm_good")
-	if l.retryAfter("192.0.2.1", "phm_good") != 0 {
-		t.Fatal("a recently allowed token was limited")
+	if !l.recentlyAllowed("phm_good") {
+		t.Fatal("a token the engine allowed is not remembered")
 	}
-	if l.retryAfter("192.0.2.2", "phm_forged") != 0 {
+	l.forget("phm_good")
+	if l.recentlyAllowed("phm_good") {
+		t.Fatal("a token found dead still passes")
+	}
+	if wait, _ := l.take("192.0.2.2"); wait != 0 {
 		t.Fatal("another address was limited")
 	}
 	// One IPv6 /64 is one client.
 	for range 3 {
-		l.refused("2001:db8::1")
+		l.take("2001:db8::1")
 	}
-	if l.retryAfter("2001:db8::ffff", "phm_forged") == 0 {
+	if wait, _ := l.take("2001:db8::ffff"); wait == 0 {
 		t.Fatal("another address of the same /64 was not limited")
 	}
-	if newUnknownTokenLimit(-1, 3).retryAfter("192.0.2.1", "phm_forged") != 0 {
+	disabled := newUnknownTokenLimit(-1, 3)
+	if wait, _ := disabled.take("192.0.2.1"); wait != 0 || disabled.recentlyAllowed("phm_x") {
 		t.Fatal("a disabled limit limited")
 	}
 }
@@ -168,31 +177,138 @@ func TestUpstreamErrorsNeverLogTheKey(t *testing.T) {
 	}
 }
 
-// TestDeadTokensAreLimited: a revoked (or expired, used-up, spent) token is
-// no credential: from one address, after the unknown-token burst, requests
-// with it are held back with 429 before they reach Vault, even when the
-// token was allowed a moment before.
-func TestDeadTokensAreLimited(t *testing.T) {
+// TestDeadTokensAnsweredWithoutVault: a token the engine found dead for
+// good (revoked, expired, used up, spent) is refused again with the same
+// 401 and reason without a call: a dead token drives no load on Vault,
+// and never looks transient (no 429), even when it was allowed a moment
+// before.
+func TestDeadTokensAnsweredWithoutVault(t *testing.T) {
 	up, _ := recordingUpstream(t)
 	p := newTestProxy(t, up.URL, nil)
 	if resp, _ := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token}); resp.StatusCode != 200 {
 		t.Fatalf("allowed token: %d", resp.StatusCode)
 	}
 	p.resolver.mu.Lock()
-	p.resolver.deny[p.token] = "revoked"
+	p.resolver.deny[p.token] = resolve.ReasonRevoked
 	p.resolver.mu.Unlock()
 	before := p.resolver.callCount()
-	statuses := map[int]int{}
 	for range 3 * DefaultUnknownTokenBurst {
 		resp, body := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token})
-		io.WriteString(io.Discard, body)
-		statuses[resp.StatusCode]++
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, resolve.ReasonRevoked) {
+			t.Fatalf("a revoked token got %d: %s", resp.StatusCode, body)
+		}
 	}
-	// The burst, plus what refills during the test (1 per second).
-	if calls := p.resolver.callCount() - before; calls > DefaultUnknownTokenBurst+5 {
-		t.Fatalf("%d requests with a revoked token made %d calls to Vault (statuses %v)", 3*DefaultUnknownTokenBurst, calls, statuses)
+	if calls := p.resolver.callCount() - before; calls != 1 {
+		t.Fatalf("%d requests with a revoked token made %d calls to Vault, want 1", 3*DefaultUnknownTokenBurst, calls)
 	}
-	if statuses[http.StatusTooManyRequests] == 0 || statuses[http.StatusUnauthorized] == 0 {
-		t.Fatalf("statuses %v: want 401s, then 429s", statuses)
+	if last := p.auditLines(t); last[len(last)-1].Reason != resolve.ReasonRevoked || last[len(last)-1].Accessor == "" {
+		t.Fatalf("the audit record of a refusal from memory: %+v", last[len(last)-1])
+	}
+	// A refusal that may change is asked again: a deleted route may be
+	// written again.
+	p.resolver.mu.Lock()
+	p.resolver.deny[p.token] = resolve.ReasonRouteDeleted
+	p.resolver.mu.Unlock()
+	other := mintToken(t)
+	p.resolver.mu.Lock()
+	p.resolver.deny[other] = resolve.ReasonRouteDeleted
+	p.resolver.mu.Unlock()
+	before = p.resolver.callCount()
+	for range 3 {
+		get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + other})
+	}
+	if calls := p.resolver.callCount() - before; calls != 3 {
+		t.Fatalf("route_deleted was answered from memory (%d calls for 3 requests)", calls)
+	}
+}
+
+// TestTransportErrorsNeverLogTheKey: Go's transport errors quote what the
+// upstream sent with %q (a NUL as \x00, a backslash doubled), so the key in
+// UTF-16 or JSON-escaped in a malformed status line or header would reach
+// the log in a form the scrubber does not read; the quoted part is read
+// back and withheld.
+func TestTransportErrorsNeverLogTheKey(t *testing.T) {
+	utf16LE := func(s string) string {
+		var b []byte
+		for _, c := range []byte(s) {
+			b = append(b, c, 0)
+		}
+		return string(b)
+	}
+	jsonEscaped := strings.NewReplacer("_", `\u005f`).Replace(realKey)
+	for name, answer := range map[string]string{
+		"UTF-16 status":       "HTTP/1.1 2" + utf16LE(realKey) + " OK\r\n\r\n",
+		"UTF-16 header":       "HTTP/1.1 200 OK\r\nX-A: " + utf16LE(realKey) + "\x01\r\n\r\n",
+		"JSON-escaped status": "HTTP/1.1 2" + jsonEscaped + " OK\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				conn, buf, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer conn.Close()
+				buf.WriteString(answer)
+				buf.Flush()
+			}))
+			defer up.Close()
+			p := newTestProxy(t, up.URL, nil)
+			resp, _ := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token})
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			logged := p.logs.String()
+			if !strings.Contains(logged, "upstream request failed") {
+				t.Fatalf("nothing logged: %s", logged)
+			}
+			for _, quoted := range []string{strconv.Quote(utf16LE(realKey)), strconv.Quote(jsonEscaped)} {
+				if strings.Contains(logged, quoted[1:len(quoted)-1]) {
+					t.Fatalf("the log holds the key as %%q writes it:\n%s", logged)
+				}
+			}
+		})
+	}
+}
+
+// TestForgedTokenBurstIsBounded: forged tokens sent at once from one address
+// are charged before the engine is asked, so however many arrive together,
+// at most the burst (and what refills meanwhile) reach it.
+func TestForgedTokenBurstIsBounded(t *testing.T) {
+	up, _ := recordingUpstream(t)
+	p := newTestProxy(t, up.URL, nil)
+	p.resolver.mu.Lock()
+	p.resolver.delay = 50 * time.Millisecond // answers come back after the burst arrived
+	p.resolver.mu.Unlock()
+	const n = 100
+	var wg sync.WaitGroup
+	statuses := make(chan int, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", p.url+"/v1/x", nil)
+			req.Header.Set("Authorization", "Bearer "+mintToken(t))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if calls := p.resolver.callCount(); calls > DefaultUnknownTokenBurst+5 {
+		t.Fatalf("%d forged tokens at once made %d calls to the engine (statuses %v)", n, calls, count)
+	}
+	if count[http.StatusTooManyRequests] == 0 {
+		t.Fatalf("statuses %v: want 429s past the burst", count)
 	}
 }
