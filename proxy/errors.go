@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // Error types the agent sees. SDKs retry 429 and 5xx and do not retry 401 and
@@ -69,6 +71,13 @@ type refusal struct {
 	// the OpenAI and Anthropic SDKs read before Retry-After).
 	retryAfterMS string
 	allow        string // Allow, on 405
+}
+
+// refusalFor is the refusal of reason, with the status and message the one
+// table (internal/resolve/reason.go) gives it.
+func refusalFor(reason string) *refusal {
+	status, message := resolve.Refusal(reason)
+	return &refusal{status: status, reason: reason, message: message}
 }
 
 // refuse answers ref. A refused client keeps no connection: idle

@@ -370,7 +370,7 @@ func (f *forwardProxy) open(conn *bufferedConn, tun *tunnel, rec auditRecord) {
 		s.log.Info("TLS handshake in a CONNECT tunnel failed (does the client trust the CA at the admin listener's /ca.pem?)",
 			"request_id", rec.RequestID, "target", tun.origin.String(), "error", err)
 		tc.Close()
-		f.refusedInTunnel(rec, 0, "tls_handshake_failed")
+		f.refusedInTunnel(rec, 0, resolve.ReasonTLSHandshakeFailed)
 		return
 	}
 	conn.SetDeadline(time.Time{})

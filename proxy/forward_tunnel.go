@@ -57,10 +57,12 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 		rec.Decision = "error"
 		if errors.Is(err, errOverloaded) {
 			giveBack() // never sent
-			return &refusal{status: http.StatusServiceUnavailable, reason: "overloaded", message: "Phantom is overloaded; retry later", retryAfter: "1"}
+			ref := refusalFor(resolve.ReasonOverloaded)
+			ref.retryAfter = "1"
+			return ref
 		}
 		s.log.Warn("cannot check a CONNECT through Vault", "error", err, "request_id", rec.RequestID)
-		return &refusal{status: http.StatusServiceUnavailable, reason: "vault_unavailable", message: "Phantom cannot reach Vault; retry later"}
+		return refusalFor(resolve.ReasonVaultUnavailable)
 	}
 	rec.Route, rec.Accessor = a.Route, a.Accessor
 	if *a.Allowed {

@@ -136,7 +136,7 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 	// what it reserved for the request (a budget's share) unsettled.
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		settle(true)
-		return nil, &refusal{status: http.StatusRequestEntityTooLarge, reason: "body_too_large", message: "the request body is too large"}
+		return nil, refusalFor(resolve.ReasonBodyTooLarge)
 	}
 	d, ref := s.decide(r, rec, ResolveRequest{Token: tok, Method: r.Method, Path: path, ClientIP: ip})
 	// Unknown or dead (a 401): no credential, so its unit stays spent; a
@@ -235,10 +235,12 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (
 		s.metrics.resolveDone(resolveStart, "error")
 		rec.Decision = "error"
 		if errors.Is(err, errOverloaded) {
-			return nil, &refusal{status: http.StatusServiceUnavailable, reason: "overloaded", message: "Phantom is overloaded; retry later", retryAfter: "1"}
+			ref := refusalFor(resolve.ReasonOverloaded)
+			ref.retryAfter = "1"
+			return nil, ref
 		}
 		s.log.Warn("cannot resolve through Vault", "error", err, "request_id", rec.RequestID)
-		return nil, &refusal{status: http.StatusServiceUnavailable, reason: "vault_unavailable", message: "Phantom cannot reach Vault; retry later"}
+		return nil, refusalFor(resolve.ReasonVaultUnavailable)
 	}
 	s.metrics.resolveDone(resolveStart, "ok")
 	rec.Route, rec.Accessor = d.Route, d.Accessor

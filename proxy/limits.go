@@ -69,7 +69,7 @@ func applyLimits(out *http.Request, ex *exchange, mem *bodyMemory) *refusal {
 			return badBody("a model rule applies, and the path must name the model once, as its last segment: models/{model}:{method}, the model in letters, digits and ._-")
 		}
 		if !resolve.ModelAllowed(l.AllowedModels, model) {
-			return limitRefusal(resolve.ReasonModelNotAllowed)
+			return refusalFor(resolve.ReasonModelNotAllowed)
 		}
 	}
 	if !limitsNeedBody(l) {
@@ -115,11 +115,6 @@ func unmeasurable(r *http.Request, path string) *refusal {
 
 // limitRefusal refuses with one of the engine's reasons, as if the engine
 // had denied: the proxy decides these from the answer's Limits.
-func limitRefusal(reason string) *refusal {
-	status, message := resolve.Refusal(reason)
-	return &refusal{status: status, reason: reason, message: message}
-}
-
 func badBody(message string) *refusal {
 	return &refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest, message: message}
 }
@@ -127,16 +122,26 @@ func badBody(message string) *refusal {
 // bodyReadRefusal answers a body that could not be read whole, as
 // proxyError does for one that failed on its way upstream.
 func bodyReadRefusal(err error, ex *exchange) *refusal {
+	if ref := bodyRefusal(err, ex); ref != nil {
+		return ref
+	}
+	return badBody("the request body could not be read")
+}
+
+// bodyRefusal is the answer when the agent's body, not the upstream, made
+// a request fail: too large, naming a method override, or stalled; nil
+// otherwise.
+func bodyRefusal(err error, ex *exchange) *refusal {
 	var maxErr *http.MaxBytesError
 	switch {
 	case errors.As(err, &maxErr):
-		return &refusal{status: http.StatusRequestEntityTooLarge, reason: "body_too_large", message: "the request body is too large"}
+		return refusalFor(resolve.ReasonBodyTooLarge)
 	case ex.bodyOverride.Load():
 		return badBody("the request body names a method override (_method), which some upstreams run instead of the method resolved")
 	case ex.bodyStalled.Load():
-		return &refusal{status: http.StatusRequestTimeout, reason: "body_timeout", message: "the request body stopped arriving"}
+		return refusalFor(resolve.ReasonBodyTimeout)
 	}
-	return badBody("the request body could not be read")
+	return nil
 }
 
 // limitedBody is what checkLimitedBody found.
@@ -186,7 +191,7 @@ func checkLimitedBody(raw []byte, l *resolve.Limits, path string) (*limitedBody,
 			return nil, ref
 		}
 		if !resolve.ModelAllowed(l.AllowedModels, model) {
-			return nil, limitRefusal(resolve.ReasonModelNotAllowed)
+			return nil, refusalFor(resolve.ReasonModelNotAllowed)
 		}
 		if tools, ok := top.members["tools"]; ok {
 			if ref := checkToolModels(tools.raw, l.AllowedModels); ref != nil {
@@ -210,7 +215,7 @@ func checkLimitedBody(raw []byte, l *resolve.Limits, path string) (*limitedBody,
 			continue
 		}
 		if l.MaxOutputTokens > 0 && n > l.MaxOutputTokens {
-			return nil, limitRefusal(resolve.ReasonOutputCapExceeded)
+			return nil, refusalFor(resolve.ReasonOutputCapExceeded)
 		}
 		given[i] = n > 0 // 0 is no bound to some servers: the cap goes in
 		out.asked = max(out.asked, n)
@@ -262,7 +267,7 @@ func checkToolModels(raw []byte, allowed []string) *refusal {
 				return ref
 			}
 			if !resolve.ModelAllowed(allowed, model) {
-				return limitRefusal(resolve.ReasonModelNotAllowed)
+				return refusalFor(resolve.ReasonModelNotAllowed)
 			}
 		}
 	}
@@ -302,7 +307,7 @@ func oneCompletion(top *object) *refusal {
 		return severalCompletions("a list of several prompts")
 	}
 	if m, ok := top.members["prediction"]; ok && string(m.raw) != "null" {
-		ref := limitRefusal(resolve.ReasonOutputCapExceeded)
+		ref := refusalFor(resolve.ReasonOutputCapExceeded)
 		ref.message = "the phantom token caps the output of each request, and a prediction's rejected tokens are billed as output " +
 			"beyond any cap: leave prediction out"
 		return ref
@@ -313,7 +318,7 @@ func oneCompletion(top *object) *refusal {
 // severalCompletions refuses a request for more than one completion: as a
 // request over the cap (403 max_output_tokens_exceeded), saying why.
 func severalCompletions(what string) *refusal {
-	ref := limitRefusal(resolve.ReasonOutputCapExceeded)
+	ref := refusalFor(resolve.ReasonOutputCapExceeded)
 	ref.message = "the phantom token's output cap bounds one completion per request, and " + what +
 		" asks for several, each up to the cap: send one per request"
 	return ref
@@ -430,7 +435,7 @@ func checkGeminiBody(raw []byte, top *object, l *resolve.Limits, path string) (*
 			}
 			if ok {
 				if l.MaxOutputTokens > 0 && n > l.MaxOutputTokens {
-					return nil, limitRefusal(resolve.ReasonOutputCapExceeded)
+					return nil, refusalFor(resolve.ReasonOutputCapExceeded)
 				}
 				out.asked = n
 			}

@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sync/semaphore"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // Reading a body that a limit of its token applies to (applyLimits): into
@@ -158,8 +160,10 @@ func (m *bodyMemory) read(out *http.Request, ex *exchange) ([]byte, *refusal) {
 	}
 	client := clientKey(clientIP(out))
 	if !m.acquire(client, reserve) {
-		return nil, &refusal{status: http.StatusServiceUnavailable, reason: "overloaded", retryAfter: "1",
-			message: "Phantom is checking too many large request bodies against token limits at once (from this address, or in all); retry later"}
+		ref := refusalFor(resolve.ReasonOverloaded)
+		ref.retryAfter = "1"
+		ref.message = "Phantom is checking too many large request bodies against token limits at once (from this address, or in all); retry later"
+		return nil, ref
 	}
 	ex.held = &heldBody{mem: m, client: client, reserved: reserve}
 	var buf []byte
@@ -220,8 +224,9 @@ func (ex *exchange) hold(out *http.Request, body []byte) {
 }
 
 func limitedBodyTooLarge() *refusal {
-	return &refusal{status: http.StatusRequestEntityTooLarge, reason: "body_too_large",
-		message: "a limit of the phantom token applies, so the proxy reads the request body whole, and it is larger than the proxy reads (-max-limited-body-bytes)"}
+	ref := refusalFor(resolve.ReasonBodyTooLarge)
+	ref.message = "a limit of the phantom token applies, so the proxy reads the request body whole, and it is larger than the proxy reads (-max-limited-body-bytes)"
+	return ref
 }
 
 // checkModelTarget refuses, when a model rule applies, request targets

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // newReverseProxy forwards with Rewrite, never Director: hop-by-hop headers
@@ -114,30 +116,25 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 // body was too large, named a method override or stalled.
 func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeFrom(r)
-	status, reason, message := http.StatusBadGateway, "upstream_error", "the upstream could not be reached"
+	ref := refusalFor(resolve.ReasonUpstreamError)
 	var netErr net.Error
 	switch {
 	case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, context.DeadlineExceeded):
-		status, reason, message = http.StatusGatewayTimeout, "upstream_timeout", "the upstream did not answer in time"
+		ref = refusalFor(resolve.ReasonUpstreamTimeout)
 	case errors.Is(err, errEncodedResponse):
-		message = "the upstream answered with an encoding Phantom cannot inspect"
+		ref.message = "the upstream answered with an encoding Phantom cannot inspect"
 	case errors.Is(err, errResponseCharset):
-		message = "the upstream answered in a charset Phantom cannot inspect (only ASCII-compatible ones pass)"
+		ref.message = "the upstream answered in a charset Phantom cannot inspect (only ASCII-compatible ones pass)"
 	case errors.Is(err, errPartialResponse):
-		message = "the upstream answered with partial content (206), which Phantom does not pass on"
+		ref.message = "the upstream answered with partial content (206), which Phantom does not pass on"
 	}
-	var maxErr *http.MaxBytesError
-	switch {
-	case errors.As(err, &maxErr):
-		status, reason, message = http.StatusRequestEntityTooLarge, "body_too_large", "the request body is too large"
-	case ex.bodyOverride.Load():
-		status, reason, message = http.StatusBadRequest, "bad_request", "the request body names a method override (_method), which some upstreams run instead of the method resolved"
-		w.Header().Set("Connection", "close")
-	case ex.bodyStalled.Load():
-		status, reason, message = http.StatusRequestTimeout, "body_timeout", "the request body stopped arriving"
-		w.Header().Set("Connection", "close")
+	if body := bodyRefusal(err, ex); body != nil { // limits.go: the agent's body failed, not the upstream
+		ref = body
+		if body.reason != resolve.ReasonBodyTooLarge {
+			w.Header().Set("Connection", "close") // what is left of the body is not read
+		}
 	}
-	ex.rec.Decision, ex.rec.Reason = "error", reason
+	ex.rec.Decision, ex.rec.Reason = "error", ref.reason
 	// Sent whole and never answered (or answered what is not passed on):
 	// the upstream may have spent, unread (usage_settle.go).
 	ex.lost = ex.sent.Load()
@@ -145,5 +142,5 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	// holds the credential, and what the upstream sent (scrub.go LogText).
 	s.log.Warn("upstream request failed", "route", ex.grant.Route, "accessor", ex.grant.Accessor,
 		"request_id", ex.rec.RequestID, "error", ex.scrub.LogText(err.Error()))
-	writeError(w, status, statusType[status], reason, message, ex.rec.RequestID)
+	writeError(w, ref.status, statusType[ref.status], ref.reason, ref.message, ex.rec.RequestID)
 }

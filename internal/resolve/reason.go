@@ -57,14 +57,47 @@ var reasons = []struct {
 	{ReasonOutputCapExceeded, http.StatusForbidden, "the request asks for more output tokens than the phantom token allows"},
 }
 
+// The proxy's own answers, which no engine gives: here beside the engine's
+// so that every reason an agent can see, its status and its message are in
+// one place.
+const (
+	ReasonOverloaded       = "overloaded"
+	ReasonVaultUnavailable = "vault_unavailable"
+	ReasonBodyTooLarge     = "body_too_large"
+	ReasonBodyTimeout      = "body_timeout"
+	ReasonUpstreamError    = "upstream_error"
+	ReasonUpstreamTimeout  = "upstream_timeout"
+	// ReasonTLSHandshakeFailed is recorded, never answered: the client of
+	// a tunnel did not complete TLS with the proxy.
+	ReasonTLSHandshakeFailed = "tls_handshake_failed"
+)
+
+var proxyReasons = []struct {
+	reason  string
+	status  int
+	message string
+}{
+	{ReasonOverloaded, http.StatusServiceUnavailable, "Phantom is overloaded; retry later"},
+	{ReasonVaultUnavailable, http.StatusServiceUnavailable, "Phantom cannot reach Vault; retry later"},
+	{ReasonBodyTooLarge, http.StatusRequestEntityTooLarge, "the request body is too large"},
+	{ReasonBodyTimeout, http.StatusRequestTimeout, "the request body stopped arriving"},
+	{ReasonUpstreamError, http.StatusBadGateway, "the upstream could not be reached"},
+	{ReasonUpstreamTimeout, http.StatusGatewayTimeout, "the upstream did not answer in time"},
+}
+
 // A reason this table does not know (from a newer engine) is refused as
 // out of scope, with a message that says nothing.
 const refusedMessage = "the request was refused"
 
 // Refusal returns the HTTP status and message the agent gets for a deny
-// reason.
+// reason, or for one of the proxy's own.
 func Refusal(reason string) (status int, message string) {
 	for _, r := range reasons {
+		if r.reason == reason {
+			return r.status, r.message
+		}
+	}
+	for _, r := range proxyReasons {
 		if r.reason == reason {
 			return r.status, r.message
 		}

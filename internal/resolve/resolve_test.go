@@ -94,6 +94,16 @@ func TestRefusal(t *testing.T) {
 	if len(Reasons()) != 15 {
 		t.Errorf("reasons: %v", Reasons())
 	}
+	// The proxy's own are answered from the same table, and are no deny
+	// reasons of the engine.
+	for reason, want := range map[string]int{
+		ReasonOverloaded: 503, ReasonVaultUnavailable: 503, ReasonBodyTooLarge: 413,
+		ReasonBodyTimeout: 408, ReasonUpstreamError: 502, ReasonUpstreamTimeout: 504,
+	} {
+		if status, message := Refusal(reason); status != want || message == "" || Known(reason) {
+			t.Errorf("%s: %d %q known=%v, want %d and not an engine reason", reason, status, message, Known(reason), want)
+		}
+	}
 	// A reason from a newer engine is refused as out of scope, saying nothing.
 	if status, message := Refusal("rate_limited_by_engine"); status != http.StatusForbidden || message != "the request was refused" || Known("rate_limited_by_engine") {
 		t.Errorf("unknown reason: %d %q", status, message)
