@@ -37,7 +37,7 @@ var errOverloaded = errors.New("too many requests are waiting for Vault")
 // alike in every field, queued together, share one answer, made after each
 // of them arrived).
 type batcher struct {
-	vault       manyResolver
+	vault       engineCalls
 	maxInFlight int
 	metrics     *Metrics // each call's size; nil in tests
 
@@ -48,22 +48,15 @@ type batcher struct {
 	drained  *sync.Cond // on mu: signalled when drains falls to zero
 }
 
-// manyResolver makes one Vault call for several requests: outside tests,
-// VaultResolver.resolveMany.
-type manyResolver interface {
+// engineCalls are the Vault calls the batcher makes: one for several
+// requests, and one for one CONNECT check. Outside tests,
+// VaultResolver.resolveMany and VaultResolver.checkTunnelOnce.
+type engineCalls interface {
 	resolveMany(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error)
-}
-
-// oneTunnelChecker makes one Vault call for one CONNECT check: outside
-// tests, VaultResolver.checkTunnelOnce.
-type oneTunnelChecker interface {
 	checkTunnelOnce(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error)
 }
 
-// errNoTunnelCall: the batcher's Vault side cannot check tunnels.
-var errNoTunnelCall = errors.New("no tunnel call to Vault")
-
-func newBatcher(vault manyResolver, maxInFlight int, m *Metrics) *batcher {
+func newBatcher(vault engineCalls, maxInFlight int, m *Metrics) *batcher {
 	b := &batcher{vault: vault, maxInFlight: maxInFlight, metrics: m}
 	b.drained = sync.NewCond(&b.mu)
 	return b
@@ -215,7 +208,7 @@ func (b *batcher) sendAll(ctx context.Context, batch []*queued) {
 		}
 	}
 	for _, c := range checks {
-		a, err := b.sendTunnel(ctx, *c.tun)
+		a, err := b.vault.checkTunnelOnce(ctx, *c.tun)
 		for _, q := range same[*c.tun] {
 			q.ta, q.err = a, err
 		}
@@ -227,12 +220,4 @@ func (b *batcher) send(ctx context.Context, reqs []ResolveRequest) ([]*Decision,
 		b.metrics.resolveBatch(len(reqs))
 	}
 	return b.vault.resolveMany(ctx, reqs)
-}
-
-func (b *batcher) sendTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
-	c, ok := b.vault.(oneTunnelChecker)
-	if !ok {
-		return nil, errNoTunnelCall
-	}
-	return c.checkTunnelOnce(ctx, req)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/testutil"
 )
 
@@ -20,6 +21,11 @@ type echoCall struct {
 	sizes   []int
 	release chan struct{}
 	err     error
+}
+
+// checkTunnelOnce: tests of resolves check no tunnel (echoTunnels does).
+func (e *echoCall) checkTunnelOnce(context.Context, resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+	return nil, errors.New("echoCall checks no tunnel")
 }
 
 func (e *echoCall) resolveMany(_ context.Context, reqs []ResolveRequest) ([]*Decision, error) {

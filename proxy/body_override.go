@@ -26,11 +26,6 @@ var (
 	errBodyCharset     = errors.New("a request body in a charset other than UTF-8, US-ASCII or ISO-8859-1 is refused: it cannot be checked, and an upstream may answer in the same charset, which the scrubber cannot read")
 )
 
-// readableCharsets are the charsets in which the guard reads names as they
-// are written: UTF-8 and its ASCII-compatible subsets (body-parser decodes
-// any utf-*, UTF-7 included, before reading fields).
-var readableCharsets = []string{"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1"}
-
 // checkBodyShape refuses bodies whose fields the guard could not read the
 // way the upstream will: two Content-Type headers (which one would a
 // framework use?), a POST body in a Content-Encoding (body-parser and

@@ -35,6 +35,12 @@ func readableResponseCharset(h http.Header) bool {
 	return true
 }
 
+// readableCharsets are the charsets in which the body guard
+// (body_override.go) reads names as they are written: UTF-8 and its
+// ASCII-compatible subsets (body-parser decodes any utf-*, UTF-7 included,
+// before reading fields).
+var readableCharsets = []string{"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1"}
+
 // readableBodyCharset reports whether every charset a request's
 // Content-Type declares is one the body guard reads (readableCharsets).
 func readableBodyCharset(contentType string) bool {

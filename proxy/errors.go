@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/phantomvault/phantom/internal/resolve"
@@ -78,6 +79,13 @@ type refusal struct {
 func refusalFor(reason string) *refusal {
 	status, message := resolve.Refusal(reason)
 	return &refusal{status: status, reason: reason, message: message}
+}
+
+// unvouched refuses a client whose unknown-token budget is spent
+// (unknown_limit.go) until wait has passed.
+func unvouched(wait time.Duration, message string) *refusal {
+	return &refusal{status: http.StatusTooManyRequests, reason: resolve.ReasonRateLimited, message: message,
+		retryAfter: strconv.Itoa(int(wait.Round(time.Second)/time.Second) + 1)}
 }
 
 // refuse answers ref. A refused client keeps no connection: idle

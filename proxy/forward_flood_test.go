@@ -173,12 +173,12 @@ func TestUnknownTokenLimitTake(t *testing.T) {
 		t.Fatal("another address was limited")
 	}
 	// A token allowed lately passes until the engine finds it dead.
-	l.resolved("phm_good")
-	if !l.recentlyAllowed("phm_good") || l.recentlyAllowed("") {
+	l.resolved(keyOf("phm_good"))
+	if !l.recentlyAllowed(keyOf("phm_good")) || l.recentlyAllowed(keyOf("")) {
 		t.Fatal("recentlyAllowed")
 	}
-	l.forget("phm_good")
-	if l.recentlyAllowed("phm_good") {
+	l.forget(keyOf("phm_good"))
+	if l.recentlyAllowed(keyOf("phm_good")) {
 		t.Fatal("a forgotten token still passes")
 	}
 	var off *unknownTokenLimit

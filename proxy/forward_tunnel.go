@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/phantomvault/phantom/internal/origin"
@@ -39,16 +38,15 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 	ip := clientIP(r)
 	key := target.String()
 	if tok == "" && f.refusedOrigins.Contains(key) {
-		status, message := resolve.Refusal(resolve.ReasonOriginNotAllowed)
-		return &refusal{status: status, reason: resolve.ReasonOriginNotAllowed, message: message}
+		return refusalFor(resolve.ReasonOriginNotAllowed)
 	}
-	giveBack := func() {}
-	if tok == "" || !s.unknownTokens.recentlyAllowed(tok) {
+	// Each CONNECT no live token vouches for takes its own unit (a tunnel
+	// check is not shared as a fresh token's requests are: charge).
+	tk, giveBack := keyOf(tok), func() {}
+	if !s.unknownTokens.recentlyAllowed(tk) {
 		wait, back := s.unknownTokens.take(ip)
 		if wait > 0 {
-			return &refusal{status: http.StatusTooManyRequests, reason: resolve.ReasonRateLimited,
-				message:    "too many CONNECTs from this address that no live phantom token vouches for; retry later",
-				retryAfter: strconv.Itoa(int(wait.Round(time.Second)/time.Second) + 1)}
+			return unvouched(wait, "too many CONNECTs from this address that no live phantom token vouches for; retry later")
 		}
 		giveBack = back
 	}
@@ -67,7 +65,7 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 	rec.Route, rec.Accessor = a.Route, a.Accessor
 	if *a.Allowed {
 		giveBack()
-		s.unknownTokens.resolved(tok)
+		s.unknownTokens.resolved(tk)
 		return nil
 	}
 	status, message := resolve.Refusal(a.Reason)
@@ -81,7 +79,7 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 	case status == http.StatusUnauthorized:
 		// Kept: the token is unknown or dead, no credential either, and
 		// no longer passes the limit as one allowed lately.
-		s.unknownTokens.forget(tok)
+		s.unknownTokens.forget(tk)
 	default:
 		giveBack() // a live token, out of its scope here
 	}

@@ -121,16 +121,18 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 	if ref != nil {
 		return nil, ref
 	}
-	ip := clientIP(r)
-	if dead, ok := s.unknownTokens.deadAgain(tok); ok {
+	ip, key := clientIP(r), keyOf(tok)
+	if dead, ok := s.unknownTokens.deadAgain(key); ok {
 		// Dead for good: the engine's answer again, without asking.
 		rec.Route, rec.Accessor = dead.route, dead.accessor
-		status, message := resolve.Refusal(dead.reason)
-		return nil, &refusal{status: status, reason: dead.reason, message: message}
+		return nil, refusalFor(dead.reason)
 	}
-	settle, ref := s.chargeUnvouched(ip, tok)
-	if ref != nil {
-		return nil, ref
+	// Charged before the resolve, unless the engine allowed the token
+	// lately: a burst of forged tokens sent at once is held to the burst,
+	// not counted only as Vault's answers come back.
+	wait, settle := s.unknownTokens.charge(ip, key)
+	if wait > 0 {
+		return nil, unvouched(wait, "too many unknown phantom tokens from this address; retry later")
 	}
 	// Before the resolve: a refusal after it would leave the engine holding
 	// what it reserved for the request (a budget's share) unsettled.
@@ -145,11 +147,11 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 	settle(ref == nil || ref.status != http.StatusUnauthorized)
 	if ref != nil {
 		if ref.status == http.StatusUnauthorized {
-			s.unknownTokens.died(tok, ref.reason, rec.Route, rec.Accessor)
+			s.unknownTokens.died(key, ref.reason, rec.Route, rec.Accessor)
 		}
 		return nil, ref
 	}
-	s.unknownTokens.resolved(tok)
+	s.unknownTokens.resolved(key)
 	ex := &exchange{
 		grant:    d.Grant,
 		token:    tok,
@@ -205,21 +207,6 @@ func (s *Server) findToken(r *http.Request, rawQuery string) (string, *refusal) 
 	return tok, nil
 }
 
-// chargeUnvouched charges ip's unknown-token budget (unknown_limit.go)
-// before tok is resolved, unless the engine allowed tok lately: a burst of
-// forged tokens sent at once is held to the burst, not counted only as
-// Vault's answers come back. settle(live) gives the unit back for a live
-// token.
-func (s *Server) chargeUnvouched(ip, tok string) (settle func(live bool), ref *refusal) {
-	wait, settle := s.unknownTokens.charge(ip, tok)
-	if wait > 0 {
-		return nil, &refusal{status: http.StatusTooManyRequests, reason: resolve.ReasonRateLimited,
-			message:    "too many unknown phantom tokens from this address; retry later",
-			retryAfter: strconv.Itoa(int(wait.Round(time.Second)/time.Second) + 1)}
-	}
-	return settle, nil
-}
-
 // decide asks the engine, through the resolver, whether req may be made.
 // Without a decision the proxy fails closed.
 func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (*Decision, *refusal) {
@@ -245,9 +232,8 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (
 	s.metrics.resolveDone(resolveStart, "ok")
 	rec.Route, rec.Accessor = d.Route, d.Accessor
 	if !d.Allowed {
-		status, message := resolve.Refusal(d.Reason)
-		ref := &refusal{status: status, reason: d.Reason, message: message}
-		if status == http.StatusTooManyRequests {
+		ref := refusalFor(d.Reason)
+		if ref.status == http.StatusTooManyRequests {
 			ref.retryAfter, ref.retryAfterMS = retryAfterHeaders(d.RetryAfterMS)
 		}
 		return nil, ref

@@ -43,6 +43,20 @@ type unknownTokenLimit struct {
 	charged map[[sha256.Size]byte]int
 }
 
+// tokenKey is a token's SHA-256 digest, taken once a request: the limit
+// keeps digests, never tokens. The zero key stands for no token.
+type tokenKey struct {
+	sum [sha256.Size]byte
+	ok  bool
+}
+
+func keyOf(tok string) tokenKey {
+	if tok == "" {
+		return tokenKey{}
+	}
+	return tokenKey{sha256.Sum256([]byte(tok)), true}
+}
+
 // deadToken is what a refusal for a dead token says again.
 type deadToken struct{ reason, route, accessor string }
 
@@ -111,13 +125,9 @@ func clientKey(ip string) netip.Prefix {
 	return p
 }
 
-// budget is ip's bucket, made full when create is set and it has none.
-func (l *unknownTokenLimit) budget(ip string, create bool) *clientBudget {
+// budget is ip's bucket, made full when it has none.
+func (l *unknownTokenLimit) budget(ip string) *clientBudget {
 	key := clientKey(ip)
-	if !create {
-		b, _ := l.clients.Get(key)
-		return b
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.clients.Get(key)
@@ -136,23 +146,23 @@ func (l *unknownTokenLimit) wait(b *clientBudget) time.Duration {
 	return time.Duration(math.Ceil((1 - b.tokens) / l.every * float64(time.Second)))
 }
 
-// recentlyAllowed reports whether the engine allowed tok lately.
-func (l *unknownTokenLimit) recentlyAllowed(tok string) bool {
-	return l != nil && tok != "" && l.allowed.Contains(sha256.Sum256([]byte(tok)))
+// recentlyAllowed reports whether the engine allowed the token k lately.
+func (l *unknownTokenLimit) recentlyAllowed(k tokenKey) bool {
+	return l != nil && k.ok && l.allowed.Contains(k.sum)
 }
 
 // take charges ip, before the call, for a call to Vault that no credential
 // vouches for (a request or a CONNECT without a token, or with one the
 // engine has not allowed lately). It holds the unit while the call is made,
-// so a burst of concurrent calls cannot all pass before the first answer
-// It
-// returns a wait above zero when ip has nothing left; otherwise giveBack,
-// for when the engine allowed the call after all (a nil limit: a no-op).
+// so a burst of concurrent calls cannot all pass before the first answer.
+// It returns a wait above zero when ip has nothing left; otherwise
+// giveBack, for when the engine allowed the call after all (a nil limit: a
+// no-op).
 func (l *unknownTokenLimit) take(ip string) (wait time.Duration, giveBack func()) {
 	if l == nil {
 		return 0, func() {}
 	}
-	b := l.budget(ip, true)
+	b := l.budget(ip)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.refill(time.Now(), l.every, l.burst)
@@ -171,18 +181,18 @@ func (l *unknownTokenLimit) take(ip string) (wait time.Duration, giveBack func()
 	}
 }
 
-// resolved records that the engine allowed tok.
-func (l *unknownTokenLimit) resolved(tok string) {
-	if l != nil && tok != "" {
-		l.allowed.Add(sha256.Sum256([]byte(tok)), struct{}{})
+// resolved records that the engine allowed the token k.
+func (l *unknownTokenLimit) resolved(k tokenKey) {
+	if l != nil && k.ok {
+		l.allowed.Add(k.sum, struct{}{})
 	}
 }
 
-// forget drops tok from the tokens allowed lately, once the engine found it
-// dead (revoked, expired, used up): it passes the limit no more.
-func (l *unknownTokenLimit) forget(tok string) {
-	if l != nil && tok != "" {
-		l.allowed.Remove(sha256.Sum256([]byte(tok)))
+// forget drops the token k from the tokens allowed lately, once the engine
+// found it dead (revoked, expired, used up): it passes the limit no more.
+func (l *unknownTokenLimit) forget(k tokenKey) {
+	if l != nil && k.ok {
+		l.allowed.Remove(k.sum)
 	}
 }
 
@@ -195,22 +205,22 @@ func (l *unknownTokenLimit) sweep() {
 	}
 }
 
-// charge takes a unit of ip's budget before tok is resolved, unless the
-// engine allowed tok lately or a request with tok already took one and is
-// still being resolved: a burst of forged tokens sent at once is held to the
-// burst, while many requests of one fresh token (an agent's parallel
-// connections) cost one unit. settle, called with the answer, gives the
-// unit back when the token was live.
-func (l *unknownTokenLimit) charge(ip, tok string) (wait time.Duration, settle func(live bool)) {
-	if l == nil || l.recentlyAllowed(tok) {
+// charge takes a unit of ip's budget before the token k is resolved,
+// unless the engine allowed k lately or a request with k already took one
+// and is still being resolved: a burst of forged tokens sent at
+// once is held to the burst, while many requests of one fresh token (an
+// agent's parallel connections) cost one unit. Unless wait is above zero,
+// settle must be called once, with the answer: it gives the unit back when
+// live.
+func (l *unknownTokenLimit) charge(ip string, k tokenKey) (wait time.Duration, settle func(live bool)) {
+	if l == nil || l.recentlyAllowed(k) {
 		return 0, func(bool) {}
 	}
-	h := sha256.Sum256([]byte(tok))
 	l.pmu.Lock()
-	if l.charged[h] > 0 {
-		l.charged[h]++
+	if l.charged[k.sum] > 0 {
+		l.charged[k.sum]++
 		l.pmu.Unlock()
-		return 0, func(bool) { l.uncharge(h) }
+		return 0, func(bool) { l.uncharge(k) }
 	}
 	l.pmu.Unlock()
 	wait, giveBack := l.take(ip)
@@ -218,38 +228,37 @@ func (l *unknownTokenLimit) charge(ip, tok string) (wait time.Duration, settle f
 		return wait, nil
 	}
 	l.pmu.Lock()
-	l.charged[h]++
+	l.charged[k.sum]++
 	l.pmu.Unlock()
 	return 0, func(live bool) {
 		if live {
 			giveBack()
 		}
-		l.uncharge(h)
+		l.uncharge(k)
 	}
 }
 
-func (l *unknownTokenLimit) uncharge(h [sha256.Size]byte) {
+func (l *unknownTokenLimit) uncharge(k tokenKey) {
 	l.pmu.Lock()
 	defer l.pmu.Unlock()
-	if l.charged[h]--; l.charged[h] <= 0 {
-		delete(l.charged, h)
+	if l.charged[k.sum]--; l.charged[k.sum] <= 0 {
+		delete(l.charged, k.sum)
 	}
 }
 
-// died records the engine's refusal of tok when no later answer can
-// reverse it (permanentlyDead); deadAgain returns it.
-func (l *unknownTokenLimit) died(tok, reason, route, accessor string) {
-	if l == nil || tok == "" || !slices.Contains(permanentlyDead, reason) {
+// died records the engine's refusal of the token k when no later answer
+// can reverse it (permanentlyDead); deadAgain returns it.
+func (l *unknownTokenLimit) died(k tokenKey, reason, route, accessor string) {
+	if l == nil || !k.ok || !slices.Contains(permanentlyDead, reason) {
 		return
 	}
-	h := sha256.Sum256([]byte(tok))
-	l.allowed.Remove(h)
-	l.dead.Add(h, deadToken{reason, route, accessor})
+	l.allowed.Remove(k.sum)
+	l.dead.Add(k.sum, deadToken{reason, route, accessor})
 }
 
-func (l *unknownTokenLimit) deadAgain(tok string) (deadToken, bool) {
-	if l == nil || tok == "" {
+func (l *unknownTokenLimit) deadAgain(k tokenKey) (deadToken, bool) {
+	if l == nil || !k.ok {
 		return deadToken{}, false
 	}
-	return l.dead.Get(sha256.Sum256([]byte(tok)))
+	return l.dead.Get(k.sum)
 }

@@ -107,12 +107,12 @@ func TestUnknownTokenLimit(t *testing.T) {
 	// A token the engine allowed lately passes (the handler charges it
 	// nothing): agents behind the same address as a garbage sender keep
 	// working, until the engine finds the token dead.
-	l.resolved("phm_good")
-	if !l.recentlyAllowed("phm_good") {
+	l.resolved(keyOf("phm_good"))
+	if !l.recentlyAllowed(keyOf("phm_good")) {
 		t.Fatal("a token the engine allowed is not remembered")
 	}
-	l.forget("phm_good")
-	if l.recentlyAllowed("phm_good") {
+	l.forget(keyOf("phm_good"))
+	if l.recentlyAllowed(keyOf("phm_good")) {
 		t.Fatal("a token found dead still passes")
 	}
 	if wait, _ := l.take("192.0.2.2"); wait != 0 {
@@ -126,7 +126,7 @@ func TestUnknownTokenLimit(t *testing.T) {
 		t.Fatal("another address of the same /64 was not limited")
 	}
 	disabled := newUnknownTokenLimit(-1, 3)
-	if wait, _ := disabled.take("192.0.2.1"); wait != 0 || disabled.recentlyAllowed("phm_x") {
+	if wait, _ := disabled.take("192.0.2.1"); wait != 0 || disabled.recentlyAllowed(keyOf("phm_x")) {
 		t.Fatal("a disabled limit limited")
 	}
 }

@@ -210,7 +210,7 @@ func (v *VaultResolver) Resolve(ctx context.Context, req ResolveRequest) (*Decis
 	return v.batch.resolve(ctx, req)
 }
 
-// resolveMany makes one call for reqs; the batcher calls it (manyResolver)
+// resolveMany makes one call for reqs; the batcher calls it (engineCalls)
 // once per batch.
 func (v *VaultResolver) resolveMany(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
 	return callEngine(ctx, v, errRefusedFresh, func(ctx context.Context, vaultToken string) ([]*Decision, error) {

@@ -38,7 +38,7 @@ func (v *VaultResolver) CheckTunnel(ctx context.Context, req resolve.TunnelReque
 }
 
 // checkTunnelOnce makes the call for one CONNECT; the batcher calls it
-// (oneTunnelChecker). Like resolve, it uses PATCH (no existence check), the
+// (engineCalls). Like resolve, it uses PATCH (no existence check), the
 // resolve call's connections and deadline, asks for the active node
 // (revocation bites at once), and logs in again, once, when Vault refuses
 // the proxy's token.

@@ -35,11 +35,7 @@ const (
 // reasons is what the agent sees for each deny reason. A dead token is 401
 // and a token out of its scope 403: SDKs retry neither, so a dead token
 // never looks transient. Messages reveal nothing about the route.
-var reasons = []struct {
-	reason  string
-	status  int
-	message string
-}{
+var reasons = []reasonEntry{
 	{ReasonUnknownToken, http.StatusUnauthorized, "the phantom token is not valid"},
 	{ReasonExpired, http.StatusUnauthorized, "the phantom token has expired; mint a new one"},
 	{ReasonRevoked, http.StatusUnauthorized, "the phantom token was revoked"},
@@ -72,11 +68,7 @@ const (
 	ReasonTLSHandshakeFailed = "tls_handshake_failed"
 )
 
-var proxyReasons = []struct {
-	reason  string
-	status  int
-	message string
-}{
+var proxyReasons = []reasonEntry{
 	{ReasonOverloaded, http.StatusServiceUnavailable, "Phantom is overloaded; retry later"},
 	{ReasonVaultUnavailable, http.StatusServiceUnavailable, "Phantom cannot reach Vault; retry later"},
 	{ReasonBodyTooLarge, http.StatusRequestEntityTooLarge, "the request body is too large"},
@@ -89,17 +81,21 @@ var proxyReasons = []struct {
 // out of scope, with a message that says nothing.
 const refusedMessage = "the request was refused"
 
+// reasonEntry is what the agent gets for one reason.
+type reasonEntry struct {
+	reason  string
+	status  int
+	message string
+}
+
 // Refusal returns the HTTP status and message the agent gets for a deny
 // reason, or for one of the proxy's own.
 func Refusal(reason string) (status int, message string) {
-	for _, r := range reasons {
-		if r.reason == reason {
-			return r.status, r.message
-		}
-	}
-	for _, r := range proxyReasons {
-		if r.reason == reason {
-			return r.status, r.message
+	for _, table := range [][]reasonEntry{reasons, proxyReasons} {
+		for _, r := range table {
+			if r.reason == reason {
+				return r.status, r.message
+			}
 		}
 	}
 	return http.StatusForbidden, refusedMessage
