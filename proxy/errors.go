@@ -29,6 +29,7 @@ var statusType = map[int]string{
 	http.StatusBadRequest:            errBadRequest,
 	http.StatusRequestTimeout:        errRequestTimeout,
 	http.StatusUnauthorized:          errUnauthorized,
+	http.StatusProxyAuthRequired:     errUnauthorized,
 	http.StatusForbidden:             errForbidden,
 	http.StatusMethodNotAllowed:      errMethodNotAllowed,
 	http.StatusRequestEntityTooLarge: errTooLarge,
@@ -60,9 +61,12 @@ func writeError(w http.ResponseWriter, status int, typ, reason, message, request
 	json.NewEncoder(w).Encode(errorBody{Error: errorDetail{Type: typ, Reason: reason, Message: message, RequestID: requestID}})
 }
 
-// refusal is a request the proxy answers itself, before anything is
-// forwarded: the steps of Server.admit return one, and Server.refuse turns
-// it into the response.
+// refusal is a request the proxy answers itself: each stage of the pipeline
+// may return one, and Server.refuse (or proxyError, once the upstream was
+// called) answers it. Its status is always the one table's for its reason
+// (internal/resolve/reason.go), but for two answers of the transport
+// itself: 405 to a method no route can have (CONNECT, TRACE) and 407 to
+// the forward listener's proxy credentials.
 type refusal struct {
 	status     int
 	reason     string // machine-readable: resolve.Reason* or the proxy's own
@@ -81,11 +85,20 @@ func refusalFor(reason string) *refusal {
 	return &refusal{status: status, reason: reason, message: message}
 }
 
+// refusalWith is the refusal of reason, with the table's status and a
+// message that says more than the table's.
+func refusalWith(reason, message string) *refusal {
+	ref := refusalFor(reason)
+	ref.message = message
+	return ref
+}
+
 // unvouched refuses a client whose unknown-token budget is spent
 // (unknown_limit.go) until wait has passed.
 func unvouched(wait time.Duration, message string) *refusal {
-	return &refusal{status: http.StatusTooManyRequests, reason: resolve.ReasonRateLimited, message: message,
-		retryAfter: strconv.Itoa(int(wait.Round(time.Second)/time.Second) + 1)}
+	ref := refusalWith(resolve.ReasonRateLimited, message)
+	ref.retryAfter = strconv.Itoa(int(wait.Round(time.Second)/time.Second) + 1)
+	return ref
 }
 
 // refuse answers ref. A refused client keeps no connection: idle
@@ -93,8 +106,19 @@ func unvouched(wait time.Duration, message string) *refusal {
 // A refused body is never read: the answer goes at once, rather than the
 // server waiting to drain a body that may never come.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec *auditRecord, ref *refusal) {
+	w.Header().Set("Connection", "close")
+	if r.ContentLength != 0 {
+		http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+	answer(w, rec, ref)
+}
+
+// answer writes ref as the agent sees it and records its reason: the one
+// place a refusal becomes a response.
+func answer(w http.ResponseWriter, rec *auditRecord, ref *refusal) {
 	rec.Reason = ref.reason
 	h := w.Header()
+	h.Set(requestIDHeader, rec.RequestID)
 	if ref.allow != "" {
 		h.Set("Allow", ref.allow)
 	}
@@ -104,9 +128,10 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec *auditRecord
 	if ref.retryAfterMS != "" {
 		h.Set("Retry-After-Ms", ref.retryAfterMS)
 	}
-	h.Set("Connection", "close")
-	if r.ContentLength != 0 {
-		http.NewResponseController(w).SetReadDeadline(time.Now())
+	if ref.status == http.StatusProxyAuthRequired {
+		// The forward listener's 401 for the proxy hop: curl, git and
+		// requests then report a proxy authentication failure.
+		h.Set("Proxy-Authenticate", `Basic realm="phantom"`)
 	}
 	writeError(w, ref.status, statusType[ref.status], ref.reason, ref.message, rec.RequestID)
 }

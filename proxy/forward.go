@@ -27,7 +27,7 @@ import (
 // names; anything else is refused before any byte goes out. It then
 // answers the CONNECT itself, terminates TLS with a leaf certificate its CA
 // (forward_ca.go) signs for that host, and serves the requests inside the
-// tunnel with Server.ServeHTTP, exactly as on the reverse-proxy listener,
+// tunnel with the same pipeline (Server.serve), exactly as on the reverse-proxy listener,
 // with two rules more (admit): the request's Host must be the tunnel's, and
 // the resolved grant's upstream must be the tunnel's origin. No byte goes
 // to any upstream before both hold, so a tunnel is never blind: it reaches
@@ -41,7 +41,7 @@ const reasonOriginNotAllowed = resolve.ReasonOriginNotAllowed
 // form the engine compares (internal/origin).
 func parseConnectTarget(authority string) (origin.Origin, error) { return origin.Parse(authority) }
 
-// tunnel is one CONNECT tunnel, carried in the context of each request
+// tunnel is one CONNECT tunnel, handed to the pipeline with each request
 // inside it.
 type tunnel struct {
 	origin    origin.Origin
@@ -49,13 +49,20 @@ type tunnel struct {
 	connectID string // the CONNECT's audit request_id, named by each request inside
 }
 
+// tunnelKey carries a tunnel from its connection (ConnContext) to the
+// inner server's handler, which hands it to the pipeline.
 type tunnelKey struct{}
 
-// tunnelFrom is the tunnel r came through; nil on the reverse-proxy
-// listener, where the methods below change nothing.
-func tunnelFrom(r *http.Request) *tunnel {
+// serveInTunnel serves a request that came through a tunnel. The methods
+// below take a nil tunnel (the reverse-proxy listener) and change nothing.
+func (f *forwardProxy) serveInTunnel(w http.ResponseWriter, r *http.Request) {
 	t, _ := r.Context().Value(tunnelKey{}).(*tunnel)
-	return t
+	if t == nil {
+		// Only tunnel connections reach the inner server.
+		f.s.refuse(w, r, &auditRecord{RequestID: newRequestID()}, refusalFor(resolve.ReasonBadRequest))
+		return
+	}
+	f.s.serve(w, r, t)
 }
 
 // checkHost refuses a request whose Host is not its tunnel's: a client may
@@ -69,8 +76,7 @@ func (t *tunnel) checkHost(r *http.Request) *refusal {
 		h += ":443"
 	}
 	if o, err := parseConnectTarget(h); err != nil || o != t.origin {
-		return &refusal{status: http.StatusForbidden, reason: reasonOriginNotAllowed,
-			message: "the request's Host is not the host and port of its CONNECT tunnel"}
+		return refusalWith(resolve.ReasonOriginNotAllowed, "the request's Host is not the host and port of its CONNECT tunnel")
 	}
 	return nil
 }
@@ -101,12 +107,10 @@ func (t *tunnel) checkOrigin(g *Grant) *refusal {
 	}
 	o, err := origin.OfURL(g.Upstream)
 	if err != nil && !errors.Is(err, origin.ErrBasePath) || o != t.origin {
-		return &refusal{status: http.StatusForbidden, reason: reasonOriginNotAllowed,
-			message: "the token's route does not send requests to this tunnel's host and port (https only)"}
+		return refusalWith(resolve.ReasonOriginNotAllowed, "the token's route does not send requests to this tunnel's host and port (https only)")
 	}
 	if err != nil {
-		return &refusal{status: http.StatusForbidden, reason: reasonOriginNotAllowed,
-			message: "the token's route has an upstream with a base path, which forward-proxy mode does not serve: use the reverse-proxy listener, or a route whose upstream is the bare origin"}
+		return refusalWith(resolve.ReasonOriginNotAllowed, "the token's route has an upstream with a base path, which forward-proxy mode does not serve: use the reverse-proxy listener, or a route whose upstream is the bare origin")
 	}
 	return nil
 }
@@ -151,7 +155,7 @@ func proxyAuthToken(h http.Header) (string, error) {
 
 // forwardProxy is the forward listener: an http.Server that answers CONNECT
 // and hands each tunnel, once TLS is up, to a second http.Server (inner) that
-// serves the requests inside tunnels with Server.ServeHTTP.
+// serves the requests inside tunnels with the same pipeline (serveInTunnel).
 type forwardProxy struct {
 	s       *Server
 	outer   *http.Server
@@ -173,7 +177,7 @@ func (s *Server) newForwardProxy(ln net.Listener) *forwardProxy {
 	f := &forwardProxy{s: s, tunnels: newTunnelListener(ln.Addr()), pending: map[net.Conn]struct{}{},
 		refusedOrigins: newTTLCache[string, struct{}](maxRefusedOrigins, refusedOriginAge)}
 	f.outer = s.httpServer(http.HandlerFunc(f.connect))
-	f.inner = s.httpServer(s)
+	f.inner = s.httpServer(http.HandlerFunc(f.serveInTunnel))
 	// HTTP/1.1 only: h2 is declined in ALPN, and an empty TLSNextProto keeps
 	// the server from ever switching.
 	f.inner.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
@@ -234,40 +238,30 @@ func (f *forwardProxy) connect(w http.ResponseWriter, r *http.Request) {
 		s.metrics.request(rec.Route, rec.Decision, status)
 	}
 	refuse := func(ref *refusal) {
-		w.Header().Set("X-Phantom-Request-Id", rec.RequestID)
-		if ref.status == http.StatusProxyAuthRequired {
-			// 407 is the forward listener's alone: a 401 for the proxy hop.
-			rec.Reason = ref.reason
-			w.Header().Set("Proxy-Authenticate", `Basic realm="phantom"`)
-			w.Header().Set("Connection", "close")
-			writeError(w, ref.status, errUnauthorized, ref.reason, ref.message, rec.RequestID)
-		} else {
-			s.refuse(w, r, rec, ref)
-		}
+		s.refuse(w, r, rec, ref)
 		done(ref.status)
 	}
 	if r.Method != http.MethodConnect {
-		refuse(&refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest,
-			message: "this is Phantom's forward-proxy listener: it takes CONNECT only (send https:// URLs through HTTPS_PROXY, or use the reverse-proxy listener with a base URL)"})
+		refuse(refusalWith(resolve.ReasonBadRequest, "this is Phantom's forward-proxy listener: it takes CONNECT only (send https:// URLs through HTTPS_PROXY, or use the reverse-proxy listener with a base URL)"))
 		return
 	}
 	if _, _, ok := token.Find(r.RequestURI); ok {
 		// A token pasted as the host: refused before it is folded to lower
 		// case, where Redact would no longer know it, and never recorded.
-		refuse(&refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest,
-			message: "the CONNECT target holds a phantom token: put the token in the proxy credentials or the request, never in the host"})
+		refuse(refusalWith(resolve.ReasonBadRequest, "the CONNECT target holds a phantom token: put the token in the proxy credentials or the request, never in the host"))
 		return
 	}
 	target, err := parseConnectTarget(r.RequestURI)
 	if err != nil {
-		refuse(&refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest, message: err.Error()})
+		refuse(refusalWith(resolve.ReasonBadRequest, err.Error()))
 		return
 	}
 	rec.Path = target.String()
 	tok, err := proxyAuthToken(r.Header)
 	if err != nil {
-		refuse(&refusal{status: http.StatusProxyAuthRequired, reason: resolve.ReasonUnknownToken,
-			message: "the proxy credentials are not a phantom token: use HTTPS_PROXY=http://phantom:<token>@host:port, or none and the token in each request"})
+		ref := refusalWith(resolve.ReasonUnknownToken, "the proxy credentials are not a phantom token: use HTTPS_PROXY=http://phantom:<token>@host:port, or none and the token in each request")
+		ref.status = http.StatusProxyAuthRequired // the 401 of the proxy hop
+		refuse(ref)
 		return
 	}
 	if ref := f.admitTunnel(r, rec, target, tok); ref != nil { // forward_tunnel.go

@@ -68,7 +68,7 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 		s.unknownTokens.resolved(tk)
 		return nil
 	}
-	status, message := resolve.Refusal(a.Reason)
+	ref := refusalFor(a.Reason)
 	switch {
 	case tok == "":
 		// Kept: no credential at all. Remembered when it is the origin's
@@ -76,7 +76,7 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 		if a.Reason == resolve.ReasonOriginNotAllowed {
 			f.refusedOrigins.Add(key, struct{}{})
 		}
-	case status == http.StatusUnauthorized:
+	case ref.status == http.StatusUnauthorized:
 		// Kept: the token is unknown or dead, no credential either, and
 		// no longer passes the limit as one allowed lately.
 		s.unknownTokens.forget(tk)
@@ -84,14 +84,14 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 		giveBack() // a live token, out of its scope here
 	}
 	switch {
-	case status == http.StatusUnauthorized:
+	case ref.status == http.StatusUnauthorized:
 		// The proxy credentials are a dead token: 407 names them, so
 		// curl, git and requests report a proxy authentication failure
 		// (git also drops stored proxy credentials) rather than a 401 the
 		// tunnel never reached.
-		status = http.StatusProxyAuthRequired
+		ref.status = http.StatusProxyAuthRequired
 	case a.Reason == resolve.ReasonOriginNotAllowed && tok != "":
-		message = "the phantom token's route does not lead to this host and port (https, no base path): CONNECT to the route's own origin"
+		ref.message = "the phantom token's route does not lead to this host and port (https, no base path): CONNECT to the route's own origin"
 	}
-	return &refusal{status: status, reason: a.Reason, message: message}
+	return ref
 }

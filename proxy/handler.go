@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -17,8 +16,9 @@ import (
 	"github.com/phantomvault/phantom/internal/token"
 )
 
-// exchange is the state of one proxied request, shared by ServeHTTP and the
-// ReverseProxy hooks (reverse_proxy.go) through the request context.
+// exchange is the state of one admitted request, handed to each stage after
+// the decision: the limits, the request's own ReverseProxy and its hooks
+// (reverse_proxy.go), the settlement.
 type exchange struct {
 	grant         *Grant
 	token         string
@@ -35,20 +35,23 @@ type exchange struct {
 	meterState                // charging and settling under LLM limits (usage_settle.go)
 }
 
-type exchangeKey struct{}
-
 // requestIDHeader carries the audit record's request id to the agent.
 const requestIDHeader = "X-Phantom-Request-Id"
 
-func exchangeFrom(r *http.Request) *exchange {
-	ex, _ := r.Context().Value(exchangeKey{}).(*exchange)
-	return ex
-}
+// ServeHTTP serves a request on the reverse-proxy listener.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serve(w, r, nil) }
 
-// ServeHTTP admits a request (every check, in order, in admit), answers a
-// refusal itself (refuse), or forwards it; either way it writes one audit
-// record and counts it.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// serve takes a request through the pipeline, each stage handing the next
+// what it found:
+//
+//	admit (target, token, client) -> decide (the engine's decision)
+//	-> limits (check the body, plan metering) -> forward (inject, scrub)
+//	-> settle -> audit
+//
+// A refusal at any stage is answered in one place (refuse). tun is the
+// forward-proxy tunnel the request came through, nil on the reverse-proxy
+// listener.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, tun *tunnel) {
 	start := time.Now()
 	rec := &auditRecord{
 		Time:       start.UTC(),
@@ -73,13 +76,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.metrics.request(rec.Route, rec.Decision, rec.Status)
 	}()
 
-	ex, ref := s.admit(r, rec)
+	adm, ref := s.admit(r, tun, rec)
+	var g *Grant
+	if ref == nil {
+		g, ref = s.decide(r, rec, adm)
+	}
+	var ex *exchange
+	if ref == nil {
+		ex, ref = s.begin(adm, g, tun, rec)
+	}
 	if ref != nil {
 		s.refuse(sw, r, rec, ref)
 		return
 	}
 	body = s.requestBody(sw, r, ex)
-	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
+	out := r.WithContext(r.Context()) // a shallow copy, to carry the admitted body
 	out.Body = body
 	if ex.grant.Limits != nil {
 		// Whatever happens from here on, what the request spent is charged
@@ -97,17 +108,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			out = out.WithContext(ctx)
 		}
 	}
-	s.rp.ServeHTTP(sw, out) // reverse_proxy.go
+	s.reverseProxy(ex).ServeHTTP(sw, out) // reverse_proxy.go
 }
 
-// admit runs every check a request must pass before it is forwarded, in
-// order, and returns the first refusal. It fills rec as it learns.
-func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) {
+// admission is what admit found of a request the engine is to decide on.
+type admission struct {
+	path     string // exactly as received: what is resolved is what is forwarded
+	rawQuery string
+	token    string
+	key      tokenKey // the token's digest, for the unknown-token limit
+	clientIP string
+	// settleCharge settles the unit of the unknown-token limit charged for
+	// the resolve: given back (true) or kept.
+	settleCharge func(giveBack bool)
+}
+
+// admit runs every check a request must pass before the engine is asked,
+// in order, and returns the first refusal. It fills rec as it learns.
+func (s *Server) admit(r *http.Request, tun *tunnel, rec *auditRecord) (*admission, *refusal) {
 	path, rawQuery, ref := s.checkPath(r, rec)
 	if ref != nil {
 		return nil, ref
 	}
-	tun := tunnelFrom(r) // forward.go; nil on the reverse-proxy listener
 	if tun != nil {
 		rec.Tunnel = tun.connectID
 	}
@@ -115,9 +137,9 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 		return nil, ref
 	}
 	if err := checkBodyShape(r); err != nil {
-		return nil, &refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest, message: err.Error()}
+		return nil, refusalWith(resolve.ReasonBadRequest, err.Error())
 	}
-	tok, ref := s.findToken(r, rawQuery)
+	tok, ref := s.findToken(r, tun, rawQuery)
 	if ref != nil {
 		return nil, ref
 	}
@@ -140,28 +162,40 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 		settle(true)
 		return nil, refusalFor(resolve.ReasonBodyTooLarge)
 	}
-	d, ref := s.decide(r, rec, ResolveRequest{Token: tok, Method: r.Method, Path: path, ClientIP: ip})
+	return &admission{path: path, rawQuery: rawQuery, token: tok, key: key, clientIP: ip, settleCharge: settle}, nil
+}
+
+// decide has the engine decide on an admitted request and settles the
+// unit of the unknown-token limit the resolve was charged.
+func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Grant, *refusal) {
+	d, ref := s.resolve(r, rec, ResolveRequest{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP})
 	// Unknown or dead (a 401): no credential, so its unit stays spent; a
 	// token dead for good is answered again without a call. Anything else
 	// (a live token, or no answer) gives the unit back.
-	settle(ref == nil || ref.status != http.StatusUnauthorized)
+	adm.settleCharge(ref == nil || ref.status != http.StatusUnauthorized)
 	if ref != nil {
 		if ref.status == http.StatusUnauthorized {
-			s.unknownTokens.died(key, ref.reason, rec.Route, rec.Accessor)
+			s.unknownTokens.died(adm.key, ref.reason, rec.Route, rec.Accessor)
 		}
 		return nil, ref
 	}
-	s.unknownTokens.resolved(key)
+	s.unknownTokens.resolved(adm.key)
+	return d.Grant, nil
+}
+
+// begin makes the exchange of an allowed request, once a tunnel's origin
+// is found to be the grant's.
+func (s *Server) begin(adm *admission, g *Grant, tun *tunnel, rec *auditRecord) (*exchange, *refusal) {
 	ex := &exchange{
-		grant:    d.Grant,
-		token:    tok,
-		path:     path,
-		rawQuery: rawQuery,
-		scrub:    s.scrubbers.forGrant(d.Grant),
+		grant:    g,
+		token:    adm.token,
+		path:     adm.path,
+		rawQuery: adm.rawQuery,
+		scrub:    s.scrubbers.forGrant(g),
 		rec:      rec,
 	}
-	if ref := tun.checkOrigin(d.Grant); ref != nil {
-		if d.Grant.Limits != nil {
+	if ref := tun.checkOrigin(g); ref != nil {
+		if g.Limits != nil {
 			s.settle(ex) // refused, so nothing spent: only the settlement
 		}
 		return nil, ref
@@ -177,39 +211,40 @@ func (s *Server) checkPath(r *http.Request, rec *auditRecord) (path, rawQuery st
 	if err != nil {
 		rec.Path = token.Redact(strings.ToValidUTF8(r.URL.EscapedPath(), "?"))
 		if errors.Is(err, errMethod) {
-			return "", "", &refusal{status: http.StatusMethodNotAllowed, reason: resolve.ReasonMethodNotAllowed, message: err.Error(),
-				allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"}
+			ref := refusalWith(resolve.ReasonMethodNotAllowed, err.Error())
+			// 405, not the table's 403: no route can have this method.
+			ref.status, ref.allow = http.StatusMethodNotAllowed, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+			return "", "", ref
 		}
-		return "", "", &refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest, message: err.Error()}
+		return "", "", refusalWith(resolve.ReasonBadRequest, err.Error())
 	}
 	rec.Path = path
 	if _, _, ok := token.Find(path); ok {
 		rec.Path = token.Redact(path)
-		return "", "", &refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest,
-			message: "a phantom token belongs in a header or a query parameter, never in the path"}
+		return "", "", refusalWith(resolve.ReasonBadRequest, "a phantom token belongs in a header or a query parameter, never in the path")
 	}
 	return path, rawQuery, nil
 }
 
 // findToken finds the one phantom token of the request (extract.go).
-func (s *Server) findToken(r *http.Request, rawQuery string) (string, *refusal) {
+func (s *Server) findToken(r *http.Request, tun *tunnel, rawQuery string) (string, *refusal) {
 	tok, err := s.finder.find(r.Header, rawQuery)
 	if err == nil && otherTokenIn(rawQuery, tok) {
 		err = errTwoTokens // one the finder does not look at would go upstream
 	}
-	tok, err = tunnelFrom(r).tokenFor(tok, err) // a CONNECT's proxy credentials
+	tok, err = tun.tokenFor(tok, err) // a CONNECT's proxy credentials
 	switch {
 	case errors.Is(err, errTwoTokens), errors.Is(err, errBadEncoding):
-		return "", &refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest, message: err.Error()}
+		return "", refusalWith(resolve.ReasonBadRequest, err.Error())
 	case err != nil:
-		return "", &refusal{status: http.StatusUnauthorized, reason: resolve.ReasonUnknownToken, message: err.Error()}
+		return "", refusalWith(resolve.ReasonUnknownToken, err.Error())
 	}
 	return tok, nil
 }
 
-// decide asks the engine, through the resolver, whether req may be made.
+// resolve asks the engine, through the resolver, whether req may be made.
 // Without a decision the proxy fails closed.
-func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (*Decision, *refusal) {
+func (s *Server) resolve(r *http.Request, rec *auditRecord, req ResolveRequest) (*Decision, *refusal) {
 	resolveStart := time.Now()
 	d, err := s.resolver.Resolve(r.Context(), req)
 	if err == nil && !d.Allowed && d.Reason == resolve.ReasonBudgetPending && s.usage.awaitSettled(r.Context(), d.Accessor) {

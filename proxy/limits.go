@@ -116,7 +116,7 @@ func unmeasurable(r *http.Request, path string) *refusal {
 // limitRefusal refuses with one of the engine's reasons, as if the engine
 // had denied: the proxy decides these from the answer's Limits.
 func badBody(message string) *refusal {
-	return &refusal{status: http.StatusBadRequest, reason: resolve.ReasonBadRequest, message: message}
+	return refusalWith(resolve.ReasonBadRequest, message)
 }
 
 // bodyReadRefusal answers a body that could not be read whole, as

@@ -128,7 +128,6 @@ func checkEndpoint(r *http.Request, ex *exchange) *refusal {
 	if l.MaxOutputTokens == 0 && l.BudgetRemaining == nil {
 		return nil
 	}
-	return &refusal{status: http.StatusForbidden, reason: resolve.ReasonPathNotAllowed,
-		message: "this endpoint cannot be capped and metered under the phantom token's LLM limits: only POST to the " +
-			l.UsageFormat + " API's generation, embedding and token-counting endpoints is allowed"}
+	return refusalWith(resolve.ReasonPathNotAllowed, "this endpoint cannot be capped and metered under the phantom token's LLM limits: only POST to the "+
+		l.UsageFormat+" API's generation, embedding and token-counting endpoints is allowed")
 }

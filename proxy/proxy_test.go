@@ -617,7 +617,7 @@ func TestUpstreamFailures(t *testing.T) {
 		}))
 		t.Cleanup(up.Close)
 		p := newTestProxy(t, up.URL, nil)
-		p.srv.rp = p.srv.newReverseProxy(newUpstreamTransport(Config{UpstreamTimeout: 100 * time.Millisecond, DialTimeout: time.Second}))
+		p.srv.upstream = newUpstreamTransport(Config{UpstreamTimeout: 100 * time.Millisecond, DialTimeout: time.Second})
 		resp, body := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token})
 		wantError(t, resp, body, 504, errUpstreamTimeout)
 	})

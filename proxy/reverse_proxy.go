@@ -17,26 +17,31 @@ import (
 	"github.com/phantomvault/phantom/internal/resolve"
 )
 
-// newReverseProxy forwards with Rewrite, never Director: hop-by-hop headers
-// named by the client are removed before the credential is injected
-// (golang/go#50580).
-func (s *Server) newReverseProxy(transport http.RoundTripper) *httputil.ReverseProxy {
+// reverseProxy forwards one admitted request. Each request gets its own,
+// its hooks bound to its exchange: nothing is looked up again from the
+// request's context. It forwards with Rewrite, never Director: hop-by-hop
+// headers named by the client are removed before the credential is
+// injected (golang/go#50580).
+func (s *Server) reverseProxy(ex *exchange) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:   s.rewrite,
-		Transport: transport,
+		Rewrite:   func(pr *httputil.ProxyRequest) { s.rewrite(pr, ex) },
+		Transport: interimScrubber{next: s.upstream, ex: ex},
 		// Zero: ReverseProxy flushes SSE and bodies of unknown length (chunked)
 		// at once, and writes a body of known length in one go rather than
 		// as separate header, body and trailer writes.
 		FlushInterval:  0,
-		ModifyResponse: s.modifyResponse,
+		ModifyResponse: func(resp *http.Response) error { return s.modifyResponse(resp, ex) },
 		BufferPool:     s.buffers,
-		ErrorHandler:   s.proxyError,
-		// Its messages quote upstream bytes ("malformed MIME header: ...")
-		// that may hold the credential, and it logs for no request: only
-		// the message's own words are kept.
-		ErrorLog: log.New(withheldDetail{s.log}, "", 0),
+		ErrorHandler:   func(w http.ResponseWriter, _ *http.Request, err error) { s.proxyError(w, ex, err) },
+		ErrorLog:       s.reverseProxyLog,
 	}
 }
+
+// withheldDetailLog is ReverseProxy's error log. Its messages quote
+// upstream bytes ("malformed MIME header: ...") that may hold the
+// credential, and it logs for no request: only the message's own words
+// are kept.
+func withheldDetailLog(l hclog.Logger) *log.Logger { return log.New(withheldDetail{l}, "", 0) }
 
 // withheldDetail logs a ReverseProxy message up to the first ": " after
 // its "httputil: " prefix, which is where Go's own words end and the
@@ -65,8 +70,7 @@ func (p *bufferPool) Put(b []byte) { p.pool.Put((*[32 << 10]byte)(b)) }
 
 // rewrite makes the upstream request: the token and the never-forwarded
 // headers out (extract.go, upstream_guard.go), the credential in (inject.go).
-func (s *Server) rewrite(pr *httputil.ProxyRequest) {
-	ex := exchangeFrom(pr.In)
+func (s *Server) rewrite(pr *httputil.ProxyRequest, ex *exchange) {
 	out, g := pr.Out, ex.grant
 
 	rawQuery := stripToken(out.Header, ex.rawQuery, ex.token)
@@ -86,8 +90,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 
 // modifyResponse makes the upstream's answer readable (upstream_guard.go)
 // and scrubs every form of the credential from it (scrub.go).
-func (s *Server) modifyResponse(resp *http.Response) error {
-	ex := exchangeFrom(resp.Request)
+func (s *Server) modifyResponse(resp *http.Response, ex *exchange) error {
 	s.metrics.upstreamDone(ex.grant.Route, ex.upstreamStart)
 	ex.rec.UpstreamStatus = resp.StatusCode
 	if err := readableResponse(resp); err != nil {
@@ -114,8 +117,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 // proxyError answers a forwarded request that failed: the upstream could
 // not be reached or answered what Phantom does not pass on, or the agent's
 // body was too large, named a method override or stalled.
-func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	ex := exchangeFrom(r)
+func (s *Server) proxyError(w http.ResponseWriter, ex *exchange, err error) {
 	ref := refusalFor(resolve.ReasonUpstreamError)
 	var netErr net.Error
 	switch {
@@ -134,7 +136,7 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 			w.Header().Set("Connection", "close") // what is left of the body is not read
 		}
 	}
-	ex.rec.Decision, ex.rec.Reason = "error", ref.reason
+	ex.rec.Decision = "error"
 	// Sent whole and never answered (or answered what is not passed on):
 	// the upstream may have spent, unread (usage_settle.go).
 	ex.lost = ex.sent.Load()
@@ -142,5 +144,5 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	// holds the credential, and what the upstream sent (scrub.go LogText).
 	s.log.Warn("upstream request failed", "route", ex.grant.Route, "accessor", ex.grant.Accessor,
 		"request_id", ex.rec.RequestID, "error", ex.scrub.LogText(err.Error()))
-	writeError(w, ref.status, statusType[ref.status], ref.reason, ref.message, ex.rec.RequestID)
+	answer(w, ex.rec, ref)
 }

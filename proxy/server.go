@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"time"
@@ -22,7 +23,10 @@ type Server struct {
 	finder   *tokenFinder
 	audit    *auditLog
 	metrics  *Metrics
-	rp       http.Handler
+	// upstream is the transport to every upstream; reverseProxyLog keeps
+	// ReverseProxy's own messages free of upstream bytes (reverse_proxy.go).
+	upstream        http.RoundTripper
+	reverseProxyLog *stdlog.Logger
 	// Caches whose lifetime is the server's: the scrubbers of recent
 	// credentials and ReverseProxy's copy buffers.
 	scrubbers *scrubberCache
@@ -85,7 +89,8 @@ func NewServer(cfg Config, resolver Resolver, m *Metrics, log hclog.Logger, opts
 		audit.Close()
 		return nil, err
 	}
-	s.rp = s.newReverseProxy(interimScrubber{next: transport})
+	s.upstream = transport
+	s.reverseProxyLog = withheldDetailLog(log)
 	if cfg.ForwardCAGenerate || cfg.ForwardCACert != "" {
 		if s.forwardCA, err = newForwardCA(cfg.ForwardCACert, cfg.ForwardCAKey, cfg.ForwardCAGenerate); err != nil {
 			audit.Close()

@@ -152,13 +152,13 @@ func (g *gunzipBody) Close() error { return g.src.Close() }
 // Early Hints). ReverseProxy relays those from a trace hook of its own,
 // before ModifyResponse ever sees a response. A hook added here, below
 // ReverseProxy, runs before ReverseProxy's, so what it relays is scrubbed.
-type interimScrubber struct{ next http.RoundTripper }
+type interimScrubber struct {
+	next http.RoundTripper
+	ex   *exchange
+}
 
 func (t interimScrubber) RoundTrip(req *http.Request) (*http.Response, error) {
-	ex := exchangeFrom(req)
-	if ex == nil {
-		return nil, errors.New("a request reached the upstream transport without a resolved exchange")
-	}
+	ex := t.ex
 	trace := &httptrace.ClientTrace{
 		Got1xxResponse: func(_ int, header textproto.MIMEHeader) error {
 			ex.scrub.Header(http.Header(header))
