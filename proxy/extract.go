@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/phantomvault/phantom/internal/reqpath"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -129,7 +130,7 @@ func stripToken(h http.Header, rawQuery, tok string) string {
 			}
 		}
 	}
-	return removeQueryParams(rawQuery, func(key, value string) bool { return strings.Contains(value, tok) })
+	return reqpath.DropQueryParams(rawQuery, func(key, value string) bool { return strings.Contains(value, tok) })
 }
 
 func containsBasicToken(name, value, tok string) bool {
@@ -142,22 +143,4 @@ func containsBasicToken(name, value, tok string) bool {
 	}
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(rest))
 	return err == nil && strings.Contains(string(raw), tok)
-}
-
-// removeQueryParams drops the pairs drop selects and keeps every other byte
-// of the raw query as it was.
-func removeQueryParams(rawQuery string, drop func(key, value string) bool) string {
-	if rawQuery == "" {
-		return ""
-	}
-	kept := make([]string, 0, strings.Count(rawQuery, "&")+1)
-	for pair := range strings.SplitSeq(rawQuery, "&") {
-		k, v, _ := strings.Cut(pair, "=")
-		key, _ := url.QueryUnescape(k)
-		val, _ := url.QueryUnescape(v)
-		if !drop(key, val) {
-			kept = append(kept, pair)
-		}
-	}
-	return strings.Join(kept, "&")
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/phantomvault/phantom/internal/reqpath"
 	"github.com/phantomvault/phantom/internal/resolve"
 )
 
@@ -27,7 +28,7 @@ func (g *Grant) inject(h http.Header, rawQuery string) string {
 	value := g.authValue()
 	switch g.AuthType {
 	case resolve.AuthQuery:
-		rawQuery = removeQueryParams(rawQuery, func(key, _ string) bool { return key == g.AuthName })
+		rawQuery = reqpath.DropQueryParams(rawQuery, func(key, _ string) bool { return key == g.AuthName })
 		if rawQuery != "" {
 			rawQuery += "&"
 		}
