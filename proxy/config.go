@@ -1,7 +1,3 @@
-// Package proxy is phantom-proxy: a thin, stateless reverse proxy that
-// resolves the phantom token of every request through Vault, swaps in the
-// real credential, forwards the call and scrubs the credential from whatever
-// comes back.
 package proxy
 
 import (

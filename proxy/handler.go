@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -283,21 +282,6 @@ func retryAfterHeaders(ms int64) (seconds, millis string) {
 		return "1", ""
 	}
 	return strconv.FormatInt(max((ms+999)/1000, 1), 10), strconv.FormatInt(ms, 10)
-}
-
-// requestBody is an admitted request's body, read only now: each read
-// bounded in time, a method override in it noted, its bytes counted.
-func (s *Server) requestBody(sw *statusWriter, r *http.Request, ex *exchange) *countingReader {
-	var reqBody io.ReadCloser = &stallReader{
-		ReadCloser: http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes),
-		rc:         http.NewResponseController(sw),
-		timeout:    s.cfg.BodyStallTimeout,
-		stalled:    &ex.bodyStalled,
-	}
-	if guarded := overrideGuard(r, reqBody, func() { ex.bodyOverride.Store(true) }); guarded != nil {
-		reqBody = guarded
-	}
-	return &countingReader{ReadCloser: reqBody}
 }
 
 // clientIP is the TCP peer: never a header a client could forge.

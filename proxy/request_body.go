@@ -9,31 +9,20 @@ import (
 	"time"
 )
 
-// statusWriter records the status and body size sent to the agent. Unwrap
-// lets http.ResponseController reach Flush for streaming.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	n      int64
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 { // 1xx responses are interim
-		w.status = code
+// requestBody is an admitted request's body, read only now: each read
+// bounded in time, a method override in it noted, its bytes counted.
+func (s *Server) requestBody(sw *statusWriter, r *http.Request, ex *exchange) *countingReader {
+	var reqBody io.ReadCloser = &stallReader{
+		ReadCloser: http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes),
+		rc:         http.NewResponseController(sw),
+		timeout:    s.cfg.BodyStallTimeout,
+		stalled:    &ex.bodyStalled,
 	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+	if guarded := overrideGuard(r, reqBody, func() { ex.bodyOverride.Store(true) }); guarded != nil {
+		reqBody = guarded
 	}
-	n, err := w.ResponseWriter.Write(b)
-	w.n += int64(n)
-	return n, err
+	return &countingReader{ReadCloser: reqBody}
 }
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // countingReader counts the request body bytes read, for the audit record.
 type countingReader struct {
