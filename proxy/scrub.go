@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/ttlcache"
 )
 
 // The scrubber masks every occurrence of a secret's forms with '*' of the
@@ -41,11 +42,11 @@ type scrubber struct {
 // request does not rebuild the patterns of its key. Entries expire, so a key
 // rotated away does not linger in memory.
 type scrubberCache struct {
-	lru *ttlCache[string, *scrubber]
+	lru *ttlcache.Cache[string, *scrubber]
 }
 
 func newScrubberCache() *scrubberCache {
-	return &scrubberCache{lru: newTTLCache[string, *scrubber](1024, 5*time.Minute)}
+	return &scrubberCache{lru: ttlcache.New[string, *scrubber](1024, 5*time.Minute)}
 }
 
 // forGrant returns the scrubber of g's credential as g injects it.

@@ -230,7 +230,7 @@ func (s *Server) sweepCaches(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.scrubbers.lru.sweep()
+			s.scrubbers.lru.Sweep()
 			s.unknownTokens.sweep()
 		}
 	}
