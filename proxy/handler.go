@@ -15,6 +15,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
+	"github.com/phantomvault/phantom/proxy/scrub"
 )
 
 // exchange is the state of one proxied request, shared by ServeHTTP and the
@@ -24,7 +25,7 @@ type exchange struct {
 	token         string
 	path          string // exactly as received and resolved
 	rawQuery      string
-	scrub         *scrubber
+	scrub         *scrub.Scrubber
 	rec           *auditRecord
 	upstreamStart time.Time
 	bodyStalled   atomic.Bool // the client stopped sending the request body
@@ -157,7 +158,7 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 		token:    tok,
 		path:     path,
 		rawQuery: rawQuery,
-		scrub:    s.scrubbers.forGrant(d.Grant),
+		scrub:    s.scrubbers.For(d.Grant.Credential, d.Grant.wires()...),
 		rec:      rec,
 	}
 	if ref := tun.checkOrigin(d.Grant); ref != nil {

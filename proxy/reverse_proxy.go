@@ -85,7 +85,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 }
 
 // modifyResponse makes the upstream's answer readable (upstream_guard.go)
-// and scrubs every form of the credential from it (scrub.go).
+// and scrubs every form of the credential from it (package scrub).
 func (s *Server) modifyResponse(resp *http.Response) error {
 	ex := exchangeFrom(resp.Request)
 	s.metrics.upstreamDone(ex.grant.Route, ex.upstreamStart)
@@ -139,7 +139,7 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	// the upstream may have spent, unread (usage_settle.go).
 	ex.lost = ex.sent.Load()
 	// Transport errors quote the upstream URL, which for query injection
-	// holds the credential, and what the upstream sent (scrub.go LogText).
+	// holds the credential, and what the upstream sent (Scrubber.LogText).
 	s.log.Warn("upstream request failed", "route", ex.grant.Route, "accessor", ex.grant.Accessor,
 		"request_id", ex.rec.RequestID, "error", ex.scrub.LogText(err.Error()))
 	writeError(w, ref.status, statusType[ref.status], ref.reason, ref.message, ex.rec.RequestID)

@@ -1,8 +1,9 @@
-package proxy
+package scrub
 
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -34,6 +35,55 @@ const (
 	// rewrites in practice); alternatives would make them unanchorable.
 	formExact
 )
+
+// formsOf lists the strings an upstream might echo the credential as. Text
+// forms are matched with every character other than a letter or digit
+// written in any way a mainstream encoder writes it (alts.go), so one form
+// stands for its JSON, percent, form and HTML encodings. Base64 forms are
+// the characters that only the secret's bytes determine, at each of the
+// three alignments the secret can have inside a larger encoded document, in
+// both alphabets.
+//
+// Text forms are the credential and the wires not EncodingsOnly. Hex, dump,
+// UTF-16/32 and base64 forms are made of the credential and every wire (an
+// upstream that base64-encodes or hex-dumps the request it received).
+//
+// Forms of a wire that holds the credential as it is ("Bearer <key>") are
+// dependent: every occurrence of one holds an occurrence of a form of the
+// credential (a byte-wise encoding holds the credential's encoding, a base64
+// one one of the credential's middles), so they are looked for only around
+// what the credential's forms found. Near-misses of the key then cost one
+// check, not one per string holding it.
+func formsOf(credential string, wires []Wire) []secretForm {
+	forms := []secretForm{{text: credential, kind: formText}}
+	type source struct {
+		s         string
+		dependent bool
+	}
+	encoded := []source{{credential, false}}
+	for _, w := range wires {
+		dep := strings.Contains(w.Value, credential)
+		encoded = append(encoded, source{w.Value, dep})
+		if !w.EncodingsOnly {
+			forms = append(forms, secretForm{text: w.Value, kind: formText, dependent: dep})
+		}
+	}
+	for _, src := range encoded {
+		var derived []secretForm
+		h := hex.EncodeToString([]byte(src.s))
+		derived = append(derived, secretForm{text: h, kind: formText}, secretForm{text: strings.ToUpper(h), kind: formText})
+		derived = append(derived, byteListForms(src.s)...)
+		derived = append(derived, unicodeForms(src.s)...)
+		for _, m := range base64Middles(src.s) {
+			derived = append(derived, secretForm{text: m, kind: formBase64})
+		}
+		for _, f := range derived {
+			f.dependent = src.dependent
+			forms = append(forms, f)
+		}
+	}
+	return forms
+}
 
 // minBase64Middle is the shortest base64 middle worth matching: 8
 // characters, 48 bits of the secret. Keys of 7 bytes or more have middles at

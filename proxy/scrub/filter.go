@@ -1,4 +1,4 @@
-package proxy
+package scrub
 
 import (
 	"cmp"
@@ -61,7 +61,7 @@ type pattern struct {
 
 type unit struct {
 	b   byte  // when set < 0: this byte and no other
-	set int16 // index into scrubber.sets: the character's alternatives
+	set int16 // index into Scrubber.sets: the character's alternatives
 }
 
 // span is an occurrence to mask: [start, end), with the base64 edges. pat
@@ -112,7 +112,7 @@ type anchorRef struct {
 }
 
 // compile turns forms into patterns and builds the filter.
-func (s *scrubber) compile(forms []secretForm) {
+func (s *Scrubber) compile(forms []secretForm) {
 	setOf := map[string]int16{}
 	for _, f := range forms {
 		if f.text == "" || s.hasForm(f) {
@@ -191,7 +191,7 @@ func (pt *pattern) runs() {
 
 // findBases gives each dependent pattern an independent one whose units it
 // holds; one that holds none is made independent.
-func (s *scrubber) findBases() {
+func (s *Scrubber) findBases() {
 	for d := range s.patterns {
 		dp := &s.patterns[d]
 		if !dp.dependent {
@@ -219,7 +219,7 @@ func indexUnits(units, sub []unit) int {
 	return -1
 }
 
-func (s *scrubber) hasForm(f secretForm) bool {
+func (s *Scrubber) hasForm(f secretForm) bool {
 	for _, g := range s.forms {
 		if g == f {
 			return true
@@ -235,7 +235,7 @@ const (
 
 // length is the byte length of units written in their shortest or longest
 // way.
-func (s *scrubber) length(units []unit, which int) int {
+func (s *Scrubber) length(units []unit, which int) int {
 	n := 0
 	for _, u := range units {
 		if u.set < 0 {
@@ -255,7 +255,7 @@ func (s *scrubber) length(units []unit, which int) int {
 
 // spellings lists the ways to write units, or nil if there are more than
 // maxSpells.
-func (s *scrubber) spellings(units []unit) []string {
+func (s *Scrubber) spellings(units []unit) []string {
 	out := []string{""}
 	for _, u := range units {
 		ways := s.ways(u)
@@ -275,7 +275,7 @@ func (s *scrubber) spellings(units []unit) []string {
 
 // ways lists every way to write a unit: each alternative with its
 // case-insensitive letters in every combination of cases.
-func (s *scrubber) ways(u unit) []string {
+func (s *Scrubber) ways(u unit) []string {
 	if u.set < 0 {
 		return []string{string(u.b)}
 	}
@@ -304,7 +304,7 @@ func (s *scrubber) ways(u unit) []string {
 // every stretch has more than maxSpells spellings, or the pattern is shorter
 // than want.
 // ways[k] is how many ways there are to write pt.units[k].
-func (s *scrubber) chooseAnchor(pt *pattern, ways []int, want int) (from, to int, spells []string, ok bool) {
+func (s *Scrubber) chooseAnchor(pt *pattern, ways []int, want int) (from, to int, spells []string, ok bool) {
 	best, bestText, bestFrom, bestTo := maxSpells+1, 0, 0, 0
 	for i := range pt.units {
 		n, count, j := 0, 1, i
@@ -359,7 +359,7 @@ func textLike(units []unit) int {
 // spellings costs (1+k)/(n-3) at worst. The step is set by the shortest
 // anchor. A pattern with no anchor of even 4 bytes (a key of 1 to 3 bytes)
 // goes to short, tried at every byte.
-func (s *scrubber) buildFilter() {
+func (s *Scrubber) buildFilter() {
 	type chosen struct {
 		pat    int
 		spells []string
@@ -481,7 +481,7 @@ type shortPattern struct {
 	first [256]bool
 }
 
-func (s *scrubber) shortPattern(pi int) shortPattern {
+func (s *Scrubber) shortPattern(pi int) shortPattern {
 	sp := shortPattern{pat: pi}
 	u := s.patterns[pi].units[0]
 	if u.set < 0 {
@@ -499,7 +499,7 @@ func (s *scrubber) shortPattern(pi int) shortPattern {
 
 // find appends to spans every occurrence of a pattern that lies in t.
 // Occurrences may repeat and overlap.
-func find[T text](s *scrubber, t T, spans []span) []span {
+func find[T text](s *Scrubber, t T, spans []span) []span {
 	f := &s.filter
 	if step := f.step; step > 0 {
 		bits := f.bits
@@ -527,7 +527,7 @@ func find[T text](s *scrubber, t T, spans []span) []span {
 // from the start of each occurrence of its base: forwards over the base and
 // what follows, backwards over what precedes. Only a real occurrence of the
 // credential leads here, never a near-miss.
-func findDependents[T text](s *scrubber, t T, spans []span) []span {
+func findDependents[T text](s *Scrubber, t T, spans []span) []span {
 	if len(s.dependents) == 0 {
 		return spans
 	}
@@ -550,7 +550,7 @@ func findDependents[T text](s *scrubber, t T, spans []span) []span {
 // verify checks a filter hit: the 4-gram w at i. Each anchor spelling
 // found there is extended forwards to the pattern's longest end and
 // backwards to every start it can have.
-func verify[T text](s *scrubber, t T, i int, w uint32, seen *verified, spans []span) []span {
+func verify[T text](s *Scrubber, t T, i int, w uint32, seen *verified, spans []span) []span {
 	for _, ref := range s.filter.lookup(w) {
 		a := i - int(ref.off)
 		if a < 0 || a+8 <= len(t) && le64(t, a)&ref.headMask != ref.head {
@@ -593,7 +593,7 @@ func (v *verified) again(spell int32, a int) bool {
 
 // matchBack appends an occurrence of pattern pi ending at end for every
 // start from which its units[:from] lead to a.
-func matchBack[T text](s *scrubber, pi, from int, t T, a, end int, spans []span) []span {
+func matchBack[T text](s *Scrubber, pi, from int, t T, a, end int, spans []span) []span {
 	pt := &s.patterns[pi]
 	var bufA, bufB [8]int
 	cur, next := append(bufA[:0], a), bufB[:0]
@@ -634,7 +634,7 @@ func matchBack[T text](s *scrubber, pi, from int, t T, a, end int, spans []span)
 }
 
 // matchFrom appends the occurrence of pattern pi starting at p, if any.
-func matchFrom[T text](s *scrubber, t T, pi, p int, spans []span) []span {
+func matchFrom[T text](s *Scrubber, t T, pi, p int, spans []span) []span {
 	pt := &s.patterns[pi]
 	end := matchUnits(s, pt, 0, t, p)
 	if end < 0 {
@@ -644,7 +644,7 @@ func matchFrom[T text](s *scrubber, t T, pi, p int, spans []span) []span {
 }
 
 // unitEndsAt reports whether u can be written just before q.
-func unitEndsAt[T text](s *scrubber, u unit, t T, q int) bool {
+func unitEndsAt[T text](s *Scrubber, u unit, t T, q int) bool {
 	if q == 0 {
 		return false
 	}
@@ -672,7 +672,7 @@ func appendSpan[T text](spans []span, t T, pt *pattern, pi, p, end int) []span {
 // matchUnits returns where the longest occurrence of units starting at p
 // ends, or -1. A raw '%', '&' or '\' is a prefix of its own escapes, so
 // several ends may be alive at once: they are tracked as a set.
-func matchUnits[T text](s *scrubber, pt *pattern, k int, t T, p int) int {
+func matchUnits[T text](s *Scrubber, pt *pattern, k int, t T, p int) int {
 	var bufA, bufB [8]int
 	cur, next := append(bufA[:0], p), bufB[:0]
 	for k < len(pt.units) {
@@ -728,7 +728,7 @@ type altIndex struct{ first, last [256]uint64 }
 
 func newAltIndex(alts []alt) *altIndex {
 	if len(alts) > 64 {
-		panic("scrubber: a character has more than 64 alternatives")
+		panic("scrub: a character has more than 64 alternatives")
 	}
 	x := &altIndex{}
 	for i, a := range alts {

@@ -1,4 +1,4 @@
-package proxy
+package scrub
 
 import (
 	"io"
@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/ttlcache"
 )
 
@@ -15,7 +14,24 @@ import (
 // same length, so Content-Length stays true.
 const maskByte = '*'
 
-type scrubber struct {
+// A Wire is a string that carries the credential as the proxy sends it upstream
+// (the credential itself, "Bearer <key>", a query-escaped value, basic auth's base64...).
+type Wire struct {
+	Value string
+	// EncodingsOnly: only Value's byte encodings (hex, base64 middles, dumps, UTF-16/32) are
+	// matched, not its text (basic auth's base64: an upstream may hex-dump the request it got).
+	EncodingsOnly bool
+	// MaxLen bounds len(Value) from the credential's length alone (0 means len(Value)), so that
+	// how much a body holds back never depends on the credential's bytes.
+	MaxLen int
+}
+
+// maxLen is the bound on len(w.Value) that the hold is computed from.
+func (w Wire) maxLen() int { return max(w.MaxLen, len(w.Value)) }
+
+// A Scrubber masks a credential and the wires that carry it, in every form
+// an upstream may echo them in. It is safe for concurrent use.
+type Scrubber struct {
 	forms    []secretForm
 	patterns []pattern // one per form
 	sets     [][]alt   // alternatives of the non-alphanumeric characters in the forms
@@ -33,63 +49,34 @@ type scrubber struct {
 	// nlSafe: no form can contain '\n', so a read that ends in '\n' cannot
 	// end inside one.
 	nlSafe bool
-	// folded is the first form (the credential) in lower case: header
-	// names are canonicalised, which changes their case.
+	// folded is the credential in lower case: header names are
+	// canonicalised, which changes their case.
 	folded string
 }
 
-// scrubberCache keeps the scrubbers of recently used credentials, so a
-// request does not rebuild the patterns of its key. Entries expire, so a key
-// rotated away does not linger in memory.
-type scrubberCache struct {
-	lru *ttlcache.Cache[string, *scrubber]
-}
-
-func newScrubberCache() *scrubberCache {
-	return &scrubberCache{lru: ttlcache.New[string, *scrubber](1024, 5*time.Minute)}
-}
-
-// forGrant returns the scrubber of g's credential as g injects it.
-func (c *scrubberCache) forGrant(g *Grant) *scrubber {
-	key := g.AuthType + "\x00" + g.AuthFormat + "\x00" + g.Credential
-	if s, ok := c.lru.Get(key); ok {
-		return s
-	}
-	s := newScrubber(g.secretForms(), holdFor(g))
-	c.lru.Add(key, s)
+// New returns the scrubber of credential as the proxy sends it in wires.
+func New(credential string, wires ...Wire) *Scrubber {
+	s := &Scrubber{nlSafe: true, folded: strings.ToLower(credential)}
+	s.compile(formsOf(credential, wires))
+	s.hold = max(holdFor(credential, wires), s.maxLen-1, 0)
 	return s
 }
 
-// purge forgets every credential's scrubber.
-func (c *scrubberCache) purge() { c.lru.Purge() }
-
-func newScrubber(forms []secretForm, hold int) *scrubber {
-	s := &scrubber{nlSafe: true}
-	if len(forms) > 0 {
-		s.folded = strings.ToLower(forms[0].text)
+// holdFor bounds the longest occurrence of any form, less one, from the
+// lengths of the credential and the wires alone: a character is written in
+// at most maxAltPerByte bytes per byte; a base64 middle of n bytes has at
+// most 4n/3+1 characters, and one more on each side is masked. So the tail
+// a body holds back tells nothing of the credential's bytes.
+func holdFor(credential string, wires []Wire) int {
+	text, encoded := len(credential), len(credential)
+	for _, w := range wires {
+		encoded = max(encoded, w.maxLen())
+		if !w.EncodingsOnly {
+			text = max(text, w.maxLen())
+		}
 	}
-	s.compile(forms)
-	s.hold = max(hold, s.maxLen-1, 0)
-	return s
-}
-
-// holdFor bounds the longest occurrence of any of g's forms, less one, from
-// the lengths of its credential and injected value alone: a character is
-// written in at most maxAltPerByte bytes per byte; a base64 middle of n
-// bytes has at most 4n/3+1 characters, and one more on each side is masked.
-// So the tail a body holds back tells nothing of the credential's bytes.
-func holdFor(g *Grant) int {
-	c, v := len(g.Credential), len(g.authValue())
-	encoded := max(c, v)
-	switch g.AuthType {
-	case resolve.AuthQuery:
-		encoded = max(encoded, 3*v) // url.QueryEscape writes a byte in at most 3
-	case resolve.AuthBasic:
-		encoded = max(encoded, (v+2)/3*4)
-	}
-	text := maxAltPerByte * max(c, v)
 	b64 := maxAltPerByte*(4*encoded/3+1) + 2*maxAltPerByte
-	return max(text, b64) - 1
+	return max(maxAltPerByte*text, b64) - 1
 }
 
 // mask overwrites b[from:to] with maskByte.
@@ -100,7 +87,7 @@ func mask(b []byte, from, to int) {
 }
 
 // String returns v with every form masked.
-func (s *scrubber) String(v string) string {
+func (s *Scrubber) String(v string) string {
 	var buf [4]span
 	spans := find(s, v, buf[:0])
 	if len(spans) == 0 {
@@ -117,7 +104,7 @@ func (s *scrubber) String(v string) string {
 // upstream sent with %q, which rewrites the bytes (a NUL as \x00, every
 // backslash doubled), so a quoted part is read back and withheld whole if
 // it holds a form; what remains is masked as any text.
-func (s *scrubber) LogText(msg string) string {
+func (s *Scrubber) LogText(msg string) string {
 	var b strings.Builder
 	for i := 0; i < len(msg); {
 		if c := msg[i]; c == '"' || c == '`' {
@@ -139,7 +126,7 @@ func (s *scrubber) LogText(msg string) string {
 // Header masks the forms in every header value, and drops any header whose
 // name holds the credential (a name cannot be masked: it would no longer be
 // a valid header name).
-func (s *scrubber) Header(h http.Header) {
+func (s *Scrubber) Header(h http.Header) {
 	for name, values := range h {
 		if s.folded != "" && strings.Contains(strings.ToLower(name), s.folded) {
 			delete(h, name)
@@ -150,6 +137,51 @@ func (s *scrubber) Header(h http.Header) {
 		}
 	}
 }
+
+// Cache keeps the scrubbers of recently used credentials, so a request does
+// not rebuild the patterns of its key. Entries expire, so a key rotated away
+// does not linger in memory. It is safe for concurrent use.
+type Cache struct {
+	lru *ttlcache.Cache[string, *Scrubber]
+}
+
+// NewCache returns an empty cache.
+func NewCache() *Cache {
+	return &Cache{lru: ttlcache.New[string, *Scrubber](1024, 5*time.Minute)}
+}
+
+// For returns New(credential, wires...), built once for the same
+// credential and wires until it expires.
+func (c *Cache) For(credential string, wires ...Wire) *Scrubber {
+	key := cacheKey(credential, wires)
+	if s, ok := c.lru.Get(key); ok {
+		return s
+	}
+	s := New(credential, wires...)
+	c.lru.Add(key, s)
+	return s
+}
+
+// cacheKey holds every input of New, each string after its length, so that
+// no two inputs share a key whatever bytes they hold.
+func cacheKey(credential string, wires []Wire) string {
+	k := strconv.AppendInt(nil, int64(len(credential)), 10)
+	k = append(append(k, ':'), credential...)
+	for _, w := range wires {
+		k = strconv.AppendBool(append(k, '|'), w.EncodingsOnly)
+		k = strconv.AppendInt(append(k, ','), int64(w.MaxLen), 10)
+		k = strconv.AppendInt(append(k, ','), int64(len(w.Value)), 10)
+		k = append(append(k, ':'), w.Value...)
+	}
+	return string(k)
+}
+
+// Sweep removes expired scrubbers from memory; an expired one is never
+// returned, swept or not.
+func (c *Cache) Sweep() { c.lru.Sweep() }
+
+// Purge forgets every scrubber.
+func (c *Cache) Purge() { c.lru.Purge() }
 
 // Reader wraps a body so that no form, even one split across reads, comes
 // out of it. size is the body's length if known, else -1: a small body gets
@@ -162,7 +194,7 @@ func (s *scrubber) Header(h http.Header) {
 // length only, never on whether the tail could begin a form: a response that
 // echoes a guess of the key's first bytes comes out exactly as fast as any
 // other (no byte-by-byte timing oracle).
-func (s *scrubber) Reader(src io.ReadCloser, size int64, atEnd func()) io.ReadCloser {
+func (s *Scrubber) Reader(src io.ReadCloser, size int64, atEnd func()) io.ReadCloser {
 	chunk := scrubChunk
 	if size >= 0 && size < scrubChunk {
 		chunk = max(int(size)+1, minScrubChunk) // +1: room to see EOF
@@ -171,7 +203,7 @@ func (s *scrubber) Reader(src io.ReadCloser, size int64, atEnd func()) io.ReadCl
 }
 
 type scrubReader struct {
-	s     *scrubber
+	s     *Scrubber
 	src   io.ReadCloser
 	held  []byte // read and scanned, not yet released; never masked in place
 	pend  int    // held[:pend] is the end of a form that began in released bytes
