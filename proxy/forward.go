@@ -17,6 +17,7 @@ import (
 	"github.com/phantomvault/phantom/internal/origin"
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
+	"github.com/phantomvault/phantom/internal/ttlcache"
 	"golang.org/x/net/netutil"
 )
 
@@ -163,7 +164,7 @@ type forwardProxy struct {
 	tunnels *tunnelListener
 	// refusedOrigins remembers, briefly, origins the engine refused a
 	// CONNECT without a token (forward_tunnel.go): refusals only.
-	refusedOrigins *ttlCache[string, struct{}]
+	refusedOrigins *ttlcache.Cache[string, struct{}]
 
 	// CONNECTs between hijack and hand-over to inner, which shutdown closes
 	// and waits for.
@@ -175,7 +176,7 @@ type forwardProxy struct {
 
 func (s *Server) newForwardProxy(ln net.Listener) *forwardProxy {
 	f := &forwardProxy{s: s, tunnels: newTunnelListener(ln.Addr()), pending: map[net.Conn]struct{}{},
-		refusedOrigins: newTTLCache[string, struct{}](maxRefusedOrigins, refusedOriginAge)}
+		refusedOrigins: ttlcache.New[string, struct{}](maxRefusedOrigins, refusedOriginAge)}
 	f.outer = s.httpServer(http.HandlerFunc(f.connect))
 	f.inner = s.httpServer(http.HandlerFunc(f.serveInTunnel))
 	// HTTP/1.1 only: h2 is declined in ALPN, and an empty TLSNextProto keeps

@@ -16,6 +16,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/phantomvault/phantom/internal/ttlcache"
 )
 
 // Leaf certificates the forward proxy presents for a CONNECT host: short
@@ -36,7 +38,7 @@ type forwardCA struct {
 	key     crypto.Signer
 
 	mu     sync.Mutex // one signature per host at a time
-	leaves *ttlCache[string, *tls.Certificate]
+	leaves *ttlcache.Cache[string, *tls.Certificate]
 }
 
 // newForwardCA loads the operator's CA (PEM certificate and key files), or
@@ -74,7 +76,7 @@ func newForwardCA(certFile, keyFile string, generate bool) (*forwardCA, error) {
 		return nil, errors.New("the forward-proxy CA key cannot sign")
 	}
 	block := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
-	return &forwardCA{cert: cert, certPEM: block, key: key, leaves: newTTLCache[string, *tls.Certificate](leafCacheSize, leafValidity/2)}, nil
+	return &forwardCA{cert: cert, certPEM: block, key: key, leaves: ttlcache.New[string, *tls.Certificate](leafCacheSize, leafValidity/2)}, nil
 }
 
 // generateForwardCA makes a development CA that lives as long as the process:
@@ -108,7 +110,7 @@ func generateForwardCA() (*forwardCA, error) {
 		cert:    cert,
 		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		key:     key,
-		leaves:  newTTLCache[string, *tls.Certificate](leafCacheSize, leafValidity/2),
+		leaves:  ttlcache.New[string, *tls.Certificate](leafCacheSize, leafValidity/2),
 	}, nil
 }
 

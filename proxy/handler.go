@@ -13,6 +13,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
+	"github.com/phantomvault/phantom/proxy/scrub"
 )
 
 // exchange is the state of one admitted request, handed to each stage after
@@ -23,7 +24,7 @@ type exchange struct {
 	token         string
 	path          string // exactly as received and resolved
 	rawQuery      string
-	scrub         *scrubber
+	scrub         *scrub.Scrubber
 	rec           *auditRecord
 	upstreamStart time.Time
 	bodyStalled   atomic.Bool // the client stopped sending the request body
@@ -190,7 +191,7 @@ func (s *Server) begin(adm *admission, g *Grant, tun *tunnel, rec *auditRecord) 
 		token:    adm.token,
 		path:     adm.path,
 		rawQuery: adm.rawQuery,
-		scrub:    s.scrubbers.forGrant(g),
+		scrub:    s.scrubbers.For(g.Credential, g.wires()...),
 		rec:      rec,
 	}
 	if ref := tun.checkOrigin(g); ref != nil {

@@ -348,6 +348,16 @@ func TestTokenFoundWhereverSDKsPutIt(t *testing.T) {
 	}
 }
 
+func BenchmarkFindToken(b *testing.B) {
+	f := newTokenFinder(nil, DefaultQueryParams)
+	h := http.Header{"Authorization": {"Bearer " + mintToken(b)}, "Content-Type": {"application/json"}}
+	for b.Loop() {
+		if _, err := f.find(h, "limit=10"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func TestRefusedBeforeVault(t *testing.T) {
 	up, seen := recordingUpstream(t)
 	p := newTestProxy(t, up.URL, nil)

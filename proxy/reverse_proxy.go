@@ -89,7 +89,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, ex *exchange) {
 }
 
 // modifyResponse makes the upstream's answer readable (upstream_guard.go)
-// and scrubs every form of the credential from it (scrub.go).
+// and scrubs every form of the credential from it (package scrub).
 func (s *Server) modifyResponse(resp *http.Response, ex *exchange) error {
 	s.metrics.upstreamDone(ex.grant.Route, ex.upstreamStart)
 	ex.rec.UpstreamStatus = resp.StatusCode
@@ -141,7 +141,7 @@ func (s *Server) proxyError(w http.ResponseWriter, ex *exchange, err error) {
 	// the upstream may have spent, unread (usage_settle.go).
 	ex.lost = ex.sent.Load()
 	// Transport errors quote the upstream URL, which for query injection
-	// holds the credential, and what the upstream sent (scrub.go LogText).
+	// holds the credential, and what the upstream sent (Scrubber.LogText).
 	s.log.Warn("upstream request failed", "route", ex.grant.Route, "accessor", ex.grant.Accessor,
 		"request_id", ex.rec.RequestID, "error", ex.scrub.LogText(err.Error()))
 	answer(w, ex.rec, ref)

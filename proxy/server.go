@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/phantomvault/phantom/internal/profiling"
+	"github.com/phantomvault/phantom/proxy/scrub"
 )
 
 // Server is phantom-proxy: the agent-facing listener and the admin listener.
@@ -29,7 +30,7 @@ type Server struct {
 	reverseProxyLog *stdlog.Logger
 	// Caches whose lifetime is the server's: the scrubbers of recent
 	// credentials and ReverseProxy's copy buffers.
-	scrubbers *scrubberCache
+	scrubbers *scrub.Cache
 	buffers   *bufferPool
 	// unknownTokens limits each client's tokens refused as unknown; nil
 	// when turned off.
@@ -76,7 +77,7 @@ func NewServer(cfg Config, resolver Resolver, m *Metrics, log hclog.Logger, opts
 		finder:        newTokenFinder(cfg.ExtraHeaders, cfg.QueryParams),
 		audit:         audit,
 		metrics:       m,
-		scrubbers:     newScrubberCache(),
+		scrubbers:     scrub.NewCache(),
 		buffers:       newBufferPool(),
 		unknownTokens: newUnknownTokenLimit(cfg.UnknownTokenRate, cfg.UnknownTokenBurst),
 		limitedBodies: newBodyMemory(cfg.MaxLimitedBodyBytes, cfg.LimitedBodyMemory, cfg.MaxConnectionsPerClient < 0),
@@ -235,7 +236,7 @@ func (s *Server) sweepCaches(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.scrubbers.lru.sweep()
+			s.scrubbers.Sweep()
 			s.unknownTokens.sweep()
 		}
 	}
@@ -256,6 +257,6 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 
 // Close releases the audit log and forgets the cached scrubbers.
 func (s *Server) Close() error {
-	s.scrubbers.purge()
+	s.scrubbers.Purge()
 	return s.audit.Close()
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/ttlcache"
 )
 
 // unknownTokenLimit bounds how fast one client can make the proxy call Vault
@@ -27,15 +28,15 @@ type unknownTokenLimit struct {
 	every   float64 // refill, per second
 	burst   float64
 	mu      sync.Mutex // creating a client's budget: one per client, even in a burst
-	clients *ttlCache[netip.Prefix, *clientBudget]
+	clients *ttlcache.Cache[netip.Prefix, *clientBudget]
 	// allowed holds SHA-256 digests of tokens the engine allowed lately:
 	// not the tokens, and not decisions (each request is still resolved).
-	allowed *ttlCache[[sha256.Size]byte, struct{}]
+	allowed *ttlcache.Cache[[sha256.Size]byte, struct{}]
 	// dead holds the digests of tokens the engine found dead for good
 	// (revoked, expired, used up, budget spent): a refusal that no later
 	// answer can turn into an allowance, so it is answered again without
 	// a call. Never an allowance, never a refusal that may change.
-	dead *ttlCache[[sha256.Size]byte, deadToken]
+	dead *ttlcache.Cache[[sha256.Size]byte, deadToken]
 	// charged counts, by digest, the requests in flight whose token took a
 	// unit of their client's budget (charge): one unit a token, however
 	// many of its requests are in flight.
@@ -86,9 +87,9 @@ func newUnknownTokenLimit(perSecond float64, burst int) *unknownTokenLimit {
 	return &unknownTokenLimit{
 		every:   perSecond,
 		burst:   float64(burst),
-		clients: newTTLCache[netip.Prefix, *clientBudget](maxLimitedClients, keep),
-		allowed: newTTLCache[[sha256.Size]byte, struct{}](maxRecentTokens, recentTokenAge),
-		dead:    newTTLCache[[sha256.Size]byte, deadToken](maxRecentTokens, recentTokenAge),
+		clients: ttlcache.New[netip.Prefix, *clientBudget](maxLimitedClients, keep),
+		allowed: ttlcache.New[[sha256.Size]byte, struct{}](maxRecentTokens, recentTokenAge),
+		dead:    ttlcache.New[[sha256.Size]byte, deadToken](maxRecentTokens, recentTokenAge),
 		charged: map[[sha256.Size]byte]int{},
 	}
 }
@@ -199,9 +200,9 @@ func (l *unknownTokenLimit) forget(k tokenKey) {
 // sweep forgets clients and tokens past their time.
 func (l *unknownTokenLimit) sweep() {
 	if l != nil {
-		l.clients.sweep()
-		l.allowed.sweep()
-		l.dead.sweep()
+		l.clients.Sweep()
+		l.allowed.Sweep()
+		l.dead.Sweep()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/scrub"
 )
 
 func TestReadableResponse(t *testing.T) {
@@ -139,7 +140,7 @@ func TestHeaderNamedAfterTheCredentialIsDropped(t *testing.T) {
 	h.Set("X-Sk_live_namedheader0123456789", "1")
 	h.Set("X-Echo", "Bearer sk_live_NamedHeader0123456789")
 	h.Set("Content-Type", "text/plain")
-	newScrubberCache().forGrant(g).Header(h)
+	scrub.New(g.Credential, g.wires()...).Header(h)
 	if len(h) != 2 || h.Get("Content-Type") == "" || strings.Contains(h.Get("X-Echo"), "NamedHeader") {
 		t.Fatalf("headers after scrubbing: %v", h)
 	}

@@ -1,4 +1,4 @@
-package proxy
+package scrub
 
 import (
 	"bytes"
@@ -127,14 +127,14 @@ func utf32Writer(order binary.AppendByteOrder) func([]byte, int, int) (string, i
 // split across reads at any of several points.
 func TestScrubberDumps(t *testing.T) {
 	for _, key := range []string{realKey, awsKey} {
-		for _, g := range []*Grant{
-			{Credential: key, AuthType: "bearer", AuthFormat: "Bearer {{credential}}"},
-			{Credential: key, AuthType: "header", AuthFormat: "{{credential}}"},
+		for _, g := range []grant{
+			{key: key, typ: "bearer", format: "Bearer {{credential}}"},
+			{key: key, typ: "header", format: "{{credential}}"},
 		} {
-			s := scrubberOf(g)
+			s := g.scrubber()
 			for _, w := range dumpWriters {
-				for _, secret := range []string{key, g.authValue()} {
-					t.Run(fmt.Sprintf("%s/%s/%.10s", w.name, g.AuthType, secret), func(t *testing.T) {
+				for _, secret := range []string{key, g.value()} {
+					t.Run(fmt.Sprintf("%s/%s/%.10s", w.name, g.typ, secret), func(t *testing.T) {
 						doc := []byte("echo: " + secret + " end")
 						out, from, to := w.write(doc, len("echo: "), len("echo: ")+len(secret))
 						got := scrubAndCompare(t, s, out, []int{5, 77, 78, 200})
@@ -148,7 +148,7 @@ func TestScrubberDumps(t *testing.T) {
 
 // TestScrubberDumpsLeaveOtherBytes: dumps of other bytes pass unchanged.
 func TestScrubberDumpsLeaveOtherBytes(t *testing.T) {
-	s := scrubberOf(&Grant{Credential: realKey, AuthType: "bearer", AuthFormat: "Bearer {{credential}}"})
+	s := grant{key: realKey, typ: "bearer", format: "Bearer {{credential}}"}.scrubber()
 	other := bytes.Repeat([]byte("sk_live_not-the-key "), 20)
 	for _, w := range dumpWriters {
 		out, _, _ := w.write(other, 0, 1)

@@ -1,4 +1,4 @@
-package proxy
+package scrub
 
 import (
 	"math/rand/v2"
@@ -21,7 +21,7 @@ func FuzzScrubber(f *testing.F) {
 		cuts := []int{rng.IntN(len(body) + 1), rng.IntN(len(body) + 1)}
 		if secret != "" {
 			g := randomGrant(rng, secret)
-			s := scrubberOf(g)
+			s := g.scrubber()
 			if split < 0 {
 				split = -split
 			}
@@ -41,10 +41,10 @@ func FuzzScrubber(f *testing.F) {
 			key.WriteByte(alphabet[int(c)%len(alphabet)])
 		}
 		g := randomGrant(rng, key.String())
-		s := scrubberOf(g)
+		s := g.scrubber()
 		body = body[:min(len(body), 256)] // each encoder's document is searched by brute force too
 		at := rng.IntN(len(body) + 1)
-		for _, secret := range []string{g.Credential, g.authValue()} {
+		for _, secret := range []string{g.key, g.value()} {
 			checkDocument(t, s, body[:at], secret, body[at:], []int{rng.IntN(4 * (len(body) + n)), rng.IntN(4 * (len(body) + n)), rng.IntN(4 * (len(body) + n))})
 		}
 	})

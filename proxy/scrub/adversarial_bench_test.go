@@ -1,4 +1,4 @@
-package proxy
+package scrub
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ const adversarialKey = "sk-REALKEY-perf-0123456789abcdef"
 // s's credential: each spelling with its first byte, its last byte or a
 // middle byte changed, or cut short by one, so that the filter's anchors hit
 // and every verification fails as late as it can.
-func nearMissBody(s *scrubber, n int) []byte {
+func nearMissBody(s *Scrubber, n int) []byte {
 	var unit bytes.Buffer
 	for _, l := range literalSpellings(s) {
 		for _, k := range []int{0, len(l) / 2, len(l) - 1} {
@@ -38,8 +38,8 @@ func repeatTo(unit []byte, n int) []byte {
 // at a time: a neutral one, one repeating a run of the key's digits, and
 // near-misses of every form. Their throughputs should be alike.
 func BenchmarkScrubAdversarial(b *testing.B) {
-	g := &Grant{Credential: adversarialKey, AuthType: "bearer", AuthFormat: "Bearer {{credential}}"}
-	s := scrubberOf(g)
+	g := grant{key: adversarialKey, typ: "bearer", format: "Bearer {{credential}}"}
+	s := g.scrubber()
 	bodies := []struct {
 		name string
 		body []byte

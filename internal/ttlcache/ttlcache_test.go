@@ -1,12 +1,12 @@
-package proxy
+package ttlcache
 
 import (
 	"testing"
 	"time"
 )
 
-func TestTTLCache(t *testing.T) {
-	c := newTTLCache[string, int](2, 20*time.Millisecond)
+func TestCache(t *testing.T) {
+	c := New[string, int](2, 20*time.Millisecond)
 	c.Add("a", 1)
 	if v, ok := c.Get("a"); !ok || v != 1 {
 		t.Fatalf("Get(a) = %v, %v", v, ok)
@@ -23,7 +23,7 @@ func TestTTLCache(t *testing.T) {
 	if c.lru.Len() != 2 {
 		t.Fatalf("%d entries before the sweep, want 2", c.lru.Len())
 	}
-	c.sweep()
+	c.Sweep()
 	if c.lru.Len() != 0 {
 		t.Fatalf("%d entries after the sweep, want 0: an expired key stays in memory", c.lru.Len())
 	}

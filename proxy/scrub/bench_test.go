@@ -1,4 +1,4 @@
-package proxy
+package scrub
 
 import (
 	"bytes"
@@ -19,12 +19,12 @@ func benchBody(n int) []byte {
 	return b.Bytes()[:n]
 }
 
-var benchGrant = &Grant{Credential: awsKey, AuthType: "bearer", AuthFormat: "Bearer {{credential}}"}
+var benchGrant = grant{key: awsKey, typ: "bearer", format: "Bearer {{credential}}"}
 
 // BenchmarkScrub: a 1 MiB body through the scrubber with the full set of
 // forms of an AWS-style key, read 32 KiB at a time as ReverseProxy does.
 func BenchmarkScrub(b *testing.B) {
-	s := scrubberOf(benchGrant)
+	s := benchGrant.scrubber()
 	body := benchBody(1 << 20)
 	buf := make([]byte, 32<<10)
 	b.SetBytes(int64(len(body)))
@@ -42,7 +42,7 @@ func BenchmarkScrub(b *testing.B) {
 
 // BenchmarkScrubSmall: a 32 KiB body of known length, read to the end.
 func BenchmarkScrubSmall(b *testing.B) {
-	s := scrubberOf(benchGrant)
+	s := benchGrant.scrubber()
 	body := benchBody(32 << 10)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
@@ -62,7 +62,7 @@ func BenchmarkScrubSmall(b *testing.B) {
 //   - first-byte: a table of the bytes that can begin a spelling, each hit
 //     checked against the spellings beginning with it.
 func BenchmarkScrubApproaches(b *testing.B) {
-	s := scrubberOf(benchGrant)
+	s := benchGrant.scrubber()
 	lits := literalSpellings(s)
 	body := benchBody(1 << 20)
 	b.Logf("%d forms, %d literal spellings", len(s.patterns), len(lits))
@@ -116,7 +116,7 @@ func BenchmarkScrubApproaches(b *testing.B) {
 
 // literalSpellings expands every form into literal strings, writing each
 // escapable character raw and as upper- and lower-case %XX and \u00XX.
-func literalSpellings(s *scrubber) [][]byte {
+func literalSpellings(s *Scrubber) [][]byte {
 	var out [][]byte
 	for _, f := range s.forms {
 		spellings := []string{""}
