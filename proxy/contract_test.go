@@ -16,6 +16,7 @@ import (
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
 	"github.com/phantomvault/phantom/plugin"
+	"github.com/phantomvault/phantom/proxy/inject"
 )
 
 // engineOverHTTP serves the engine's resolve path as Vault does: the JSON
@@ -191,8 +192,14 @@ func TestGrantInject(t *testing.T) {
 		{resolve.AuthQuery, "key", resolve.Placeholder, "", "", "alt=json&key=" + key},
 	} {
 		g := &Grant{Credential: key, AuthType: tc.authType, AuthName: tc.name, AuthFormat: tc.format, Headers: map[string]string{"anthropic-version": "2023-06-01"}}
-		h := http.Header{}
-		q := g.inject(h, "alt=json&key=attacker")
+		style, err := inject.For((*resolve.Grant)(g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := httptest.NewRequest(http.MethodGet, "/x?alt=json&key=attacker", nil)
+		out.Header = http.Header{}
+		injectCredential(out, style, g.Headers)
+		h, q := out.Header, out.URL.RawQuery
 		if tc.wantHeader != "" && h.Get(tc.wantHeader) != tc.wantValue {
 			t.Errorf("%s: %s = %q, want %q", tc.authType, tc.wantHeader, h.Get(tc.wantHeader), tc.wantValue)
 		}

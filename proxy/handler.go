@@ -13,6 +13,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
+	"github.com/phantomvault/phantom/proxy/inject"
 	"github.com/phantomvault/phantom/proxy/scrub"
 )
 
@@ -21,6 +22,7 @@ import (
 // (reverse_proxy.go), the settlement.
 type exchange struct {
 	grant         *Grant
+	style         inject.Style // how the credential goes on the wire
 	token         string
 	path          string // exactly as received and resolved
 	rawQuery      string
@@ -186,12 +188,18 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Gra
 // begin makes the exchange of an allowed request, once a tunnel's origin
 // is found to be the grant's.
 func (s *Server) begin(adm *admission, g *Grant, tun *tunnel, rec *auditRecord) (*exchange, *refusal) {
+	style, err := inject.For((*resolve.Grant)(g))
+	if err != nil { // a grant resolve checked: only a proxy older than its engine
+		s.log.Error("cannot inject the credential", "route", g.Route, "error", err, "request_id", rec.RequestID)
+		return nil, refusalFor(resolve.ReasonVaultUnavailable)
+	}
 	ex := &exchange{
 		grant:    g,
 		token:    adm.token,
 		path:     adm.path,
 		rawQuery: adm.rawQuery,
-		scrub:    s.scrubbers.For(g.Credential, g.wires()...),
+		style:    style,
+		scrub:    s.scrubbers.For(g.Credential, style.Wires()...),
 		rec:      rec,
 	}
 	if ref := tun.checkOrigin(g); ref != nil {

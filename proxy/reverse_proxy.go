@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/inject"
 )
 
 // reverseProxy forwards one admitted request. Each request gets its own,
@@ -84,8 +85,18 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, ex *exchange) {
 	// Only gzip, which the proxy decodes before scrubbing (readableResponse).
 	out.Header.Set("Accept-Encoding", "gzip")
 
-	out.URL.RawQuery = g.inject(out.Header, rawQuery)
+	out.URL.RawQuery = rawQuery
+	injectCredential(out, ex.style, g.Headers)
 	ex.upstreamStart = time.Now()
+}
+
+// injectCredential puts the credential on out the route's way (package
+// inject), then the route's static headers.
+func injectCredential(out *http.Request, style inject.Style, headers map[string]string) {
+	style.Apply(out)
+	for k, v := range headers {
+		out.Header.Set(k, v)
+	}
 }
 
 // modifyResponse makes the upstream's answer readable (upstream_guard.go)

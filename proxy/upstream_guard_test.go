@@ -140,7 +140,7 @@ func TestHeaderNamedAfterTheCredentialIsDropped(t *testing.T) {
 	h.Set("X-Sk_live_namedheader0123456789", "1")
 	h.Set("X-Echo", "Bearer sk_live_NamedHeader0123456789")
 	h.Set("Content-Type", "text/plain")
-	scrub.New(g.Credential, g.wires()...).Header(h)
+	scrub.New(g.Credential, scrub.Wire{Value: "Bearer " + g.Credential}).Header(h)
 	if len(h) != 2 || h.Get("Content-Type") == "" || strings.Contains(h.Get("X-Echo"), "NamedHeader") {
 		t.Fatalf("headers after scrubbing: %v", h)
 	}

@@ -112,6 +112,11 @@ func (a *Answer) Validate() (*Grant, error) {
 	if rg.Credential == "" || rg.AuthName == "" || !strings.Contains(rg.AuthFormat, Placeholder) {
 		return nil, errors.New("resolve answer lacks the credential or how to inject it")
 	}
+	switch rg.AuthType {
+	case "", AuthBearer, AuthHeader, AuthBasic, AuthQuery: // "" is bearer: routes older than auth_type
+	default:
+		return nil, fmt.Errorf("resolve answer has an auth_type this proxy does not know (%q)", rg.AuthType)
+	}
 	g := &Grant{
 		Route: a.Route, Accessor: a.Accessor, Upstream: upstream,
 		Credential: rg.Credential, AuthType: rg.AuthType, AuthName: rg.AuthName, AuthFormat: rg.AuthFormat,

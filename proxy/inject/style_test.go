@@ -1,4 +1,4 @@
-package proxy
+package inject
 
 import (
 	"encoding/hex"
@@ -14,7 +14,7 @@ import (
 )
 
 // injectStyles are the four auth types, with the formats routes use.
-var injectStyles = []Grant{
+var injectStyles = []resolve.Grant{
 	{AuthType: resolve.AuthBearer, AuthName: "Authorization", AuthFormat: "Bearer {{credential}}"},
 	{AuthType: resolve.AuthHeader, AuthName: "x-api-key", AuthFormat: "{{credential}}"},
 	{AuthType: resolve.AuthHeader, AuthName: "Authorization", AuthFormat: "Token {{credential}}"},
@@ -26,8 +26,8 @@ var injectStyles = []Grant{
 // holdBefore is the hold the proxy computed for a grant before the scrubber
 // took wires (18 is the scrubber's most bytes per byte of a character): the
 // wires must give the same, for every auth type.
-func holdBefore(g *Grant) int {
-	c, v := len(g.Credential), len(g.authValue())
+func holdBefore(g *resolve.Grant) int {
+	c, v := len(g.Credential), len(g.AuthValue())
 	encoded := max(c, v)
 	switch g.AuthType {
 	case resolve.AuthQuery:
@@ -59,7 +59,7 @@ func TestWiresHoldBackAsBefore(t *testing.T) {
 		}
 		g := injectStyles[i%len(injectStyles)]
 		g.Credential = string(key)
-		if got, want := heldBack(t, scrub.New(g.Credential, g.wires()...)), holdBefore(&g); got != want {
+		if got, want := heldBack(t, scrub.New(g.Credential, styleOf(t, &g).Wires()...)), holdBefore(&g); got != want {
 			t.Fatalf("%s %q, key of %d bytes: holds back %d, before %d", g.AuthType, g.AuthFormat, len(g.Credential), got, want)
 		}
 	}
@@ -70,9 +70,10 @@ func TestWiresHoldBackAsBefore(t *testing.T) {
 func TestWiresAreWhatIsInjected(t *testing.T) {
 	for _, g := range injectStyles {
 		g.Credential = "k3y/with+odd&chars= é"
-		h := http.Header{}
-		query := g.inject(h, "")
-		sent := h.Get(g.AuthName)
+		style := styleOf(t, &g)
+		out := &http.Request{Header: http.Header{}, URL: &url.URL{}}
+		style.Apply(out)
+		query, sent := out.URL.RawQuery, out.Header.Get(g.AuthName)
 		switch g.AuthType {
 		case resolve.AuthQuery:
 			sent = strings.TrimPrefix(query, url.QueryEscape(g.AuthName)+"=")
@@ -80,8 +81,25 @@ func TestWiresAreWhatIsInjected(t *testing.T) {
 			sent = strings.TrimRight(strings.TrimPrefix(sent, "Basic "), "=") // padding carries no bit
 		}
 		dump := hex.EncodeToString([]byte(sent))
-		if got := scrub.New(g.Credential, g.wires()...).String(dump); got != strings.Repeat("*", len(dump)) {
+		if got := scrub.New(g.Credential, style.Wires()...).String(dump); got != strings.Repeat("*", len(dump)) {
 			t.Errorf("%s %q: the hex of %q came out as %q", g.AuthType, g.AuthFormat, sent, got)
 		}
+	}
+}
+
+func styleOf(t *testing.T, g *resolve.Grant) Style {
+	t.Helper()
+	style, err := For(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return style
+}
+
+// TestUnknownAuthTypeIsAnError: a style the proxy does not know never
+// becomes a request without its credential.
+func TestUnknownAuthTypeIsAnError(t *testing.T) {
+	if _, err := For(&resolve.Grant{Credential: "k", AuthType: "sigv4", AuthName: "Authorization", AuthFormat: "{{credential}}"}); err == nil {
+		t.Fatal("an unknown auth_type gave a style")
 	}
 }
