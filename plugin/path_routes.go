@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/phantomvault/phantom/internal/limits"
+	"github.com/phantomvault/phantom/internal/scope"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -177,7 +179,7 @@ func (b *backend) pathRouteRead(ctx context.Context, req *logical.Request, d *fr
 	totals.add(b.usage.pendingForRoute(routeKey{name, r.ID}))
 	data["usage"] = totals.data()
 	if rr := r.Limits.orNone().RouteRateLimit; rr != nil {
-		data["route_rate_limit_remaining"] = b.limiter.remaining(b.now(), limitCheck{route: true, key: r.ID, rate: rr})
+		data["route_rate_limit_remaining"] = b.limiter.Remaining(b.now(), limits.Check{Route: true, Key: r.ID, Rate: rr})
 	}
 	return &logical.Response{Data: data}, nil
 }
@@ -252,7 +254,7 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 		r.AllowedPaths = cleanList(v.([]string))
 	}
 	if v, ok := d.GetOk("allowed_methods"); ok {
-		methods, err := normalizeMethods(v.([]string))
+		methods, err := scope.NormalizeMethods(v.([]string))
 		if err != nil {
 			return logical.ErrorResponse("allowed_methods: %s", err), nil
 		}
@@ -288,11 +290,11 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 		r.NumUses = v.(int)
 	}
 	if v, ok := d.GetOk("bound_cidrs"); ok {
-		cidrs, err := parseCIDRs(v.([]string))
+		cidrs, err := scope.ParseCIDRs(v.([]string))
 		if err != nil {
 			return logical.ErrorResponse("bound_cidrs: %s", err), nil
 		}
-		r.BoundCIDRs = prefixStrings(cidrs)
+		r.BoundCIDRs = scope.PrefixStrings(cidrs)
 	}
 	if v, ok := d.GetOk("token_prefix"); ok {
 		r.TokenPrefix = v.(string)
