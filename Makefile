@@ -48,7 +48,7 @@ test: build vault
 ## once more: a real finding is saved under testdata/fuzz and fails again at
 ## once, while the fuzzer's rare worker hiccup on short runs does not.
 FUZZTIME ?= 10s
-FUZZ_TARGETS := FuzzValidate:./internal/reqpath FuzzCheck:./internal/token FuzzMatchPath:./plugin FuzzScrubber:./proxy/scrub FuzzAuditJSON:./proxy \
+FUZZ_TARGETS := FuzzValidate:./internal/reqpath FuzzCheck:./internal/token FuzzMatchPath:./internal/scope FuzzScrubber:./proxy/scrub FuzzAuditJSON:./proxy \
 	FuzzUsageScanners:./proxy FuzzCheckLimitedBody:./proxy FuzzPrompts:./proxy
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/salt"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/phantomvault/phantom/internal/limits"
 	"github.com/phantomvault/phantom/internal/version"
 )
 
@@ -49,8 +50,10 @@ type backend struct {
 	routeLocks []*locksutil.LockEntry
 	tokenLocks []*locksutil.LockEntry
 
-	usage   *usageCounter
-	limiter *rateLimiter
+	usage *usageCounter
+	// limiter holds the rate windows, keyed by token HMAC and route ID, in
+	// memory only: resolve writes no storage for them.
+	limiter *limits.Limiter
 	cache   *storageCache
 	// tunnelOrigins answers CONNECTs without a token (path_tunnel.go).
 	tunnelOrigins tunnelOrigins
@@ -66,7 +69,7 @@ func newBackend(now func() time.Time, random io.Reader) *backend {
 		routeLocks: locksutil.CreateLocks(),
 		tokenLocks: locksutil.CreateLocks(),
 		usage:      newUsageCounter(),
-		limiter:    newRateLimiter(),
+		limiter:    limits.NewLimiter(),
 		cache:      newStorageCache(now),
 	}
 	b.Backend = &framework.Backend{
@@ -113,13 +116,13 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	}
 }
 
-// periodic drops rate-limit windows that have passed (ratelimit.go) and
+// periodic drops rate-limit windows that have passed (limits.Limiter) and
 // expired budget reservations (budget.go), flushes
 // in-memory usage counters (usage.go) and, when due,
 // removes dead token records (path_tidy.go). Vault calls it about once a
 // minute.
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
-	b.limiter.sweep(b.now()) // memory only: on every node
+	b.limiter.Sweep(b.now()) // memory only: on every node
 	b.usage.sweepReservations(b.now())
 	// Performance standbys and secondaries cannot write storage.
 	if b.System().ReplicationState().HasState(consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary) {

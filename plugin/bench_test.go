@@ -70,11 +70,3 @@ func BenchmarkResolveBatch16(b *testing.B) {
 		}
 	}
 }
-
-func BenchmarkMatchPath(b *testing.B) {
-	for b.Loop() {
-		if !matchPath("/v1/customers/*/sources/**", "/v1/customers/cus_123/sources/src_1/verify") {
-			b.Fatal("no match")
-		}
-	}
-}

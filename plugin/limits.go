@@ -3,15 +3,12 @@ package plugin
 import (
 	"errors"
 	"fmt"
-	"math/bits"
-	"slices"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/phantomvault/phantom/internal/limits"
 	"github.com/phantomvault/phantom/internal/resolve"
 )
 
@@ -21,194 +18,17 @@ import (
 // bites at once on live tokens. The token budget is fixed at mint (the
 // route's value is its default), so raising a route's budget never refills
 // a live token; so is a budgeted token's output cap, which bounds what each
-// of its requests reserves of the budget (budget.go).
-
-// Rate limit bounds: a period from 1 s to 24 h, at most a billion requests.
-const (
-	minRatePeriod = time.Second
-	maxRatePeriod = 24 * time.Hour
-	maxRateCount  = 1_000_000_000
-)
-
-// rateLimit is "N requests per Period", enforced as GCRA (ratelimit.go):
-// bursts of up to N, refilled at N per Period.
-type rateLimit struct {
-	N      int64         `json:"n"`
-	Period time.Duration `json:"period"`
-}
-
-// parseRateLimit parses "N/DURATION" (60/1m, 10/1s, 1000/1h); "" and "0"
-// are no limit (nil).
-func parseRateLimit(s string) (*rateLimit, error) {
-	s = strings.TrimSpace(s)
-	if s == "" || s == "0" {
-		return nil, nil
-	}
-	count, period, ok := strings.Cut(s, "/")
-	if !ok {
-		return nil, fmt.Errorf("%q is not N/DURATION (for example 60/1m)", s)
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(count), 10, 64)
-	if err != nil || n < 1 || n > maxRateCount {
-		return nil, fmt.Errorf("%q: N must be a whole number from 1 to %d", s, maxRateCount)
-	}
-	p, err := parsePeriod(strings.TrimSpace(period))
-	if err != nil || p < minRatePeriod || p > maxRatePeriod {
-		return nil, fmt.Errorf("%q: the duration must be from 1s to 24h (for example 1m)", s)
-	}
-	return &rateLimit{N: n, Period: p}, nil
-}
-
-// parsePeriod reads a Go duration (1m, 1h30m) or, as Vault does, a bare
-// number of seconds.
-func parsePeriod(s string) (time.Duration, error) {
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > 0 && n <= int64(maxRatePeriod/time.Second) {
-		return time.Duration(n) * time.Second, nil
-	}
-	return time.ParseDuration(s)
-}
-
-func (r *rateLimit) String() string {
-	if r == nil {
-		return ""
-	}
-	return strconv.FormatInt(r.N, 10) + "/" + formatPeriod(r.Period)
-}
-
-// formatPeriod writes a period the way an admin would: 1m, not 1m0s.
-func formatPeriod(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
-// interval is GCRA's emission interval: Period/N, rounded up so the long-run
-// rate never exceeds N per Period.
-func (r *rateLimit) interval() time.Duration {
-	return (r.Period + time.Duration(r.N) - 1) / time.Duration(r.N)
-}
-
-// within reports whether r is at most as permissive as wide: no higher a
-// rate (N/Period) and no larger a burst (N).
-func (r *rateLimit) within(wide *rateLimit) bool {
-	if wide == nil {
-		return true
-	}
-	if r == nil {
-		return false
-	}
-	// r.N/r.Period <= wide.N/wide.Period, exactly, in 128 bits.
-	lh, ll := bits.Mul64(uint64(r.N), uint64(wide.Period))
-	rh, rl := bits.Mul64(uint64(wide.N), uint64(r.Period))
-	rateOK := lh < rh || lh == rh && ll <= rl
-	return rateOK && r.N <= wide.N
-}
-
-// stricterRate is one limit at least as strict as both a and b (nil:
-// none): the stricter one when one lies within the other, else the longer
-// emission interval with the smaller burst. Any sequence of requests it
-// admits, both admit.
-func stricterRate(a, b *rateLimit) *rateLimit {
-	switch {
-	case a == nil:
-		return b
-	case b == nil || a.within(b):
-		return a
-	case b.within(a):
-		return b
-	}
-	n := min(a.N, b.N)
-	return &rateLimit{N: n, Period: max(a.interval(), b.interval()) * time.Duration(n)}
-}
-
-// minPositive is the stricter of two limits where 0 means none.
-func minPositive(a, b int64) int64 {
-	switch {
-	case a <= 0:
-		return max(b, 0)
-	case b <= 0:
-		return a
-	}
-	return min(a, b)
-}
-
-// validUsageFormat checks a route's usage_format.
-func validUsageFormat(f string) error {
-	if f == resolve.UsageNone || slices.Contains(resolve.UsageFormats, f) {
-		return nil
-	}
-	return fmt.Errorf("usage_format must be one of %s, or empty (got %q)", strings.Join(resolve.UsageFormats, ", "), f)
-}
-
-// parseModels cleans and checks an allowed_models list.
-func parseModels(in []string) ([]string, error) {
-	out := cleanList(in)
-	for _, p := range out {
-		if err := resolve.ValidModelPattern(p); err != nil {
-			return nil, err
-		}
-	}
-	return slices.Compact(out), nil
-}
-
-// modelWithin reports whether every model narrow matches, wide matches too:
-// wide matches narrow read as a literal string. Sound: a '*' of narrow is
-// then a character that only a '*' of wide can consume, and that '*' would
-// consume whatever narrow's '*' stands for.
-func modelWithin(narrow, wide string) bool { return resolve.MatchModel(wide, narrow) }
-
-func modelsWithin(narrow string, wide []string) bool {
-	return slices.ContainsFunc(wide, func(w string) bool { return modelWithin(narrow, w) })
-}
-
-// effectiveModels is the model allow-list of a request: every pattern of one
-// list that lies within the other list. When the token's list was narrowed
-// at mint (the usual case) it is the token's list; when the route was
-// narrowed since, it keeps only what both allow. An empty result while
-// either list is set means no model is allowed (the caller refuses).
-func effectiveModels(token, route []string) (models []string, none bool) {
-	switch {
-	case len(token) == 0:
-		return route, false
-	case len(route) == 0:
-		return token, false
-	}
-	all := true
-	for _, p := range token {
-		if !modelsWithin(p, route) {
-			all = false
-			break
-		}
-	}
-	if all {
-		return token, false
-	}
-	for _, p := range token {
-		if modelsWithin(p, route) {
-			models = append(models, p)
-		}
-	}
-	for _, p := range route {
-		if modelsWithin(p, token) && !slices.Contains(models, p) {
-			models = append(models, p)
-		}
-	}
-	return models, len(models) == 0
-}
+// of its requests reserves of the budget (budget.go). The values and their
+// narrowing are internal/limits; this file is their fields and records.
 
 // routeLimits are the limit fields of a route.
 type routeLimits struct {
-	RateLimit       *rateLimit `json:"rate_limit,omitempty"`       // per token
-	RouteRateLimit  *rateLimit `json:"route_rate_limit,omitempty"` // all tokens of the route together
-	TokenBudget     int64      `json:"token_budget,omitempty"`     // LLM tokens per token; mint default and ceiling
-	MaxOutputTokens int64      `json:"max_output_tokens,omitempty"`
-	AllowedModels   []string   `json:"allowed_models,omitempty"`
-	UsageFormat     string     `json:"usage_format,omitempty"`
+	RateLimit       *limits.Rate `json:"rate_limit,omitempty"`       // per token
+	RouteRateLimit  *limits.Rate `json:"route_rate_limit,omitempty"` // all tokens of the route together
+	TokenBudget     int64        `json:"token_budget,omitempty"`     // LLM tokens per token; mint default and ceiling
+	MaxOutputTokens int64        `json:"max_output_tokens,omitempty"`
+	AllowedModels   []string     `json:"allowed_models,omitempty"`
+	UsageFormat     string       `json:"usage_format,omitempty"`
 }
 
 // any reports whether the route sets a limit or declares a usage format.
@@ -274,12 +94,12 @@ func (r *routeEntry) setLimits(d *framework.FieldData) error {
 func (l *routeLimits) set(d *framework.FieldData) error {
 	var err error
 	if v, ok := d.GetOk("rate_limit"); ok {
-		if l.RateLimit, err = parseRateLimit(v.(string)); err != nil {
+		if l.RateLimit, err = limits.ParseRate(v.(string)); err != nil {
 			return fmt.Errorf("rate_limit: %w", err)
 		}
 	}
 	if v, ok := d.GetOk("route_rate_limit"); ok {
-		if l.RouteRateLimit, err = parseRateLimit(v.(string)); err != nil {
+		if l.RouteRateLimit, err = limits.ParseRate(v.(string)); err != nil {
 			return fmt.Errorf("route_rate_limit: %w", err)
 		}
 	}
@@ -290,7 +110,7 @@ func (l *routeLimits) set(d *framework.FieldData) error {
 		l.MaxOutputTokens = v.(int64)
 	}
 	if v, ok := d.GetOk("allowed_models"); ok {
-		if l.AllowedModels, err = parseModels(v.([]string)); err != nil {
+		if l.AllowedModels, err = limits.ParseModels(v.([]string)); err != nil {
 			return fmt.Errorf("allowed_models: %w", err)
 		}
 	}
@@ -305,7 +125,7 @@ func (l *routeLimits) validate() error {
 	if l == nil {
 		return nil
 	}
-	if err := validUsageFormat(l.UsageFormat); err != nil {
+	if err := limits.ValidUsageFormat(l.UsageFormat); err != nil {
 		return err
 	}
 	if l.TokenBudget < 0 || l.MaxOutputTokens < 0 {
@@ -353,10 +173,10 @@ func (l *routeLimits) data(d map[string]any) {
 // tokenLimits are the limits a mint fixed on a token; zero values mean the
 // route's.
 type tokenLimits struct {
-	RateLimit       *rateLimit `json:"rate_limit,omitempty"`
-	TokenBudget     int64      `json:"token_budget,omitempty"` // the route's at mint unless narrowed
-	MaxOutputTokens int64      `json:"max_output_tokens,omitempty"`
-	AllowedModels   []string   `json:"allowed_models,omitempty"`
+	RateLimit       *limits.Rate `json:"rate_limit,omitempty"`
+	TokenBudget     int64        `json:"token_budget,omitempty"` // the route's at mint unless narrowed
+	MaxOutputTokens int64        `json:"max_output_tokens,omitempty"`
+	AllowedModels   []string     `json:"allowed_models,omitempty"`
 }
 
 func (l *tokenLimits) any() bool {
@@ -404,13 +224,13 @@ func narrowLimits(t *tokenEntry, route *routeEntry, d *framework.FieldData) *log
 	}()
 	tl.TokenBudget = rl.TokenBudget
 	if v, ok := d.GetOk("rate_limit"); ok {
-		r, err := parseRateLimit(v.(string))
+		r, err := limits.ParseRate(v.(string))
 		switch {
 		case err != nil:
 			return logical.ErrorResponse("rate_limit: %s", err)
 		case r == nil:
 			return emptyNarrowing("rate_limit", "limit such as 60/1m")
-		case !r.within(rl.RateLimit):
+		case !r.Within(rl.RateLimit):
 			return logical.ErrorResponse("rate_limit: %s is wider than the route allows (%s): a mint may lower the rate and the burst, never raise them", r, rl.RateLimit)
 		}
 		tl.RateLimit = r
@@ -444,7 +264,7 @@ func narrowLimits(t *tokenEntry, route *routeEntry, d *framework.FieldData) *log
 		tl.MaxOutputTokens = n
 	}
 	if v, ok := d.GetOk("allowed_models"); ok {
-		models, err := parseModels(v.([]string))
+		models, err := limits.ParseModels(v.([]string))
 		switch {
 		case err != nil:
 			return logical.ErrorResponse("allowed_models: %s", err)
@@ -454,7 +274,7 @@ func narrowLimits(t *tokenEntry, route *routeEntry, d *framework.FieldData) *log
 			return logical.ErrorResponse("allowed_models: route %q declares no usage_format, so the proxy cannot find the model", t.Route)
 		}
 		for _, m := range models {
-			if len(rl.AllowedModels) > 0 && !modelsWithin(m, rl.AllowedModels) {
+			if len(rl.AllowedModels) > 0 && !limits.ModelsWithin(m, rl.AllowedModels) {
 				return logical.ErrorResponse("allowed_models: %q is wider than the route allows (%s)", m, strings.Join(rl.AllowedModels, ", "))
 			}
 		}
@@ -474,9 +294,9 @@ func narrowLimits(t *tokenEntry, route *routeEntry, d *framework.FieldData) *log
 // effectiveLimits are the limits that apply to one token's requests now:
 // the stricter of the token's and its route's current values.
 type effectiveLimits struct {
-	rate            *rateLimit // per token; nil: none
-	routeRate       *rateLimit // all the route's tokens; nil: none
-	budget          int64      // 0: none
+	rate            *limits.Rate // per token; nil: none
+	routeRate       *limits.Rate // all the route's tokens; nil: none
+	budget          int64        // 0: none
 	maxOutputTokens int64
 	models          []string
 	noModel         bool // both lists set and nothing lies within both
@@ -486,13 +306,13 @@ type effectiveLimits struct {
 func effective(t *tokenEntry, route *routeEntry) effectiveLimits {
 	tl, rl := t.Limits.orNone(), route.Limits.orNone()
 	e := effectiveLimits{
-		budget:          minPositive(tl.TokenBudget, rl.TokenBudget),
-		maxOutputTokens: minPositive(tl.MaxOutputTokens, rl.MaxOutputTokens),
+		budget:          limits.MinPositive(tl.TokenBudget, rl.TokenBudget),
+		maxOutputTokens: limits.MinPositive(tl.MaxOutputTokens, rl.MaxOutputTokens),
 		usageFormat:     rl.UsageFormat,
 	}
-	e.rate = stricterRate(tl.RateLimit, rl.RateLimit)
+	e.rate = limits.StricterRate(tl.RateLimit, rl.RateLimit)
 	e.routeRate = rl.RouteRateLimit
-	e.models, e.noModel = effectiveModels(tl.AllowedModels, rl.AllowedModels)
+	e.models, e.noModel = limits.EffectiveModels(tl.AllowedModels, rl.AllowedModels)
 	return e
 }
 

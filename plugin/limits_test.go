@@ -1,8 +1,6 @@
 package plugin
 
 import (
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,191 +8,6 @@ import (
 
 	"github.com/phantomvault/phantom/internal/resolve"
 )
-
-func TestParseRateLimit(t *testing.T) {
-	for in, want := range map[string]*rateLimit{
-		"":        nil,
-		"0":       nil,
-		"60/1m":   {60, time.Minute},
-		"10/1s":   {10, time.Second},
-		"1000/1h": {1000, time.Hour},
-		"5/30":    {5, 30 * time.Second},
-		" 2/24h ": {2, 24 * time.Hour},
-	} {
-		got, err := parseRateLimit(in)
-		if err != nil || (got == nil) != (want == nil) || got != nil && *got != *want {
-			t.Errorf("parseRateLimit(%q) = %v, %v; want %v", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"60", "0/1m", "-1/1m", "60/0s", "60/500ms", "60/25h", "x/1m", "60/x", "1.5/1m", "2000000000/1h"} {
-		if r, err := parseRateLimit(bad); err == nil {
-			t.Errorf("parseRateLimit(%q) = %v, want an error", bad, r)
-		}
-	}
-	if s := (&rateLimit{60, time.Minute}).String(); s != "60/1m" {
-		t.Errorf("String = %q", s)
-	}
-	for in, want := range map[string]string{"3/90m": "3/1h30m", "10/10s": "10/10s", "5/20m": "5/20m", "1/2h": "1/2h", "2/1.5s": "2/1.5s", "4/3600": "4/1h"} {
-		if r, err := parseRateLimit(in); err != nil || r.String() != want {
-			t.Errorf("%s reads back as %q (%v), want %q", in, r, err, want)
-		}
-	}
-}
-
-func TestRateWithin(t *testing.T) {
-	route := &rateLimit{60, time.Minute}
-	for _, c := range []struct {
-		mint string
-		want bool
-	}{
-		{"60/1m", true},
-		{"30/1m", true},
-		{"1/1s", true},    // same rate, smaller burst
-		{"2/1s", false},   // higher rate
-		{"61/1m", false},  // higher rate and burst
-		{"120/2m", false}, // same rate, larger burst
-		{"60/2m", true},
-		{"50/1h", true},
-		{"100/1h", false}, // lower rate, larger burst
-	} {
-		r, err := parseRateLimit(c.mint)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := r.within(route); got != c.want {
-			t.Errorf("%s within 60/1m = %v, want %v", c.mint, got, c.want)
-		}
-	}
-	if !(&rateLimit{1, time.Second}).within(nil) || (*rateLimit)(nil).within(route) {
-		t.Error("within a route without a limit / no limit within a limit")
-	}
-}
-
-// TestStricterRateAdmitsOnlyWhatBothAdmit: the combined limit is as strict
-// as each of its parts, checked on a simulated stream of requests.
-func TestStricterRateAdmitsOnlyWhatBothAdmit(t *testing.T) {
-	a, b := &rateLimit{10, time.Second}, &rateLimit{100, time.Minute}
-	c := stricterRate(a, b)
-	start := time.Unix(1000, 0)
-	la, lb, lc := newRateLimiter(), newRateLimiter(), newRateLimiter()
-	for i := range 2000 {
-		now := start.Add(time.Duration(i) * 37 * time.Millisecond)
-		if ok, _ := lc.allow(now, limitCheck{key: "k", rate: c}, limitCheck{}); ok {
-			okA, _ := la.allow(now, limitCheck{key: "k", rate: a}, limitCheck{})
-			okB, _ := lb.allow(now, limitCheck{key: "k", rate: b}, limitCheck{})
-			if !okA || !okB {
-				t.Fatalf("request %d admitted by the combination (%v) but not by %v (%v) or %v (%v)", i, c, a, okA, b, okB)
-			}
-		}
-	}
-	if stricterRate(a, nil) != a || stricterRate(nil, b) != b || stricterRate(a, &rateLimit{20, time.Second}) != a {
-		t.Error("stricterRate should return the stricter limit when one lies within the other")
-	}
-}
-
-func TestGCRA(t *testing.T) {
-	l := newRateLimiter()
-	now := time.Unix(1000, 0)
-	tok := limitCheck{key: "t", rate: &rateLimit{3, time.Minute}}
-	for i := range 3 {
-		if ok, _ := l.allow(now, tok, limitCheck{}); !ok {
-			t.Fatalf("request %d of a burst of 3 refused", i+1)
-		}
-	}
-	ok, retry := l.allow(now, tok, limitCheck{})
-	if ok || retry != 20*time.Second {
-		t.Fatalf("4th request: ok=%v retry=%v, want refused for 20s", ok, retry)
-	}
-	if ok, retry := l.allow(now.Add(20*time.Second-time.Millisecond), tok, limitCheck{}); ok || retry != time.Millisecond {
-		t.Fatalf("1ms early: ok=%v retry=%v", ok, retry)
-	}
-	if ok, _ := l.allow(now.Add(20*time.Second), tok, limitCheck{}); !ok {
-		t.Fatal("refused at the time Retry-After named")
-	}
-	if kept := l.sweep(now.Add(time.Hour)); kept != 0 {
-		t.Fatalf("sweep kept %d windows that have passed", kept)
-	}
-	if retryAfterMS(time.Nanosecond) != 1 || retryAfterMS(1500*time.Microsecond) != 2 || retryAfterMS(time.Second) != 1000 {
-		t.Error("retryAfterMS must round up to whole milliseconds, at least 1")
-	}
-}
-
-// TestGCRABothOrNothing: a request refused by one of its two limits spends
-// nothing of the other.
-func TestGCRABothOrNothing(t *testing.T) {
-	l := newRateLimiter()
-	now := time.Unix(1000, 0)
-	route := limitCheck{route: true, key: "r/1", rate: &rateLimit{2, time.Minute}}
-	tokA := limitCheck{key: "a", rate: &rateLimit{5, time.Minute}}
-	tokB := limitCheck{key: "b", rate: &rateLimit{5, time.Minute}}
-	for _, tok := range []limitCheck{tokA, tokA} {
-		if ok, _ := l.allow(now, tok, route); !ok {
-			t.Fatal("refused within both limits")
-		}
-	}
-	// The route is spent: b is refused and keeps all 5 of its own.
-	if ok, _ := l.allow(now, tokB, route); ok {
-		t.Fatal("allowed past the route's limit")
-	}
-	for i := range 5 {
-		if ok, _ := l.allow(now, tokB, limitCheck{}); !ok {
-			t.Fatalf("b lost request %d of its own limit to a refusal by the route's", i+1)
-		}
-	}
-}
-
-func TestGCRAExactUnderConcurrency(t *testing.T) {
-	l := newRateLimiter()
-	now := time.Unix(1000, 0)
-	route := limitCheck{route: true, key: "r/1", rate: &rateLimit{50, time.Hour}}
-	var allowed atomic.Int64
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tok := limitCheck{key: string(rune('a' + g)), rate: &rateLimit{10, time.Hour}}
-			for range 20 {
-				if ok, _ := l.allow(now, tok, route); ok {
-					allowed.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if allowed.Load() != 50 {
-		t.Fatalf("allowed %d, want exactly the route's 50", allowed.Load())
-	}
-}
-
-func TestModelWithin(t *testing.T) {
-	for _, c := range []struct {
-		narrow, wide string
-		want         bool
-	}{
-		{"gpt-4o-mini", "gpt-4o*", true},
-		{"gpt-4o*", "gpt-4o*", true},
-		{"gpt-4o-*", "gpt-4o*", true},
-		{"gpt-4*", "gpt-4o*", false},
-		{"*", "gpt-*", false},
-		{"claude-3-5-haiku-*", "claude-*", true},
-		{"claude-*-haiku", "claude-*", true},
-		{"a*", "*b", false},
-	} {
-		if got := modelWithin(c.narrow, c.wide); got != c.want {
-			t.Errorf("modelWithin(%q, %q) = %v, want %v", c.narrow, c.wide, got, c.want)
-		}
-	}
-	if m, none := effectiveModels([]string{"gpt-4o*"}, []string{"gpt-4o-mini"}); none || len(m) != 1 || m[0] != "gpt-4o-mini" {
-		t.Errorf("route narrowed after mint: %v %v", m, none)
-	}
-	if m, none := effectiveModels([]string{"a*"}, []string{"*b"}); !none {
-		t.Errorf("disjoint lists: %v %v, want none", m, none)
-	}
-	if m, _ := effectiveModels(nil, []string{"x"}); len(m) != 1 {
-		t.Errorf("route only: %v", m)
-	}
-}
 
 func llmRoute(extra map[string]any) map[string]any {
 	d := map[string]any{"usage_format": "openai"}
@@ -370,18 +183,9 @@ func TestResolveWithoutLimitsIsUnchanged(t *testing.T) {
 	if _, ok := d["limits"]; ok {
 		t.Fatalf("limits in an answer without any: %v", d["limits"])
 	}
-	if kept := e.b.limiter.sweep(time.Unix(0, 0)); kept != 0 {
+	if kept := e.b.limiter.Sweep(time.Unix(0, 0)); kept != 0 {
 		t.Fatalf("%d rate windows kept for a route without a rate limit", kept)
 	}
-}
-
-func report(t testing.TB, e *testEnv, reports ...map[string]any) map[string]any {
-	t.Helper()
-	items := make([]any, len(reports))
-	for i, r := range reports {
-		items[i] = r
-	}
-	return e.ok(t, logical.PatchOperation, "usage", map[string]any{"reports": items}).Data
 }
 
 func TestBudget(t *testing.T) {
@@ -445,65 +249,6 @@ func TestBudget(t *testing.T) {
 	wantDenied(t, e.resolve(t, tok2, "POST", "/v1/customers", ""), resolve.ReasonBudgetExhausted)
 }
 
-// TestUsageReportsAreChecked: each report is checked on its own; a bad one
-// is rejected alone, and the call's other reports still apply. Only a call
-// of the wrong shape is refused whole.
-func TestUsageReportsAreChecked(t *testing.T) {
-	e := getTestBackend(t)
-	e.writeRoute(t, "r", llmRoute(nil))
-	_, mint := e.mint(t, "r", nil)
-	accessor := mint.Data["accessor"].(string)
-	_, victimMint := e.mint(t, "r", nil)
-	victim := victimMint.Data["accessor"].(string)
-	applied := int64(0)
-	for name, bad := range map[string]map[string]any{
-		"negative":     {"accessor": accessor, "input_tokens": -1},
-		"no accessor":  {"input_tokens": 1},
-		"not whole":    {"accessor": accessor, "input_tokens": 1.5},
-		"huge":         {"accessor": accessor, "output_tokens": int64(resolve.MaxReportedTokens) + 1},
-		"huge settled": {"accessor": accessor, "settled": int64(resolve.MaxReportedTokens) + 1},
-		"not a number": {"accessor": accessor, "input_tokens": "7"},
-		"bad accessor": {"accessor": 7},
-	} {
-		got := report(t, e, map[string]any{"accessor": victim, "input_tokens": 7}, bad,
-			map[string]any{"accessor": victim, "output_tokens": 3})
-		if got["applied"] != 2 || got["rejected"] != 1 || got["unknown_accessors"] != 0 {
-			t.Errorf("%s: answer %v, want 2 applied and 1 rejected", name, got)
-		}
-		applied += 10
-	}
-	rd := e.ok(t, logical.ReadOperation, "tokens/"+accessor, nil).Data
-	if rd["input_tokens"] != int64(0) || rd["output_tokens"] != int64(0) {
-		t.Fatalf("a rejected report applied: %v %v", rd["input_tokens"], rd["output_tokens"])
-	}
-	rd = e.ok(t, logical.ReadOperation, "tokens/"+victim, nil).Data
-	if got := rd["input_tokens"].(int64) + rd["output_tokens"].(int64); got != applied {
-		t.Fatalf("the valid reports beside a rejected one: %d tokens counted, want %d", got, applied)
-	}
-	// Counts up to the bound are fine.
-	if got := report(t, e, map[string]any{"accessor": accessor, "output_tokens": int64(resolve.MaxReportedTokens)}); got["applied"] != 1 {
-		t.Fatalf("a report at MaxReportedTokens: %v", got)
-	}
-	// The wrong shape refuses the whole call.
-	for name, reports := range map[string]any{
-		"not objects": []any{map[string]any{"accessor": victim, "input_tokens": 1}, "x"},
-		"empty":       []any{},
-	} {
-		resp, err := e.request(t, logical.PatchOperation, "usage", map[string]any{"reports": reports})
-		if err != nil || !resp.IsError() {
-			t.Errorf("%s: want a 400, got %v %v", name, resp, err)
-		}
-	}
-	if rd := e.ok(t, logical.ReadOperation, "tokens/"+victim, nil).Data; rd["input_tokens"].(int64)+rd["output_tokens"].(int64) != applied {
-		t.Fatalf("a call refused whole applied a report: %v", rd)
-	}
-	many := make([]any, resolve.MaxReports+1)
-	for i := range many {
-		many[i] = map[string]any{"accessor": accessor}
-	}
-	e.userError(t, logical.PatchOperation, "usage", map[string]any{"reports": many}, "at most")
-}
-
 // TestLimitsOutliveUsageFormat: a token whose own LLM limits outlive its
 // route's usage_format is refused, not let through unmeasured.
 func TestLimitsOutliveUsageFormat(t *testing.T) {
@@ -543,7 +288,7 @@ func TestLimitBookkeeping(t *testing.T) {
 	tok, mint := e.mint(t, "r", nil)
 	accessor := mint.Data["accessor"].(string)
 	wantAllowed(t, e.resolve(t, tok, "GET", "/v1/customers", ""))
-	if kept := e.b.limiter.sweep(e.clock.Now()); kept != 1 {
+	if kept := e.b.limiter.Sweep(e.clock.Now()); kept != 1 {
 		t.Fatalf("%d windows, want the token's", kept)
 	}
 	e.writeRoute(t, "r", llmRoute(map[string]any{"max_output_tokens": 10}))
@@ -551,7 +296,7 @@ func TestLimitBookkeeping(t *testing.T) {
 		t.Fatalf("max_output_tokens = %v after the route lowered it to 10", got)
 	}
 	e.ok(t, logical.DeleteOperation, "tokens/"+accessor, nil)
-	if kept := e.b.limiter.sweep(e.clock.Now()); kept != 0 {
+	if kept := e.b.limiter.Sweep(e.clock.Now()); kept != 0 {
 		t.Fatalf("a revoked token kept its window (%d)", kept)
 	}
 
@@ -621,5 +366,11 @@ func TestBatchCarriesLimits(t *testing.T) {
 	wantDenied(t, results[1], resolve.ReasonRateLimited)
 	if results[1]["retry_after_ms"] != int64(60000) {
 		t.Fatalf("second result's retry_after_ms: %v", results[1]["retry_after_ms"])
+	}
+}
+
+func TestRetryAfterMS(t *testing.T) {
+	if retryAfterMS(time.Nanosecond) != 1 || retryAfterMS(1500*time.Microsecond) != 2 || retryAfterMS(time.Second) != 1000 {
+		t.Error("retryAfterMS must round up to whole milliseconds, at least 1")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/scope"
 )
 
 func (b *backend) pathResolve() []*framework.Path {
@@ -272,8 +273,8 @@ func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Tim
 		len(t.AllowedMethods) > 0 && !slices.Contains(t.AllowedMethods, rr.method) {
 		return resolve.ReasonMethodNotAllowed, "method " + rr.method + " is not allowed for this token"
 	}
-	if !matchAny(route.AllowedPaths, rr.path) ||
-		len(t.AllowedPaths) > 0 && !matchAny(t.AllowedPaths, rr.path) {
+	if !scope.MatchAny(route.AllowedPaths, rr.path) ||
+		len(t.AllowedPaths) > 0 && !scope.MatchAny(t.AllowedPaths, rr.path) {
 		return resolve.ReasonPathNotAllowed, "path is not allowed for this token"
 	}
 	return "", ""
@@ -297,7 +298,7 @@ func usable(t *tokenEntry, route *routeEntry, clientIP netip.Addr, now time.Time
 	default:
 		return st, "token is not active"
 	}
-	if !route.cidrs().allows(clientIP) || !t.cidrs().allows(clientIP) {
+	if !route.cidrs().Allows(clientIP) || !t.cidrs().Allows(clientIP) {
 		return resolve.ReasonCIDRDenied, "client address is not in the token's bound_cidrs"
 	}
 	return "", ""

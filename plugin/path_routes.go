@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/phantomvault/phantom/internal/limits"
+	"github.com/phantomvault/phantom/internal/scope"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -177,7 +179,7 @@ func (b *backend) pathRouteRead(ctx context.Context, req *logical.Request, d *fr
 	totals.add(b.usage.pendingForRoute(routeKey{name, r.ID}))
 	data["usage"] = totals.data()
 	if rr := r.Limits.orNone().RouteRateLimit; rr != nil {
-		data["route_rate_limit_remaining"] = b.limiter.remaining(b.now(), limitCheck{route: true, key: r.ID, rate: rr})
+		data["route_rate_limit_remaining"] = b.limiter.Remaining(b.now(), limits.Check{Route: true, Key: r.ID, Rate: rr})
 	}
 	return &logical.Response{Data: data}, nil
 }
@@ -252,7 +254,7 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 		r.AllowedPaths = cleanList(v.([]string))
 	}
 	if v, ok := d.GetOk("allowed_methods"); ok {
-		methods, err := normalizeMethods(v.([]string))
+		methods, err := scope.NormalizeMethods(v.([]string))
 		if err != nil {
 			return logical.ErrorResponse("allowed_methods: %s", err), nil
 		}
@@ -288,11 +290,11 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 		r.NumUses = v.(int)
 	}
 	if v, ok := d.GetOk("bound_cidrs"); ok {
-		cidrs, err := parseCIDRs(v.([]string))
+		cidrs, err := scope.ParseCIDRs(v.([]string))
 		if err != nil {
 			return logical.ErrorResponse("bound_cidrs: %s", err), nil
 		}
-		r.BoundCIDRs = prefixStrings(cidrs)
+		r.BoundCIDRs = scope.PrefixStrings(cidrs)
 	}
 	if v, ok := d.GetOk("token_prefix"); ok {
 		r.TokenPrefix = v.(string)
@@ -356,74 +358,3 @@ func cleanList(in []string) []string {
 	}
 	return out
 }
-
-const routeHelp = `
-A route is one upstream API, the scope phantom tokens may use there, and the
-real credential phantom-proxy injects. For example:
-
-  vault write phantom/routes/stripe-customers \
-      upstream=https://api.stripe.com \
-      allowed_paths="/v1/customers/**" \
-      allowed_methods=GET \
-      credential=sk_live_...
-
-The credential is write-only: reads return credential_fingerprint, the first
-12 hex digits of its SHA-256, so admins can tell which key is set. Writing a new
-credential rotates it for every live token at once: the next request uses it.
-
-The credential is bound to where and how it is sent. An update that changes
-upstream (its scheme, host, port or path prefix), auth_type, auth_header,
-auth_query_param, auth_format or headers, or turns allow_http on, is refused
-unless it carries credential again: whoever may update a route but does not
-know its key cannot send that key somewhere new. Scope, token settings and
-limits (allowed_paths, allowed_methods, ttl, max_ttl, num_uses, bound_cidrs,
-token_prefix, and the limits below) change without it. On a shared host where the path picks the
-tenant, put the tenant part in upstream, which is bound, not in allowed_paths.
-
-allowed_paths are matched byte for byte against the request path: "*" matches
-one segment, "**" (only as the last segment) matches zero or more segments.
-Paths with dot segments, "//", or encoded "/", "\", "." or NUL never match.
-
-Injection (auth_type): bearer sends "Authorization: Bearer <credential>";
-header sends auth_header with auth_format (for example auth_header=x-api-key,
-or auth_header=Authorization auth_format="Token {{credential}}"); basic sends
-HTTP basic auth of auth_format (default "{{credential}}:", key as user name);
-query adds auth_query_param=<credential> to the URL.
-
-Token defaults: ttl, max_ttl, num_uses, bound_cidrs and token_prefix apply to
-every token minted from the route; a mint request may narrow them, never widen.
-max_ttl bounds how long a token may live, renewals included (default: the
-engine's max_ttl, 24h unless configured). A token's own bound is fixed when it
-is minted; lowering max_ttl also bounds renewals of live tokens, raising it
-never extends them.
-
-Limits bound what a token, even a stolen one, can cost:
-
-  vault write phantom/routes/openai ... usage_format=openai \
-      rate_limit=60/1m route_rate_limit=3000/1m \
-      token_budget=200000 max_output_tokens=4096 allowed_models="gpt-4o-mini,gpt-4.1-*"
-
-rate_limit is per token and route_rate_limit for all the route's tokens
-together, as N/DURATION (bursts of N, refilled at N per duration; the
-duration from 1s to 24h). Over a limit the agent gets 429 with Retry-After.
-They are decided by the engine on Vault's active node, in memory, so they hold
-across any number of proxies; after a leader failover they start afresh.
-token_budget (LLM tokens, input plus output, as the upstream reports them)
-is each token's default and ceiling, fixed at mint; it needs
-max_output_tokens, and each request in flight reserves its cap of the budget
-until its usage is reported (429 budget_pending meanwhile); a token that
-spent it is dead (budget_exhausted). max_output_tokens caps each request and bounds the
-overshoot of requests in flight when a budget runs out. allowed_models are
-globs (* is any run of characters). The last three need usage_format
-(openai, anthropic or gemini), which tells the proxy how to read usage and
-find the model. A mint may narrow every limit, never widen it; a route's
-current limits always apply as well, so lowering one bites at once.
-
-Reads show the limits, route_rate_limit_remaining (requests the route's
-tokens could make at once now), and usage: the totals (requests,
-input_tokens, output_tokens, estimated_responses) of every token of the
-route.
-
-Deleting a route kills its tokens on their next use, even if a route of the
-same name is created again.
-`

@@ -116,6 +116,6 @@ func (b *backend) tidyToken(ctx context.Context, s logical.Storage, tokenHMAC, a
 		}
 	}
 	b.usage.forget(tokenHMAC)
-	b.limiter.forgetToken(tokenHMAC)
+	b.limiter.ForgetToken(tokenHMAC)
 	return true, deleteToken(ctx, s, tokenHMAC, accessor)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/phantomvault/phantom/internal/scope"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -203,13 +203,13 @@ func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logi
 		if len(paths) == 0 {
 			return emptyNarrowing("allowed_paths", "path pattern")
 		}
-		if err := narrowPatterns(paths, route.AllowedPaths); err != nil {
+		if err := scope.NarrowPatterns(paths, route.AllowedPaths); err != nil {
 			return logical.ErrorResponse("allowed_paths: %s", err)
 		}
 		t.AllowedPaths = paths
 	}
 	if v, ok := d.GetOk("allowed_methods"); ok {
-		methods, err := normalizeMethods(v.([]string))
+		methods, err := scope.NormalizeMethods(v.([]string))
 		if err != nil {
 			return logical.ErrorResponse("allowed_methods: %s", err)
 		}
@@ -234,20 +234,18 @@ func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logi
 		t.NumUses = n
 	}
 	if v, ok := d.GetOk("bound_cidrs"); ok {
-		cidrs, err := parseCIDRs(v.([]string))
+		cidrs, err := scope.ParseCIDRs(v.([]string))
 		if err != nil {
 			return logical.ErrorResponse("bound_cidrs: %s", err)
 		}
 		if len(cidrs) == 0 {
 			return emptyNarrowing("bound_cidrs", "CIDR block")
 		}
-		routeCIDRs, _ := parseCIDRs(route.BoundCIDRs) // validated on write
-		for _, c := range cidrs {
-			if len(routeCIDRs) > 0 && !slices.ContainsFunc(routeCIDRs, func(w netip.Prefix) bool { return prefixWithin(c, w) }) {
-				return logical.ErrorResponse("bound_cidrs: %s is wider than the route allows (%v)", c, route.BoundCIDRs)
-			}
+		routeCIDRs, _ := scope.ParseCIDRs(route.BoundCIDRs) // validated on write
+		if c, wider := scope.WiderPrefix(cidrs, routeCIDRs); wider {
+			return logical.ErrorResponse("bound_cidrs: %s is wider than the route allows (%v)", c, route.BoundCIDRs)
 		}
-		t.BoundCIDRs = prefixStrings(cidrs)
+		t.BoundCIDRs = scope.PrefixStrings(cidrs)
 	}
 	if v, ok := d.GetOk("metadata"); ok {
 		md := v.(map[string]string)

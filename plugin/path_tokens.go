@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/limits"
 )
 
 func (b *backend) pathTokens() []*framework.Path {
@@ -111,15 +113,15 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		lim := effective(t, route)
 		data["rate_limit"] = lim.rate.String()
 		if lim.rate != nil {
-			data["rate_limit_remaining"] = b.limiter.remaining(b.now(), limitCheck{key: tokenHMAC, rate: lim.rate})
+			data["rate_limit_remaining"] = b.limiter.Remaining(b.now(), limits.Check{Key: tokenHMAC, Rate: lim.rate})
 		}
 		data["token_budget"] = lim.budget
 		data["max_output_tokens"] = lim.maxOutputTokens
 		data["allowed_models"] = nonNil(lim.models)
 		if lim.budget > 0 {
-			spent := satAdd(totals.InputTokens, totals.OutputTokens)
+			spent := limits.SatAdd(totals.InputTokens, totals.OutputTokens)
 			inFlight, reserved := b.usage.reserved(tokenHMAC, b.now())
-			data["budget_remaining"] = max(lim.budget-satAdd(spent, reserved), 0)
+			data["budget_remaining"] = max(lim.budget-limits.SatAdd(spent, reserved), 0)
 			data["budget_reserved"] = reserved
 			data["budget_in_flight"] = inFlight
 			if status == statusActive && spent >= lim.budget {

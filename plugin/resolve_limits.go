@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/phantomvault/phantom/internal/limits"
 	"github.com/phantomvault/phantom/internal/resolve"
 )
 
@@ -37,9 +38,9 @@ func (b *backend) checkLimits(h heldToken, route *routeEntry, now time.Time) (*r
 		}
 	}
 	if e.rate != nil || e.routeRate != nil {
-		ok, wait := b.limiter.allow(now,
-			limitCheck{key: h.tokenHMAC, rate: e.rate},
-			limitCheck{route: true, key: route.ID, rate: e.routeRate})
+		ok, wait := b.limiter.Allow(now,
+			limits.Check{Key: h.tokenHMAC, Rate: e.rate},
+			limits.Check{Route: true, Key: route.ID, Rate: e.routeRate})
 		if !ok {
 			if budget.u != nil {
 				budget.release()
@@ -55,4 +56,10 @@ func (b *backend) checkLimits(h heldToken, route *routeEntry, now time.Time) (*r
 		lim.BudgetRemaining = new(budget.remaining)
 	}
 	return lim, nil
+}
+
+// retryAfterMS is a wait as the answer's retry_after_ms: rounded up, at
+// least 1.
+func retryAfterMS(d time.Duration) int64 {
+	return max(int64((d+time.Millisecond-1)/time.Millisecond), 1)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/reqpath"
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/scope"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -68,7 +69,7 @@ type routeEntry struct {
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 
-	boundCIDRs *boundCIDRs // BoundCIDRs parsed, set by UnmarshalJSON
+	boundCIDRs *scope.BoundCIDRs // BoundCIDRs parsed, set by UnmarshalJSON
 }
 
 // UnmarshalJSON decodes a stored route and parses its bound_cidrs once, so
@@ -78,12 +79,12 @@ func (r *routeEntry) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, (*stored)(r)); err != nil {
 		return err
 	}
-	r.boundCIDRs = parseBoundCIDRs(r.BoundCIDRs)
+	r.boundCIDRs = scope.ParseBoundCIDRs(r.BoundCIDRs)
 	return nil
 }
 
 // cidrs returns the route's bound_cidrs, parsed.
-func (r *routeEntry) cidrs() *boundCIDRs { return r.boundCIDRs.orParse(r.BoundCIDRs) }
+func (r *routeEntry) cidrs() *scope.BoundCIDRs { return r.boundCIDRs.OrParse(r.BoundCIDRs) }
 
 func getRoute(ctx context.Context, s logical.Storage, name string) (*routeEntry, error) {
 	r, err := readJSON[routeEntry](ctx, s, routePrefix+name)
@@ -177,7 +178,7 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 		return nil, errors.New("allowed_paths is required: at least one path pattern such as /v1/customers/**")
 	}
 	for _, p := range r.AllowedPaths {
-		if err := validatePattern(p); err != nil {
+		if err := scope.ValidatePattern(p); err != nil {
 			return nil, fmt.Errorf("allowed_paths: %w", err)
 		}
 	}
@@ -208,7 +209,7 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 	if r.MaxTTL > 0 && r.TTL > r.MaxTTL {
 		return nil, fmt.Errorf("ttl (%s) must not exceed max_ttl (%s)", r.TTL, r.MaxTTL)
 	}
-	if _, err := parseCIDRs(r.BoundCIDRs); err != nil {
+	if _, err := scope.ParseCIDRs(r.BoundCIDRs); err != nil {
 		return nil, fmt.Errorf("bound_cidrs: %w", err)
 	}
 	if r.TokenPrefix != "" && !token.ValidPrefix(r.TokenPrefix) {

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/scope"
 )
 
 // Storage key prefixes of token records and their accessor index.
@@ -57,7 +58,7 @@ type tokenEntry struct {
 	// Zero on records minted before it existed (see backend.renewBound).
 	MaxExpiresAt time.Time `json:"max_expires_at"`
 
-	boundCIDRs *boundCIDRs // BoundCIDRs parsed, set by UnmarshalJSON
+	boundCIDRs *scope.BoundCIDRs // BoundCIDRs parsed, set by UnmarshalJSON
 }
 
 // UnmarshalJSON decodes a stored record and parses its bound_cidrs once, so
@@ -67,12 +68,12 @@ func (t *tokenEntry) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, (*stored)(t)); err != nil {
 		return err
 	}
-	t.boundCIDRs = parseBoundCIDRs(t.BoundCIDRs)
+	t.boundCIDRs = scope.ParseBoundCIDRs(t.BoundCIDRs)
 	return nil
 }
 
 // cidrs returns the token's bound_cidrs, parsed.
-func (t *tokenEntry) cidrs() *boundCIDRs { return t.boundCIDRs.orParse(t.BoundCIDRs) }
+func (t *tokenEntry) cidrs() *scope.BoundCIDRs { return t.boundCIDRs.OrParse(t.BoundCIDRs) }
 
 // accessorEntry indexes a token record by its accessor.
 type accessorEntry struct {
@@ -208,6 +209,6 @@ func (b *backend) revokeToken(ctx context.Context, s logical.Storage, tokenHMAC 
 	if err := putToken(ctx, s, tokenHMAC, t); err != nil {
 		return err
 	}
-	b.limiter.forgetToken(tokenHMAC)
+	b.limiter.ForgetToken(tokenHMAC)
 	return nil
 }

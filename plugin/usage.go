@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/phantomvault/phantom/internal/limits"
 )
 
 // usageCounter keeps per-token usage in memory so that resolve, the hot
@@ -46,7 +48,7 @@ type usage struct {
 }
 
 // spent is the LLM tokens the token has used, as far as u knows.
-func (u *usage) spent() int64 { return satAdd(u.input.Load(), u.output.Load()) }
+func (u *usage) spent() int64 { return limits.SatAdd(u.input.Load(), u.output.Load()) }
 
 // catchUp adds to u what the token's record t holds beyond what this
 // process flushed: usage that another node wrote (the active node, before
@@ -71,7 +73,7 @@ func (u *usage) catchUpLocked(t *tokenEntry) {
 		{t.Estimated, &u.estimated, &u.flushedEstimated},
 	} {
 		if d := c.stored - c.flushed.Load(); d > 0 {
-			addSat(c.total, d)
+			limits.AddSat(c.total, d)
 			c.flushed.Add(d)
 		}
 	}
@@ -87,9 +89,9 @@ type usageTotals struct {
 
 func (u *usageTotals) add(o usageTotals) {
 	u.Requests += o.Requests
-	u.InputTokens = satAdd(u.InputTokens, o.InputTokens)
-	u.OutputTokens = satAdd(u.OutputTokens, o.OutputTokens)
-	u.Estimated = satAdd(u.Estimated, o.Estimated)
+	u.InputTokens = limits.SatAdd(u.InputTokens, o.InputTokens)
+	u.OutputTokens = limits.SatAdd(u.OutputTokens, o.OutputTokens)
+	u.Estimated = limits.SatAdd(u.Estimated, o.Estimated)
 }
 
 func (u *usageTotals) data() map[string]any {
@@ -135,7 +137,7 @@ func (c *usageCounter) spent(tokenHMAC string, t *tokenEntry) int64 {
 		u.catchUp(t)
 		return u.spent()
 	}
-	return satAdd(t.InputTokens, t.OutputTokens)
+	return limits.SatAdd(t.InputTokens, t.OutputTokens)
 }
 
 // totals returns the token's counts, stored and pending, and when it was
@@ -244,9 +246,9 @@ func (b *backend) flushToken(ctx context.Context, s logical.Storage, tokenHMAC s
 	n := u.requests.Swap(0)
 	d.Requests = n
 	t.Requests += n
-	t.InputTokens = satAdd(t.InputTokens, d.InputTokens)
-	t.OutputTokens = satAdd(t.OutputTokens, d.OutputTokens)
-	t.Estimated = satAdd(t.Estimated, d.Estimated)
+	t.InputTokens = limits.SatAdd(t.InputTokens, d.InputTokens)
+	t.OutputTokens = limits.SatAdd(t.OutputTokens, d.OutputTokens)
+	t.Estimated = limits.SatAdd(t.Estimated, d.Estimated)
 	if lastUsed := time.Unix(0, u.lastUsed.Load()).UTC(); n > 0 && lastUsed.After(t.LastUsedAt) {
 		t.LastUsedAt = lastUsed
 	}

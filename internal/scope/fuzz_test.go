@@ -1,4 +1,4 @@
-package plugin
+package scope
 
 import (
 	"regexp"
@@ -28,7 +28,7 @@ func referenceMatch(pattern, path string) bool {
 }
 
 // FuzzMatchPath checks the fast matcher against the reference for every
-// valid pattern and path, and patternWithin against both.
+// valid pattern and path, and PatternWithin against both.
 func FuzzMatchPath(f *testing.F) {
 	for _, s := range [][2]string{
 		{"/v1/customers/**", "/v1/customers"}, {"/v1/*/refunds", "/v1/ch_1/refunds"}, {"/**", "/"},
@@ -37,16 +37,16 @@ func FuzzMatchPath(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, pattern, path string) {
-		if validatePattern(pattern) != nil || reqpath.Validate(path) != nil {
+		if ValidatePattern(pattern) != nil || reqpath.Validate(path) != nil {
 			return
 		}
-		got, want := matchPath(pattern, path), referenceMatch(pattern, path)
+		got, want := MatchPath(pattern, path), referenceMatch(pattern, path)
 		if got != want {
-			t.Fatalf("matchPath(%q, %q) = %v, reference says %v", pattern, path, got, want)
+			t.Fatalf("MatchPath(%q, %q) = %v, reference says %v", pattern, path, got, want)
 		}
 		// A pattern is within itself and within "/**".
-		if !patternWithin(pattern, pattern) || !patternWithin(pattern, "/**") {
-			t.Fatalf("patternWithin is not reflexive for %q", pattern)
+		if !PatternWithin(pattern, pattern) || !PatternWithin(pattern, "/**") {
+			t.Fatalf("PatternWithin is not reflexive for %q", pattern)
 		}
 	})
 }
