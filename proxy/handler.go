@@ -15,6 +15,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
+	"github.com/phantomvault/phantom/proxy/engine"
 )
 
 // exchange is the state of one proxied request, shared by ServeHTTP and the
@@ -140,7 +141,7 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 		settle(true)
 		return nil, refusalFor(resolve.ReasonBodyTooLarge)
 	}
-	d, ref := s.decide(r, rec, ResolveRequest{Token: tok, Method: r.Method, Path: path, ClientIP: ip})
+	d, ref := s.decide(r, rec, resolve.Request{Token: tok, Method: r.Method, Path: path, ClientIP: ip})
 	// Unknown or dead (a 401): no credential, so its unit stays spent; a
 	// token dead for good is answered again without a call. Anything else
 	// (a live token, or no answer) gives the unit back.
@@ -152,16 +153,17 @@ func (s *Server) admit(r *http.Request, rec *auditRecord) (*exchange, *refusal) 
 		return nil, ref
 	}
 	s.unknownTokens.resolved(key)
+	grant := (*Grant)(d.Grant)
 	ex := &exchange{
-		grant:    d.Grant,
+		grant:    grant,
 		token:    tok,
 		path:     path,
 		rawQuery: rawQuery,
-		scrub:    s.scrubbers.forGrant(d.Grant),
+		scrub:    s.scrubbers.forGrant(grant),
 		rec:      rec,
 	}
-	if ref := tun.checkOrigin(d.Grant); ref != nil {
-		if d.Grant.Limits != nil {
+	if ref := tun.checkOrigin(grant); ref != nil {
+		if grant.Limits != nil {
 			s.settle(ex) // refused, so nothing spent: only the settlement
 		}
 		return nil, ref
@@ -208,11 +210,12 @@ func (s *Server) findToken(r *http.Request, rawQuery string) (string, *refusal) 
 }
 
 // decide asks the engine, through the resolver, whether req may be made.
-// Without a decision the proxy fails closed.
-func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (*Decision, *refusal) {
+// Without a decision the proxy fails closed; a decision it returns is
+// allowed, with its grant.
+func (s *Server) decide(r *http.Request, rec *auditRecord, req resolve.Request) (*engine.Decision, *refusal) {
 	resolveStart := time.Now()
 	d, err := s.resolver.Resolve(r.Context(), req)
-	if err == nil && !d.Allowed && d.Reason == resolve.ReasonBudgetPending && s.usage.awaitSettled(r.Context(), d.Accessor) {
+	if err == nil && d.Grant == nil && d.Reason == resolve.ReasonBudgetPending && s.usage.awaitSettled(r.Context(), d.Accessor) {
 		// The budget may be held only by this proxy's settlements of the
 		// token's last requests, on their way (usage_report.go): once they
 		// are in, ask again (a pending answer spends no rate and no use).
@@ -221,7 +224,7 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (
 	if err != nil {
 		s.metrics.resolveDone(resolveStart, "error")
 		rec.Decision = "error"
-		if errors.Is(err, errOverloaded) {
+		if errors.Is(err, engine.ErrOverloaded) {
 			ref := refusalFor(resolve.ReasonOverloaded)
 			ref.retryAfter = "1"
 			return nil, ref
@@ -231,7 +234,7 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, req ResolveRequest) (
 	}
 	s.metrics.resolveDone(resolveStart, "ok")
 	rec.Route, rec.Accessor = d.Route, d.Accessor
-	if !d.Allowed {
+	if d.Grant == nil { // denied
 		ref := refusalFor(d.Reason)
 		if ref.status == http.StatusTooManyRequests {
 			ref.retryAfter, ref.retryAfterMS = retryAfterHeaders(d.RetryAfterMS)
