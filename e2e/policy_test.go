@@ -26,10 +26,10 @@ func TestLeastPrivilege(t *testing.T) {
 	adminToken := strings.TrimSpace(v.MustCLI(t, "token", "create", "-policy=phantom-admin", "-field=token"))
 	phantomToken, leaseID := v.Mint(t, "stripe-customers")
 
-	// The proxy resolves with PATCH (see proxy/vault_resolve.go).
+	// The proxy resolves with PATCH (see proxy/engine/http_calls.go).
 	resolve := []string{"patch", "phantom/resolve", "token=" + phantomToken, "method=GET", "path=/v1/x", "client_ip=127.0.0.1"}
 	resolveWrite := append([]string{"write"}, resolve[1:]...)
-	// The forward listener checks each CONNECT with PATCH too (proxy/vault_tunnel.go).
+	// The forward listener checks each CONNECT with PATCH too (proxy/engine/tunnel.go).
 	tunnelCheck := []string{"patch", "phantom/tunnel", "origin=api.example.com:443", "token=" + phantomToken, "client_ip=127.0.0.1"}
 	tunnelWrite := append([]string{"write"}, tunnelCheck[1:]...)
 	cases := []struct {

@@ -4,16 +4,18 @@ import (
 	"errors"
 	"net"
 	"time"
+
+	"github.com/phantomvault/phantom/proxy/engine"
 )
 
 // Defaults for Config fields left zero.
 const (
 	DefaultListenAddr        = "127.0.0.1:8080"
 	DefaultAdminAddr         = "127.0.0.1:9090"
-	DefaultMount             = "phantom"
-	DefaultAppRoleMount      = "approle"
-	DefaultVaultTimeout      = 2 * time.Second
-	DefaultVaultConcurrency  = 1
+	DefaultMount             = engine.DefaultMount
+	DefaultAppRoleMount      = engine.DefaultAppRoleMount
+	DefaultVaultTimeout      = engine.DefaultTimeout
+	DefaultVaultConcurrency  = engine.DefaultConcurrency
 	DefaultUpstreamTimeout   = 120 * time.Second // until response headers; bodies may stream longer
 	DefaultDialTimeout       = 10 * time.Second
 	DefaultShutdownTimeout   = 30 * time.Second
@@ -170,6 +172,23 @@ func (c Config) withDefaults() Config {
 		c.QueryParams = DefaultQueryParams
 	}
 	return c
+}
+
+// Engine is the part of c the engine client needs (engine.New).
+func (c Config) Engine() engine.Config {
+	return engine.Config{
+		Addr:               c.VaultAddr,
+		CACert:             c.VaultCACert,
+		TLSServerName:      c.VaultTLSServerName,
+		Timeout:            c.VaultTimeout,
+		Mount:              c.Mount,
+		Concurrency:        c.VaultConcurrency,
+		AppRoleMount:       c.AppRoleMount,
+		RoleIDFile:         c.RoleIDFile,
+		SecretIDFile:       c.SecretIDFile,
+		SecretIDWrapped:    c.SecretIDWrapped,
+		RemoveSecretIDFile: c.RemoveSecretIDFile,
+	}
 }
 
 // Validate reports the first missing or inconsistent setting.

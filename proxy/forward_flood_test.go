@@ -1,13 +1,10 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -17,121 +14,6 @@ import (
 
 	"github.com/phantomvault/phantom/internal/resolve"
 )
-
-// echoTunnels is echoCall that also checks tunnels: it records the most
-// calls of either kind it ever had in flight at once.
-type echoTunnels struct {
-	echoCall
-	inFlight, most atomic.Int64
-	checks         atomic.Int64
-}
-
-func (e *echoTunnels) enter() func() {
-	n := e.inFlight.Add(1)
-	for {
-		m := e.most.Load()
-		if n <= m || e.most.CompareAndSwap(m, n) {
-			break
-		}
-	}
-	return func() { e.inFlight.Add(-1) }
-}
-
-func (e *echoTunnels) resolveMany(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
-	defer e.enter()()
-	time.Sleep(time.Millisecond)
-	return e.echoCall.resolveMany(ctx, reqs)
-}
-
-func (e *echoTunnels) checkTunnelOnce(_ context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
-	defer e.enter()()
-	e.checks.Add(1)
-	if e.release != nil {
-		<-e.release
-	}
-	time.Sleep(time.Millisecond)
-	return &resolve.TunnelAnswer{Allowed: new(false), Reason: resolve.ReasonOriginNotAllowed, Message: req.Origin}, nil
-}
-
-// CONNECT checks take the resolves' slots: with -vault-concurrency 1, never
-// two calls of any kind at once, and each check gets its own origin's answer.
-func TestBatcherTunnelChecksShareTheBound(t *testing.T) {
-	e := &echoTunnels{}
-	b := newBatcher(e, 1, nil)
-	var wg sync.WaitGroup
-	errs := make(chan error, 200)
-	for i := range 100 {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			o := fmt.Sprintf("h%d.example:443", i)
-			a, err := b.checkTunnel(context.Background(), resolve.TunnelRequest{Origin: o, ClientIP: "192.0.2.1"})
-			if err == nil && a.Message != o {
-				err = fmt.Errorf("the check of %s got %s's answer", o, a.Message)
-			}
-			errs <- err
-		}()
-		go func() {
-			defer wg.Done()
-			p := fmt.Sprint("/", i)
-			d, err := b.resolve(context.Background(), ResolveRequest{Path: p})
-			if err == nil && d.Route != p {
-				err = fmt.Errorf("resolve %s got %s", p, d.Route)
-			}
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if m := e.most.Load(); m != 1 {
-		t.Fatalf("%d calls to Vault at once with a concurrency of 1", m)
-	}
-	if n := e.checks.Load(); n != 100 {
-		t.Fatalf("%d tunnel calls for 100 distinct checks", n)
-	}
-}
-
-// Identical checks queued together share one call; a full queue sheds a
-// check as it sheds a resolve.
-func TestBatcherTunnelChecksQueueAndShed(t *testing.T) {
-	e := &echoTunnels{echoCall: echoCall{release: make(chan struct{})}}
-	b := newBatcher(e, 1, nil)
-	req := resolve.TunnelRequest{Origin: "evil.example:443", ClientIP: "192.0.2.1"}
-	var wg sync.WaitGroup
-	errs := make(chan error, maxQueued+1)
-	for i := range maxQueued + 1 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := b.checkTunnel(context.Background(), req)
-			errs <- err
-		}()
-		if i == 0 {
-			waitInFlight(t, b, 1)
-		}
-	}
-	waitQueued(t, b, maxQueued)
-	if _, err := b.checkTunnel(context.Background(), req); !errors.Is(err, errOverloaded) {
-		t.Fatalf("a check with a full queue: %v, want errOverloaded", err)
-	}
-	close(e.release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("a queued check failed: %v", err)
-		}
-	}
-	// The first alone, then the queue in batches of maxBatch, one call each.
-	if n, most := e.checks.Load(), int64(1+(maxQueued+maxBatch-1)/maxBatch); n > most {
-		t.Fatalf("%d tunnel calls for %d identical checks, want at most %d", n, maxQueued+1, most)
-	}
-}
 
 // take holds a unit while the call is made: a concurrent burst passes no
 // more than the budget, and a unit given back is there again.
@@ -187,12 +69,11 @@ func TestUnknownTokenLimitTake(t *testing.T) {
 	}
 }
 
-// count is how many CONNECT checks the engine had, to origin (any if empty).
-func (g *grantTunnels) count(origin string) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+// tunnelChecks is how many CONNECT checks the engine had, to origin (any if
+// empty).
+func (f *forwardFixture) tunnelChecks(origin string) int {
 	n := 0
-	for _, c := range g.calls {
+	for _, c := range f.p.engine.Tunnels() {
 		if origin == "" || c.Origin == origin {
 			n++
 		}
@@ -230,7 +111,7 @@ func TestForwardTokenlessFloodIsBounded(t *testing.T) {
 			t.Fatalf("a tokenless CONNECT to a host no route names got %d", c)
 		}
 	}
-	calls := f.tunnels.count("")
+	calls := f.tunnelChecks("")
 	most := DefaultUnknownTokenBurst + int(elapsed.Seconds()*DefaultUnknownTokenRate) + 1
 	t.Logf("150 tokenless CONNECTs in %v: %d checks reached the engine, %d answered 429", elapsed, calls, limited)
 	if calls > most || limited < 150-most {
@@ -266,12 +147,12 @@ func TestForwardRefusedOriginsRemembered(t *testing.T) {
 			t.Fatalf("CONNECT %s: %d %s", nowhere, resp.StatusCode, body)
 		}
 	}
-	if n := f.tunnels.count(nowhere); n != 1 {
+	if n := f.tunnelChecks(nowhere); n != 1 {
 		t.Fatalf("10 tokenless CONNECTs to one refused origin made %d checks, want 1", n)
 	}
 	// With a token, the engine is asked (its answer depends on the token).
 	connectStatus(t, f.fwdAddr, nowhere, f.p.token)
-	if n := f.tunnels.count(nowhere); n != 2 {
+	if n := f.tunnelChecks(nowhere); n != 2 {
 		t.Fatalf("a CONNECT with a token was answered from the remembered refusal (%d checks)", n)
 	}
 	// An origin allowed is asked about every time.
@@ -280,14 +161,12 @@ func TestForwardRefusedOriginsRemembered(t *testing.T) {
 			t.Fatalf("CONNECT example.com:443 without a token: %d", resp.StatusCode)
 		}
 	}
-	if n := f.tunnels.count("example.com:443"); n != 3 {
+	if n := f.tunnelChecks("example.com:443"); n != 3 {
 		t.Fatalf("3 allowed CONNECTs made %d checks: an approval was cached", n)
 	}
 	// A route created for the refused origin serves it within a few seconds.
 	u, _ := url.Parse("https://nowhere.test")
-	f.p.resolver.mu.Lock()
-	f.p.resolver.grants["phm_other"] = &Grant{Route: "n", Upstream: u}
-	f.p.resolver.mu.Unlock()
+	f.p.engine.Allow("phm_other", &resolve.Grant{Route: "n", Upstream: u})
 	deadline := time.Now().Add(refusedOriginAge + 5*time.Second)
 	for {
 		resp, _ := connectStatus(t, f.fwdAddr, nowhere, "")
@@ -300,72 +179,14 @@ func TestForwardRefusedOriginsRemembered(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// Vault unavailable: nothing remembered, so the next CONNECT asks again.
-	f.tunnels.mu.Lock()
-	f.tunnels.err = errors.New("Vault is down")
-	f.tunnels.mu.Unlock()
-	before := f.tunnels.count("")
+	f.p.engine.Fail(errors.New("Vault is down"))
+	before := f.tunnelChecks("")
 	for range 2 {
 		if resp, _ := connectStatus(t, f.fwdAddr, "elsewhere.test:443", ""); resp.StatusCode != 503 {
 			t.Fatalf("Vault down: %d", resp.StatusCode)
 		}
 	}
-	if n := f.tunnels.count("") - before; n != 2 {
+	if n := f.tunnelChecks("") - before; n != 2 {
 		t.Fatalf("%d checks for 2 CONNECTs while Vault was down", n)
-	}
-}
-
-// VaultResolver.CheckTunnel goes through the batcher: with the default
-// -vault-concurrency of 1, CONNECT checks and resolves never reach Vault two
-// at a time.
-func TestVaultTunnelChecksShareTheConcurrency(t *testing.T) {
-	fv := &fakeVault{resolve: func(string) (int, string) { return http.StatusOK, allowJSON }}
-	var inFlight, most, checks atomic.Int64
-	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/phantom/") {
-			n := inFlight.Add(1)
-			defer inFlight.Add(-1)
-			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-		if r.URL.Path == "/v1/phantom/tunnel" {
-			checks.Add(1)
-			io.WriteString(w, `{"data":{"allowed":false,"reason":"origin_not_allowed"}}`)
-			return
-		}
-		fv.ServeHTTP(w, r)
-	}))
-	t.Cleanup(vault.Close)
-	v := newTestResolverAt(t, vault.URL)
-	var wg sync.WaitGroup
-	errs := make(chan error, 80)
-	for i := range 40 {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			a, err := v.CheckTunnel(context.Background(), resolve.TunnelRequest{Origin: fmt.Sprintf("h%d.example:443", i), ClientIP: "192.0.2.1"})
-			if err == nil && *a.Allowed {
-				err = errors.New("allowed")
-			}
-			errs <- err
-		}()
-		go func() {
-			defer wg.Done()
-			_, err := v.Resolve(context.Background(), ResolveRequest{Token: "phm_x", Method: "GET", Path: "/v1/x", ClientIP: "192.0.2.1"})
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if m := most.Load(); m != 1 {
-		t.Fatalf("%d calls to Vault at once with -vault-concurrency 1", m)
-	}
-	if n := checks.Load(); n != 40 {
-		t.Fatalf("%d tunnel calls for 40 distinct checks", n)
 	}
 }

@@ -21,7 +21,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/testutil"
+	"github.com/phantomvault/phantom/proxy/engine/enginetest"
 )
 
 func TestParseConnectTarget(t *testing.T) {
@@ -104,8 +106,7 @@ type forwardFixture struct {
 	caPool   *x509.CertPool
 	received atomic.Int64
 	stop     func() error
-	tunnels  *grantTunnels // the engine's CONNECT check (forward_tunnel_test.go)
-	audit    string        // the audit log's file
+	audit    string // the audit log's file
 }
 
 func newForwardFixture(t *testing.T) *forwardFixture {
@@ -129,14 +130,14 @@ func newForwardFixture(t *testing.T) *forwardFixture {
 	u, _ := url.Parse("https://example.com")
 	g := &Grant{Route: "r", Accessor: "pha_test", Upstream: u, Credential: realKey,
 		AuthType: "bearer", AuthName: "Authorization", AuthFormat: "Bearer {{credential}}", Headers: map[string]string{}}
-	res := &fakeResolver{grants: map[string]*Grant{tok: g}, deny: map[string]string{}}
+	res := enginetest.New()
+	res.Allow(tok, (*resolve.Grant)(g))
 	logs := &testutil.LockedBuffer{}
-	f.tunnels = &grantTunnels{res: res}
 	f.audit = filepath.Join(t.TempDir(), "audit.log")
 	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: f.audit,
 		ForwardCAGenerate: true, UpstreamCAFile: caFile,
 		UpstreamResolve: []string{"example.com:443=" + up.Listener.Addr().String()}},
-		res, testMetrics(t), hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}), WithTunnelChecker(f.tunnels))
+		res, testMetrics(t), hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}), WithTunnelChecker(res))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func newForwardFixture(t *testing.T) *forwardFixture {
 			t.Errorf("the proxy's log holds a secret:\n%s", s)
 		}
 	})
-	f.p = &testProxy{resolver: res, token: tok, srv: srv}
+	f.p = &testProxy{engine: res, token: tok, srv: srv}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	adminLn, _ := net.Listen("tcp", "127.0.0.1:0")
 	fwdLn, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/origin"
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/engine"
 )
 
 // Remembered refusals of CONNECTs without a token (refusedOrigins): such an
@@ -21,10 +22,10 @@ const (
 )
 
 // admitTunnel asks the engine, before a CONNECT is answered, whether a
-// tunnel to target may be opened (TunnelChecker): with proxy credentials
-// (tok), only to the origin of that live token's route; without, only to an
-// origin some route names. A refused CONNECT sends no byte anywhere. It
-// fills rec as it learns.
+// tunnel to target may be opened (engine.TunnelChecker): with proxy
+// credentials (tok), only to the origin of that live token's route;
+// without, only to an origin some route names. A refused CONNECT sends no
+// byte anywhere. It fills rec as it learns.
 //
 // No client can make it call Vault without bound (unknownTokenLimit.take):
 // a CONNECT without a token, or with one the engine has not allowed lately,
@@ -53,7 +54,7 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 	a, err := s.tunnels.CheckTunnel(r.Context(), resolve.TunnelRequest{Origin: key, Token: tok, ClientIP: ip})
 	if err != nil {
 		rec.Decision = "error"
-		if errors.Is(err, errOverloaded) {
+		if errors.Is(err, engine.ErrOverloaded) {
 			giveBack() // never sent
 			ref := refusalFor(resolve.ReasonOverloaded)
 			ref.retryAfter = "1"

@@ -5,75 +5,22 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/phantomvault/phantom/internal/origin"
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
-	"github.com/phantomvault/phantom/plugin"
+	"github.com/phantomvault/phantom/proxy/engine/enginetest"
 )
-
-// grantTunnels plays the engine's tunnel call from a fakeResolver's grants:
-// a known token may tunnel to its grant's origin; no token to any grant's;
-// a denied token gets its reason.
-type grantTunnels struct {
-	res   *fakeResolver
-	err   error
-	mu    sync.Mutex
-	calls []resolve.TunnelRequest
-}
-
-func (g *grantTunnels) CheckTunnel(_ context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
-	g.mu.Lock()
-	g.calls = append(g.calls, req)
-	g.mu.Unlock()
-	if g.err != nil {
-		return nil, g.err
-	}
-	g.res.mu.Lock()
-	defer g.res.mu.Unlock()
-	deny := func(reason string) (*resolve.TunnelAnswer, error) {
-		return &resolve.TunnelAnswer{Allowed: new(false), Reason: reason}, nil
-	}
-	leadsThere := func(gr *Grant) bool {
-		o, err := origin.OfURL(gr.Upstream)
-		return err == nil && o.String() == req.Origin
-	}
-	if req.Token == "" {
-		for _, gr := range g.res.grants {
-			if leadsThere(gr) {
-				return &resolve.TunnelAnswer{Allowed: new(true)}, nil
-			}
-		}
-		return deny(resolve.ReasonOriginNotAllowed)
-	}
-	if reason, ok := g.res.deny[req.Token]; ok {
-		return deny(reason)
-	}
-	gr, ok := g.res.grants[req.Token]
-	switch {
-	case !ok:
-		return deny(resolve.ReasonUnknownToken)
-	case !leadsThere(gr):
-		return deny(resolve.ReasonOriginNotAllowed)
-	}
-	return &resolve.TunnelAnswer{Allowed: new(true), Route: gr.Route, Accessor: gr.Accessor}, nil
-}
 
 // connectStatus sends CONNECT target with proxyToken (none if empty) and
 // returns the answer's status and body.
@@ -106,11 +53,8 @@ func connectStatus(t *testing.T, addr, target, proxyToken string) (*http.Respons
 // with the status a client reports clearly, and is audited.
 func TestForwardConnectChecked(t *testing.T) {
 	f := newForwardFixture(t)
-	checker := f.tunnels
 	revoked := mintToken(t)
-	f.p.resolver.mu.Lock()
-	f.p.resolver.deny[revoked] = resolve.ReasonRevoked
-	f.p.resolver.mu.Unlock()
+	f.p.engine.Deny(revoked, resolve.ReasonRevoked)
 
 	for _, c := range []struct {
 		name, target, token string
@@ -144,10 +88,9 @@ func TestForwardConnectChecked(t *testing.T) {
 	if resp, body := connectStatus(t, f.fwdAddr, pasted+":443", ""); resp.StatusCode != 400 || !strings.Contains(body, "holds a phantom token") {
 		t.Fatalf("CONNECT <token>:443: %d %s", resp.StatusCode, body)
 	}
-	checker.mu.Lock()
-	last := checker.calls[len(checker.calls)-1]
-	second := checker.calls[1]
-	checker.mu.Unlock()
+	checks := f.p.engine.Tunnels()
+	last := checks[len(checks)-1]
+	second := checks[1]
 	if second.Origin != "example.com:443" || second.Token != "" || last.ClientIP != "127.0.0.1" {
 		t.Fatalf("the checker was asked %+v, %+v", second, last)
 	}
@@ -156,9 +99,7 @@ func TestForwardConnectChecked(t *testing.T) {
 	}
 
 	// Vault unavailable: 503, fail closed.
-	checker.mu.Lock()
-	checker.err = errors.New("Vault is down")
-	checker.mu.Unlock()
+	f.p.engine.Fail(errors.New("Vault is down"))
 	resp, body := connectStatus(t, f.fwdAddr, "example.com:443", f.p.token)
 	if resp.StatusCode != 503 || !strings.Contains(body, "vault_unavailable") {
 		t.Fatalf("Vault down: %d %s", resp.StatusCode, body)
@@ -183,7 +124,7 @@ func TestForwardConnectChecked(t *testing.T) {
 // TestForwardNeedsTunnelChecker: no forward listener without the CONNECT check.
 func TestForwardNeedsTunnelChecker(t *testing.T) {
 	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: t.TempDir() + "/audit.log", ForwardCAGenerate: true},
-		&fakeResolver{}, testMetrics(t), hclog.NewNullLogger())
+		enginetest.New(), testMetrics(t), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,77 +137,6 @@ func TestForwardNeedsTunnelChecker(t *testing.T) {
 	defer fwdLn.Close()
 	if err := srv.ServeWithForward(context.Background(), ln, adminLn, fwdLn); err == nil || !strings.Contains(err.Error(), "tunnel checker") {
 		t.Fatalf("ServeWithForward without a tunnel checker: %v", err)
-	}
-}
-
-// TestTunnelRoundTrip: the proxy's tunnel call against the engine's tunnel
-// path, over HTTP as Vault carries it.
-func TestTunnelRoundTrip(t *testing.T) {
-	ctx := context.Background()
-	storage := &logical.InmemStorage{}
-	conf := logical.TestBackendConfig()
-	conf.StorageView = storage
-	engine, err := plugin.Factory(ctx, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	call := func(op logical.Operation, path string, data map[string]any) map[string]any {
-		t.Helper()
-		resp, err := engine.HandleRequest(ctx, &logical.Request{Operation: op, Path: path, Data: data, Storage: storage})
-		if err != nil || resp != nil && resp.IsError() {
-			t.Fatalf("%s %s: %v %v", op, path, err, resp)
-		}
-		if resp == nil {
-			return nil
-		}
-		return resp.Data
-	}
-	call(logical.UpdateOperation, "routes/r", map[string]any{"upstream": "https://API.example.com", "allowed_paths": "/v1/**",
-		"allowed_methods": "GET", "credential": "sk_live_RoundTrip0123456789"})
-	tok := call(logical.UpdateOperation, "token/r", nil)["token"].(string)
-	revoked := call(logical.UpdateOperation, "token/r", nil)
-	call(logical.DeleteOperation, "tokens/"+revoked["accessor"].(string), nil)
-
-	var path atomic.Value
-	vault := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		path.Store(r.Method + " " + r.URL.Path)
-		var data map[string]any
-		json.NewDecoder(r.Body).Decode(&data)
-		resp, err := engine.HandleRequest(r.Context(), &logical.Request{Operation: logical.PatchOperation,
-			Path: strings.TrimPrefix(r.URL.Path, "/v1/phantom/"), Data: data, Storage: storage})
-		if err != nil || resp.IsError() {
-			w.WriteHeader(http.StatusBadRequest)
-			json.NewEncoder(w).Encode(map[string]any{"errors": []string{"refused"}})
-			return
-		}
-		json.NewEncoder(w).Encode(map[string]any{"data": resp.Data})
-	}))
-	t.Cleanup(vault.Close)
-	rc := resolveCall{http: vault.Client(), mountURL: vault.URL + "/v1/phantom/", timeout: 10 * time.Second, forward: new(atomic.Bool)}
-	target, err := parseConnectTarget("API.Example.com:443") // as the proxy reads a CONNECT
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		req    resolve.TunnelRequest
-		reason string
-	}{
-		{resolve.TunnelRequest{Origin: target.String(), Token: tok, ClientIP: "127.0.0.1"}, ""},
-		{resolve.TunnelRequest{Origin: target.String()}, ""},
-		{resolve.TunnelRequest{Origin: "api.example.com:8443", Token: tok}, resolve.ReasonOriginNotAllowed},
-		{resolve.TunnelRequest{Origin: "other.example.com:443"}, resolve.ReasonOriginNotAllowed},
-		{resolve.TunnelRequest{Origin: target.String(), Token: revoked["token"].(string)}, resolve.ReasonRevoked},
-	} {
-		a, err := rc.tunnel(ctx, "t", c.req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.reason == "" && !*a.Allowed || c.reason != "" && (*a.Allowed || a.Reason != c.reason || !resolve.Known(a.Reason)) {
-			t.Errorf("%+v: %+v", c.req, a)
-		}
-	}
-	if got := path.Load(); got != "PATCH /v1/phantom/tunnel" {
-		t.Fatalf("the call went to %v", got)
 	}
 }
 
@@ -287,12 +157,10 @@ func TestForwardOriginRefusalSettles(t *testing.T) {
 	f := newForwardFixture(t)
 	other := mintToken(t)
 	u, _ := url.Parse("https://example.org")
-	f.p.resolver.mu.Lock()
-	f.p.resolver.grants[other] = &Grant{Route: "o", Accessor: "pha_test", Upstream: u, Credential: realKey,
+	f.p.engine.Allow(other, &resolve.Grant{Route: "o", Accessor: "pha_test", Upstream: u, Credential: realKey,
 		AuthType: "bearer", AuthName: "Authorization", AuthFormat: "Bearer {{credential}}", Headers: map[string]string{},
-		Limits: &resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10, BudgetRemaining: new(int64(100))}}
-	f.p.resolver.mu.Unlock()
-	sink := &sinkRecorder{}
+		Limits: &resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10, BudgetRemaining: new(int64(100))}})
+	sink := enginetest.New()
 	rep := NewUsageReporter(sink, time.Hour, time.Second, f.p.srv.metrics, hclog.NewNullLogger())
 	f.p.srv.usage = rep
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
+	"github.com/phantomvault/phantom/proxy/engine"
 	"github.com/phantomvault/phantom/proxy/inject"
 	"github.com/phantomvault/phantom/proxy/scrub"
 )
@@ -170,7 +171,7 @@ func (s *Server) admit(r *http.Request, tun *tunnel, rec *auditRecord) (*admissi
 // decide has the engine decide on an admitted request and settles the
 // unit of the unknown-token limit the resolve was charged.
 func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Grant, *refusal) {
-	d, ref := s.resolve(r, rec, ResolveRequest{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP})
+	d, ref := s.resolve(r, rec, resolve.Request{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP})
 	// Unknown or dead (a 401): no credential, so its unit stays spent; a
 	// token dead for good is answered again without a call. Anything else
 	// (a live token, or no answer) gives the unit back.
@@ -182,7 +183,7 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Gra
 		return nil, ref
 	}
 	s.unknownTokens.resolved(adm.key)
-	return d.Grant, nil
+	return (*Grant)(d.Grant), nil
 }
 
 // begin makes the exchange of an allowed request, once a tunnel's origin
@@ -251,11 +252,12 @@ func (s *Server) findToken(r *http.Request, tun *tunnel, rawQuery string) (strin
 }
 
 // resolve asks the engine, through the resolver, whether req may be made.
-// Without a decision the proxy fails closed.
-func (s *Server) resolve(r *http.Request, rec *auditRecord, req ResolveRequest) (*Decision, *refusal) {
+// Without a decision the proxy fails closed; a decision it returns is
+// allowed, with its grant.
+func (s *Server) resolve(r *http.Request, rec *auditRecord, req resolve.Request) (*engine.Decision, *refusal) {
 	resolveStart := time.Now()
 	d, err := s.resolver.Resolve(r.Context(), req)
-	if err == nil && !d.Allowed && d.Reason == resolve.ReasonBudgetPending && s.usage.awaitSettled(r.Context(), d.Accessor) {
+	if err == nil && d.Grant == nil && d.Reason == resolve.ReasonBudgetPending && s.usage.awaitSettled(r.Context(), d.Accessor) {
 		// The budget may be held only by this proxy's settlements of the
 		// token's last requests, on their way (usage_report.go): once they
 		// are in, ask again (a pending answer spends no rate and no use).
@@ -264,7 +266,7 @@ func (s *Server) resolve(r *http.Request, rec *auditRecord, req ResolveRequest) 
 	if err != nil {
 		s.metrics.resolveDone(resolveStart, "error")
 		rec.Decision = "error"
-		if errors.Is(err, errOverloaded) {
+		if errors.Is(err, engine.ErrOverloaded) {
 			ref := refusalFor(resolve.ReasonOverloaded)
 			ref.retryAfter = "1"
 			return nil, ref
@@ -274,7 +276,7 @@ func (s *Server) resolve(r *http.Request, rec *auditRecord, req ResolveRequest) 
 	}
 	s.metrics.resolveDone(resolveStart, "ok")
 	rec.Route, rec.Accessor = d.Route, d.Accessor
-	if !d.Allowed {
+	if d.Grant == nil { // denied
 		ref := refusalFor(d.Reason)
 		if ref.status == http.StatusTooManyRequests {
 			ref.retryAfter, ref.retryAfterMS = retryAfterHeaders(d.RetryAfterMS)

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/engine/enginetest"
 )
 
 // BenchmarkServeLimits is one proxied chat completion, in process, for a
@@ -39,16 +40,17 @@ func BenchmarkServeLimits(b *testing.B) {
 			tok := mintToken(b)
 			g := &Grant{Route: "r", Accessor: "pha_b", Upstream: u, Credential: realKey, AuthType: "bearer",
 				AuthName: "Authorization", AuthFormat: "Bearer {{credential}}", Headers: map[string]string{}, Limits: c.limits}
-			res := &fakeResolver{grants: map[string]*Grant{tok: g}}
+			res := enginetest.New()
+			res.Allow(tok, (*resolve.Grant)(g))
 			srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: filepath.Join(b.TempDir(), "audit.log")}, res, testMetrics(b), hclog.NewNullLogger())
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer srv.Close()
-			srv.usage = NewUsageReporter(&sinkRecorder{}, 0, 0, srv.metrics, hclog.NewNullLogger())
+			srv.usage = NewUsageReporter(enginetest.New(), 0, 0, srv.metrics, hclog.NewNullLogger())
 			b.ReportAllocs()
 			for b.Loop() {
-				res.calls = res.calls[:0]
+				res.ForgetCalls()
 				req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(reqBody))
 				req.Header.Set("Authorization", "Bearer "+tok)
 				req.Header.Set("Content-Type", "application/json")

@@ -77,9 +77,9 @@ func TestLimitedBodyModelRules(t *testing.T) {
 		})
 	}
 	// Without a model rule, a deployment's path is the operator's to scope.
-	p.resolver.mu.Lock()
-	p.resolver.grants[p.token].Limits = &resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10}
-	p.resolver.mu.Unlock()
+	p.engine.Edit(p.token, func(g *resolve.Grant) {
+		g.Limits = &resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10}
+	})
 	if resp, got := p.post(t, "/openai/deployments/d/chat/completions?api-version=1", `{"model":"x"}`); resp.StatusCode != 200 {
 		t.Errorf("a deployment under a cap only: %d %s", resp.StatusCode, got)
 	}

@@ -138,10 +138,8 @@ func TestOneCompletionPerRequest(t *testing.T) {
 		{"no limits", resolve.Limits{UsageFormat: "openai"}, "/v1/completions", `{"model":"m","prompt":["a","b"],"n":2}`, 200, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p.resolver.mu.Lock()
 			l := c.limits
-			p.resolver.grants[p.token].Limits = &l
-			p.resolver.mu.Unlock()
+			p.engine.Edit(p.token, func(g *resolve.Grant) { g.Limits = &l })
 			before := seen.count()
 			resp, body := p.post(t, c.path, c.body)
 			if c.status == 200 {
@@ -187,9 +185,7 @@ func TestCapGoesWhereTheEndpointReads(t *testing.T) {
 		{"legacy completions max_tokens 0", "openai", "/v1/completions", `{"prompt":"a","max_tokens":0}`, 400, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p.resolver.mu.Lock()
-			p.resolver.grants[p.token].Limits = &resolve.Limits{UsageFormat: c.format, MaxOutputTokens: 100}
-			p.resolver.mu.Unlock()
+			p.engine.Edit(p.token, func(g *resolve.Grant) { g.Limits = &resolve.Limits{UsageFormat: c.format, MaxOutputTokens: 100} })
 			before := seen.count()
 			resp, body := p.post(t, c.path, c.body)
 			if resp.StatusCode != c.status {

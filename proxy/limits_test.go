@@ -1,18 +1,17 @@
 package proxy
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/engine/enginetest"
 )
 
 // post sends body to the proxy with the test token.
@@ -123,9 +122,7 @@ func TestOutputCap(t *testing.T) {
 		{"gemini both spellings", "gemini", "/v1beta/models/g:generateContent", `{"generationConfig":{},"generation_config":{}}`, 400, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p.resolver.mu.Lock()
-			p.resolver.grants[p.token].Limits = &resolve.Limits{UsageFormat: c.format, MaxOutputTokens: 100}
-			p.resolver.mu.Unlock()
+			p.engine.Edit(p.token, func(g *resolve.Grant) { g.Limits = &resolve.Limits{UsageFormat: c.format, MaxOutputTokens: 100} })
 			before := seen.count()
 			resp, body := p.post(t, c.path, c.body)
 			if resp.StatusCode != c.status {
@@ -247,21 +244,17 @@ func TestGeminiModelFromPath(t *testing.T) {
 	}
 }
 
-// limitResolver answers every request with one decision.
-type limitResolver struct{ d *Decision }
-
-func (l limitResolver) Resolve(context.Context, ResolveRequest) (*Decision, error) { return l.d, nil }
-func (l limitResolver) Ready(context.Context) bool                                 { return true }
-
 func TestRateLimitedHasRetryAfter(t *testing.T) {
 	for ms, want := range map[int64][2]string{1500: {"2", "1500"}, 1: {"1", "1"}, 2000: {"2", "2000"}, 0: {"1", ""}} {
+		tok, limited := mintToken(t), enginetest.New()
+		limited.Answer(tok, resolve.Answer{Reason: resolve.ReasonRateLimited, Route: "r", Accessor: "pha_x", RetryAfterMS: ms})
 		srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: t.TempDir() + "/audit.log"},
-			limitResolver{&Decision{Reason: resolve.ReasonRateLimited, Route: "r", Accessor: "pha_x", RetryAfterMS: ms}}, testMetrics(t), hclog.NewNullLogger())
+			limited, testMetrics(t), hclog.NewNullLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
 		ts := httptest.NewServer(srv)
-		resp, body := get(t, ts.URL+"/v1/x", map[string]string{"Authorization": "Bearer " + mintToken(t)})
+		resp, body := get(t, ts.URL+"/v1/x", map[string]string{"Authorization": "Bearer " + tok})
 		ts.Close()
 		srv.Close()
 		wantError(t, resp, body, 429, errRateLimited)
@@ -271,55 +264,10 @@ func TestRateLimitedHasRetryAfter(t *testing.T) {
 	}
 }
 
-// The answer's retry_after_ms and limits survive batching: each result of a
-// batch carries its own.
-func TestLimitsSurviveBatching(t *testing.T) {
-	raw := `{"results":[{"allowed":false,"reason":"rate_limited","retry_after_ms":1234,"route":"r","accessor":"a1"},
-		{"allowed":true,"route":"r","accessor":"a2","limits":{"usage_format":"openai","max_output_tokens":7}}],
-		"routes":{"r":{"upstream":"https://x","credential":"c","auth_type":"bearer","auth_name":"Authorization","auth_format":"Bearer {{credential}}","headers":{}}}}`
-	var reply resolve.Reply
-	if err := json.Unmarshal([]byte(raw), &reply); err != nil {
-		t.Fatal(err)
-	}
-	answers, err := reply.Answers(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d0, err0 := parseDecision(answers[0])
-	d1, err1 := parseDecision(answers[1])
-	if err0 != nil || err1 != nil || d0.RetryAfterMS != 1234 || d1.Grant.Limits == nil || d1.Grant.Limits.MaxOutputTokens != 7 {
-		t.Fatalf("%+v %v; %+v %v", d0, err0, d1, err1)
-	}
-}
-
-// sinkRecorder is a UsageSink that keeps what it was sent.
-type sinkRecorder struct {
-	mu      sync.Mutex
-	reports []resolve.UsageReport
-	calls   int
-	fail    bool
-}
-
-func (s *sinkRecorder) ReportUsage(_ context.Context, reps []resolve.UsageReport) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.calls++
-	if s.fail {
-		return io.ErrUnexpectedEOF
-	}
-	s.reports = append(s.reports, reps...)
-	return nil
-}
-
-func (s *sinkRecorder) total(accessor string) (in, out, est int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, r := range s.reports {
-		if r.Accessor == accessor {
-			in, out, est = in+r.InputTokens, out+r.OutputTokens, est+r.Estimated
-		}
-	}
-	return
+// total is what sink took for accessor: input, output and estimated tokens.
+func total(sink *enginetest.Engine, accessor string) (in, out, est int64) {
+	r := sink.Reported(accessor)
+	return r.InputTokens, r.OutputTokens, r.Estimated
 }
 
 // Under a budget, what cannot be measured is refused: batches. (Upgrades

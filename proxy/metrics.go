@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/phantomvault/phantom/proxy/engine"
 )
 
 // metricPrefix starts every name: go-metrics prepends it as the service
@@ -44,7 +46,8 @@ var latencyBuckets = []float64{
 	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 }
 
-// batchBuckets cover one request up to maxBatch per Vault call.
+// batchBuckets cover one request up to 128, the most the engine client
+// sends in one call.
 var batchBuckets = prometheus.ExponentialBuckets(1, 2, 8) // 1, 2, 4, ... 128
 
 // histograms declares every sampled metric: go-metrics' AddSample calls for
@@ -58,7 +61,7 @@ var histograms = []histogramDef{
 
 // Metrics records through go-metrics into a Prometheus registry of its
 // own, so several proxies in one process (tests) do not collide. One is
-// built per process and handed to NewVaultResolver and NewServer.
+// built per process and handed to engine.New (ForEngine) and NewServer.
 type Metrics struct {
 	m        *metrics.Metrics
 	registry *prometheus.Registry
@@ -97,36 +100,8 @@ func (p *Metrics) resolveDone(start time.Time, outcome string) {
 	p.m.AddSampleWithLabels(metricResolve, float32(time.Since(start).Seconds()), []metrics.Label{{Name: "outcome", Value: outcome}})
 }
 
-func (p *Metrics) resolveBatch(size int) {
-	p.m.AddSample(metricBatch, float32(size))
-}
-
 func (p *Metrics) upstreamDone(route string, start time.Time) {
 	p.m.AddSampleWithLabels(metricUpstream, float32(time.Since(start).Seconds()), []metrics.Label{{Name: "route", Value: route}})
-}
-
-func (p *Metrics) vaultAuthenticated(ok bool) {
-	v := float32(0)
-	if ok {
-		v = 1
-	}
-	p.m.SetGauge(metricVaultAuth, v)
-}
-
-func (p *Metrics) vaultLogin(result string) {
-	p.m.IncrCounterWithLabels(metricVaultLogins, 1, []metrics.Label{{Name: "result", Value: result}})
-}
-
-func (p *Metrics) vaultNodeHealthy(node string, ok bool) {
-	v := float32(0)
-	if ok {
-		v = 1
-	}
-	p.m.SetGaugeWithLabels(metricNodeHealthy, v, []metrics.Label{{Name: "node", Value: node}})
-}
-
-func (p *Metrics) vaultFailover(node string) {
-	p.m.IncrCounterWithLabels(metricFailovers, 1, []metrics.Label{{Name: "node", Value: node}})
 }
 
 // llmUsage counts one response's LLM tokens, and whether they were estimated.
@@ -154,4 +129,33 @@ func (p *Metrics) usageDropped() { p.m.IncrCounter(metricUsageDropped, 1) }
 
 func (p *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{})
+}
+
+// ForEngine is m as the engine client records into it: its logins, nodes
+// and batches show on the proxy's /metrics.
+func (p *Metrics) ForEngine() engine.Metrics { return engineMetrics{p.m} }
+
+type engineMetrics struct{ m *metrics.Metrics }
+
+func (e engineMetrics) Login(result string) {
+	e.m.IncrCounterWithLabels(metricVaultLogins, 1, []metrics.Label{{Name: "result", Value: result}})
+}
+
+func (e engineMetrics) Authenticated(ok bool) { e.m.SetGauge(metricVaultAuth, gaugeOf(ok)) }
+
+func (e engineMetrics) NodeHealthy(node string, ok bool) {
+	e.m.SetGaugeWithLabels(metricNodeHealthy, gaugeOf(ok), []metrics.Label{{Name: "node", Value: node}})
+}
+
+func (e engineMetrics) Failover(node string) {
+	e.m.IncrCounterWithLabels(metricFailovers, 1, []metrics.Label{{Name: "node", Value: node}})
+}
+
+func (e engineMetrics) BatchSize(requests int) { e.m.AddSample(metricBatch, float32(requests)) }
+
+func gaugeOf(ok bool) float32 {
+	if ok {
+		return 1
+	}
+	return 0
 }

@@ -10,7 +10,8 @@ import (
 
 // TestMetricsAreHistograms: latencies and batch sizes are exposed as
 // histograms (buckets that Prometheus can sum across replicas), never as
-// summaries, and counters carry _total.
+// summaries, and counters carry _total; the engine client's metrics show
+// under their names.
 func TestMetricsAreHistograms(t *testing.T) {
 	m, err := NewMetrics()
 	if err != nil {
@@ -20,9 +21,13 @@ func TestMetricsAreHistograms(t *testing.T) {
 	m.resolveDone(time.Now().Add(-300*time.Microsecond), "ok")
 	m.resolveDone(time.Now(), "error")
 	m.upstreamDone("r", time.Now().Add(-3*time.Second))
-	m.resolveBatch(5)
-	m.vaultLogin("ok")
-	m.vaultAuthenticated(true)
+	e := m.ForEngine() // what the engine client records, on the same /metrics
+	e.BatchSize(5)
+	e.Login("ok")
+	e.Authenticated(true)
+	e.Failover("http://a:8200")
+	e.NodeHealthy("http://a:8200", false)
+	e.NodeHealthy("http://b:8200", true)
 
 	rec := httptest.NewRecorder()
 	m.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -44,6 +49,9 @@ func TestMetricsAreHistograms(t *testing.T) {
 		`phantom_proxy_requests_total{decision="allowed",route="r",status="200"} 1`,
 		`phantom_proxy_vault_logins_total{result="ok"} 1`,
 		"phantom_proxy_vault_authenticated 1",
+		`phantom_proxy_vault_failovers_total{node="http://a:8200"} 1`,
+		`phantom_proxy_vault_node_healthy{node="http://a:8200"} 0`,
+		`phantom_proxy_vault_node_healthy{node="http://b:8200"} 1`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -22,61 +21,22 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/testutil"
 	"github.com/phantomvault/phantom/internal/token"
+	"github.com/phantomvault/phantom/proxy/engine/enginetest"
 )
 
 const realKey = "sk_live_51REALkeyNeverLeaves0123456789abcdef"
 
-// fakeResolver plays the engine: it allows tokens it knows, with their grant.
-type fakeResolver struct {
-	mu       sync.Mutex
-	grants   map[string]*Grant // token -> grant
-	deny     map[string]string // token -> reason
-	err      error
-	notReady bool
-	delay    time.Duration // before each answer
-	calls    []ResolveRequest
-}
-
-func (f *fakeResolver) Resolve(_ context.Context, req ResolveRequest) (*Decision, error) {
-	f.mu.Lock()
-	delay := f.delay
-	f.mu.Unlock()
-	time.Sleep(delay)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, req)
-	if f.err != nil {
-		return nil, f.err
-	}
-	if reason, ok := f.deny[req.Token]; ok {
-		return &Decision{Reason: reason, Accessor: "pha_denied", Route: "r"}, nil
-	}
-	g, ok := f.grants[req.Token]
-	if !ok {
-		return &Decision{Reason: "unknown_token"}, nil
-	}
-	cp := *g
-	return &Decision{Allowed: true, Route: g.Route, Accessor: g.Accessor, Grant: &cp}, nil
-}
-
-func (f *fakeResolver) Ready(context.Context) bool { return !f.notReady }
-
-func (f *fakeResolver) callCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.calls)
-}
-
 type testProxy struct {
-	url      string
-	resolver *fakeResolver
-	token    string
-	audit    *bytes.Buffer
-	auditMu  *sync.Mutex
-	srv      *Server
-	logs     *testutil.LockedBuffer // the proxy's log
+	url     string
+	engine  *enginetest.Engine
+	token   string
+	audit   *bytes.Buffer
+	auditMu *sync.Mutex
+	srv     *Server
+	logs    *testutil.LockedBuffer // the proxy's log
 }
 
 // newTestProxy puts a proxy in front of upstream with one valid token whose
@@ -96,7 +56,8 @@ func newTestProxy(t *testing.T, upstream string, adjust func(*Grant)) *testProxy
 	if adjust != nil {
 		adjust(g)
 	}
-	res := &fakeResolver{grants: map[string]*Grant{tok: g}, deny: map[string]string{}}
+	res := enginetest.New()
+	res.Allow(tok, (*resolve.Grant)(g))
 	logs := &testutil.LockedBuffer{}
 	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: filepath.Join(t.TempDir(), "audit.log")}, res, testMetrics(t),
 		hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}))
@@ -112,7 +73,7 @@ func newTestProxy(t *testing.T, upstream string, adjust func(*Grant)) *testProxy
 			t.Errorf("the proxy's log holds a secret:\n%s", s)
 		}
 	})
-	return &testProxy{url: ts.URL, resolver: res, token: tok, srv: srv, logs: logs}
+	return &testProxy{url: ts.URL, engine: res, token: tok, srv: srv, logs: logs}
 }
 
 // testMetrics are a proxy's metrics, fresh for each test.
@@ -381,7 +342,7 @@ func TestRefusedBeforeVault(t *testing.T) {
 		"upgrade":           {map[string]string{"Authorization": "Bearer " + p.token, "Connection": "Upgrade", "Upgrade": "websocket"}, "/v1/x", 400, errBadRequest},
 	} {
 		t.Run(name, func(t *testing.T) {
-			calls := p.resolver.callCount()
+			calls := len(p.engine.Resolves())
 			req, _ := http.NewRequest("GET", p.url+"/", nil)
 			req.URL.Opaque = tc.path // sent as is, not cleaned
 			for k, v := range tc.header {
@@ -389,8 +350,8 @@ func TestRefusedBeforeVault(t *testing.T) {
 			}
 			resp, body := do(t, req)
 			wantError(t, resp, body, tc.status, tc.typ)
-			if p.resolver.callCount() != calls {
-				t.Fatal("the resolver was asked about a request refused locally")
+			if len(p.engine.Resolves()) != calls {
+				t.Fatal("the engine was asked about a request refused locally")
 			}
 		})
 	}
@@ -412,14 +373,14 @@ func TestDecisionsMapToStatuses(t *testing.T) {
 		"bad_request": {400, errBadRequest},
 	} {
 		tok := mintToken(t)
-		p.resolver.deny[tok] = reason
+		p.engine.Deny(tok, reason)
 		resp, body := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + tok})
 		wantError(t, resp, body, want.status, want.typ)
 		if !strings.Contains(body, `"reason":"`+reason+`"`) {
 			t.Errorf("%s: body %s", reason, body)
 		}
 	}
-	p.resolver.err = errors.New("dial tcp 10.0.0.1:8200: connection refused")
+	p.engine.Fail(errors.New("dial tcp 10.0.0.1:8200: connection refused"))
 	resp, body := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token})
 	wantError(t, resp, body, 503, errUnavailable)
 	if strings.Contains(body, "10.0.0.1") {
@@ -442,7 +403,7 @@ func TestResolveGetsExactRequest(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	call := p.resolver.calls[0]
+	call := p.engine.Resolves()[0]
 	if call.Method != "POST" || call.Path != "/v1/files/report%20final.pdf:meta" || call.ClientIP != "127.0.0.1" {
 		t.Fatalf("resolve request %+v", call)
 	}
@@ -650,7 +611,7 @@ func TestAuditRecords(t *testing.T) {
 	up, _ := recordingUpstream(t)
 	p := newTestProxy(t, up.URL, nil)
 	denied := mintToken(t)
-	p.resolver.deny[denied] = "path_not_allowed"
+	p.engine.Deny(denied, "path_not_allowed")
 	get(t, p.url+"/v1/ok?key2=v", map[string]string{"Authorization": "Bearer " + p.token})
 	get(t, p.url+"/v1/no", map[string]string{"Authorization": "Bearer " + denied})
 	get(t, p.url+"/v1/none", nil)
@@ -694,7 +655,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if resp, _ := get(t, admin.URL+"/readyz", nil); resp.StatusCode != 200 {
 		t.Fatalf("readyz %d", resp.StatusCode)
 	}
-	p.resolver.notReady = true
+	p.engine.SetReady(false)
 	if resp, _ := get(t, admin.URL+"/readyz", nil); resp.StatusCode != 503 {
 		t.Fatalf("readyz when not ready %d", resp.StatusCode)
 	}

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/engine/enginetest"
 )
 
 // BenchmarkSSEFirstByte measures how long the first byte of a server-sent
@@ -58,7 +61,8 @@ func benchSSE(b *testing.B, mode string) {
 	tok := mintToken(b)
 	g := &Grant{Route: "r", Accessor: "pha_bench", Upstream: u, Credential: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
 		AuthType: "bearer", AuthName: "Authorization", AuthFormat: "Bearer {{credential}}", Headers: map[string]string{}}
-	res := &fakeResolver{grants: map[string]*Grant{tok: g}, deny: map[string]string{}}
+	res := enginetest.New()
+	res.Allow(tok, (*resolve.Grant)(g))
 	srv, err := NewServer(Config{VaultAddr: "http://unused", AuditFile: filepath.Join(b.TempDir(), "audit.log")}, res, testMetrics(b), hclog.NewNullLogger())
 	if err != nil {
 		b.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/phantomvault/phantom/internal/profiling"
+	"github.com/phantomvault/phantom/proxy/engine"
 	"github.com/phantomvault/phantom/proxy/scrub"
 )
 
@@ -20,7 +21,7 @@ import (
 type Server struct {
 	cfg      Config
 	log      hclog.Logger
-	resolver Resolver
+	resolver engine.Resolver
 	finder   *tokenFinder
 	audit    *auditLog
 	metrics  *Metrics
@@ -44,9 +45,9 @@ type Server struct {
 	// limitedBodies bounds the request bodies read into memory to check
 	// them against token limits (limits_body.go).
 	limitedBodies *bodyMemory
-	// tunnels decides each CONNECT before it is answered (vault_tunnel.go);
-	// the forward listener does not start without it.
-	tunnels TunnelChecker
+	// tunnels decides each CONNECT before it is answered
+	// (forward_tunnel.go); the forward listener does not start without it.
+	tunnels engine.TunnelChecker
 }
 
 // ServerOption sets what NewServer needs beyond Config.
@@ -58,10 +59,16 @@ func WithUsageReporter(r *UsageReporter) ServerOption {
 	return func(s *Server) { s.usage = r }
 }
 
+// WithTunnelChecker has the forward listener check each CONNECT through c.
+// ServeWithForward refuses to start the forward listener without one.
+func WithTunnelChecker(c engine.TunnelChecker) ServerOption {
+	return func(s *Server) { s.tunnels = c }
+}
+
 // NewServer wires a proxy around resolver, recording into m, the metrics
-// the resolver was given too (one /metrics for both). It opens the audit
-// log; Close releases it.
-func NewServer(cfg Config, resolver Resolver, m *Metrics, log hclog.Logger, opts ...ServerOption) (*Server, error) {
+// the engine client was given too (one /metrics for both). It opens the
+// audit log; Close releases it.
+func NewServer(cfg Config, resolver engine.Resolver, m *Metrics, log hclog.Logger, opts ...ServerOption) (*Server, error) {
 	if m == nil {
 		return nil, errors.New("NewServer needs metrics (NewMetrics)")
 	}

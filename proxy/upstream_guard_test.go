@@ -189,17 +189,15 @@ func TestDeadTokensAnsweredWithoutVault(t *testing.T) {
 	if resp, _ := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token}); resp.StatusCode != 200 {
 		t.Fatalf("allowed token: %d", resp.StatusCode)
 	}
-	p.resolver.mu.Lock()
-	p.resolver.deny[p.token] = resolve.ReasonRevoked
-	p.resolver.mu.Unlock()
-	before := p.resolver.callCount()
+	p.engine.Deny(p.token, resolve.ReasonRevoked)
+	before := len(p.engine.Resolves())
 	for range 3 * DefaultUnknownTokenBurst {
 		resp, body := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token})
 		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, resolve.ReasonRevoked) {
 			t.Fatalf("a revoked token got %d: %s", resp.StatusCode, body)
 		}
 	}
-	if calls := p.resolver.callCount() - before; calls != 1 {
+	if calls := len(p.engine.Resolves()) - before; calls != 1 {
 		t.Fatalf("%d requests with a revoked token made %d calls to Vault, want 1", 3*DefaultUnknownTokenBurst, calls)
 	}
 	if last := p.auditLines(t); last[len(last)-1].Reason != resolve.ReasonRevoked || last[len(last)-1].Accessor == "" {
@@ -207,18 +205,14 @@ func TestDeadTokensAnsweredWithoutVault(t *testing.T) {
 	}
 	// A refusal that may change is asked again: a deleted route may be
 	// written again.
-	p.resolver.mu.Lock()
-	p.resolver.deny[p.token] = resolve.ReasonRouteDeleted
-	p.resolver.mu.Unlock()
+	p.engine.Deny(p.token, resolve.ReasonRouteDeleted)
 	other := mintToken(t)
-	p.resolver.mu.Lock()
-	p.resolver.deny[other] = resolve.ReasonRouteDeleted
-	p.resolver.mu.Unlock()
-	before = p.resolver.callCount()
+	p.engine.Deny(other, resolve.ReasonRouteDeleted)
+	before = len(p.engine.Resolves())
 	for range 3 {
 		get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + other})
 	}
-	if calls := p.resolver.callCount() - before; calls != 3 {
+	if calls := len(p.engine.Resolves()) - before; calls != 3 {
 		t.Fatalf("route_deleted was answered from memory (%d calls for 3 requests)", calls)
 	}
 }
@@ -278,9 +272,7 @@ func TestTransportErrorsNeverLogTheKey(t *testing.T) {
 func TestForgedTokenBurstIsBounded(t *testing.T) {
 	up, _ := recordingUpstream(t)
 	p := newTestProxy(t, up.URL, nil)
-	p.resolver.mu.Lock()
-	p.resolver.delay = 50 * time.Millisecond // answers come back after the burst arrived
-	p.resolver.mu.Unlock()
+	p.engine.SetDelay(50 * time.Millisecond) // answers come back after the burst arrived
 	const n = 100
 	var wg sync.WaitGroup
 	statuses := make(chan int, n)
@@ -306,7 +298,7 @@ func TestForgedTokenBurstIsBounded(t *testing.T) {
 	for s := range statuses {
 		count[s]++
 	}
-	if calls := p.resolver.callCount(); calls > DefaultUnknownTokenBurst+5 {
+	if calls := len(p.engine.Resolves()); calls > DefaultUnknownTokenBurst+5 {
 		t.Fatalf("%d forged tokens at once made %d calls to the engine (statuses %v)", n, calls, count)
 	}
 	if count[http.StatusTooManyRequests] == 0 {

@@ -246,7 +246,7 @@ func TestUsageUnreadableRecorded(t *testing.T) {
 			if err := rep.flush(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			if in, out, est := sink.total("pha_test"); in != c.in || out != c.out || est != c.est {
+			if in, out, est := total(sink, "pha_test"); in != c.in || out != c.out || est != c.est {
 				t.Fatalf("reported in %d out %d est %d, want %d %d %d", in, out, est, c.in, c.out, c.est)
 			}
 			got := grepLines(scrape(t, p), "phantom_proxy_usage_unreadable_total{")

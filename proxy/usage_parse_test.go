@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/engine/enginetest"
 )
 
 // usageCases are upstream bodies as each API writes them, with the usage
@@ -97,7 +98,7 @@ func TestUsageParsing(t *testing.T) {
 
 // meteredProxy is a proxy whose token carries limits, reporting to a sink,
 // in front of an upstream that answers body with contentType.
-func meteredProxy(t *testing.T, l resolve.Limits, contentType, body string, status int) (*testProxy, *sinkRecorder, *UsageReporter) {
+func meteredProxy(t *testing.T, l resolve.Limits, contentType, body string, status int) (*testProxy, *enginetest.Engine, *UsageReporter) {
 	t.Helper()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -107,7 +108,7 @@ func meteredProxy(t *testing.T, l resolve.Limits, contentType, body string, stat
 	}))
 	t.Cleanup(up.Close)
 	p := newTestProxy(t, up.URL, withLimits(l))
-	sink := &sinkRecorder{}
+	sink := enginetest.New()
 	rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 	p.srv.usage = rep
 	return p, sink, rep
@@ -156,7 +157,7 @@ func TestUsageChargedThroughTheProxy(t *testing.T) {
 				if err := rep.flush(t.Context()); err != nil {
 					t.Fatal(err)
 				}
-				in, out, est := sink.total("pha_test")
+				in, out, est := total(sink, "pha_test")
 				if in == c.in && out == c.out && est == c.est {
 					break
 				}
@@ -198,7 +199,8 @@ func grepLines(s, sub string) string {
 
 func TestUsageReporterKeepsWhatFailed(t *testing.T) {
 	m := testMetrics(t)
-	sink := &sinkRecorder{fail: true}
+	sink := enginetest.New()
+	sink.Fail(io.ErrUnexpectedEOF)
 	r := NewUsageReporter(sink, time.Hour, time.Second, m, hclog.NewNullLogger())
 	for i := range 3000 {
 		r.add(resolve.UsageReport{Accessor: fmt.Sprintf("pha_%d", i%1500), InputTokens: 1, OutputTokens: 2}, nil)
@@ -206,18 +208,18 @@ func TestUsageReporterKeepsWhatFailed(t *testing.T) {
 	if err := r.flush(t.Context()); err == nil {
 		t.Fatal("a failing sink reported success")
 	}
-	if sink.calls != 2 { // 1500 tokens: two calls of at most MaxReports
-		t.Fatalf("%d calls", sink.calls)
+	if n := sink.ReportCalls(); n != 2 { // 1500 tokens: two calls of at most MaxReports
+		t.Fatalf("%d calls", n)
 	}
-	sink.fail = false
+	sink.Fail(nil)
 	r.add(resolve.UsageReport{Accessor: "pha_0", InputTokens: 10, Estimated: 1}, nil)
 	if err := r.flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if in, out, est := sink.total("pha_0"); in != 12 || out != 4 || est != 1 {
+	if in, out, est := total(sink, "pha_0"); in != 12 || out != 4 || est != 1 {
 		t.Fatalf("pha_0: %d %d %d", in, out, est)
 	}
-	if in, _, _ := sink.total("pha_1499"); in != 2 {
+	if in, _, _ := total(sink, "pha_1499"); in != 2 {
 		t.Fatalf("pha_1499: %d", in)
 	}
 	if !strings.Contains(grepLines(scrapeMetrics(t, m), "report_failures"), "phantom_proxy_usage_report_failures_total 2") {
@@ -244,7 +246,7 @@ func TestUsageReadFromGzip(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI}))
-	sink := &sinkRecorder{}
+	sink := enginetest.New()
 	rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 	p.srv.usage = rep
 	if resp, body := p.post(t, "/v1/chat/completions", `{"model":"m"}`); resp.StatusCode != 200 || body != usageCases[0].body {
@@ -252,7 +254,7 @@ func TestUsageReadFromGzip(t *testing.T) {
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		rep.flush(t.Context())
-		if in, out, est := sink.total("pha_test"); in == 12 && out == 34 && est == 0 {
+		if in, out, est := total(sink, "pha_test"); in == 12 && out == 34 && est == 0 {
 			return
 		} else if time.Now().After(deadline) {
 			t.Fatalf("reported %d %d %d", in, out, est)
@@ -263,7 +265,7 @@ func TestUsageReadFromGzip(t *testing.T) {
 // Run's end sends what is left: usage measured just before shutdown is
 // not lost.
 func TestUsageReporterDrainsOnShutdown(t *testing.T) {
-	sink := &sinkRecorder{}
+	sink := enginetest.New()
 	r := NewUsageReporter(sink, time.Hour, time.Second, testMetrics(t), hclog.NewNullLogger())
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
@@ -271,7 +273,7 @@ func TestUsageReporterDrainsOnShutdown(t *testing.T) {
 	r.add(resolve.UsageReport{Accessor: "pha_a", InputTokens: 3, OutputTokens: 4}, nil)
 	cancel()
 	<-done
-	if in, out, _ := sink.total("pha_a"); in != 3 || out != 4 {
+	if in, out, _ := total(sink, "pha_a"); in != 3 || out != 4 {
 		t.Fatalf("after shutdown: %d %d", in, out)
 	}
 }

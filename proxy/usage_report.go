@@ -2,15 +2,13 @@ package proxy
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/engine"
 )
 
 // Defaults of the usage reporter.
@@ -26,17 +24,12 @@ const (
 	maxUsagePending = 100_000
 )
 
-// UsageSink takes usage reports to the engine: VaultResolver.ReportUsage.
-type UsageSink interface {
-	ReportUsage(ctx context.Context, reports []resolve.UsageReport) error
-}
-
 // UsageReporter adds up the usage the proxy measures, per token, and
 // reports it to the engine in batches, every interval or sooner once many
 // tokens wait: never on a request's path. A report that fails is kept and
 // sent again with the next; Run's end sends what is left.
 type UsageReporter struct {
-	sink     UsageSink
+	sink     engine.UsageSink
 	interval time.Duration
 	timeout  time.Duration
 	metrics  *Metrics
@@ -53,7 +46,7 @@ type UsageReporter struct {
 
 // NewUsageReporter reports to sink every interval (DefaultUsageReportInterval
 // if zero), each call bounded by timeout.
-func NewUsageReporter(sink UsageSink, interval, timeout time.Duration, m *Metrics, log hclog.Logger) *UsageReporter {
+func NewUsageReporter(sink engine.UsageSink, interval, timeout time.Duration, m *Metrics, log hclog.Logger) *UsageReporter {
 	if interval <= 0 {
 		interval = DefaultUsageReportInterval
 	}
@@ -193,8 +186,7 @@ func (r *UsageReporter) flush(ctx context.Context) error {
 		if firstErr == nil {
 			firstErr = err
 		}
-		var vErr *vaultError
-		if errors.As(err, &vErr) && vErr.status == http.StatusBadRequest && !isForwardRefused(err) {
+		if engine.IsMalformed(err) {
 			// The engine refused the batch as malformed and applied none of
 			// it: sending it again would be refused again. Every count is
 			// clamped to what the engine takes, so this is a bug; the
@@ -270,27 +262,3 @@ func (r *UsageReporter) awaitSettled(ctx context.Context, accessor string) bool 
 // maxSettleWait bounds awaitSettled: a report call takes about a
 // millisecond; one that takes longer is failing.
 const maxSettleWait = 250 * time.Millisecond
-
-// ReportUsage sends reports to the engine's usage path in one call. It
-// uses PATCH, as resolve does (no existence check), the resolve call's
-// connections and, like resolve, asks for the active node: the engine keeps
-// the totals that budgets are decided from there. A 403 is not answered
-// with a login here: the next resolve does that, and the report is sent
-// again with the next flush.
-func (v *VaultResolver) ReportUsage(ctx context.Context, reports []resolve.UsageReport) error {
-	if !v.session.authed.Load() {
-		return errNotAuthenticated
-	}
-	var answer *struct {
-		Rejected int64 `json:"rejected"`
-	}
-	if err := v.resolve.patch(ctx, v.session.client.Token(), "usage", resolve.UsageBatch{Reports: reports}, &answer); err != nil {
-		return fmt.Errorf("reporting usage to Vault: %w", err)
-	}
-	if answer.Rejected > 0 {
-		// The engine rejects a report that fails its check, alone, and
-		// applies nothing of it: with every count clamped, a bug.
-		v.log.Error("Vault rejected LLM usage reports as malformed; they are lost", "rejected", answer.Rejected, "reports", len(reports))
-	}
-	return nil
-}

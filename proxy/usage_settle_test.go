@@ -16,32 +16,17 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/engine/enginetest"
 )
 
-// reported sums what the sink got for accessor, settlements included.
-func (s *sinkRecorder) reported(accessor string) resolve.UsageReport {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sum := resolve.UsageReport{Accessor: accessor}
-	for _, r := range s.reports {
-		if r.Accessor == accessor {
-			sum.InputTokens += r.InputTokens
-			sum.OutputTokens += r.OutputTokens
-			sum.Estimated += r.Estimated
-			sum.Settled += r.Settled
-		}
-	}
-	return sum
-}
-
 // waitReported flushes rep until the sink holds want for pha_test.
-func waitReported(t *testing.T, rep *UsageReporter, sink *sinkRecorder, want resolve.UsageReport) {
+func waitReported(t *testing.T, rep *UsageReporter, sink *enginetest.Engine, want resolve.UsageReport) {
 	t.Helper()
 	want.Accessor = "pha_test"
 	var got resolve.UsageReport
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		rep.flush(t.Context())
-		if got = sink.reported("pha_test"); got == want {
+		if got = sink.Reported("pha_test"); got == want {
 			return
 		}
 	}
@@ -68,7 +53,7 @@ func TestSettledOnceWhateverHappens(t *testing.T) {
 	status.Store("/v1/embeddings", 500)
 	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, AllowedModels: []string{"m"},
 		MaxOutputTokens: 10, BudgetRemaining: new(int64(1000))}))
-	sink := &sinkRecorder{}
+	sink := enginetest.New()
 	rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 	p.srv.usage = rep
 	for _, c := range []struct {
@@ -107,16 +92,14 @@ func TestSettledOnceWhateverHappens(t *testing.T) {
 		t.Fatalf("a body declared too large: %q", line)
 	}
 	waitReported(t, rep, sink, resolve.UsageReport{InputTokens: 3, OutputTokens: 4, Settled: 8})
-	p.resolver.mu.Lock()
-	resolved := len(p.resolver.calls)
-	p.resolver.mu.Unlock()
+	resolved := len(p.engine.Resolves())
 	if resolved != 8 {
 		t.Fatalf("%d resolves and 8 settlements: a resolved request went unsettled", resolved)
 	}
 
 	// The upstream cannot be reached: settled, nothing charged (nothing was sent).
 	p2 := newTestProxy(t, "http://127.0.0.1:1", withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10, BudgetRemaining: new(int64(1000))}))
-	sink2 := &sinkRecorder{}
+	sink2 := enginetest.New()
 	rep2 := NewUsageReporter(sink2, time.Hour, time.Second, p2.srv.metrics, hclog.NewNullLogger())
 	p2.srv.usage = rep2
 	if resp, b := p2.post(t, "/v1/chat/completions", `{"model":"m"}`); resp.StatusCode != 502 {
@@ -130,9 +113,7 @@ func TestEndpointRule(t *testing.T) {
 	up, seen := recordingUpstream(t)
 	p := newTestProxy(t, up.URL, nil)
 	setLimits := func(l resolve.Limits) {
-		p.resolver.mu.Lock()
-		p.resolver.grants[p.token].Limits = &l
-		p.resolver.mu.Unlock()
+		p.engine.Edit(p.token, func(g *resolve.Grant) { g.Limits = &l })
 	}
 	capped := func(format string) resolve.Limits { return resolve.Limits{UsageFormat: format, MaxOutputTokens: 100} }
 	for _, c := range []struct {
@@ -223,7 +204,7 @@ func TestHangUpStillCharged(t *testing.T) {
 	next, done := make(chan struct{}), make(chan struct{})
 	up := streamingUpstream(t, next, done)
 	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 50, BudgetRemaining: new(int64(100000))}))
-	sink := &sinkRecorder{}
+	sink := enginetest.New()
 	rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 	p.srv.usage = rep
 
@@ -288,7 +269,7 @@ func TestCutStreamUnmeasured(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			up := cuttingUpstream(t, gemini)
 			p := newTestProxy(t, up.URL, withLimits(c.l))
-			sink := &sinkRecorder{}
+			sink := enginetest.New()
 			rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 			p.srv.usage = rep
 			req, _ := http.NewRequest("POST", p.url+"/v1beta/models/g:streamGenerateContent?alt=sse", strings.NewReader(`{}`))
@@ -312,7 +293,7 @@ func TestUsageClamped(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI}))
-	sink := &sinkRecorder{}
+	sink := enginetest.New()
 	rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 	p.srv.usage = rep
 	for range 2 {
@@ -322,11 +303,11 @@ func TestUsageClamped(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	rep.flush(t.Context())
-	got := sink.reported("pha_test")
+	got := sink.Reported("pha_test")
 	if got.InputTokens != resolve.MaxReportedTokens || got.OutputTokens != resolve.MaxReportedTokens {
 		t.Fatalf("reported %+v", got)
 	}
-	for _, r := range sink.reports {
+	for _, r := range sink.Reports() {
 		if err := r.Check(); err != nil {
 			t.Fatal(err)
 		}
@@ -356,39 +337,39 @@ func TestReportNow(t *testing.T) {
 		}
 	}
 
-	sink := &sinkRecorder{}
+	sink := enginetest.New()
 	r := NewUsageReporter(sink, time.Hour, time.Second, testMetrics(t), hclog.NewNullLogger())
 	go r.Run(t.Context())
 	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 100, Settled: 1}, far)
 	time.Sleep(100 * time.Millisecond)
-	if got := sink.reported("pha_test"); got.Settled != 0 {
+	if got := sink.Reported("pha_test"); got.Settled != 0 {
 		t.Fatalf("usage far from the budget's end was reported before the tick: %+v", got)
 	}
 	// A large answer: what is unreported now reaches half of what was left.
 	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 4900, Settled: 1}, far)
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if got := sink.reported("pha_test"); got.Settled == 2 && got.InputTokens == 5000 {
+		if got := sink.Reported("pha_test"); got.Settled == 2 && got.InputTokens == 5000 {
 			return
 		}
 	}
-	t.Fatalf("half of the budget unreported waited for the tick: %+v", sink.reported("pha_test"))
+	t.Fatalf("half of the budget unreported waited for the tick: %+v", sink.Reported("pha_test"))
 }
 
 // slowSink takes delay to take each report.
 type slowSink struct {
-	sinkRecorder
+	*enginetest.Engine
 	delay time.Duration
 }
 
 func (s *slowSink) ReportUsage(ctx context.Context, reps []resolve.UsageReport) error {
 	time.Sleep(s.delay)
-	return s.sinkRecorder.ReportUsage(ctx, reps)
+	return s.Engine.ReportUsage(ctx, reps)
 }
 
 // awaitSettled returns once this proxy's settlements of the token are in
 // Vault, and says whether there were any.
 func TestAwaitSettled(t *testing.T) {
-	sink := &slowSink{delay: 50 * time.Millisecond}
+	sink := &slowSink{Engine: enginetest.New(), delay: 50 * time.Millisecond}
 	r := NewUsageReporter(sink, time.Hour, time.Second, testMetrics(t), hclog.NewNullLogger())
 	go r.Run(t.Context())
 	if r.awaitSettled(t.Context(), "pha_test") {
@@ -398,7 +379,7 @@ func TestAwaitSettled(t *testing.T) {
 	if !r.awaitSettled(t.Context(), "pha_test") {
 		t.Fatal("it did not wait for the settlement")
 	}
-	if got := sink.reported("pha_test"); got.Settled != 1 || got.OutputTokens != 5 {
+	if got := sink.Reported("pha_test"); got.Settled != 1 || got.OutputTokens != 5 {
 		t.Fatalf("returned before the report was in: %+v", got)
 	}
 	var nilReporter *UsageReporter

@@ -21,6 +21,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/version"
 	"github.com/phantomvault/phantom/proxy"
+	"github.com/phantomvault/phantom/proxy/engine"
 )
 
 func main() {
@@ -127,13 +128,13 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("setting up metrics: %w", err)
 	}
-	resolver, err := proxy.NewVaultResolver(cfg, m, log.Named("vault"),
-		proxy.WithAppRoleRole(appRoleRole), proxy.WithForwardToActive(forwardActive))
+	client, err := engine.New(cfg.Engine(), m.ForEngine(), log.Named("vault"),
+		engine.WithAppRoleRole(appRoleRole), engine.WithForwardToActive(forwardActive))
 	if err != nil {
 		return err
 	}
-	usage := proxy.NewUsageReporter(resolver, cfg.UsageReportInterval, cfg.VaultTimeout, m, log.Named("usage"))
-	srv, err := proxy.NewServer(cfg, resolver, m, log, proxy.WithUsageReporter(usage), proxy.WithTunnelChecker(resolver))
+	usage := proxy.NewUsageReporter(client, cfg.UsageReportInterval, cfg.VaultTimeout, m, log.Named("usage"))
+	srv, err := proxy.NewServer(cfg, client, m, log, proxy.WithUsageReporter(usage), proxy.WithTunnelChecker(client))
 	if err != nil {
 		return err
 	}
@@ -156,18 +157,18 @@ func run(args []string) error {
 		}
 		log.Info("forward proxy", "listen", forwardLn.Addr().String())
 	}
-	// The resolver's login lives as long as the listeners: when Serve
+	// The engine client's login lives as long as the listeners: when Serve
 	// returns, for a signal or a failed listener, it ends too, and run
 	// waits for it (and the batches it was sending) before returning.
-	resolverCtx, stopResolver := context.WithCancel(ctx)
-	resolverDone := make(chan struct{})
+	clientCtx, stopClient := context.WithCancel(ctx)
+	clientDone := make(chan struct{})
 	go func() {
-		defer close(resolverDone)
-		resolver.Run(resolverCtx)
+		defer close(clientDone)
+		client.Run(clientCtx)
 	}()
 	log.Info("serving", "version", version.Version, "commit", version.Commit, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "vault", cfg.VaultAddr)
 	// Usage is reported until the listeners have drained, then once more,
-	// while the resolver's login still holds.
+	// while the engine client's login still holds.
 	usageCtx, stopUsage := context.WithCancel(context.Background())
 	usageDone := make(chan struct{})
 	go func() {
@@ -177,8 +178,8 @@ func run(args []string) error {
 	err = srv.ServeWithForward(ctx, ln, adminLn, forwardLn)
 	stopUsage()
 	<-usageDone
-	stopResolver()
-	<-resolverDone
+	stopClient()
+	<-clientDone
 	return err
 }
 

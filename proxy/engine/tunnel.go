@@ -1,4 +1,4 @@
-package proxy
+package engine
 
 import (
 	"context"
@@ -8,20 +8,6 @@ import (
 	"github.com/phantomvault/phantom/internal/resolve"
 )
 
-// TunnelChecker decides, at each CONNECT on the forward listener and before
-// it is answered, whether a tunnel to an origin may be opened:
-// VaultResolver.CheckTunnel asks the engine; tests use a double. An error
-// means no decision could be had, and the proxy fails closed.
-type TunnelChecker interface {
-	CheckTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error)
-}
-
-// WithTunnelChecker has the forward listener check each CONNECT through c.
-// ServeWithForward refuses to start the forward listener without one.
-func WithTunnelChecker(c TunnelChecker) ServerOption {
-	return func(s *Server) { s.tunnels = c }
-}
-
 // errTunnelRefusedFresh is a 403 from Vault on the tunnel call even with a
 // fresh token: a proxy policy written before the tunnel path existed.
 var errTunnelRefusedFresh = errors.New("Vault refuses the tunnel call with a freshly issued token: the proxy's policy lacks patch on <mount>/tunnel (re-run bootstrap/bootstrap.sh to update it)")
@@ -30,7 +16,7 @@ var errTunnelRefusedFresh = errors.New("Vault refuses the tunnel call with a fre
 // through the batcher, so CONNECT checks share -vault-concurrency's calls in
 // flight and its queue with resolves: a flood of CONNECTs is bounded, and
 // shed, like a flood of requests.
-func (v *VaultResolver) CheckTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+func (v *Vault) CheckTunnel(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
 	if !v.session.authed.Load() {
 		return nil, errNotAuthenticated
 	}
@@ -42,14 +28,14 @@ func (v *VaultResolver) CheckTunnel(ctx context.Context, req resolve.TunnelReque
 // resolve call's connections and deadline, asks for the active node
 // (revocation bites at once), and logs in again, once, when Vault refuses
 // the proxy's token.
-func (v *VaultResolver) checkTunnelOnce(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+func (v *Vault) checkTunnelOnce(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
 	return callEngine(ctx, v, errTunnelRefusedFresh, func(ctx context.Context, vaultToken string) (*resolve.TunnelAnswer, error) {
-		return v.resolve.tunnel(ctx, vaultToken, req)
+		return v.calls.tunnel(ctx, vaultToken, req)
 	})
 }
 
 // tunnel makes one tunnel call.
-func (c resolveCall) tunnel(ctx context.Context, vaultToken string, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+func (c httpCalls) tunnel(ctx context.Context, vaultToken string, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var a *resolve.TunnelAnswer

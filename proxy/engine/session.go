@@ -1,4 +1,4 @@
-package proxy
+package engine
 
 import (
 	"context"
@@ -19,14 +19,14 @@ import (
 
 // vaultSession is the proxy's AppRole login to Vault, kept as Vault Agent
 // keeps one: it renews its token, logs in again when renewal ends or Vault
-// refuses the token (reloginAfter, called by the resolver on a 403), backs
+// refuses the token (reloginAfter, called by callEngine on a 403), backs
 // off while Vault is away, and unwraps a wrapped secret_id. Every call the
-// resolver makes carries its client's token.
+// client makes carries its token.
 type vaultSession struct {
 	cfg     Config
 	client  *api.Client
 	log     hclog.Logger
-	metrics *Metrics
+	metrics Metrics
 
 	loginMu        sync.Mutex // one login at a time
 	cachedSecretID string     // guarded by loginMu: for re-logins once the file is gone
@@ -40,7 +40,7 @@ type vaultSession struct {
 	logins     chan *api.Secret
 }
 
-func newVaultSession(cfg Config, client *api.Client, appRoleRole string, m *Metrics, log hclog.Logger) *vaultSession {
+func newVaultSession(cfg Config, client *api.Client, appRoleRole string, m Metrics, log hclog.Logger) *vaultSession {
 	v := &vaultSession{
 		cfg:         cfg,
 		client:      client,
@@ -136,7 +136,7 @@ func (v *vaultSession) login(ctx context.Context) (*api.Secret, error) {
 }
 
 func (v *vaultSession) loginLocked(ctx context.Context) (*api.Secret, error) {
-	ctx, cancel := context.WithTimeout(ctx, max(v.cfg.VaultTimeout, 5*time.Second))
+	ctx, cancel := context.WithTimeout(ctx, max(v.cfg.Timeout, 5*time.Second))
 	defer cancel()
 	secret, err := v.appRoleLogin(ctx)
 	if err != nil {
@@ -250,8 +250,8 @@ func (v *vaultSession) unwrapSecretID(ctx context.Context, wrappingToken string)
 }
 
 func (v *vaultSession) countLogin(result string) {
-	v.metrics.vaultLogin(result)
-	v.metrics.vaultAuthenticated(v.authed.Load())
+	v.metrics.Login(result)
+	v.metrics.Authenticated(v.authed.Load())
 }
 
 // ready reports whether the proxy holds a Vault token and Vault answered the
@@ -263,7 +263,7 @@ func (v *vaultSession) ready(ctx context.Context) bool {
 	if v.reachable.Load() {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.VaultTimeout)
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
 	defer cancel()
 	h, err := v.client.Sys().HealthWithContext(ctx)
 	ok := err == nil && h.Initialized && !h.Sealed

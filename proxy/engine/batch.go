@@ -1,8 +1,7 @@
-package proxy
+package engine
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync"
 
@@ -17,9 +16,6 @@ const (
 	// and latency for everyone without limit.
 	maxQueued = 4096
 )
-
-// errOverloaded sheds a request when too many already wait for Vault.
-var errOverloaded = errors.New("too many requests are waiting for Vault")
 
 // batcher coalesces concurrent resolves into fewer Vault calls. At most
 // maxInFlight calls run at once; a request that finds a free slot is sent at
@@ -39,7 +35,7 @@ var errOverloaded = errors.New("too many requests are waiting for Vault")
 type batcher struct {
 	vault       engineCalls
 	maxInFlight int
-	metrics     *Metrics // each call's size; nil in tests
+	metrics     Metrics // each call's size; nil in tests
 
 	mu       sync.Mutex
 	inFlight int
@@ -50,13 +46,13 @@ type batcher struct {
 
 // engineCalls are the Vault calls the batcher makes: one for several
 // requests, and one for one CONNECT check. Outside tests,
-// VaultResolver.resolveMany and VaultResolver.checkTunnelOnce.
+// Vault.resolveMany and Vault.checkTunnelOnce.
 type engineCalls interface {
-	resolveMany(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error)
+	resolveMany(ctx context.Context, reqs []resolve.Request) ([]*Decision, error)
 	checkTunnelOnce(ctx context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error)
 }
 
-func newBatcher(vault engineCalls, maxInFlight int, m *Metrics) *batcher {
+func newBatcher(vault engineCalls, maxInFlight int, m Metrics) *batcher {
 	b := &batcher{vault: vault, maxInFlight: maxInFlight, metrics: m}
 	b.drained = sync.NewCond(&b.mu)
 	return b
@@ -65,7 +61,7 @@ func newBatcher(vault engineCalls, maxInFlight int, m *Metrics) *batcher {
 // queued is one resolve (req) or one CONNECT check (tun) and, once done is
 // closed, its answer.
 type queued struct {
-	req  ResolveRequest
+	req  resolve.Request
 	tun  *resolve.TunnelRequest
 	done chan struct{}
 	d    *Decision
@@ -73,7 +69,7 @@ type queued struct {
 	err  error
 }
 
-func (b *batcher) resolve(ctx context.Context, req ResolveRequest) (*Decision, error) {
+func (b *batcher) resolve(ctx context.Context, req resolve.Request) (*Decision, error) {
 	q := &queued{req: req}
 	if err := b.do(ctx, q); err != nil {
 		return nil, err
@@ -92,7 +88,7 @@ func (b *batcher) checkTunnel(ctx context.Context, req resolve.TunnelRequest) (*
 }
 
 // do sends q at once, alone, if a slot is free, or queues it for the next
-// slot to free; errOverloaded when the queue is full.
+// slot to free; ErrOverloaded when the queue is full.
 func (b *batcher) do(ctx context.Context, q *queued) error {
 	b.mu.Lock()
 	if b.inFlight < b.maxInFlight {
@@ -104,7 +100,7 @@ func (b *batcher) do(ctx context.Context, q *queued) error {
 	}
 	if len(b.queue) >= maxQueued {
 		b.mu.Unlock()
-		return errOverloaded
+		return ErrOverloaded
 	}
 	q.done = make(chan struct{})
 	b.queue = append(b.queue, q)
@@ -182,7 +178,7 @@ func (b *batcher) takeLocked() []*queued {
 // sendAll answers every entry of batch, one after the other on the caller's
 // slot: its resolves in one call, then each distinct CONNECT check in one.
 func (b *batcher) sendAll(ctx context.Context, batch []*queued) {
-	var reqs []ResolveRequest
+	var reqs []resolve.Request
 	var resolves []*queued
 	var checks []*queued // the first of each distinct check
 	same := map[resolve.TunnelRequest][]*queued{}
@@ -215,9 +211,9 @@ func (b *batcher) sendAll(ctx context.Context, batch []*queued) {
 	}
 }
 
-func (b *batcher) send(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
+func (b *batcher) send(ctx context.Context, reqs []resolve.Request) ([]*Decision, error) {
 	if b.metrics != nil {
-		b.metrics.resolveBatch(len(reqs))
+		b.metrics.BatchSize(len(reqs))
 	}
 	return b.vault.resolveMany(ctx, reqs)
 }

@@ -1,4 +1,4 @@
-package proxy
+package engine
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 var (
@@ -21,65 +23,33 @@ var (
 		"set allow_forwarding_via_header = true in Vault's replication stanza, or point -vault-addr at the active node only and run with -vault-forward-active=false")
 )
 
-// VaultOption sets what NewVaultResolver needs beyond Config.
-type VaultOption func(*vaultOptions)
-
-type vaultOptions struct {
-	appRoleRole   string
-	forwardActive bool
-}
-
-// WithAppRoleRole names the AppRole role whose secret_id a wrapped secret_id
-// file must hold (default: DefaultAppRoleRole of the mount).
-func WithAppRoleRole(role string) VaultOption {
-	return func(o *vaultOptions) {
-		if role != "" {
-			o.appRoleRole = role
-		}
-	}
-}
-
-// WithForwardToActive sets whether resolve asks Vault to run it on the
-// active node (X-Vault-Forward: active-node). On by default; turn it off only
-// when -vault-addr reaches the active node alone.
-func WithForwardToActive(on bool) VaultOption {
-	return func(o *vaultOptions) { o.forwardActive = on }
-}
-
-// DefaultAppRoleRole is the proxy role bootstrap/bootstrap.sh creates for a
-// mount: the mount path, lower-cased, "/" as "-", then "-proxy"
-// (phantom-proxy for phantom/).
-func DefaultAppRoleRole(mount string) string {
-	return strings.ToLower(strings.ReplaceAll(strings.Trim(mount, "/"), "/", "-")) + "-proxy"
-}
-
-// VaultResolver resolves tokens through the Phantom engine: Resolve hands
+// Vault is the client that asks the engine through Vault: Resolve hands
 // each request to the batcher (batch.go), which calls resolveMany once per
-// batch, which makes the call (vault_resolve.go) with the session's token
-// (vault_session.go) and logs in again when Vault refuses that token.
-type VaultResolver struct {
+// batch, which makes the call (http_calls.go) with the session's token
+// (session.go) and logs in again when Vault refuses that token.
+type Vault struct {
 	cfg     Config
 	log     hclog.Logger
 	session *vaultSession
-	resolve resolveCall // the per-request call, cheaper than the api client's
-	nodes   *vaultNodes // several -vault-addr: failover and health (vault_multinode.go); nil for one
+	calls   httpCalls   // the engine's paths, cheaper than through the api client
+	nodes   *vaultNodes // several addresses: failover and health (nodes.go); nil for one
 	batch   *batcher
 
 	forwardLogged atomic.Bool // errForwardRefused was logged
 }
 
-// NewVaultResolver builds the Vault client: a short deadline per call and no
+// New builds the Vault client: a short deadline per call and no
 // retries, since an agent is waiting on every call. Every resolve answer
 // carries a credential, so it refuses to reach Vault with TLS verification
 // off (VAULT_SKIP_VERIFY) unless Vault is on loopback, ignores
 // VAULT_AGENT_ADDR and VAULT_SRV_LOOKUP (either would send the calls
 // somewhere other than -vault-addr), and logs any HTTP proxy on the way.
-func NewVaultResolver(cfg Config, m *Metrics, log hclog.Logger, opts ...VaultOption) (*VaultResolver, error) {
+func New(cfg Config, m Metrics, log hclog.Logger, opts ...Option) (*Vault, error) {
 	if m == nil {
-		return nil, errors.New("NewVaultResolver needs metrics (NewMetrics)")
+		return nil, errors.New("engine.New needs metrics")
 	}
 	cfg = cfg.withDefaults()
-	o := vaultOptions{appRoleRole: DefaultAppRoleRole(cfg.Mount), forwardActive: true}
+	o := options{appRoleRole: DefaultAppRoleRole(cfg.Mount), forwardActive: true}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -87,7 +57,7 @@ func NewVaultResolver(cfg Config, m *Metrics, log hclog.Logger, opts ...VaultOpt
 	if apiCfg.Error != nil {
 		return nil, apiCfg.Error
 	}
-	addrs := VaultAddrs(cfg.VaultAddr)
+	addrs := VaultAddrs(cfg.Addr)
 	if len(addrs) == 0 {
 		return nil, errors.New("the Vault address is required")
 	}
@@ -95,14 +65,14 @@ func NewVaultResolver(cfg Config, m *Metrics, log hclog.Logger, opts ...VaultOpt
 	apiCfg.AgentAddress = ""
 	apiCfg.SRVLookup = false
 	apiCfg.MaxRetries = 0
-	apiCfg.Timeout = cfg.VaultTimeout
+	apiCfg.Timeout = cfg.Timeout
 	transport, ok := apiCfg.HttpClient.Transport.(*http.Transport)
 	if !ok {
 		return nil, fmt.Errorf("unexpected Vault client transport %T", apiCfg.HttpClient.Transport)
 	}
 	transport.MaxIdleConnsPerHost = 256
-	if cfg.VaultCACert != "" || cfg.VaultTLSServerName != "" {
-		if err := apiCfg.ConfigureTLS(&api.TLSConfig{CACert: cfg.VaultCACert, TLSServerName: cfg.VaultTLSServerName}); err != nil {
+	if cfg.CACert != "" || cfg.TLSServerName != "" {
+		if err := apiCfg.ConfigureTLS(&api.TLSConfig{CACert: cfg.CACert, TLSServerName: cfg.TLSServerName}); err != nil {
 			return nil, fmt.Errorf("configuring Vault TLS: %w", err)
 		}
 	}
@@ -124,7 +94,7 @@ func NewVaultResolver(cfg Config, m *Metrics, log hclog.Logger, opts ...VaultOpt
 	}
 	var nodes *vaultNodes
 	if len(addrs) > 1 {
-		if nodes, err = newVaultNodes(addrs, transport, cfg.VaultTimeout, m, log); err != nil {
+		if nodes, err = newVaultNodes(addrs, transport, cfg.Timeout, m, log); err != nil {
 			return nil, err
 		}
 		// After NewClient, which insists on an *http.Transport: the client
@@ -133,14 +103,14 @@ func NewVaultResolver(cfg Config, m *Metrics, log hclog.Logger, opts ...VaultOpt
 		apiCfg.HttpClient.Transport = nodes
 	}
 	client.ClearToken() // never a token from the environment: only our own login's
-	v := &VaultResolver{
+	v := &Vault{
 		cfg:     cfg,
 		log:     log,
 		session: newVaultSession(cfg, client, o.appRoleRole, m, log),
-		resolve: newResolveCall(client, apiCfg.HttpClient, cfg, o.forwardActive),
+		calls:   newHTTPCalls(client, apiCfg.HttpClient, cfg, o.forwardActive),
 		nodes:   nodes,
 	}
-	v.batch = newBatcher(v, cfg.VaultConcurrency, m)
+	v.batch = newBatcher(v, cfg.Concurrency, m)
 	return v, nil
 }
 
@@ -148,7 +118,7 @@ func NewVaultResolver(cfg Config, m *Metrics, log hclog.Logger, opts ...VaultOpt
 // loopback, and logs (credentials redacted) the HTTP proxy, if any, that the
 // calls to Vault go through.
 func checkVaultTransport(t *http.Transport, vaultURL *url.URL, log hclog.Logger) error {
-	local := vaultURL.Scheme == "unix" || loopbackAddr(net.JoinHostPort(vaultURL.Hostname(), "0"))
+	local := vaultURL.Scheme == "unix" || loopbackHost(vaultURL.Hostname())
 	if t.TLSClientConfig != nil && t.TLSClientConfig.InsecureSkipVerify && !local {
 		return fmt.Errorf("TLS verification of Vault is off (VAULT_SKIP_VERIFY) and %s is not on loopback: "+
 			"every resolve answer carries a credential, so give the proxy Vault's CA (-vault-ca-cert) instead", vaultURL.Host)
@@ -170,9 +140,15 @@ func checkVaultTransport(t *http.Transport, vaultURL *url.URL, log hclog.Logger)
 	return nil
 }
 
-// Run logs in and keeps the login alive until ctx ends (vault_session.go),
+// loopbackHost reports whether host (a name or an address) is loopback.
+func loopbackHost(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || ip != nil && ip.IsLoopback()
+}
+
+// Run logs in and keeps the login alive until ctx ends (session.go),
 // then waits for the batches still on their way to Vault.
-func (v *VaultResolver) Run(ctx context.Context) {
+func (v *Vault) Run(ctx context.Context) {
 	if v.nodes != nil {
 		watching := make(chan struct{})
 		go func() { defer close(watching); v.nodes.watch(ctx) }()
@@ -184,7 +160,7 @@ func (v *VaultResolver) Run(ctx context.Context) {
 
 // Ready reports whether the proxy holds a Vault token and can reach Vault
 // (with several addresses: any node serves).
-func (v *VaultResolver) Ready(ctx context.Context) bool {
+func (v *Vault) Ready(ctx context.Context) bool {
 	if v.nodes == nil || !v.session.authed.Load() {
 		return v.session.ready(ctx)
 	}
@@ -203,7 +179,7 @@ func isForbidden(err error) bool {
 
 // Resolve asks the engine about one request, batched with whatever else
 // waits for Vault (see batcher).
-func (v *VaultResolver) Resolve(ctx context.Context, req ResolveRequest) (*Decision, error) {
+func (v *Vault) Resolve(ctx context.Context, req resolve.Request) (*Decision, error) {
 	if !v.session.authed.Load() {
 		return nil, errNotAuthenticated
 	}
@@ -212,9 +188,9 @@ func (v *VaultResolver) Resolve(ctx context.Context, req ResolveRequest) (*Decis
 
 // resolveMany makes one call for reqs; the batcher calls it (engineCalls)
 // once per batch.
-func (v *VaultResolver) resolveMany(ctx context.Context, reqs []ResolveRequest) ([]*Decision, error) {
+func (v *Vault) resolveMany(ctx context.Context, reqs []resolve.Request) ([]*Decision, error) {
 	return callEngine(ctx, v, errRefusedFresh, func(ctx context.Context, vaultToken string) ([]*Decision, error) {
-		return v.resolve.do(ctx, vaultToken, reqs)
+		return v.calls.resolve(ctx, vaultToken, reqs)
 	})
 }
 
@@ -224,7 +200,7 @@ func (v *VaultResolver) resolveMany(ctx context.Context, reqs []ResolveRequest) 
 // and, if Vault refuses the proxy's own token, logs in again, once,
 // de-duplicated across calls. A refusal of the fresh token too is
 // refusedFresh: the proxy's policy lacks the call's path.
-func callEngine[T any](ctx context.Context, v *VaultResolver, refusedFresh error, once func(ctx context.Context, vaultToken string) (T, error)) (T, error) {
+func callEngine[T any](ctx context.Context, v *Vault, refusedFresh error, once func(ctx context.Context, vaultToken string) (T, error)) (T, error) {
 	var none T
 	if !v.session.authed.Load() {
 		return none, errNotAuthenticated
@@ -251,7 +227,7 @@ func callEngine[T any](ctx context.Context, v *VaultResolver, refusedFresh error
 	}
 	out, err = call()
 	if isForbidden(err) {
-		v.log.Error(refusedFresh.Error(), "mount", v.resolve.mountURL)
+		v.log.Error(refusedFresh.Error(), "mount", v.calls.mountURL)
 		return none, refusedFresh
 	}
 	return out, err
@@ -262,8 +238,8 @@ func callEngine[T any](ctx context.Context, v *VaultResolver, refusedFresh error
 // every request to the active node. Vault Enterprise refuses it unless
 // allow_forwarding_via_header is set, and there a performance standby could
 // answer from storage that lags a revocation: fail closed and say why.
-func (v *VaultResolver) forwardingRefused(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.VaultTimeout)
+func (v *Vault) forwardingRefused(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
 	defer cancel()
 	h, err := v.session.client.Sys().HealthWithContext(ctx)
 	if err != nil {
@@ -275,7 +251,7 @@ func (v *VaultResolver) forwardingRefused(ctx context.Context) error {
 		}
 		return errForwardRefused
 	}
-	if v.resolve.forward.CompareAndSwap(true, false) {
+	if v.calls.forward.CompareAndSwap(true, false) {
 		v.log.Info("Vault Community Edition refuses X-Vault-Forward; its standbys forward every request to the active node, so resolving without it", "version", h.Version)
 	}
 	return nil

@@ -1,4 +1,4 @@
-package proxy
+package engine
 
 import (
 	"bytes"
@@ -18,38 +18,38 @@ import (
 	"github.com/phantomvault/phantom/internal/resolve"
 )
 
-// maxResolveAnswer bounds what the proxy reads of one resolve answer.
+// maxResolveAnswer bounds what the proxy reads of one answer.
 const maxResolveAnswer = 1 << 20
 
-// resolveCall is the one Vault call on every request (and, through patch,
-// the engine's other proxy paths: tunnel and usage). It is made with plain
+// httpCalls are the engine's calls: resolve, the one Vault call on every
+// request, and tunnel and usage, all through patch. They are made with plain
 // net/http rather than the api client: no retry wrapper, no rate limiter, a
 // typed body both ways instead of map[string]any, and the connection pool of
 // the api client's own http.Client (its TLS settings, no redirects).
 //
-// It asks Vault to run it on the active node (X-Vault-Forward: active-node):
+// They ask Vault to run them on the active node (X-Vault-Forward: active-node):
 // a Vault Enterprise performance standby would otherwise answer from its own
 // storage and cache, which learn of a revocation only once it has
 // replicated, and the promise is that the very next request is refused.
 //
-// It uses PATCH: Vault asks a plugin whether the resource exists before every
+// They use PATCH: Vault asks a plugin whether the resource exists before every
 // create or update (a second gRPC round trip to the plugin per request),
 // never before a patch. The engine accepts both; the proxy's policy grants
 // only patch.
-type resolveCall struct {
+type httpCalls struct {
 	http     *http.Client
 	mountURL string      // the engine's mount, with a trailing slash
 	headers  http.Header // the api client's, e.g. X-Vault-Namespace
 	timeout  time.Duration
-	forward  *atomic.Bool // send X-Vault-Forward (see VaultResolver.forwardingRefused)
+	forward  *atomic.Bool // send X-Vault-Forward (see Vault.forwardingRefused)
 }
 
-func newResolveCall(client *api.Client, hc *http.Client, cfg Config, forwardActive bool) resolveCall {
-	c := resolveCall{
+func newHTTPCalls(client *api.Client, hc *http.Client, cfg Config, forwardActive bool) httpCalls {
+	c := httpCalls{
 		http:     hc,
 		mountURL: strings.TrimSuffix(client.Address(), "/") + "/v1/" + strings.Trim(cfg.Mount, "/") + "/",
 		headers:  client.Headers(),
-		timeout:  cfg.VaultTimeout,
+		timeout:  cfg.Timeout,
 		forward:  new(atomic.Bool),
 	}
 	c.forward.Store(forwardActive)
@@ -74,9 +74,9 @@ func isForwardRefused(err error) bool {
 		strings.Contains(strings.Join(vErr.errors, " "), "forwarding via header "+api.HeaderForward)
 }
 
-// do resolves reqs in one call: alone in the engine's single form, or
+// resolve resolves reqs in one call: alone in the engine's single form, or
 // several in its batch form. The decisions come back in order.
-func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRequest) ([]*Decision, error) {
+func (c httpCalls) resolve(ctx context.Context, vaultToken string, reqs []resolve.Request) ([]*Decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var in any = resolve.BatchRequest{Requests: reqs}
@@ -104,7 +104,7 @@ func (c resolveCall) do(ctx context.Context, vaultToken string, reqs []ResolveRe
 // PATCH, which spares Vault's existence check, sent to the active node when
 // c.forward says so. The answer's data is decoded into data, a pointer to
 // a pointer; an answer without data is an error.
-func (c resolveCall) patch(ctx context.Context, vaultToken, path string, in, data any) error {
+func (c httpCalls) patch(ctx context.Context, vaultToken, path string, in, data any) error {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return err
@@ -152,9 +152,5 @@ func parseDecision(a *resolve.Answer) (*Decision, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Decision{Allowed: *a.Allowed, Reason: a.Reason, Message: a.Message, Route: a.Route, Accessor: a.Accessor, RetryAfterMS: a.RetryAfterMS}
-	if d.Allowed {
-		d.Grant = (*Grant)(g)
-	}
-	return d, nil
+	return &Decision{Answer: a, Grant: g}, nil
 }

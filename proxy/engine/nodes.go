@@ -1,4 +1,4 @@
-package proxy
+package engine
 
 import (
 	"bytes"
@@ -18,19 +18,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// VaultAddrs splits a -vault-addr value into its comma-separated addresses.
-func VaultAddrs(s string) []string {
-	var out []string
-	for _, a := range strings.Split(s, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 // vaultHealthInterval is how often each node's sys/health is asked; the
-// probe is bounded by min(-vault-timeout, vaultHealthProbeTimeout).
+// probe is bounded by min(Config.Timeout, vaultHealthProbeTimeout).
 const (
 	vaultHealthInterval     = time.Second
 	vaultHealthProbeTimeout = time.Second
@@ -45,7 +34,7 @@ type vaultNode struct {
 }
 
 // vaultNodes is the round tripper under the Vault client (login, renewal,
-// unwrap, health) and the resolve call when -vault-addr lists several
+// unwrap, health) and the engine's calls when -vault-addr lists several
 // nodes. It sends each request to the node in use, and moves it to another
 // node only when the request provably never reached a node that could act
 // on it (notProcessed): a call that may have reached the engine is never
@@ -55,11 +44,11 @@ type vaultNodes struct {
 	current atomic.Int32 // index of the node in use
 	next    http.RoundTripper
 	timeout time.Duration
-	metrics *Metrics
+	metrics Metrics
 	log     hclog.Logger
 }
 
-func newVaultNodes(addrs []string, next http.RoundTripper, timeout time.Duration, m *Metrics, log hclog.Logger) (*vaultNodes, error) {
+func newVaultNodes(addrs []string, next http.RoundTripper, timeout time.Duration, m Metrics, log hclog.Logger) (*vaultNodes, error) {
 	n := &vaultNodes{next: next, timeout: timeout, metrics: m, log: log}
 	var path string
 	for i, a := range addrs {
@@ -78,7 +67,7 @@ func newVaultNodes(addrs []string, next http.RoundTripper, timeout time.Duration
 		node := &vaultNode{addr: a, url: u}
 		node.healthy.Store(true) // until a probe or a call says otherwise
 		n.nodes = append(n.nodes, node)
-		m.vaultNodeHealthy(a, true)
+		m.NodeHealthy(a, true)
 	}
 	return n, nil
 }
@@ -118,7 +107,7 @@ func (n *vaultNodes) setHealthy(node *vaultNode, ok bool, why string) {
 			n.log.Warn("Vault node is not serving", "node", node.addr, "why", why)
 		}
 	}
-	n.metrics.vaultNodeHealthy(node.addr, ok)
+	n.metrics.NodeHealthy(node.addr, ok)
 }
 
 // RoundTrip sends req to the node in use, and to the next one only while
@@ -159,7 +148,7 @@ func (n *vaultNodes) RoundTrip(req *http.Request) (*http.Response, error) {
 		if resp != nil {
 			resp.Body.Close()
 		}
-		n.metrics.vaultFailover(node.addr)
+		n.metrics.Failover(node.addr)
 		n.log.Debug("Vault node did not process the call; trying the next", "node", node.addr, "why", why, "next", nodes[i+1].addr)
 	}
 	panic("unreachable: vaultNodes has at least one node")

@@ -1,4 +1,4 @@
-package proxy
+package engine
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func (e *echoCall) checkTunnelOnce(context.Context, resolve.TunnelRequest) (*res
 	return nil, errors.New("echoCall checks no tunnel")
 }
 
-func (e *echoCall) resolveMany(_ context.Context, reqs []ResolveRequest) ([]*Decision, error) {
+func (e *echoCall) resolveMany(_ context.Context, reqs []resolve.Request) ([]*Decision, error) {
 	e.mu.Lock()
 	e.sizes = append(e.sizes, len(reqs))
 	e.mu.Unlock()
@@ -40,7 +41,7 @@ func (e *echoCall) resolveMany(_ context.Context, reqs []ResolveRequest) ([]*Dec
 	}
 	ds := make([]*Decision, len(reqs))
 	for i, r := range reqs {
-		ds[i] = &Decision{Allowed: true, Route: r.Path}
+		ds[i] = &Decision{Answer: &resolve.Answer{Allowed: new(true), Route: r.Path}}
 	}
 	return ds, nil
 }
@@ -55,7 +56,7 @@ func TestBatcherIdleSendsAtOnce(t *testing.T) {
 	e := &echoCall{}
 	b := newBatcher(e, 2, nil)
 	for i := range 5 {
-		d, err := b.resolve(context.Background(), ResolveRequest{Path: fmt.Sprint("/", i)})
+		d, err := b.resolve(context.Background(), resolve.Request{Path: fmt.Sprint("/", i)})
 		if err != nil || d.Route != fmt.Sprint("/", i) {
 			t.Fatalf("request %d: %+v %v", i, d, err)
 		}
@@ -99,7 +100,7 @@ func TestBatcherBatchesWhileBusy(t *testing.T) {
 	for i := range n {
 		path := fmt.Sprint("/", i)
 		go func() {
-			d, err := b.resolve(context.Background(), ResolveRequest{Path: path})
+			d, err := b.resolve(context.Background(), resolve.Request{Path: path})
 			results <- result{path, d, err}
 		}()
 		if i == 1 {
@@ -128,7 +129,7 @@ func TestBatcherFailsEveryRequestOfAFailedCall(t *testing.T) {
 	errs := make(chan error, 4)
 	for i := range 4 {
 		go func() {
-			_, err := b.resolve(context.Background(), ResolveRequest{})
+			_, err := b.resolve(context.Background(), resolve.Request{})
 			errs <- err
 		}()
 		if i == 0 {
@@ -148,12 +149,12 @@ func TestBatcherFailsEveryRequestOfAFailedCall(t *testing.T) {
 func TestBatcherQueuedRequestGivesUpWithItsContext(t *testing.T) {
 	e := &echoCall{release: make(chan struct{})}
 	b := newBatcher(e, 1, nil)
-	go b.resolve(context.Background(), ResolveRequest{Path: "/first"})
+	go b.resolve(context.Background(), resolve.Request{Path: "/first"})
 	waitInFlight(t, b, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := b.resolve(ctx, ResolveRequest{Path: "/gone"})
+		_, err := b.resolve(ctx, resolve.Request{Path: "/gone"})
 		errc <- err
 	}()
 	waitQueued(t, b, 1)
@@ -179,7 +180,7 @@ func TestBatcherShedsWhenTheQueueIsFull(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := b.resolve(context.Background(), ResolveRequest{Path: "/x"})
+			_, err := b.resolve(context.Background(), resolve.Request{Path: "/x"})
 			errs <- err
 		}()
 		if i == 0 {
@@ -187,8 +188,8 @@ func TestBatcherShedsWhenTheQueueIsFull(t *testing.T) {
 		}
 	}
 	waitQueued(t, b, maxQueued)
-	if _, err := b.resolve(context.Background(), ResolveRequest{Path: "/y"}); !errors.Is(err, errOverloaded) {
-		t.Fatalf("resolve with a full queue: %v, want errOverloaded", err)
+	if _, err := b.resolve(context.Background(), resolve.Request{Path: "/y"}); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("resolve with a full queue: %v, want ErrOverloaded", err)
 	}
 	close(e.release)
 	wg.Wait()
@@ -197,5 +198,120 @@ func TestBatcherShedsWhenTheQueueIsFull(t *testing.T) {
 		if err != nil {
 			t.Fatalf("a queued request failed: %v", err)
 		}
+	}
+}
+
+// echoTunnels is echoCall that also checks tunnels: it records the most
+// calls of either kind it ever had in flight at once.
+type echoTunnels struct {
+	echoCall
+	inFlight, most atomic.Int64
+	checks         atomic.Int64
+}
+
+func (e *echoTunnels) enter() func() {
+	n := e.inFlight.Add(1)
+	for {
+		m := e.most.Load()
+		if n <= m || e.most.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	return func() { e.inFlight.Add(-1) }
+}
+
+func (e *echoTunnels) resolveMany(ctx context.Context, reqs []resolve.Request) ([]*Decision, error) {
+	defer e.enter()()
+	time.Sleep(time.Millisecond)
+	return e.echoCall.resolveMany(ctx, reqs)
+}
+
+func (e *echoTunnels) checkTunnelOnce(_ context.Context, req resolve.TunnelRequest) (*resolve.TunnelAnswer, error) {
+	defer e.enter()()
+	e.checks.Add(1)
+	if e.release != nil {
+		<-e.release
+	}
+	time.Sleep(time.Millisecond)
+	return &resolve.TunnelAnswer{Allowed: new(false), Reason: resolve.ReasonOriginNotAllowed, Message: req.Origin}, nil
+}
+
+// CONNECT checks take the resolves' slots: with -vault-concurrency 1, never
+// two calls of any kind at once, and each check gets its own origin's answer.
+func TestBatcherTunnelChecksShareTheBound(t *testing.T) {
+	e := &echoTunnels{}
+	b := newBatcher(e, 1, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 100 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			o := fmt.Sprintf("h%d.example:443", i)
+			a, err := b.checkTunnel(context.Background(), resolve.TunnelRequest{Origin: o, ClientIP: "192.0.2.1"})
+			if err == nil && a.Message != o {
+				err = fmt.Errorf("the check of %s got %s's answer", o, a.Message)
+			}
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			p := fmt.Sprint("/", i)
+			d, err := b.resolve(context.Background(), resolve.Request{Path: p})
+			if err == nil && d.Route != p {
+				err = fmt.Errorf("resolve %s got %s", p, d.Route)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := e.most.Load(); m != 1 {
+		t.Fatalf("%d calls to Vault at once with a concurrency of 1", m)
+	}
+	if n := e.checks.Load(); n != 100 {
+		t.Fatalf("%d tunnel calls for 100 distinct checks", n)
+	}
+}
+
+// Identical checks queued together share one call; a full queue sheds a
+// check as it sheds a resolve.
+func TestBatcherTunnelChecksQueueAndShed(t *testing.T) {
+	e := &echoTunnels{echoCall: echoCall{release: make(chan struct{})}}
+	b := newBatcher(e, 1, nil)
+	req := resolve.TunnelRequest{Origin: "evil.example:443", ClientIP: "192.0.2.1"}
+	var wg sync.WaitGroup
+	errs := make(chan error, maxQueued+1)
+	for i := range maxQueued + 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := b.checkTunnel(context.Background(), req)
+			errs <- err
+		}()
+		if i == 0 {
+			waitInFlight(t, b, 1)
+		}
+	}
+	waitQueued(t, b, maxQueued)
+	if _, err := b.checkTunnel(context.Background(), req); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("a check with a full queue: %v, want ErrOverloaded", err)
+	}
+	close(e.release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a queued check failed: %v", err)
+		}
+	}
+	// The first alone, then the queue in batches of maxBatch, one call each.
+	if n, most := e.checks.Load(), int64(1+(maxQueued+maxBatch-1)/maxBatch); n > most {
+		t.Fatalf("%d tunnel calls for %d identical checks, want at most %d", n, maxQueued+1, most)
 	}
 }
