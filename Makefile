@@ -18,7 +18,7 @@ LDFLAGS := -s -w -buildid= \
 	-X github.com/phantomvault/phantom/internal/version.Commit=$(COMMIT)
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)"
 
-.PHONY: build vault test fuzz demo dev bench bench-go fmt lint clean release
+.PHONY: build vault test fuzz demo dev bench bench-go fmt lint docs clean release
 
 ## build: compile the Vault plugin and phantom-proxy into bin/
 build:
@@ -74,6 +74,12 @@ bench:
 ## bench-go: Go benchmarks of the hot path (resolve, matching, tokens, scrubbing)
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./plugin/ ./proxy/... ./internal/...
+
+## docs: rewrite the generated parts of the docs: the error table of
+## docs/agents.md (from internal/resolve/reason.go) and docs/api.md (from the
+## engine's paths in plugin/). make test fails while they differ.
+docs:
+	PHANTOM_UPDATE_DOCS=1 $(GO) test -count=1 -run '^Test.*Doc$$' ./internal/resolve ./plugin
 
 ## fmt: format the Go code
 fmt:

@@ -18,22 +18,52 @@ import (
 	"github.com/phantomvault/phantom/e2e/harness"
 )
 
-// Real keys the README's commands use, by environment variable.
+// Real keys the documentation's commands use, by environment variable.
 var readmeKeys = map[string]string{
 	"STRIPE_SECRET_KEY":    "sk_live_README0stripe0key0never0shown01",
 	"STRIPE_ROTATED_KEY":   "sk_live_README0stripe0rotated0key0never0",
 	"OPENAI_SECRET_KEY":    "sk-proj-README0openai0key0never0shown0001",
 	"ANTHROPIC_SECRET_KEY": "sk-ant-api03-README0anthropic0key0never00",
 	"GEMINI_SECRET_KEY":    "AIzaREADME0gemini0key0never0shown00001",
+	"MCP_SERVER_KEY":       "mcp0README0server0key0never0shown000001",
 }
 
-// standInAPI answers for Stripe, OpenAI, Anthropic and Gemini, each only
-// with its real key in its own place (Stripe's route injects a Bearer key,
-// whatever form the agent used), naming the API it played.
+// readmeDocs are the Markdown files whose sh blocks TestReadmeCommands
+// runs, in this order, as one session: later blocks rely on earlier ones
+// (the quickstart's install and proxy, the routes written in
+// routes-and-tokens.md). Every Markdown file with an sh block must be here
+// (blocks of make commands aside: CI runs those itself).
+var readmeDocs = []string{
+	"README.md",
+	"docs/install.md",
+	"docs/routes-and-tokens.md",
+	"docs/limits.md",
+	"docs/agents.md",
+	"docs/operations.md",
+}
+
+// standInAPI answers for Stripe, OpenAI, Anthropic, Gemini and a remote
+// MCP server, each only with its real key in its own place (Stripe's route
+// injects a Bearer key, whatever form the agent used), naming the API it
+// played. The MCP server answers an initialize request as Streamable HTTP
+// does: a session id and an event stream.
 func standInAPI(w http.ResponseWriter, r *http.Request) {
 	bearer := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	api := ""
 	switch {
+	case bearer == readmeKeys["MCP_SERVER_KEY"]:
+		body, _ := io.ReadAll(r.Body)
+		if r.Method != http.MethodPost || !strings.Contains(r.Header.Get("Accept"), "text/event-stream") ||
+			!strings.Contains(string(body), `"method":"initialize"`) {
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error":"not an MCP initialize request"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Mcp-Session-Id", "stand-in-session")
+		w.(http.Flusher).Flush() // a stream: headers first, then the event
+		fmt.Fprintf(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"api\":\"mcp\",\"path\":%q}}\n\n", r.URL.Path)
+		return
 	case bearer == readmeKeys["STRIPE_SECRET_KEY"] || bearer == readmeKeys["STRIPE_ROTATED_KEY"]:
 		api = "stripe"
 	case r.Header.Get("Authorization") == "Bearer "+readmeKeys["OPENAI_SECRET_KEY"]:
@@ -50,13 +80,30 @@ func standInAPI(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, `{"api":%q,"path":%q}`+"\n", api, r.URL.Path)
 }
 
-// TestReadmeCommands runs every sh block of README.md, in order, as one
-// shell session, swapping only hosts and ports for loopback ones.
+// TestReadmeCommands runs every sh block of README.md and then of the docs
+// that carry commands (readmeDocs), in order, as one shell session,
+// swapping only hosts and ports for loopback ones.
 func TestReadmeCommands(t *testing.T) {
 	tools := harness.Require(t)
-	readme, err := os.ReadFile(filepath.Join(tools.Root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
+	shBlock := regexp.MustCompile("(?s)```sh\n(.*?)```")
+	listed := map[string]bool{}
+	for _, doc := range readmeDocs {
+		listed[doc] = true
+	}
+	for _, pattern := range []string{"*.md", "docs/*.md"} {
+		files, _ := filepath.Glob(filepath.Join(tools.Root, pattern))
+		for _, f := range files {
+			rel, _ := filepath.Rel(tools.Root, f)
+			body, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range shBlock.FindAllStringSubmatch(string(body), -1) {
+				if !strings.Contains(b[1], "make ") && !listed[filepath.ToSlash(rel)] {
+					t.Fatalf("%s has sh blocks but is not in readmeDocs: its commands would go untested", rel)
+				}
+			}
+		}
 	}
 	v := harness.StartDevVault(t)
 	api := harness.Listen(t)
@@ -71,29 +118,46 @@ func TestReadmeCommands(t *testing.T) {
 		"https://api.openai.com", apiURL,
 		"https://api.anthropic.com", apiURL,
 		"https://generativelanguage.googleapis.com", apiURL,
+		"https://mcp.example.com", apiURL,
 		"https://vault.internal:8200", v.Addr,
 		"http://phantom.internal:8080", "http://127.0.0.1:"+strconv.Itoa(proxyPort),
 		"0.0.0.0:8080", "127.0.0.1:"+strconv.Itoa(proxyPort),
 		"127.0.0.1:9090", "127.0.0.1:"+strconv.Itoa(adminPort),
 		"/etc/vault/plugins", v.PluginDir(),
 	)
-	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
 	var script strings.Builder
 	script.WriteString("set -euo pipefail\n")
 	ran := 0
-	for i, b := range blocks {
-		if strings.Contains(b[1], "make ") {
-			continue // make demo and make test: CI runs those itself
+	for _, doc := range readmeDocs {
+		text, err := os.ReadFile(filepath.Join(tools.Root, doc))
+		if err != nil {
+			t.Fatal(err)
 		}
-		fmt.Fprintf(&script, "echo '--- README block %d'\n%s\n", i, hosts.Replace(b[1]))
-		if strings.Contains(b[1], "phantom-proxy -vault-addr") {
-			// Glue, not README: wait until the proxy started above is ready.
-			fmt.Fprintf(&script, "for _ in $(seq 100); do curl -fs http://127.0.0.1:%d/readyz >/dev/null && break; sleep 0.1; done\n", adminPort)
+		ranHere := 0
+		for i, b := range shBlock.FindAllStringSubmatch(string(text), -1) {
+			if strings.Contains(b[1], "make ") {
+				continue // make demo and make test: CI runs those itself
+			}
+			startsProxy := strings.Contains(b[1], "phantom-proxy -vault-addr")
+			if startsProxy {
+				// Glue, not docs: a later block that starts the proxy
+				// replaces the one an earlier block left running.
+				script.WriteString(`if [ -n "${glue_proxy_pid:-}" ]; then kill "$glue_proxy_pid"; wait "$glue_proxy_pid" || true; fi` + "\n")
+			}
+			fmt.Fprintf(&script, "echo '--- %s block %d'\n%s\n", doc, i, hosts.Replace(b[1]))
+			if startsProxy {
+				// Glue: wait until the proxy started above is ready.
+				fmt.Fprintf(&script, "glue_proxy_pid=$!\nfor _ in $(seq 100); do curl -fs http://127.0.0.1:%d/readyz >/dev/null && break; sleep 0.1; done\n", adminPort)
+			}
+			ran++
+			ranHere++
 		}
-		ran++
+		if ranHere == 0 {
+			t.Fatalf("%s has no runnable sh block: drop it from readmeDocs", doc)
+		}
 	}
-	if ran < 8 {
-		t.Fatalf("found only %d runnable README blocks", ran)
+	if ran < 15 {
+		t.Fatalf("found only %d runnable blocks in %s", ran, strings.Join(readmeDocs, ", "))
 	}
 
 	// The session's directory: bootstrap/ as in a checkout, vault and
@@ -136,19 +200,20 @@ func TestReadmeCommands(t *testing.T) {
 	session, _ := os.ReadFile(out.Name())
 	got := string(session)
 	if err != nil {
-		t.Fatalf("the README's commands failed: %v\n%s", err, got)
+		t.Fatalf("the documentation's commands failed: %v\n%s", err, got)
 	}
 	for _, want := range []string{`"api":"stripe","path":"/v1/customers"`, `"api":"openai","path":"/v1/models"`,
 		`"api":"anthropic","path":"/v1/messages"`, `"api":"gemini","path":"/v1beta/models/gemini-2.5-flash"`,
-		"ready", `phantom_proxy_requests_total{decision="allowed"`, "credential_fingerprint"} {
+		"ready", `phantom_proxy_requests_total{decision="allowed"`, "credential_fingerprint",
+		`"reason":"revoked"`, `"api":"mcp","path":"/mcp"`, "Mcp-Session-Id: stand-in-session"} {
 		if !strings.Contains(got, want) {
-			t.Errorf("the README session's output lacks %q:\n%s", want, got)
+			t.Errorf("the documentation session's output lacks %q:\n%s", want, got)
 		}
 	}
 	for name, key := range readmeKeys {
 		for _, form := range []string{key, base64.StdEncoding.EncodeToString([]byte(key + ":"))} {
 			if strings.Contains(got, form) {
-				t.Errorf("the README session printed %s", name)
+				t.Errorf("the documentation session printed %s", name)
 			}
 		}
 	}

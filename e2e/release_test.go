@@ -74,7 +74,8 @@ func TestRelease(t *testing.T) {
 			t.Errorf("%s -version = %q, want %q... built with %s", bin, got, want, goVersion)
 		}
 	}
-	for _, f := range []string{"bootstrap/bootstrap.sh", "deploy/systemd/phantom-proxy.service", "deploy/systemd/phantom-proxy.env.example", "README.md", "CHANGELOG.md"} {
+	for _, f := range []string{"bootstrap/bootstrap.sh", "deploy/systemd/phantom-proxy.service", "deploy/systemd/phantom-proxy.env.example", "README.md", "CHANGELOG.md",
+		"SECURITY.md", "BENCHMARKS.md", "docs/README.md", "docs/install.md", "docs/api.md"} {
 		if _, err := os.Stat(filepath.Join(out, name, f)); err != nil {
 			t.Errorf("the archive lacks %s", f)
 		}

@@ -50,7 +50,8 @@ for platform in $platforms; do
   done
   cp -R bootstrap "$stage/"
   cp -R deploy/systemd "$stage/deploy/"
-  cp README.md CHANGELOG.md SECURITY.md "$stage/"
+  cp -R docs "$stage/"
+  cp README.md CHANGELOG.md SECURITY.md BENCHMARKS.md "$stage/"
   tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner --mode='u+rw,go-w,a+rX' \
     -cf - -C "$out" "$name" | gzip -n -9 >"$out/$name.tar.gz"
   sha=$(sha256sum "$stage/bin/vault-plugin-secrets-phantom" | cut -d' ' -f1)
