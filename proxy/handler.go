@@ -14,6 +14,7 @@ import (
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/internal/token"
 	"github.com/phantomvault/phantom/proxy/engine"
+	"github.com/phantomvault/phantom/proxy/forward"
 	"github.com/phantomvault/phantom/proxy/inject"
 	"github.com/phantomvault/phantom/proxy/scrub"
 )
@@ -54,7 +55,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serve(w, 
 // A refusal at any stage is answered in one place (refuse). tun is the
 // forward-proxy tunnel the request came through, nil on the reverse-proxy
 // listener.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, tun *tunnel) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, tun *forward.Tunnel) {
 	start := time.Now()
 	rec := &auditRecord{
 		Time:       start.UTC(),
@@ -128,16 +129,16 @@ type admission struct {
 
 // admit runs every check a request must pass before the engine is asked,
 // in order, and returns the first refusal. It fills rec as it learns.
-func (s *Server) admit(r *http.Request, tun *tunnel, rec *auditRecord) (*admission, *refusal) {
+func (s *Server) admit(r *http.Request, tun *forward.Tunnel, rec *auditRecord) (*admission, *refusal) {
 	path, rawQuery, ref := s.checkPath(r, rec)
 	if ref != nil {
 		return nil, ref
 	}
 	if tun != nil {
-		rec.Tunnel = tun.connectID
+		rec.Tunnel = tun.ConnectID
 	}
-	if ref := tun.checkHost(r); ref != nil {
-		return nil, ref
+	if err := tun.CheckHost(r.Host); err != nil {
+		return nil, refusalWith(resolve.ReasonOriginNotAllowed, err.Error())
 	}
 	if err := checkBodyShape(r); err != nil {
 		return nil, refusalWith(resolve.ReasonBadRequest, err.Error())
@@ -188,7 +189,7 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Gra
 
 // begin makes the exchange of an allowed request, once a tunnel's origin
 // is found to be the grant's.
-func (s *Server) begin(adm *admission, g *Grant, tun *tunnel, rec *auditRecord) (*exchange, *refusal) {
+func (s *Server) begin(adm *admission, g *Grant, tun *forward.Tunnel, rec *auditRecord) (*exchange, *refusal) {
 	style, err := inject.For((*resolve.Grant)(g))
 	if err != nil { // a grant resolve checked: only a proxy older than its engine
 		s.log.Error("cannot inject the credential", "route", g.Route, "error", err, "request_id", rec.RequestID)
@@ -203,11 +204,11 @@ func (s *Server) begin(adm *admission, g *Grant, tun *tunnel, rec *auditRecord) 
 		scrub:    s.scrubbers.For(g.Credential, style.Wires()...),
 		rec:      rec,
 	}
-	if ref := tun.checkOrigin(g); ref != nil {
+	if err := tun.CheckOrigin(g.Upstream); err != nil {
 		if g.Limits != nil {
 			s.settle(ex) // refused, so nothing spent: only the settlement
 		}
-		return nil, ref
+		return nil, refusalWith(resolve.ReasonOriginNotAllowed, err.Error())
 	}
 	rec.Decision = "allowed"
 	return ex, nil
@@ -236,12 +237,12 @@ func (s *Server) checkPath(r *http.Request, rec *auditRecord) (path, rawQuery st
 }
 
 // findToken finds the one phantom token of the request (extract.go).
-func (s *Server) findToken(r *http.Request, tun *tunnel, rawQuery string) (string, *refusal) {
+func (s *Server) findToken(r *http.Request, tun *forward.Tunnel, rawQuery string) (string, *refusal) {
 	tok, err := s.finder.find(r.Header, rawQuery)
 	if err == nil && otherTokenIn(rawQuery, tok) {
 		err = errTwoTokens // one the finder does not look at would go upstream
 	}
-	tok, err = tun.tokenFor(tok, err) // a CONNECT's proxy credentials
+	tok, err = tunnelToken(tun, tok, err) // a CONNECT's proxy credentials
 	switch {
 	case errors.Is(err, errTwoTokens), errors.Is(err, errBadEncoding):
 		return "", refusalWith(resolve.ReasonBadRequest, err.Error())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/profiling"
 	"github.com/phantomvault/phantom/proxy/engine"
+	"github.com/phantomvault/phantom/proxy/forward"
 	"github.com/phantomvault/phantom/proxy/scrub"
 )
 
@@ -37,8 +38,8 @@ type Server struct {
 	// when turned off.
 	unknownTokens *unknownTokenLimit
 	// forwardCA signs the forward-proxy mode's leaf certificates
-	// (forward_ca.go); nil when that mode is off.
-	forwardCA *forwardCA
+	// (package forward); nil when that mode is off.
+	forwardCA *forward.CA
 	// usage takes the LLM usage measured of responses to the engine
 	// (usage_report.go); nil: metrics only.
 	usage *UsageReporter
@@ -93,14 +94,14 @@ func NewServer(cfg Config, resolver engine.Resolver, m *Metrics, log hclog.Logge
 		opt(s)
 	}
 	transport := newUpstreamTransport(cfg)
-	if err := configureUpstreamTLS(transport, cfg); err != nil { // forward_upstream.go
+	if err := configureUpstreamTLS(transport, cfg); err != nil { // upstream_tls.go
 		audit.Close()
 		return nil, err
 	}
 	s.upstream = transport
 	s.reverseProxyLog = withheldDetailLog(log)
 	if cfg.ForwardCAGenerate || cfg.ForwardCACert != "" {
-		if s.forwardCA, err = newForwardCA(cfg.ForwardCACert, cfg.ForwardCAKey, cfg.ForwardCAGenerate); err != nil {
+		if s.forwardCA, err = forward.NewCA(cfg.ForwardCACert, cfg.ForwardCAKey, cfg.ForwardCAGenerate); err != nil {
 			audit.Close()
 			return nil, err
 		}
@@ -144,7 +145,7 @@ func (s *Server) AdminHandler() http.Handler {
 		// The forward proxy's CA certificate, for agents to trust; never its key.
 		mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/x-pem-file")
-			w.Write(s.forwardCA.certPEM)
+			w.Write(s.forwardCA.CertPEM())
 		})
 	}
 	if s.cfg.Pprof {

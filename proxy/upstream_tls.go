@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/phantomvault/phantom/internal/origin"
 )
 
 // configureUpstreamTLS adds the operator's extra upstream CAs to the system
@@ -62,7 +64,7 @@ func parseUpstreamResolve(entries []string) (map[string]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("-upstream-resolve %q: want host:port=ip:port", e)
 		}
-		if _, err := parseConnectTarget(from); err != nil {
+		if _, err := origin.Parse(from); err != nil {
 			return nil, fmt.Errorf("-upstream-resolve %q: %v", e, err)
 		}
 		if _, err := netip.ParseAddrPort(to); err != nil {

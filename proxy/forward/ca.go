@@ -1,4 +1,4 @@
-package proxy
+package forward
 
 import (
 	"crypto"
@@ -30,9 +30,9 @@ const (
 	generatedCAExpiry = 7 * 24 * time.Hour // -forward-ca-generate: for development only
 )
 
-// forwardCA signs the leaf certificates of the forward proxy's tunnels. Its
+// CA signs the leaf certificates of the forward proxy's tunnels. Its
 // private key stays in this struct: it is never served, logged or written.
-type forwardCA struct {
+type CA struct {
 	cert    *x509.Certificate
 	certPEM []byte // what /ca.pem serves
 	key     crypto.Signer
@@ -41,11 +41,11 @@ type forwardCA struct {
 	leaves *ttlcache.Cache[string, *tls.Certificate]
 }
 
-// newForwardCA loads the operator's CA (PEM certificate and key files), or
+// NewCA loads the operator's CA (PEM certificate and key files), or
 // generates one in memory when generate is set.
-func newForwardCA(certFile, keyFile string, generate bool) (*forwardCA, error) {
+func NewCA(certFile, keyFile string, generate bool) (*CA, error) {
 	if generate {
-		return generateForwardCA()
+		return generateCA()
 	}
 	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
@@ -76,13 +76,13 @@ func newForwardCA(certFile, keyFile string, generate bool) (*forwardCA, error) {
 		return nil, errors.New("the forward-proxy CA key cannot sign")
 	}
 	block := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
-	return &forwardCA{cert: cert, certPEM: block, key: key, leaves: ttlcache.New[string, *tls.Certificate](leafCacheSize, leafValidity/2)}, nil
+	return &CA{cert: cert, certPEM: block, key: key, leaves: ttlcache.New[string, *tls.Certificate](leafCacheSize, leafValidity/2)}, nil
 }
 
-// generateForwardCA makes a development CA that lives as long as the process:
+// generateCA makes a development CA that lives as long as the process:
 // its key is in memory only, so agents must fetch the certificate again
 // after each restart.
-func generateForwardCA() (*forwardCA, error) {
+func generateCA() (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -106,7 +106,7 @@ func generateForwardCA() (*forwardCA, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &forwardCA{
+	return &CA{
 		cert:    cert,
 		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		key:     key,
@@ -114,9 +114,9 @@ func generateForwardCA() (*forwardCA, error) {
 	}, nil
 }
 
-// leaf returns a certificate for host (a lower-case DNS name or a canonical
-// IP literal, as parseConnectTarget returns it), from the cache or signed now.
-func (ca *forwardCA) leaf(host string) (*tls.Certificate, error) {
+// Leaf returns a certificate for host (a lower-case DNS name or a canonical
+// IP literal, as ParseTarget returns it), from the cache or signed now.
+func (ca *CA) Leaf(host string) (*tls.Certificate, error) {
 	if c, ok := ca.leaves.Get(host); ok {
 		return c, nil
 	}
@@ -163,3 +163,7 @@ func randomSerial() *big.Int {
 	}
 	return n.Add(n, big.NewInt(1))
 }
+
+// CertPEM is the CA's certificate, for agents to trust (the admin
+// listener's /ca.pem).
+func (ca *CA) CertPEM() []byte { return ca.certPEM }
