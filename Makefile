@@ -49,7 +49,7 @@ test: build vault
 ## once, while the fuzzer's rare worker hiccup on short runs does not.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzValidate:./internal/reqpath FuzzCheck:./internal/token FuzzMatchPath:./plugin FuzzScrubber:./proxy FuzzAuditJSON:./proxy \
-	FuzzUsageScanners:./proxy FuzzCheckLimitedBody:./proxy FuzzPrompts:./proxy
+	FuzzUsageScanners:./proxy/metering FuzzCheckLimitedBody:./proxy/metering FuzzPrompts:./proxy/metering
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		name=$${t%%:*}; pkg=$${t#*:}; \
@@ -73,7 +73,7 @@ bench:
 
 ## bench-go: Go benchmarks of the hot path (resolve, matching, tokens, scrubbing)
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./plugin/ ./proxy/ ./internal/...
+	$(GO) test -run '^$$' -bench . -benchmem ./plugin/ ./proxy/... ./internal/...
 
 ## fmt: format the Go code
 fmt:

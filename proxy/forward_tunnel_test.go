@@ -24,6 +24,7 @@ import (
 
 	"github.com/phantomvault/phantom/internal/origin"
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/testutil"
 	"github.com/phantomvault/phantom/internal/token"
 	"github.com/phantomvault/phantom/plugin"
 )
@@ -292,7 +293,7 @@ func TestForwardOriginRefusalSettles(t *testing.T) {
 		AuthType: "bearer", AuthName: "Authorization", AuthFormat: "Bearer {{credential}}", Headers: map[string]string{},
 		Limits: &resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10, BudgetRemaining: new(int64(100))}}
 	f.p.resolver.mu.Unlock()
-	sink := &sinkRecorder{}
+	sink := &testutil.UsageSink{}
 	rep := NewUsageReporter(sink, time.Hour, time.Second, f.p.srv.metrics, hclog.NewNullLogger())
 	f.p.srv.usage = rep
 

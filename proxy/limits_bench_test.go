@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/testutil"
 )
 
 // BenchmarkServeLimits is one proxied chat completion, in process, for a
@@ -45,7 +46,7 @@ func BenchmarkServeLimits(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer srv.Close()
-			srv.usage = NewUsageReporter(&sinkRecorder{}, 0, 0, srv.metrics, hclog.NewNullLogger())
+			srv.usage = NewUsageReporter(&testutil.UsageSink{}, 0, 0, srv.metrics, hclog.NewNullLogger())
 			b.ReportAllocs()
 			for b.Loop() {
 				res.calls = res.calls[:0]

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/phantomvault/phantom/internal/profiling"
+	"github.com/phantomvault/phantom/proxy/metering"
 )
 
 // Server is phantom-proxy: the agent-facing listener and the admin listener.
@@ -39,7 +40,7 @@ type Server struct {
 	forwardCA *forwardCA
 	// usage takes the LLM usage measured of responses to the engine
 	// (usage_report.go); nil: metrics only.
-	usage *UsageReporter
+	usage *metering.UsageReporter
 	// limitedBodies bounds the request bodies read into memory to check
 	// them against token limits (limits_body.go).
 	limitedBodies *bodyMemory
@@ -53,7 +54,7 @@ type ServerOption func(*Server)
 
 // WithUsageReporter has the server report the LLM usage it measures
 // through r, whose Run the caller runs.
-func WithUsageReporter(r *UsageReporter) ServerOption {
+func WithUsageReporter(r *metering.UsageReporter) ServerOption {
 	return func(s *Server) { s.usage = r }
 }
 

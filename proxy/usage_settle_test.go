@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -16,32 +15,18 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/testutil"
+	"github.com/phantomvault/phantom/proxy/metering"
 )
 
-// reported sums what the sink got for accessor, settlements included.
-func (s *sinkRecorder) reported(accessor string) resolve.UsageReport {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sum := resolve.UsageReport{Accessor: accessor}
-	for _, r := range s.reports {
-		if r.Accessor == accessor {
-			sum.InputTokens += r.InputTokens
-			sum.OutputTokens += r.OutputTokens
-			sum.Estimated += r.Estimated
-			sum.Settled += r.Settled
-		}
-	}
-	return sum
-}
-
 // waitReported flushes rep until the sink holds want for pha_test.
-func waitReported(t *testing.T, rep *UsageReporter, sink *sinkRecorder, want resolve.UsageReport) {
+func waitReported(t *testing.T, rep *metering.UsageReporter, sink *testutil.UsageSink, want resolve.UsageReport) {
 	t.Helper()
 	want.Accessor = "pha_test"
 	var got resolve.UsageReport
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		rep.flush(t.Context())
-		if got = sink.reported("pha_test"); got == want {
+		rep.Flush(t.Context())
+		if got = sink.Reported("pha_test"); got == want {
 			return
 		}
 	}
@@ -68,7 +53,7 @@ func TestSettledOnceWhateverHappens(t *testing.T) {
 	status.Store("/v1/embeddings", 500)
 	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, AllowedModels: []string{"m"},
 		MaxOutputTokens: 10, BudgetRemaining: new(int64(1000))}))
-	sink := &sinkRecorder{}
+	sink := &testutil.UsageSink{}
 	rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 	p.srv.usage = rep
 	for _, c := range []struct {
@@ -116,7 +101,7 @@ func TestSettledOnceWhateverHappens(t *testing.T) {
 
 	// The upstream cannot be reached: settled, nothing charged (nothing was sent).
 	p2 := newTestProxy(t, "http://127.0.0.1:1", withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 10, BudgetRemaining: new(int64(1000))}))
-	sink2 := &sinkRecorder{}
+	sink2 := &testutil.UsageSink{}
 	rep2 := NewUsageReporter(sink2, time.Hour, time.Second, p2.srv.metrics, hclog.NewNullLogger())
 	p2.srv.usage = rep2
 	if resp, b := p2.post(t, "/v1/chat/completions", `{"model":"m"}`); resp.StatusCode != 502 {
@@ -223,7 +208,7 @@ func TestHangUpStillCharged(t *testing.T) {
 	next, done := make(chan struct{}), make(chan struct{})
 	up := streamingUpstream(t, next, done)
 	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, MaxOutputTokens: 50, BudgetRemaining: new(int64(100000))}))
-	sink := &sinkRecorder{}
+	sink := &testutil.UsageSink{}
 	rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 	p.srv.usage = rep
 
@@ -288,7 +273,7 @@ func TestCutStreamUnmeasured(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			up := cuttingUpstream(t, gemini)
 			p := newTestProxy(t, up.URL, withLimits(c.l))
-			sink := &sinkRecorder{}
+			sink := &testutil.UsageSink{}
 			rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 			p.srv.usage = rep
 			req, _ := http.NewRequest("POST", p.url+"/v1beta/models/g:streamGenerateContent?alt=sse", strings.NewReader(`{}`))
@@ -312,7 +297,7 @@ func TestUsageClamped(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI}))
-	sink := &sinkRecorder{}
+	sink := &testutil.UsageSink{}
 	rep := NewUsageReporter(sink, time.Hour, time.Second, p.srv.metrics, hclog.NewNullLogger())
 	p.srv.usage = rep
 	for range 2 {
@@ -321,88 +306,14 @@ func TestUsageClamped(t *testing.T) {
 		}
 	}
 	time.Sleep(50 * time.Millisecond)
-	rep.flush(t.Context())
-	got := sink.reported("pha_test")
+	rep.Flush(t.Context())
+	got := sink.Reported("pha_test")
 	if got.InputTokens != resolve.MaxReportedTokens || got.OutputTokens != resolve.MaxReportedTokens {
 		t.Fatalf("reported %+v", got)
 	}
-	for _, r := range sink.reports {
+	for _, r := range sink.Reports() {
 		if err := r.Check(); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// Under a budget, usage and settlements go to Vault at once when the
-// budget is close to spent, or when what is unreported of the token reaches
-// half of what was left; far from both, they wait for the tick.
-func TestReportNow(t *testing.T) {
-	far := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(10000))}
-	near := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(settleSoonCaps * 10))}
-	for _, c := range []struct {
-		name       string
-		l          *resolve.Limits
-		unreported int64
-		want       bool
-	}{
-		{"no limits", nil, 1 << 30, false},
-		{"no budget", &resolve.Limits{MaxOutputTokens: 10}, 1 << 30, false},
-		{"far from the end, little unreported", far, 4999, false},
-		{"far from the end, half of it unreported", far, 5000, true},
-		{"close to the end", near, 0, true},
-	} {
-		if got := reportNow(c.l, c.unreported); got != c.want {
-			t.Errorf("%s: reportNow = %v, want %v", c.name, got, c.want)
-		}
-	}
-
-	sink := &sinkRecorder{}
-	r := NewUsageReporter(sink, time.Hour, time.Second, testMetrics(t), hclog.NewNullLogger())
-	go r.Run(t.Context())
-	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 100, Settled: 1}, far)
-	time.Sleep(100 * time.Millisecond)
-	if got := sink.reported("pha_test"); got.Settled != 0 {
-		t.Fatalf("usage far from the budget's end was reported before the tick: %+v", got)
-	}
-	// A large answer: what is unreported now reaches half of what was left.
-	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 4900, Settled: 1}, far)
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if got := sink.reported("pha_test"); got.Settled == 2 && got.InputTokens == 5000 {
-			return
-		}
-	}
-	t.Fatalf("half of the budget unreported waited for the tick: %+v", sink.reported("pha_test"))
-}
-
-// slowSink takes delay to take each report.
-type slowSink struct {
-	sinkRecorder
-	delay time.Duration
-}
-
-func (s *slowSink) ReportUsage(ctx context.Context, reps []resolve.UsageReport) error {
-	time.Sleep(s.delay)
-	return s.sinkRecorder.ReportUsage(ctx, reps)
-}
-
-// awaitSettled returns once this proxy's settlements of the token are in
-// Vault, and says whether there were any.
-func TestAwaitSettled(t *testing.T) {
-	sink := &slowSink{delay: 50 * time.Millisecond}
-	r := NewUsageReporter(sink, time.Hour, time.Second, testMetrics(t), hclog.NewNullLogger())
-	go r.Run(t.Context())
-	if r.awaitSettled(t.Context(), "pha_test") {
-		t.Fatal("nothing to wait for, yet it waited")
-	}
-	r.add(resolve.UsageReport{Accessor: "pha_test", OutputTokens: 5, Settled: 1}, nil)
-	if !r.awaitSettled(t.Context(), "pha_test") {
-		t.Fatal("it did not wait for the settlement")
-	}
-	if got := sink.reported("pha_test"); got.Settled != 1 || got.OutputTokens != 5 {
-		t.Fatalf("returned before the report was in: %+v", got)
-	}
-	var nilReporter *UsageReporter
-	if nilReporter.awaitSettled(t.Context(), "pha_test") {
-		t.Fatal("a proxy without a reporter waited")
 	}
 }
