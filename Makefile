@@ -49,7 +49,7 @@ test: build vault
 ## once, while the fuzzer's rare worker hiccup on short runs does not.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzValidate:./internal/reqpath FuzzCheck:./internal/token FuzzMatchPath:./internal/scope FuzzScrubber:./proxy/scrub FuzzAuditJSON:./proxy \
-	FuzzUsageScanners:./proxy FuzzCheckLimitedBody:./proxy FuzzPrompts:./proxy
+	FuzzUsageScanners:./proxy/metering FuzzCheckLimitedBody:./proxy/metering FuzzPrompts:./proxy/metering
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		name=$${t%%:*}; pkg=$${t#*:}; \

@@ -102,7 +102,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	// UsageReportInterval is how often the LLM usage measured is reported
-	// to the engine (DefaultUsageReportInterval when zero).
+	// to the engine (metering.DefaultReportInterval when zero).
 	UsageReportInterval time.Duration
 
 	// Forward-proxy mode (forward.go): CONNECT on ForwardListenAddr, TLS

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/metering"
 )
 
 // Error types the agent sees. SDKs retry 429 and 5xx and do not retry 401 and
@@ -91,6 +92,15 @@ func refusalWith(reason, message string) *refusal {
 	ref := refusalFor(reason)
 	ref.message = message
 	return ref
+}
+
+// meteringRefusal is the proxy's answer to a refusal of the limits: the
+// status is the reasons table's, the message metering's when it has one.
+func meteringRefusal(r *metering.Refusal) *refusal {
+	if r.Message == "" {
+		return refusalFor(r.Reason)
+	}
+	return refusalWith(r.Reason, r.Message)
 }
 
 // unvouched refuses a client whose unknown-token budget is spent

@@ -258,10 +258,11 @@ func (s *Server) findToken(r *http.Request, tun *forward.Tunnel, rawQuery string
 func (s *Server) resolve(r *http.Request, rec *auditRecord, req resolve.Request) (*engine.Decision, *refusal) {
 	resolveStart := time.Now()
 	d, err := s.resolver.Resolve(r.Context(), req)
-	if err == nil && d.Grant == nil && d.Reason == resolve.ReasonBudgetPending && s.usage.awaitSettled(r.Context(), d.Accessor) {
+	if err == nil && d.Grant == nil && d.Reason == resolve.ReasonBudgetPending && s.usage.AwaitSettled(r.Context(), d.Accessor) {
 		// The budget may be held only by this proxy's settlements of the
-		// token's last requests, on their way (usage_report.go): once they
-		// are in, ask again (a pending answer spends no rate and no use).
+		// token's last requests, on their way (metering.UsageReporter):
+		// once they are in, ask again (a pending answer spends no rate and
+		// no use).
 		d, err = s.resolver.Resolve(r.Context(), req)
 	}
 	if err != nil {

@@ -2,35 +2,24 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
-	"net/url"
-	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"golang.org/x/sync/semaphore"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/metering"
 )
 
 // Reading a body that a limit of its token applies to (applyLimits): into
 // memory the proxy reserves first, once, at about the body's own size, and
-// scanned in place. Bounds: each body (Config.MaxLimitedBodyBytes, then
-// 413) and all of them held at once (Config.LimitedBodyMemory, then 503),
-// so that many large bodies cannot grow the proxy without bound.
-
-// editSlack is the room kept after a limited body for the bytes the proxy
-// inserts (the cap, stream_options), so that inserting them copies nothing.
-const editSlack = 256
-
-// maxModelName bounds a model name the proxy reads; a longer one is refused
-// before it is copied.
-const maxModelName = 256
+// checked in place (metering.CheckBody). Bounds: each body
+// (Config.MaxLimitedBodyBytes, then 413) and all of them held at once
+// (Config.LimitedBodyMemory, then 503), so that many large bodies cannot
+// grow the proxy without bound.
 
 // bodyMemory bounds the limited request bodies held in memory: each, all
 // of them, and those of one client address (clientKey), so that a client
@@ -47,9 +36,9 @@ type bodyMemory struct {
 }
 
 func newBodyMemory(perRequest, total int64, shared bool) *bodyMemory {
-	m := &bodyMemory{perRequest: perRequest, total: semaphore.NewWeighted(total + editSlack), byClient: map[netip.Prefix]int64{}}
+	m := &bodyMemory{perRequest: perRequest, total: semaphore.NewWeighted(total + metering.EditRoom), byClient: map[netip.Prefix]int64{}}
 	if !shared {
-		m.perClient = max(total/4, perRequest) + editSlack
+		m.perClient = max(total/4, perRequest) + metering.EditRoom
 	}
 	return m
 }
@@ -147,16 +136,16 @@ func (ex *exchange) releaseHeldBody() {
 }
 
 // read reads out's body whole into memory it reserves first, and returns
-// it with editSlack bytes of spare capacity. The reservation is ex.held's
-// until the exchange ends.
+// it with metering.EditRoom bytes of spare capacity. The reservation is
+// ex.held's until the exchange ends.
 func (m *bodyMemory) read(out *http.Request, ex *exchange) ([]byte, *refusal) {
 	size := out.ContentLength
 	if size > m.perRequest {
 		return nil, limitedBodyTooLarge()
 	}
-	reserve := size + editSlack
+	reserve := size + metering.EditRoom
 	if size < 0 { // unknown length: the most it may be, until it is read
-		reserve = m.perRequest + editSlack
+		reserve = m.perRequest + metering.EditRoom
 	}
 	client := clientKey(clientIP(out))
 	if !m.acquire(client, reserve) {
@@ -227,200 +216,4 @@ func limitedBodyTooLarge() *refusal {
 	ref := refusalFor(resolve.ReasonBodyTooLarge)
 	ref.message = "a limit of the phantom token applies, so the proxy reads the request body whole, and it is larger than the proxy reads (-max-limited-body-bytes)"
 	return ref
-}
-
-// checkModelTarget refuses, when a model rule applies, request targets
-// where the model that runs is not the one the proxy checks: a model query
-// parameter, and an Azure-style deployment, whose model is chosen by the
-// deployment in the path whatever the body names.
-func checkModelTarget(path, rawQuery string) *refusal {
-	for _, seg := range strings.Split(path, "/") {
-		if strings.EqualFold(seg, "deployments") {
-			return badBody("a model rule applies, and the model of an Azure deployment is in its path, not in the body: scope the token with allowed_paths instead")
-		}
-	}
-	for _, pair := range strings.FieldsFunc(rawQuery, func(r rune) bool { return r == '&' || r == ';' }) {
-		name, _, _ := strings.Cut(pair, "=")
-		name, err := url.QueryUnescape(name)
-		if err != nil || strings.EqualFold(strings.TrimSpace(name), "model") {
-			return badBody("a model rule applies, so the model must be named in the request body alone, not in the query")
-		}
-	}
-	return nil
-}
-
-// validModelName reports whether name is a model name the proxy matches
-// against a model rule: 1 to 256 bytes of letters, digits and "._-", and
-// in a body also ':' and '/' (OpenAI fine-tunes are ft:base:org::id;
-// OpenRouter-style names are vendor/model). Anything else ('@', ',',
-// spaces, escapes) could be read by an upstream as another model than
-// the glob matched.
-func validModelName(name string, colonSlash bool) bool {
-	if name == "" || len(name) > maxModelName {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
-		case colonSlash && (c == ':' || c == '/'):
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// bodyModel reads the model a request body names, refusing it before any
-// copy when it is too long to be a model name.
-func bodyModel(raw []byte) (string, *refusal) {
-	if len(raw) > maxModelName+2 {
-		return "", badBody("the request body's model is longer than 256 bytes")
-	}
-	var model string
-	if err := json.Unmarshal(raw, &model); err != nil {
-		return "", badBody("the request body's model is not a string")
-	}
-	if !validModelName(model, true) {
-		return "", badBody("a model rule applies, and the request body's model is not 1 to 256 letters, digits and ._:/-")
-	}
-	return model, nil
-}
-
-// scanObject reads the JSON object b (which starts at offset base of the
-// body) and keeps the members named in watched, as slices of b: it copies
-// nothing. It refuses anything but one valid JSON object in valid UTF-8, a
-// watched key twice, and a key equal to a watched one but for case
-// (encoding/json matches keys so, with bytes.EqualFold).
-func scanObject(b []byte, base int, watched []string) (*object, error) {
-	if !utf8.Valid(b) {
-		return nil, errors.New("not valid UTF-8")
-	}
-	if !json.Valid(b) {
-		return nil, errors.New("not one valid JSON value")
-	}
-	i := skipSpace(b, 0)
-	if b[i] != '{' {
-		return nil, errors.New("not a JSON object")
-	}
-	o := &object{members: map[string]member{}, empty: true}
-	i = skipSpace(b, i+1)
-	for b[i] != '}' {
-		o.empty = false
-		keyEnd := skipString(b, i)
-		key := b[i+1 : keyEnd-1]
-		i = skipSpace(b, keyEnd) // ':'
-		start := skipSpace(b, i+1)
-		end := skipValue(b, start)
-		if err := o.keep(key, watched, member{raw: b[start:end], start: base + start, end: base + end}); err != nil {
-			return nil, err
-		}
-		i = skipSpace(b, end)
-		if b[i] == ',' {
-			i = skipSpace(b, i+1)
-		}
-	}
-	o.closeAt = base + i
-	return o, nil
-}
-
-// keep records m under the watched key that key (as written, quotes off)
-// names, if any.
-func (o *object) keep(key []byte, watched []string, m member) error {
-	if bytes.IndexByte(key, '\\') >= 0 {
-		// An escaped character is at most 12 bytes (a surrogate pair): a
-		// longer key is longer than any watched one, folded or not.
-		if len(key) > 256 {
-			return nil
-		}
-		var s string
-		if err := json.Unmarshal(quoted(key), &s); err != nil {
-			return errors.New("not valid JSON")
-		}
-		key = []byte(s)
-	}
-	for _, w := range watched {
-		// Folding only maps a rune to another of 1 to 3 bytes: a key more
-		// than three times as long as w cannot fold to it.
-		if len(key) > 3*len(w) || !bytes.EqualFold(key, []byte(w)) {
-			continue
-		}
-		if string(key) != w {
-			return fmt.Errorf("the key %q differs from %q only in case", key, w)
-		}
-		if _, dup := o.members[w]; dup {
-			return fmt.Errorf("the key %q appears twice", w)
-		}
-		o.members[w] = m
-		return nil
-	}
-	return nil
-}
-
-// quoted is key with its quotes, as it stands in the body.
-func quoted(key []byte) []byte {
-	q := make([]byte, 0, len(key)+2)
-	q = append(q, '"')
-	q = append(q, key...)
-	return append(q, '"')
-}
-
-// The skip functions walk JSON that json.Valid has accepted: each returns
-// the offset just past what starts at i.
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString skips the string whose opening quote is at i.
-func skipString(b []byte, i int) int {
-	i++
-	for {
-		q := bytes.IndexByte(b[i:], '"')
-		if q < 0 {
-			return len(b) // unreachable for valid JSON
-		}
-		i += q
-		slashes := 0
-		for j := i - 1; b[j] == '\\'; j-- {
-			slashes++
-		}
-		i++
-		if slashes%2 == 0 {
-			return i
-		}
-	}
-}
-
-// skipValue skips the value that starts at i.
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	}
-	for i < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[i])) {
-		i++
-	}
-	return i
 }

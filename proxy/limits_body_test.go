@@ -2,21 +2,16 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/metering"
 )
 
 // refusedBefore posts body to path and wants status, with the upstream
@@ -169,7 +164,7 @@ func TestLimitedBodyMemoryBounds(t *testing.T) {
 		t.Fatalf("after the slow request: %d %s", resp.StatusCode, body)
 	}
 	// Every reservation was given back: refused, chunked and forwarded alike.
-	for deadline := time.Now().Add(2 * time.Second); !p.srv.limitedBodies.total.TryAcquire(1500 + editSlack); {
+	for deadline := time.Now().Add(2 * time.Second); !p.srv.limitedBodies.total.TryAcquire(1500 + metering.EditRoom); {
 		if time.Now().After(deadline) {
 			t.Fatal("limited-body memory was not released")
 		}
@@ -233,175 +228,6 @@ func TestLimitedBodyAllocatesItsSizeOnce(t *testing.T) {
 	}
 }
 
-func BenchmarkCheckLimitedBody8MiB(b *testing.B) {
-	body := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat("x", 8<<20) + `"}]}`)
-	l := &resolve.Limits{UsageFormat: resolve.UsageOpenAI, AllowedModels: []string{"gpt-4o"}, MaxOutputTokens: 100}
-	buf := make([]byte, len(body), len(body)+editSlack)
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		copy(buf, body)
-		if _, ref := checkLimitedBody(buf[:len(body)], l, "/v1/chat/completions"); ref != nil {
-			b.Fatal(ref.message)
-		}
-	}
-}
-
-// applyEdits in place and by copy give the same bytes.
-func TestApplyEditsInPlace(t *testing.T) {
-	raw := `{"a":{"b":1},"c":2}`
-	edits := func() []edit {
-		return []edit{{at: 18, text: `,"z":9`}, {at: 11, text: `,"y":8`}, {at: 18, text: `,"w":7`}}
-	}
-	copied := applyEdits([]byte(raw), edits())
-	spare := make([]byte, len(raw), len(raw)+64)
-	copy(spare, raw)
-	inPlace := applyEdits(spare, edits())
-	if string(copied) != string(inPlace) || &inPlace[0] != &spare[0] {
-		t.Fatalf("copied %s, in place %s", copied, inPlace)
-	}
-	if !json.Valid(copied) {
-		t.Fatalf("not JSON: %s", copied)
-	}
-}
-
-// scanObjectWithDecoder is the json.Decoder reading that scanObject
-// replaced: the reference it is fuzzed against.
-func scanObjectWithDecoder(b []byte, base int, watched []string) (*object, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
-	}
-	o := &object{members: map[string]member{}, empty: true}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, errors.New("not valid JSON")
-		}
-		key, _ := t.(string)
-		o.empty = false
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, errors.New("not valid JSON")
-		}
-		i := slices.IndexFunc(watched, func(w string) bool { return strings.EqualFold(w, key) })
-		if i < 0 {
-			continue
-		}
-		if key != watched[i] {
-			return nil, fmt.Errorf("case")
-		}
-		if _, dup := o.members[key]; dup {
-			return nil, fmt.Errorf("twice")
-		}
-		end := int(dec.InputOffset())
-		o.members[key] = member{raw: raw, start: base + end - len(raw), end: base + end}
-	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return nil, errors.New("not valid JSON")
-	}
-	o.closeAt = base + int(dec.InputOffset()) - 1
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("more than one JSON value")
-	}
-	return o, nil
-}
-
-// checkScanAgainstJSON checks scanObject against encoding/json: it accepts
-// what the decoder accepts (in valid UTF-8), finds the same members at the
-// same offsets, and what it keeps of each watched key is what
-// json.Unmarshal reads for that key (encoding/json matches keys without
-// case and keeps the last duplicate, which the refusals rule out).
-func checkScanAgainstJSON(t *testing.T, body []byte) {
-	for _, watched := range [][]string{openAIKeys, geminiKeys, geminiConfigKeys} {
-		got, err := scanObject(body, 3, watched)
-		want, wantErr := scanObjectWithDecoder(body, 3, watched)
-		if wantErr == nil && !utf8.Valid(body) {
-			wantErr = errors.New("not valid UTF-8")
-		}
-		if (err == nil) != (wantErr == nil) {
-			t.Fatalf("%q: scanObject says %v, the decoder %v", body, err, wantErr)
-		}
-		if err != nil {
-			continue
-		}
-		if got.closeAt != want.closeAt || got.empty != want.empty || len(got.members) != len(want.members) {
-			t.Fatalf("%q: scanned %+v, decoded %+v", body, got, want)
-		}
-		for k, m := range want.members {
-			g := got.members[k]
-			if string(g.raw) != string(m.raw) || g.start != m.start || g.end != m.end || string(body[g.start-3:g.end-3]) != string(g.raw) {
-				t.Fatalf("%q: %s scanned %+v, decoded %+v", body, k, g, m)
-			}
-		}
-		fields := make([]reflect.StructField, len(watched))
-		for i, w := range watched {
-			fields[i] = reflect.StructField{Name: fmt.Sprintf("F%d", i), Type: reflect.TypeFor[json.RawMessage](), Tag: reflect.StructTag(`json:"` + w + `"`)}
-		}
-		v := reflect.New(reflect.StructOf(fields))
-		if err := json.Unmarshal(body, v.Interface()); err != nil {
-			var typeErr *json.UnmarshalTypeError
-			if !errors.As(err, &typeErr) {
-				t.Fatalf("%q: scanned, but json.Unmarshal: %v", body, err)
-			}
-			continue
-		}
-		for i, w := range watched {
-			read := v.Elem().Field(i).Interface().(json.RawMessage)
-			m, ok := got.members[w]
-			if ok != (read != nil) || string(read) != string(m.raw) {
-				t.Fatalf("%q: json.Unmarshal reads %s as %s, the scan as %s", body, w, read, m.raw)
-			}
-		}
-	}
-}
-
-// A body the checks pass on is still one JSON object after any rewrite,
-// with the same members as before plus those inserted.
-func FuzzCheckLimitedBody(f *testing.F) {
-	f.Add(`{"model":"m","stream":true}`, "/v1/chat/completions")
-	f.Add(`{"generationConfig":{"temperature":1}}`, "/v1/models/g:generateContent")
-	f.Add(`{ }`, "/v1/messages")
-	for _, s := range scanSeeds { // limits_body_test.go
-		f.Add(s, "/v1/chat/completions")
-	}
-	f.Fuzz(func(t *testing.T, body, path string) {
-		checkScanAgainstJSON(t, []byte(body)) // the scanner reads what encoding/json reads
-		for _, format := range resolve.UsageFormats {
-			l := &resolve.Limits{UsageFormat: format, MaxOutputTokens: 100, BudgetRemaining: new(int64(5))}
-			got, ref := checkLimitedBody([]byte(body), l, path)
-			if ref != nil || got.rewritten == nil {
-				continue
-			}
-			var before, after map[string]json.RawMessage // raw: 1e700 is JSON, not a float64
-			if err := json.Unmarshal(got.rewritten, &after); err != nil {
-				t.Fatalf("%s: rewrote %q into %q: %v", format, body, got.rewritten, err)
-			}
-			json.Unmarshal([]byte(body), &before)
-			for k := range before {
-				if _, ok := after[k]; !ok {
-					t.Fatalf("%s: rewriting %q lost %q", format, body, k)
-				}
-			}
-		}
-	})
-}
-
-var scanSeeds = []string{
-	`{"model":"m","stream":true}`,
-	`{"mod\u0065l":"x","MODEL":1}`,
-	` { "n" : 2 , "best_of":[1,{"n":3}] , "x":"\"}\\" } `,
-	`{"max_to\u212aens":1}`,
-	`{"a":"\ud83d\ude00","stream_options":{"include_usage":true}}`,
-	`{"model":"m"}{"model":"o"}`,
-	"{\"model\":\"\xff\"}",
-	`{"generationConfig":{"maxOutputTokens":5},"generation_config":null}`,
-	`[{"model":"m"}]`,
-	`{}`,
-	`{"n":1e400,"max_tokens":-0}`,
-}
-
 func TestLimitedBodyConfig(t *testing.T) {
 	base := Config{VaultAddr: "http://v", RoleIDFile: "r", SecretIDFile: "s"}
 	c := base.withDefaults()
@@ -432,7 +258,7 @@ func TestLimitedBodyConfig(t *testing.T) {
 // balancer (no per-client limit) there is no share.
 func TestLimitedBodyMemoryShare(t *testing.T) {
 	a, b := clientKey("192.0.2.1"), clientKey("2001:db8::1")
-	mem := newBodyMemory(1000, 8000, false) // a client's share: 2000 + editSlack
+	mem := newBodyMemory(1000, 8000, false) // a client's share: 2000 + metering.EditRoom
 	held := 0
 	for mem.acquire(a, 500) {
 		held++

@@ -28,7 +28,7 @@ var (
 	metricBatch       = []string{"vault", "batch", "size"}      // histogram of requests per resolve call
 	metricNodeHealthy = []string{"vault", "node", "healthy"}    // gauge: node; 1 while it serves (several -vault-addr)
 	metricFailovers   = []string{"vault", "failovers", "total"} // counter: node a call moved away from, unprocessed
-	// LLM usage (limits.go, usage_parse.go, usage_report.go).
+	// LLM usage (limits.go, usage_settle.go, package metering).
 	metricLLMTokens      = []string{"llm", "tokens", "total"}               // counter: route, kind (input, output)
 	metricUsageEstimated = []string{"usage", "estimated", "total"}          // counter: route; responses charged at the cap, their usage unreadable
 	metricReportFailures = []string{"usage", "report", "failures", "total"} // counter: usage calls to Vault that failed (kept for the next)
@@ -123,9 +123,12 @@ func (p *Metrics) usageUnreadable(route, reason string) {
 	p.m.IncrCounterWithLabels(metricUsageUnreadable, 1, []metrics.Label{{Name: "route", Value: route}, {Name: "reason", Value: reason}})
 }
 
-func (p *Metrics) usageReportFailed() { p.m.IncrCounter(metricReportFailures, 1) }
+// UsageReportFailed counts a usage report to Vault that failed (kept for
+// the next): metering.ReporterMetrics.
+func (p *Metrics) UsageReportFailed() { p.m.IncrCounter(metricReportFailures, 1) }
 
-func (p *Metrics) usageDropped() { p.m.IncrCounter(metricUsageDropped, 1) }
+// UsageDropped counts a token's usage dropped: metering.ReporterMetrics.
+func (p *Metrics) UsageDropped() { p.m.IncrCounter(metricUsageDropped, 1) }
 
 func (p *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{})

@@ -118,7 +118,7 @@ func (s *Server) modifyResponse(resp *http.Response, ex *exchange) error {
 	if ex.meter != nil && resp.StatusCode/100 == 2 {
 		// Read as it goes to the agent, and on to its end if the agent goes
 		// away; an error answer carries no usage and is not charged.
-		resp.Body = s.meterUsage(resp, ex) // usage_parse.go
+		resp.Body = s.meterUsage(resp, ex) // usage_settle.go
 	}
 	// Trailer values arrive with the end of the body.
 	resp.Body = ex.scrub.Reader(resp.Body, resp.ContentLength, func() { ex.scrub.Header(resp.Trailer) })

@@ -15,6 +15,7 @@ import (
 	"github.com/phantomvault/phantom/internal/profiling"
 	"github.com/phantomvault/phantom/proxy/engine"
 	"github.com/phantomvault/phantom/proxy/forward"
+	"github.com/phantomvault/phantom/proxy/metering"
 	"github.com/phantomvault/phantom/proxy/scrub"
 )
 
@@ -42,7 +43,7 @@ type Server struct {
 	forwardCA *forward.CA
 	// usage takes the LLM usage measured of responses to the engine
 	// (usage_report.go); nil: metrics only.
-	usage *UsageReporter
+	usage *metering.UsageReporter
 	// limitedBodies bounds the request bodies read into memory to check
 	// them against token limits (limits_body.go).
 	limitedBodies *bodyMemory
@@ -56,7 +57,7 @@ type ServerOption func(*Server)
 
 // WithUsageReporter has the server report the LLM usage it measures
 // through r, whose Run the caller runs.
-func WithUsageReporter(r *UsageReporter) ServerOption {
+func WithUsageReporter(r *metering.UsageReporter) ServerOption {
 	return func(s *Server) { s.usage = r }
 }
 

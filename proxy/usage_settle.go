@@ -2,31 +2,37 @@ package proxy
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/proxy/metering"
 )
 
-// Settling a request under LLM limits: it is charged what it spent, and
-// settled when a budget applies, exactly once, in settle, which ServeHTTP
-// defers as soon as the grant is known.
+// Metering a request under LLM limits once it is forwarded: its answer's
+// usage read as it passes (meterUsage), then the request charged what it
+// spent, and settled when a budget applies, exactly once, in settle, which
+// ServeHTTP defers as soon as the grant is known.
 
 // meterState is what settle learns of an exchange under LLM limits.
 type meterState struct {
-	endpoint     endpointKind // what the request calls (limits_endpoint.go)
-	sent         atomic.Bool  // the request reached the upstream whole
-	read         *readUsage   // set once a 2xx answer's body is tapped
-	lost         bool         // sent, and no answer came to read (or it was refused)
-	stopUpstream func()       // cancels the upstream request
+	endpoint     metering.EndpointKind // what the request calls
+	sent         atomic.Bool           // the request reached the upstream whole
+	read         *readUsage            // set once a 2xx answer's body is tapped
+	lost         bool                  // sent, and no answer came to read (or it was refused)
+	stopUpstream func()                // cancels the upstream request
 }
 
 // detachUpstream is the context of a metered request's upstream call: not
 // cancelled when the agent goes away, so that the answer is still read to
-// its end and its usage charged (usageTap), but cancelled maxDrainTime after
-// it has gone, and by done. It also notes when the request was sent whole.
+// its end and its usage charged (metering.Tap), but cancelled
+// metering.MaxDrainTime after it has gone, and by done. It also notes when
+// the request was sent whole.
 func detachUpstream(ctx context.Context, ex *exchange) (detached context.Context, done func()) {
 	detached, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ex.stopUpstream = cancel
@@ -41,7 +47,7 @@ func detachUpstream(ctx context.Context, ex *exchange) (detached context.Context
 	var timer *time.Timer
 	unwatch := context.AfterFunc(ctx, func() {
 		mu.Lock()
-		timer = time.AfterFunc(maxDrainTime, cancel)
+		timer = time.AfterFunc(metering.MaxDrainTime, cancel)
 		mu.Unlock()
 	})
 	return detached, func() {
@@ -57,9 +63,20 @@ func detachUpstream(ctx context.Context, ex *exchange) (detached context.Context
 
 // readUsage is what the tap read of a response's usage.
 type readUsage struct {
-	count usageCount
+	count metering.Usage
 	ended bool // the body was read to its end
 	done  bool // the tap was closed
+}
+
+// meterUsage wraps a 2xx response's body so that its usage is read as it
+// passes, and read on to its end if the agent goes away; ex.read gets what
+// was read, for settle.
+func (s *Server) meterUsage(resp *http.Response, ex *exchange) io.ReadCloser {
+	sse := strings.HasPrefix(strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Type"))), "text/event-stream")
+	ex.read = &readUsage{}
+	return metering.NewTap(resp.Body, ex.meter.format, sse, ex.stopUpstream, func(u metering.Usage, ended bool) {
+		ex.read.count, ex.read.ended, ex.read.done = u, ended, true
+	})
 }
 
 // unreadable says why a request's usage was not read (a label of
@@ -73,7 +90,7 @@ func (r *readUsage) unreadable() string {
 		return "unanswered"
 	case !r.done || !r.ended:
 		return "cut"
-	case r.count.malformed:
+	case r.count.Malformed:
 		return "malformed"
 	}
 	return "missing"
@@ -82,7 +99,7 @@ func (r *readUsage) unreadable() string {
 // measured reports whether the response's final usage was read: totals
 // that the body's end confirmed (Gemini and Anthropic streams carry
 // running totals, final only at the end).
-func (r *readUsage) measured() bool { return r != nil && r.done && r.ended && r.count.complete }
+func (r *readUsage) measured() bool { return r != nil && r.done && r.ended && r.count.Complete }
 
 // settle charges what one request under LLM limits spent and, when a
 // budget applies, closes the engine's reservation for it: called once, as
@@ -109,14 +126,14 @@ func (s *Server) settle(ex *exchange) {
 	switch {
 	case m == nil:
 	case ex.read.measured():
-		rep.InputTokens, rep.OutputTokens = ex.read.count.input, ex.read.count.output
+		rep.InputTokens, rep.OutputTokens = ex.read.count.Input, ex.read.count.Output
 		ex.rec.Usage = "measured"
 	case ex.read != nil || ex.lost:
-		var u usageCount
+		var u metering.Usage
 		if ex.read != nil {
 			u = ex.read.count
 		}
-		if ex.endpoint != endpointFree {
+		if ex.endpoint != metering.EndpointFree {
 			// Never a silent zero: whatever is charged below (an estimate,
 			// the rest of a budget, or nothing on a route that only counts),
 			// the audit record and a counter say the usage was not read.
@@ -125,33 +142,33 @@ func (s *Server) settle(ex *exchange) {
 		}
 		s.unmeasured(ex, u, &rep)
 	}
-	rep.InputTokens = clampTokens(rep.InputTokens)
-	rep.OutputTokens = clampTokens(rep.OutputTokens)
+	rep.InputTokens = metering.ClampTokens(rep.InputTokens)
+	rep.OutputTokens = metering.ClampTokens(rep.OutputTokens)
 	if m != nil && rep.InputTokens+rep.OutputTokens > 0 {
 		s.metrics.llmUsage(m.route, rep.InputTokens, rep.OutputTokens, rep.Estimated > 0)
 	}
 	if s.usage != nil && (rep.Settled > 0 || rep.InputTokens+rep.OutputTokens+rep.Estimated > 0) {
-		s.usage.add(rep, l)
+		s.usage.Add(rep, l)
 	}
 }
 
 // unmeasured fills rep for a request that spent what could not be read;
 // u is what was read before it stopped.
-func (s *Server) unmeasured(ex *exchange, u usageCount, rep *resolve.UsageReport) {
+func (s *Server) unmeasured(ex *exchange, u metering.Usage, rep *resolve.UsageReport) {
 	l, m := ex.grant.Limits, ex.meter
-	in, out := m.estimateIn, clampTokens(u.output)
-	if u.haveInput {
-		in = clampTokens(u.input)
+	in, out := m.estimateIn, metering.ClampTokens(u.Output)
+	if u.HaveInput {
+		in = metering.ClampTokens(u.Input)
 	}
 	switch {
-	case ex.endpoint == endpointFree:
+	case ex.endpoint == metering.EndpointFree:
 		return
-	case l.BudgetRemaining != nil && ex.endpoint != endpointEmbed:
+	case l.BudgetRemaining != nil && ex.endpoint != metering.EndpointEmbed:
 		rep.InputTokens = in
-		rep.OutputTokens = clampTokens(max(out, m.estimateOut, *l.BudgetRemaining-in))
+		rep.OutputTokens = metering.ClampTokens(max(out, m.estimateOut, *l.BudgetRemaining-in))
 		s.log.Warn("the LLM usage of a response under a budget could not be read; charging the rest of the token's budget",
 			"route", m.route, "accessor", m.accessor, "request_id", ex.rec.RequestID, "charged", rep.InputTokens+rep.OutputTokens)
-	case ex.endpoint == endpointEmbed && m.estimate:
+	case ex.endpoint == metering.EndpointEmbed && m.estimate:
 		rep.InputTokens = in
 	case m.estimate:
 		rep.InputTokens, rep.OutputTokens = in, max(out, m.estimateOut)
@@ -162,11 +179,4 @@ func (s *Server) unmeasured(ex *exchange, u usageCount, rep *resolve.UsageReport
 		return
 	}
 	rep.Estimated = 1
-}
-
-// clampTokens bounds a count the upstream reported to what the engine
-// takes (resolve.MaxReportedTokens): an absurd count is still the most a
-// report can charge, and never makes the engine refuse the whole call.
-func clampTokens(n int64) int64 {
-	return min(max(n, 0), resolve.MaxReportedTokens)
 }

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -17,15 +16,16 @@ import (
 
 	"github.com/phantomvault/phantom/internal/resolve"
 	"github.com/phantomvault/phantom/proxy/engine/enginetest"
+	"github.com/phantomvault/phantom/proxy/metering"
 )
 
 // waitReported flushes rep until the sink holds want for pha_test.
-func waitReported(t *testing.T, rep *UsageReporter, sink *enginetest.Engine, want resolve.UsageReport) {
+func waitReported(t *testing.T, rep *metering.UsageReporter, sink *enginetest.Engine, want resolve.UsageReport) {
 	t.Helper()
 	want.Accessor = "pha_test"
 	var got resolve.UsageReport
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		rep.flush(t.Context())
+		rep.Flush(t.Context())
 		if got = sink.Reported("pha_test"); got == want {
 			return
 		}
@@ -302,7 +302,7 @@ func TestUsageClamped(t *testing.T) {
 		}
 	}
 	time.Sleep(50 * time.Millisecond)
-	rep.flush(t.Context())
+	rep.Flush(t.Context())
 	got := sink.Reported("pha_test")
 	if got.InputTokens != resolve.MaxReportedTokens || got.OutputTokens != resolve.MaxReportedTokens {
 		t.Fatalf("reported %+v", got)
@@ -311,79 +311,5 @@ func TestUsageClamped(t *testing.T) {
 		if err := r.Check(); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// Under a budget, usage and settlements go to Vault at once when the
-// budget is close to spent, or when what is unreported of the token reaches
-// half of what was left; far from both, they wait for the tick.
-func TestReportNow(t *testing.T) {
-	far := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(10000))}
-	near := &resolve.Limits{MaxOutputTokens: 10, BudgetRemaining: new(int64(settleSoonCaps * 10))}
-	for _, c := range []struct {
-		name       string
-		l          *resolve.Limits
-		unreported int64
-		want       bool
-	}{
-		{"no limits", nil, 1 << 30, false},
-		{"no budget", &resolve.Limits{MaxOutputTokens: 10}, 1 << 30, false},
-		{"far from the end, little unreported", far, 4999, false},
-		{"far from the end, half of it unreported", far, 5000, true},
-		{"close to the end", near, 0, true},
-	} {
-		if got := reportNow(c.l, c.unreported); got != c.want {
-			t.Errorf("%s: reportNow = %v, want %v", c.name, got, c.want)
-		}
-	}
-
-	sink := enginetest.New()
-	r := NewUsageReporter(sink, time.Hour, time.Second, testMetrics(t), hclog.NewNullLogger())
-	go r.Run(t.Context())
-	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 100, Settled: 1}, far)
-	time.Sleep(100 * time.Millisecond)
-	if got := sink.Reported("pha_test"); got.Settled != 0 {
-		t.Fatalf("usage far from the budget's end was reported before the tick: %+v", got)
-	}
-	// A large answer: what is unreported now reaches half of what was left.
-	r.add(resolve.UsageReport{Accessor: "pha_test", InputTokens: 4900, Settled: 1}, far)
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if got := sink.Reported("pha_test"); got.Settled == 2 && got.InputTokens == 5000 {
-			return
-		}
-	}
-	t.Fatalf("half of the budget unreported waited for the tick: %+v", sink.Reported("pha_test"))
-}
-
-// slowSink takes delay to take each report.
-type slowSink struct {
-	*enginetest.Engine
-	delay time.Duration
-}
-
-func (s *slowSink) ReportUsage(ctx context.Context, reps []resolve.UsageReport) error {
-	time.Sleep(s.delay)
-	return s.Engine.ReportUsage(ctx, reps)
-}
-
-// awaitSettled returns once this proxy's settlements of the token are in
-// Vault, and says whether there were any.
-func TestAwaitSettled(t *testing.T) {
-	sink := &slowSink{Engine: enginetest.New(), delay: 50 * time.Millisecond}
-	r := NewUsageReporter(sink, time.Hour, time.Second, testMetrics(t), hclog.NewNullLogger())
-	go r.Run(t.Context())
-	if r.awaitSettled(t.Context(), "pha_test") {
-		t.Fatal("nothing to wait for, yet it waited")
-	}
-	r.add(resolve.UsageReport{Accessor: "pha_test", OutputTokens: 5, Settled: 1}, nil)
-	if !r.awaitSettled(t.Context(), "pha_test") {
-		t.Fatal("it did not wait for the settlement")
-	}
-	if got := sink.Reported("pha_test"); got.Settled != 1 || got.OutputTokens != 5 {
-		t.Fatalf("returned before the report was in: %+v", got)
-	}
-	var nilReporter *UsageReporter
-	if nilReporter.awaitSettled(t.Context(), "pha_test") {
-		t.Fatal("a proxy without a reporter waited")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/phantomvault/phantom/internal/version"
 	"github.com/phantomvault/phantom/proxy"
 	"github.com/phantomvault/phantom/proxy/engine"
+	"github.com/phantomvault/phantom/proxy/metering"
 )
 
 func main() {
@@ -77,7 +78,7 @@ func run(args []string) error {
 	e.str(&queryParams, "token-query-params", "PHANTOM_TOKEN_QUERY_PARAMS", strings.Join(proxy.DefaultQueryParams, ","), "comma-separated query parameters that may carry a phantom token")
 	e.str(&cfg.AuditFile, "audit-file", "PHANTOM_AUDIT_FILE", "-", "audit log file (JSON lines); - is stdout")
 	e.dur(&cfg.ShutdownTimeout, "shutdown-timeout", "PHANTOM_SHUTDOWN_TIMEOUT", proxy.DefaultShutdownTimeout, "how long SIGTERM waits for in-flight requests")
-	e.dur(&cfg.UsageReportInterval, "usage-report-interval", "PHANTOM_USAGE_REPORT_INTERVAL", proxy.DefaultUsageReportInterval, "how often the LLM usage measured is reported to Vault (the settlements of requests under a budget are reported at once)")
+	e.dur(&cfg.UsageReportInterval, "usage-report-interval", "PHANTOM_USAGE_REPORT_INTERVAL", metering.DefaultReportInterval, "how often the LLM usage measured is reported to Vault (the settlements of requests under a budget are reported at once)")
 	e.boolean(&cfg.Pprof, "pprof", "PHANTOM_PPROF", false, "serve Go's profiler at /debug/pprof/ on the admin listener")
 	var upstreamResolve string
 	e.str(&cfg.ForwardListenAddr, "forward-listen", "PHANTOM_FORWARD_LISTEN", "", "address of the forward-proxy listener (CONNECT, for HTTPS_PROXY); off when empty")

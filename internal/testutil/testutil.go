@@ -1,6 +1,6 @@
 // Package testutil holds the helpers that tests of every package share: a
-// buffer safe to write and read at once, and polling that fails the test
-// when its condition never holds.
+// buffer safe to write and read at once, polling that fails the test when
+// its condition never holds, and a stand-in for the engine's usage path.
 package testutil
 
 import (

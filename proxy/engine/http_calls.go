@@ -66,6 +66,12 @@ func (e *vaultError) Error() string {
 	return fmt.Sprintf("Vault answered %d: %s", e.status, strings.Join(e.errors, "; "))
 }
 
+// StatusError is the error of a call Vault answered with status and
+// messages, as IsMalformed reads it: for tests of what classifies them.
+func StatusError(status int, messages ...string) error {
+	return &vaultError{status: status, errors: messages}
+}
+
 // isForwardRefused reports Vault's refusal of X-Vault-Forward (Vault
 // Community Edition, or Enterprise without allow_forwarding_via_header).
 func isForwardRefused(err error) bool {

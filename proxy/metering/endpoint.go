@@ -1,4 +1,4 @@
-package proxy
+package metering
 
 import (
 	"net/http"
@@ -7,27 +7,27 @@ import (
 	"github.com/phantomvault/phantom/internal/resolve"
 )
 
-// The endpoints the proxy knows how to cap and meter, per usage format.
+// The endpoints metering knows how to cap and meter, per usage format.
 // Under an output cap or a budget a request with a body goes only to one of
 // them: anywhere else (an OpenAI-compatible path on a Gemini route, a
 // legacy or batch API, a trailing slash) the cap would not be inserted or
 // the usage not read. Requests without a body (listing, retrieving) pass.
 
-// endpointKind is what a known endpoint spends.
-type endpointKind uint8
+// EndpointKind is what a known endpoint spends.
+type EndpointKind uint8
 
 const (
-	endpointUnknown  endpointKind = iota
-	endpointGenerate              // input and output; the answer reports both
-	endpointEmbed                 // input only
-	endpointFree                  // counts tokens: spends nothing
+	EndpointUnknown  EndpointKind = iota // no endpoint metering knows
+	EndpointGenerate                     // input and output; the answer reports both
+	EndpointEmbed                        // input only
+	EndpointFree                         // counts tokens: spends nothing
 )
 
 // endpoint is one known endpoint: the path's last segments, what it spends,
 // and the key that carries its output cap ("" where none is inserted).
 type endpoint struct {
 	suffix string
-	kind   endpointKind
+	kind   EndpointKind
 	capKey string
 	// alsoCaps is another key the endpoint takes as its output cap (chat's
 	// older max_tokens), "" where none. A request that gives capKey or
@@ -48,24 +48,24 @@ type endpoint struct {
 //   - Anthropic messages: max_tokens (which the API requires anyway).
 var endpoints = map[string][]endpoint{
 	resolve.UsageOpenAI: {
-		{"/chat/completions", endpointGenerate, "max_completion_tokens", "max_tokens"},
-		{"/completions", endpointGenerate, "max_tokens", ""},
-		{"/responses", endpointGenerate, "max_output_tokens", ""},
-		{"/embeddings", endpointEmbed, "", ""},
+		{"/chat/completions", EndpointGenerate, "max_completion_tokens", "max_tokens"},
+		{"/completions", EndpointGenerate, "max_tokens", ""},
+		{"/responses", EndpointGenerate, "max_output_tokens", ""},
+		{"/embeddings", EndpointEmbed, "", ""},
 	},
 	resolve.UsageAnthropic: {
-		{"/messages", endpointGenerate, "max_tokens", ""},
-		{"/messages/count_tokens", endpointFree, "", ""},
+		{"/messages", EndpointGenerate, "max_tokens", ""},
+		{"/messages/count_tokens", EndpointFree, "", ""},
 	},
 }
 
 // geminiMethods are the methods of .../models/{model}:{method} (also
 // tunedModels/{name}); the cap goes in generationConfig (checkGeminiBody).
-var geminiMethods = map[string]endpointKind{
-	"generateContent":       endpointGenerate,
-	"streamGenerateContent": endpointGenerate,
-	"countTokens":           endpointFree,
-	"embedContent":          endpointEmbed,
+var geminiMethods = map[string]EndpointKind{
+	"generateContent":       EndpointGenerate,
+	"streamGenerateContent": EndpointGenerate,
+	"countTokens":           EndpointFree,
+	"embedContent":          EndpointEmbed,
 }
 
 // findEndpoint returns the known endpoint a POST to path calls under
@@ -77,7 +77,7 @@ func findEndpoint(format, path string) (endpoint, bool) {
 		prev = prev[strings.LastIndexByte(prev, '/')+1:]
 		model, method, ok := strings.Cut(path[i+1:], ":")
 		kind := geminiMethods[method]
-		if i < 0 || !ok || !plainModel(model) || kind == endpointUnknown || (prev != "models" && prev != "tunedModels") {
+		if i < 0 || !ok || !plainModel(model) || kind == EndpointUnknown || (prev != "models" && prev != "tunedModels") {
 			return endpoint{}, false
 		}
 		return endpoint{kind: kind}, true
@@ -106,28 +106,39 @@ func plainModel(m string) bool {
 	return true
 }
 
-// checkEndpoint notes what kind of endpoint the request calls and, under an
-// output cap or a budget, refuses a request with a body to any endpoint the
-// proxy cannot cap and meter (403 path_not_allowed: the agent may not use
-// it under this token), and under a budget a batch (unmeasurable).
-func checkEndpoint(r *http.Request, ex *exchange) *refusal {
-	l := ex.grant.Limits
+// checkEndpoint returns the kind of known endpoint the request calls and,
+// under an output cap or a budget, refuses a request with a body to any
+// endpoint metering cannot cap and meter (path_not_allowed: the agent may
+// not use it under this token), and under a budget a batch (unmeasurable).
+func checkEndpoint(method string, hasBody bool, path string, l *resolve.Limits) (EndpointKind, *Refusal) {
 	if l.BudgetRemaining != nil {
-		if ref := unmeasurable(r, ex.path); ref != nil { // limits.go
-			return ref
+		if ref := unmeasurable(method, path); ref != nil {
+			return EndpointUnknown, ref
 		}
 	}
-	if r.Method != http.MethodPost && r.ContentLength == 0 {
-		return nil // no body: lists and reads spend nothing
+	if !hasBody {
+		return EndpointUnknown, nil // lists and reads spend nothing
 	}
-	e, ok := findEndpoint(l.UsageFormat, ex.path)
-	if ok && r.Method == http.MethodPost {
-		ex.endpoint = e.kind
-		return nil
+	e, ok := findEndpoint(l.UsageFormat, path)
+	if ok && method == http.MethodPost {
+		return e.kind, nil
 	}
 	if l.MaxOutputTokens == 0 && l.BudgetRemaining == nil {
-		return nil
+		return EndpointUnknown, nil
 	}
-	return refusalWith(resolve.ReasonPathNotAllowed, "this endpoint cannot be capped and metered under the phantom token's LLM limits: only POST to the "+
-		l.UsageFormat+" API's generation, embedding and token-counting endpoints is allowed")
+	return EndpointUnknown, &Refusal{Reason: resolve.ReasonPathNotAllowed, Message: "this endpoint cannot be capped and metered under the phantom token's LLM limits: only POST to the " +
+		l.UsageFormat + " API's generation, embedding and token-counting endpoints is allowed"}
+}
+
+// unmeasurable refuses, under a budget, requests that spend LLM tokens
+// that cannot be measured: the batch APIs (OpenAI's and Anthropic's
+// /batches, Gemini's :batchGenerateContent), whose work and usage come long
+// after the request, outside it. (WebSockets, such as OpenAI's Realtime
+// API, are refused by the proxy for every token.) Other endpoints that work
+// in the background are for the route's allowed_paths to leave out.
+func unmeasurable(method, path string) *Refusal {
+	if method == http.MethodPost && (strings.HasSuffix(path, "/batches") || strings.HasSuffix(path, ":batchGenerateContent")) {
+		return badRequest("the phantom token has an LLM token budget, and the usage of a batch cannot be measured: send its requests one by one")
+	}
+	return nil
 }

@@ -1,130 +1,19 @@
-package proxy
+package metering
 
 import (
 	"bytes"
-	"encoding/json"
-	"io"
-	"net/http"
 	"slices"
-	"strings"
-	"sync"
-	"time"
-
-	"github.com/phantomvault/phantom/internal/resolve"
 )
 
-// Reading the usage an LLM upstream reports, from the response bytes as
-// they pass to the agent: nothing is buffered, no byte waits. A JSON body
-// and every server-sent event's data go through a small JSON scanner that
-// keeps the few containers on the way to the usage, a count of the nesting
-// of anything else, and, when it meets the usage object at the place the
-// API puts it, that object's bytes (bounded): so usage at the end of a
-// large body, or after JSON nested a million levels deep, costs no more
-// memory than usage at the start, and text the model or the agent wrote
-// (inside strings, or anywhere else in the document) is never taken for
-// usage.
-//
-// Where each API reports usage (input, output):
-//   - OpenAI chat completions and completions: usage.prompt_tokens and
-//     usage.completion_tokens, in the body or in a stream's last chunk (with
-//     stream_options.include_usage); Responses: usage.input_tokens and
-//     usage.output_tokens, in the body or in the response.completed event's
-//     response.usage. Cached and reasoning tokens are already inside these.
-//   - Anthropic messages: usage.input_tokens + cache_creation_input_tokens +
-//     cache_read_input_tokens (all of them are input the model read), and
-//     usage.output_tokens; a stream gives input in message_start's
-//     message.usage and the running output total in each message_delta's
-//     usage: the last one is the total.
-//   - Gemini: usageMetadata.promptTokenCount + toolUsePromptTokenCount, and
-//     candidatesTokenCount + thoughtsTokenCount; every chunk of a stream
-//     carries running totals: the last one counts.
-//
-// Usage counts only when the body was read to its end (usage_settle.go): a
-// stream cut short carries running totals, not what the request spent.
-
-// maxUsageObject bounds the bytes of one usage object the scanner keeps.
-const maxUsageObject = 4 << 10
-
-// usageTargets are the key paths (object keys from the document's object)
-// where each format puts its usage object. The document may also be an
-// array of such objects (Gemini's streamGenerateContent without alt=sse);
-// no other array is looked into.
-var usageTargets = map[string][][]string{
-	resolve.UsageOpenAI:    {{"usage"}, {"response", "usage"}},
-	resolve.UsageAnthropic: {{"usage"}, {"message", "usage"}},
-	resolve.UsageGemini:    {{"usageMetadata"}},
-}
-
-// usageCount is what a response reported, as read so far.
-type usageCount struct {
-	input, output int64
-	haveInput     bool
-	complete      bool // the final totals were read
-	// malformed: the scanner met bytes that are not JSON where it followed
-	// the document, or a usage object it could not read (not JSON, or over
-	// maxUsageObject). Only says why usage is missing, when it is.
-	malformed bool
-}
-
-// observe folds one usage object found at target path into u.
-func (u *usageCount) observe(format string, path []string, raw []byte) {
-	var f struct {
-		PromptTokens     *int64 `json:"prompt_tokens"`
-		CompletionTokens *int64 `json:"completion_tokens"`
-		InputTokens      *int64 `json:"input_tokens"`
-		OutputTokens     *int64 `json:"output_tokens"`
-		CacheCreation    *int64 `json:"cache_creation_input_tokens"`
-		CacheRead        *int64 `json:"cache_read_input_tokens"`
-		PromptCount      *int64 `json:"promptTokenCount"`
-		ToolPromptCount  *int64 `json:"toolUsePromptTokenCount"`
-		CandidatesCount  *int64 `json:"candidatesTokenCount"`
-		ThoughtsCount    *int64 `json:"thoughtsTokenCount"`
-	}
-	if json.Unmarshal(raw, &f) != nil {
-		u.malformed = true
-		return
-	}
-	v := func(p *int64) int64 {
-		if p == nil || *p < 0 {
-			return 0
-		}
-		return *p
-	}
-	switch format {
-	case resolve.UsageOpenAI:
-		in := f.PromptTokens
-		if in == nil {
-			in = f.InputTokens
-		}
-		if in == nil {
-			return
-		}
-		out := f.CompletionTokens
-		if out == nil {
-			out = f.OutputTokens // Responses; embeddings report no output
-		}
-		u.input, u.output, u.haveInput, u.complete = v(in), v(out), true, true
-	case resolve.UsageAnthropic:
-		if f.InputTokens != nil {
-			u.input, u.haveInput = v(f.InputTokens)+v(f.CacheCreation)+v(f.CacheRead), true
-		}
-		if f.OutputTokens != nil {
-			u.output = v(f.OutputTokens)
-		}
-		// message_start's usage (message.usage) opens a stream; the top-level
-		// usage of a message_delta or of a whole message has the final output.
-		if len(path) == 1 && f.OutputTokens != nil && u.haveInput {
-			u.complete = true
-		}
-	case resolve.UsageGemini:
-		if f.PromptCount == nil {
-			return
-		}
-		u.input = v(f.PromptCount) + v(f.ToolPromptCount)
-		u.output = v(f.CandidatesCount) + v(f.ThoughtsCount)
-		u.haveInput, u.complete = true, true
-	}
-}
+// The usage scanners read the usage from the response bytes as they pass
+// to the agent: nothing is buffered, no byte waits. A JSON body and every
+// server-sent event's data go through a small JSON scanner that keeps the
+// few containers on the way to the usage, a count of the nesting of
+// anything else, and, when it meets the usage object at the place the API
+// puts it, that object's bytes (bounded): so usage at the end of a large
+// body, or after JSON nested a million levels deep, costs no more memory
+// than usage at the start, and text the model or the agent wrote (inside
+// strings, or anywhere else in the document) is never taken for usage.
 
 // jsonUsageScanner reads a JSON document byte by byte and hands the usage
 // objects at the format's target paths to count, in the order they come
@@ -144,7 +33,7 @@ func (u *usageCount) observe(format string, path []string, raw []byte) {
 type jsonUsageScanner struct {
 	format  string
 	targets [][]string
-	count   *usageCount
+	count   *Usage
 
 	open  [maxOpen]scanLevel // the followed containers, outermost first
 	nOpen int
@@ -177,7 +66,7 @@ type scanLevel struct {
 	key        string // in an object, the key being valued, if a target path names it
 }
 
-func newJSONUsageScanner(format string, count *usageCount) *jsonUsageScanner {
+func newJSONUsageScanner(format string, count *Usage) *jsonUsageScanner {
 	return &jsonUsageScanner{format: format, targets: usageTargets[format], count: count}
 }
 
@@ -210,7 +99,7 @@ func (s *jsonUsageScanner) interestingKey() string {
 // fail stops the scanner until reset: what it follows is not JSON.
 func (s *jsonUsageScanner) fail() {
 	s.broken = true
-	s.count.malformed = true
+	s.count.Malformed = true
 }
 
 // enter handles a '{' or '[' while the scanner follows the document: it
@@ -335,7 +224,7 @@ func (s *jsonUsageScanner) write(b []byte) {
 					if len(s.capBuf) <= maxUsageObject {
 						s.count.observe(s.format, s.capPath, s.capBuf)
 					} else {
-						s.count.malformed = true
+						s.count.Malformed = true
 					}
 				}
 			}
@@ -371,7 +260,7 @@ func (s *jsonUsageScanner) write(b []byte) {
 // end notes a body that ended with the document unfinished: truncated.
 func (s *jsonUsageScanner) end() {
 	if !s.broken && (s.nOpen > 0 || s.inner > 0 || s.inString) {
-		s.count.malformed = true
+		s.count.Malformed = true
 	}
 }
 
@@ -410,7 +299,7 @@ type sseUsageScanner struct {
 	skipSpace bool // right after "data:"
 }
 
-func newSSEUsageScanner(format string, count *usageCount) *sseUsageScanner {
+func newSSEUsageScanner(format string, count *Usage) *sseUsageScanner {
 	return &sseUsageScanner{json: newJSONUsageScanner(format, count), lineStart: true}
 }
 
@@ -462,102 +351,4 @@ func (s *sseUsageScanner) write(b []byte) {
 			s.json.reset()
 		}
 	}
-}
-
-// Bounds of reading a metered response on after its agent has gone: long
-// enough for any stream an LLM API sends, short of holding a connection to
-// the upstream (and a handler) forever.
-const (
-	maxDrainTime  = 10 * time.Minute
-	maxDrainBytes = 256 << 20
-)
-
-// usageTap reads a response body for the agent and, on the side, the usage
-// in it. ReverseProxy closes the body at its end, or when writing to the
-// agent fails (and then panics with http.ErrAbortHandler, after the close):
-// a body closed before its end is read on to its end, through the scanner,
-// so that the usage the upstream reports last is still charged. done
-// receives what was read, once, before Close returns.
-type usageTap struct {
-	body  io.ReadCloser
-	scan  func([]byte)
-	end   func() // the body ended: the scanner notes a truncated document
-	count usageCount
-	ended bool // read to its end
-	cut   bool // a read failed: the upstream (or the drain's bound) cut it
-	stop  func()
-	once  sync.Once
-	done  func(u usageCount, ended bool)
-}
-
-// newUsageTap reads body for usage in format; stop cancels the upstream
-// request, to bound the drain.
-func newUsageTap(body io.ReadCloser, format string, sse bool, stop func(), done func(usageCount, bool)) *usageTap {
-	t := &usageTap{body: body, stop: stop, done: done}
-	if sse {
-		sc := newSSEUsageScanner(format, &t.count)
-		t.scan, t.end = sc.write, sc.end
-	} else {
-		sc := newJSONUsageScanner(format, &t.count)
-		t.scan, t.end = sc.write, sc.end
-	}
-	return t
-}
-
-func (t *usageTap) Read(p []byte) (int, error) {
-	n, err := t.body.Read(p)
-	t.scan(p[:n])
-	switch {
-	case err == io.EOF:
-		t.ended = true
-		t.end()
-	case err != nil:
-		t.cut = true
-	}
-	return n, err
-}
-
-func (t *usageTap) Close() error {
-	t.once.Do(func() {
-		if !t.ended && !t.cut {
-			t.drain()
-		}
-		t.done(t.count, t.ended)
-	})
-	return t.body.Close()
-}
-
-// drain reads the rest of the body into the scanner only, within
-// maxDrainBytes and maxDrainTime.
-func (t *usageTap) drain() {
-	if t.stop != nil {
-		timer := time.AfterFunc(maxDrainTime, t.stop)
-		defer timer.Stop()
-	}
-	buf := make([]byte, 32<<10)
-	for left := int64(maxDrainBytes); left > 0; {
-		n, err := t.body.Read(buf[:min(int64(len(buf)), left)])
-		t.scan(buf[:n])
-		left -= int64(n)
-		switch {
-		case err == io.EOF:
-			t.ended = true
-			t.end()
-			return
-		case err != nil:
-			t.cut = true
-			return
-		}
-	}
-}
-
-// meterUsage wraps a 2xx response's body so that its usage is read as it
-// passes, and read on to its end if the agent goes away; ex.read gets what
-// was read, for settle.
-func (s *Server) meterUsage(resp *http.Response, ex *exchange) io.ReadCloser {
-	sse := strings.HasPrefix(strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Type"))), "text/event-stream")
-	ex.read = &readUsage{}
-	return newUsageTap(resp.Body, ex.meter.format, sse, ex.stopUpstream, func(u usageCount, ended bool) {
-		ex.read.count, ex.read.ended, ex.read.done = u, ended, true
-	})
 }
