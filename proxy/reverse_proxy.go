@@ -70,7 +70,7 @@ func (p *bufferPool) Get() []byte  { return p.pool.Get().(*[32 << 10]byte)[:] }
 func (p *bufferPool) Put(b []byte) { p.pool.Put((*[32 << 10]byte)(b)) }
 
 // rewrite makes the upstream request: the token and the never-forwarded
-// headers out (extract.go, upstream_guard.go), the credential in (inject.go).
+// headers out (extract.go, upstream_guard.go), the credential in (package inject).
 func (s *Server) rewrite(pr *httputil.ProxyRequest, ex *exchange) {
 	out, g := pr.Out, ex.grant
 
