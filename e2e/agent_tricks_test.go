@@ -29,9 +29,8 @@ const echoingKey = "sk_live_Ech0es/Back+In=Pieces0123456789abcdef"
 // honours Range, relays them in a 103 Early Hints, and obeys method and path
 // override headers. It records what it was asked.
 type echoAPI struct {
-	url    string
+	*harness.Upstream
 	mu     sync.Mutex
-	got    []string // method, path and headers of each request
 	bodies []string // request bodies /v1/upload received whole
 }
 
@@ -97,35 +96,17 @@ func startEchoAPI(t *testing.T) *echoAPI {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Method+" "+r.URL.Path+"\n")
 	})
-	ln := harness.Listen(t)
-	a.url = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var dump bytes.Buffer
-		fmt.Fprintf(&dump, "%s %s\n", r.Method, r.RequestURI)
-		r.Header.Write(&dump)
-		a.mu.Lock()
-		a.got = append(a.got, dump.String())
-		a.mu.Unlock()
-		mux.ServeHTTP(w, r)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	a.Upstream = harness.StartUpstream(t, mux)
 	return a
 }
 
+// last is the last request received, as text.
 func (a *echoAPI) last() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.got) == 0 {
+	got := a.Requests()
+	if len(got) == 0 {
 		return ""
 	}
-	return a.got[len(a.got)-1]
-}
-
-func (a *echoAPI) count() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.got)
+	return got[len(got)-1].Dump()
 }
 
 // exchangeOn sends raw request bytes and returns every byte of the answer,
@@ -183,7 +164,7 @@ func assertNoPiece(t *testing.T, what, answer, key string) {
 func TestAgentCannotSliceOrRedirect(t *testing.T) {
 	v := harness.StartDevVault(t)
 	api := startEchoAPI(t)
-	v.MustCLI(t, "write", "phantom/routes/echo", "upstream="+api.url, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+echoingKey)
+	v.MustCLI(t, "write", "phantom/routes/echo", "upstream="+api.URL, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+echoingKey)
 	p := harness.StartProxy(t, v)
 	addr := strings.TrimPrefix(p.URL, "http://")
 	tok, _ := v.Mint(t, "echo")
@@ -248,13 +229,13 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 		assertNoPiece(t, "trailer name", strings.ToLower(answer), strings.ToLower(echoingKey))
 	})
 	t.Run("a phantom token never travels in the path", func(t *testing.T) {
-		before := api.count()
+		before := api.Count()
 		answer := exchangeOn(t, addr, get("/v1/bot"+tok+"/getMe"))
-		if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.count() != before {
+		if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.Count() != before {
 			t.Fatalf("a token in the path: %q", answer)
 		}
 		other, _ := v.Mint(t, "echo")
-		if answer := exchangeOn(t, addr, get("/v1/x?access_token="+other)); !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.count() != before {
+		if answer := exchangeOn(t, addr, get("/v1/x?access_token="+other)); !strings.HasPrefix(answer, "HTTP/1.1 400 ") || api.Count() != before {
 			t.Fatalf("a second token in a query parameter the proxy does not read: %q", answer)
 		}
 		audit, err := os.ReadFile(p.AuditFile)
@@ -333,16 +314,13 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 			if !strings.HasPrefix(answer, "HTTP/1.1 400 ") {
 				t.Fatalf("?%s was not refused:\n%s", query, answer)
 			}
-			api.mu.Lock()
-			seen := strings.Join(api.got, "\n")
-			api.mu.Unlock()
-			if strings.Contains(seen, "?"+query) {
+			if strings.Contains(api.Log(), "?"+query) {
 				t.Fatalf("?%s reached the upstream", query)
 			}
 		}
 	})
 	t.Run("Unicode look-alikes of dots and slashes are refused", func(t *testing.T) {
-		before := api.count()
+		before := api.Count()
 		for _, target := range []string{
 			"/v1/x/%EF%BC%8E%EF%BC%8E/admin", // full-width "..", NFKC makes it ".."
 			"/v1/x%EF%BC%8Fadmin",            // full-width '/'
@@ -352,7 +330,7 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 				t.Errorf("%s: want 400:\n%s", target, answer)
 			}
 		}
-		if api.count() != before {
+		if api.Count() != before {
 			t.Fatal("a look-alike path reached the upstream")
 		}
 		// The engine applies the same rule to a resolve asked directly.
@@ -369,7 +347,7 @@ func TestAgentCannotSliceOrRedirect(t *testing.T) {
 func TestSlowAndForgedClients(t *testing.T) {
 	v := harness.StartDevVault(t)
 	api := startEchoAPI(t)
-	v.MustCLI(t, "write", "phantom/routes/echo", "upstream="+api.url, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+echoingKey)
+	v.MustCLI(t, "write", "phantom/routes/echo", "upstream="+api.URL, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+echoingKey)
 	p := harness.StartProxy(t, v, "-body-stall-timeout=1s", "-max-connections=8", "-max-connections-per-client=-1",
 		"-unknown-token-burst=5", "-unknown-token-rate=0.5")
 	addr := strings.TrimPrefix(p.URL, "http://")

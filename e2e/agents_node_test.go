@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,36 +54,24 @@ func nodeAgents(t *testing.T, tools *harness.Tools) string {
 	return dir
 }
 
-// llmStandIn plays OpenAI's and Anthropic's APIs: each answers only with its
-// real key in its place, streaming (SSE) when asked.
-type llmStandIn struct {
-	url      string
-	mu       sync.Mutex
-	received []string // each request's credentials and target, to look for tokens
-}
-
-func startLLMStandIn(t *testing.T) *llmStandIn {
+// startLLMStandIn plays OpenAI's and Anthropic's APIs: each answers only
+// with its real key in its place, streaming (SSE) when asked.
+func startLLMStandIn(t *testing.T) *harness.Upstream {
 	t.Helper()
-	s := &llmStandIn{}
-	ln := harness.Listen(t)
-	s.url = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: s}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return s
+	return harness.StartUpstream(t, http.HandlerFunc(serveLLM))
 }
 
-func (s *llmStandIn) log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Join(s.received, "\n")
+// llmLog is each request's credentials, target and body, to look for tokens.
+func llmLog(u *harness.Upstream) string {
+	var lines []string
+	for _, r := range u.Requests() {
+		lines = append(lines, r.Header.Get("Authorization")+" "+r.Header.Get("X-Api-Key")+" "+r.URI+" "+string(r.Body))
+	}
+	return strings.Join(lines, "\n")
 }
 
-func (s *llmStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func serveLLM(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	s.mu.Lock()
-	s.received = append(s.received, r.Header.Get("Authorization")+" "+r.Header.Get("X-Api-Key")+" "+r.RequestURI+" "+string(body))
-	s.mu.Unlock()
 	var req struct{ Stream bool }
 	json.Unmarshal(body, &req)
 	w.Header().Set("Content-Type", "application/json")
@@ -228,9 +215,9 @@ func TestNodeAgents(t *testing.T) {
 	dir := nodeAgents(t, tools)
 	v := harness.StartDevVault(t)
 	api := startLLMStandIn(t)
-	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+api.url, "allowed_paths=/v1/chat/completions,/v1/models",
+	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+api.URL, "allowed_paths=/v1/chat/completions,/v1/models",
 		"allowed_methods=GET,POST", "credential="+llmOpenAIKey, "token_prefix=sk-proj-")
-	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+api.url, "allowed_paths=/v1/messages", "allowed_methods=POST",
+	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+api.URL, "allowed_paths=/v1/messages", "allowed_methods=POST",
 		"auth_type=header", "auth_header=x-api-key", "credential="+llmAnthropicKey)
 	p := harness.StartProxy(t, v)
 	openaiTok, openaiLease := v.Mint(t, "openai", "ttl=1h")
@@ -260,7 +247,7 @@ func TestNodeAgents(t *testing.T) {
 			t.Errorf("%s: %v chunks, want the stream's 3 or more", c.scenario, res["chunks"])
 		}
 	}
-	if log := api.log(); strings.Contains(log, openaiTok) || strings.Contains(log, anthropicTok) {
+	if log := llmLog(api); strings.Contains(log, openaiTok) || strings.Contains(log, anthropicTok) {
 		t.Fatalf("a phantom token reached the upstream:\n%s", log)
 	}
 

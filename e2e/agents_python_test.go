@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/phantomvault/phantom/e2e/harness"
@@ -49,14 +48,8 @@ func TestPythonAgents(t *testing.T) {
 		stripeKey = "sk_live_E2Epython0stripe0key0never0shown0"
 		geminiKey = "AIzaE2Epython0gemini0key0never0shown0001"
 	)
-	var mu sync.Mutex
-	var received []string
-	api := harness.Listen(t)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	api := harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		received = append(received, r.Header.Get("Authorization")+" "+r.RequestURI+" "+string(body))
-		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		switch {
 		case r.URL.Path == "/v1/customers" && r.Header.Get("Authorization") == "Basic "+base64.StdEncoding.EncodeToString([]byte(stripeKey+":")):
@@ -68,15 +61,12 @@ func TestPythonAgents(t *testing.T) {
 			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, `{"error":"invalid key"}`)
 		}
-	})}
-	go srv.Serve(api)
-	t.Cleanup(func() { srv.Close() })
-	apiURL := "http://" + api.Addr().String()
+	}))
 
 	v := harness.StartDevVault(t)
-	v.MustCLI(t, "write", "phantom/routes/stripe", "upstream="+apiURL, "allowed_paths=/v1/customers", "allowed_methods=GET",
+	v.MustCLI(t, "write", "phantom/routes/stripe", "upstream="+api.URL, "allowed_paths=/v1/customers", "allowed_methods=GET",
 		"auth_type=basic", "credential="+stripeKey)
-	v.MustCLI(t, "write", "phantom/routes/gemini", "upstream="+apiURL, "allowed_paths=/v1beta/models/**", "allowed_methods=POST",
+	v.MustCLI(t, "write", "phantom/routes/gemini", "upstream="+api.URL, "allowed_paths=/v1beta/models/**", "allowed_methods=POST",
 		"auth_type=query", "auth_query_param=key", "credential="+geminiKey)
 	p := harness.StartProxy(t, v)
 	stripeTok, _ := v.Mint(t, "stripe", "ttl=1h")
@@ -114,8 +104,10 @@ func TestPythonAgents(t *testing.T) {
 			t.Errorf("%s: %d %s, want 200 %s", c.scenario, res.Status, res.Body, c.want)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	var received []string
+	for _, r := range api.Requests() {
+		received = append(received, r.Header.Get("Authorization")+" "+r.URI+" "+string(r.Body))
+	}
 	log := strings.Join(received, "\n")
 	if strings.Contains(log, stripeTok) || strings.Contains(log, geminiTok) ||
 		strings.Contains(log, base64.StdEncoding.EncodeToString([]byte(stripeTok+":"))) {

@@ -14,51 +14,21 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/phantomvault/phantom/e2e/harness"
 )
 
-// recordingAPI accepts the real key and records every request it receives,
-// raw, so tests can prove what was and was not forwarded.
-type recordingAPI struct {
-	mu       sync.Mutex
-	requests []string
-	url      string
-}
-
-func startRecordingAPI(t *testing.T) *recordingAPI {
+// startRecordingAPI accepts the real key and records every request it
+// receives, body included, so tests can prove what was and was not
+// forwarded.
+func startRecordingAPI(t *testing.T) *harness.Upstream {
 	t.Helper()
-	a := &recordingAPI{}
-	ln := harness.Listen(t)
-	a.url = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var dump bytes.Buffer
-		fmt.Fprintf(&dump, "%s %s\n", r.Method, r.RequestURI)
-		r.Header.Write(&dump)
-		io.Copy(&dump, r.Body)
-		a.mu.Lock()
-		a.requests = append(a.requests, dump.String())
-		a.mu.Unlock()
+	return harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, `{"ok":true}`)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return a
-}
-
-func (a *recordingAPI) count() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.requests)
-}
-
-func (a *recordingAPI) all() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return strings.Join(a.requests, "\n")
+	}))
 }
 
 // rawExchange sends request bytes exactly as given and returns the status
@@ -109,8 +79,8 @@ func auditLines(t *testing.T, p *harness.Proxy) []map[string]any {
 func TestRequestSideAttacks(t *testing.T) {
 	v := harness.StartDevVault(t)
 	api := startRecordingAPI(t)
-	v.MustCLI(t, "write", "phantom/routes/a", "upstream="+api.url, "allowed_paths=/v1/customers/**", "allowed_methods=GET,POST,OPTIONS", "credential="+realKey)
-	v.MustCLI(t, "write", "phantom/routes/b", "upstream="+api.url, "allowed_paths=/v2/**", "allowed_methods=GET", "credential="+rotateKey)
+	v.MustCLI(t, "write", "phantom/routes/a", "upstream="+api.URL, "allowed_paths=/v1/customers/**", "allowed_methods=GET,POST,OPTIONS", "credential="+realKey)
+	v.MustCLI(t, "write", "phantom/routes/b", "upstream="+api.URL, "allowed_paths=/v2/**", "allowed_methods=GET", "credential="+rotateKey)
 	p := harness.StartProxy(t, v, "-max-body-bytes=1024")
 	addr := strings.TrimPrefix(p.URL, "http://")
 	tok, _ := v.Mint(t, "a")
@@ -164,12 +134,12 @@ func TestRequestSideAttacks(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			forwarded, audited := api.count(), len(auditLines(t, p))
+			forwarded, audited := api.Count(), len(auditLines(t, p))
 			status, resp := rawExchange(t, addr, c.request)
 			if status != c.status {
 				t.Fatalf("status %d, want %d:\n%s", status, c.status, resp)
 			}
-			if api.count() != forwarded {
+			if api.Count() != forwarded {
 				t.Fatal("the request reached the upstream")
 			}
 			if c.audited {
@@ -191,7 +161,7 @@ func TestRequestSideAttacks(t *testing.T) {
 	// behind the body is parsed as a request of its own and must pass every
 	// check itself: without a token, it gets 401 and goes nowhere.
 	t.Run("request smuggling with Content-Length and Transfer-Encoding", func(t *testing.T) {
-		before := api.count()
+		before := api.Count()
 		smuggled := "GET /v1/customers/smuggled HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n\r\n"
 		first := "POST /v1/customers HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + tok +
 			"\r\nContent-Length: " + strconv.Itoa(5+len(smuggled)) + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
@@ -199,8 +169,8 @@ func TestRequestSideAttacks(t *testing.T) {
 		if got := strings.Count(resp, "HTTP/1.1 "); got != 2 || !strings.Contains(resp, "HTTP/1.1 401") {
 			t.Fatalf("want the smuggled request answered on its own with 401:\n%s", resp)
 		}
-		if api.count() != before+1 || strings.Contains(api.all(), "smuggled") {
-			t.Fatalf("the smuggled request reached the upstream:\n%s", api.all())
+		if api.Count() != before+1 || strings.Contains(api.Log(), "smuggled") {
+			t.Fatalf("the smuggled request reached the upstream:\n%s", api.Log())
 		}
 	})
 
@@ -210,7 +180,7 @@ func TestRequestSideAttacks(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("Connection: Authorization: %d\n%s", status, resp)
 	}
-	seen := api.all()
+	seen := api.Log()
 	if !strings.Contains(seen, "Authorization: Bearer "+realKey) {
 		t.Fatalf("the injected key was stripped:\n%s", seen)
 	}
@@ -243,26 +213,16 @@ func keyForms(key string) map[string]string {
 		"base64 url":    base64.URLEncoding.EncodeToString([]byte(key)),
 		"url-encoded":   url.QueryEscape(key),
 		"path-escaped":  url.PathEscape(key),
-		"json-escaped":  jsonString(key, true),
-		"json, no html": jsonString(key, false),
+		"json-escaped":  jsonEscaped(key, true),
+		"json, no html": jsonEscaped(key, false),
 		"bearer value":  "Bearer " + key,
 		"basic of key:": base64.StdEncoding.EncodeToString([]byte(key + ":")),
 	}
 }
 
-func jsonString(s string, html bool) string {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(html)
-	enc.Encode(s)
-	out := strings.TrimSpace(b.String())
-	return out[1 : len(out)-1]
-}
-
 // hostileAPI echoes the real key back in every way an upstream could.
-func hostileAPI(t *testing.T) (string, *recordingAPI) {
+func hostileAPI(t *testing.T) *harness.Upstream {
 	t.Helper()
-	rec := &recordingAPI{}
 	forms := keyForms(hostileKey)
 	all := func() string {
 		var b strings.Builder
@@ -315,19 +275,7 @@ func hostileAPI(t *testing.T) (string, *recordingAPI) {
 		w.(http.Flusher).Flush()
 		w.Header().Set("X-Debug", forms["raw"])
 	})
-	ln := harness.Listen(t)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var dump bytes.Buffer
-		fmt.Fprintf(&dump, "%s %s\n", r.Method, r.RequestURI)
-		r.Header.Write(&dump)
-		rec.mu.Lock()
-		rec.requests = append(rec.requests, dump.String())
-		rec.mu.Unlock()
-		mux.ServeHTTP(w, r)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String(), rec
+	return harness.StartUpstream(t, mux)
 }
 
 // TestResponseSideContainment: an upstream that echoes the real key in
@@ -336,8 +284,8 @@ func hostileAPI(t *testing.T) (string, *recordingAPI) {
 // output or its audit log, and the phantom token never reaches the upstream.
 func TestResponseSideContainment(t *testing.T) {
 	v := harness.StartDevVault(t)
-	upstream, rec := hostileAPI(t)
-	v.MustCLI(t, "write", "phantom/routes/hostile", "upstream="+upstream, "allowed_paths=/h/*", "allowed_methods=GET", "credential="+hostileKey)
+	rec := hostileAPI(t)
+	v.MustCLI(t, "write", "phantom/routes/hostile", "upstream="+rec.URL, "allowed_paths=/h/*", "allowed_methods=GET", "credential="+hostileKey)
 	p := harness.StartProxy(t, v)
 	addr := strings.TrimPrefix(p.URL, "http://")
 	tok, _ := v.Mint(t, "hostile")
@@ -375,7 +323,7 @@ func TestResponseSideContainment(t *testing.T) {
 			t.Errorf("the proxy's audit log or output holds the key (%s)", name)
 		}
 	}
-	if strings.Contains(rec.all(), tok) {
+	if strings.Contains(rec.Log(), tok) {
 		t.Error("the phantom token reached the upstream")
 	}
 }

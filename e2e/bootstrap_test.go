@@ -25,7 +25,7 @@ const otherKey = "sk_live_SecondMountKey0123456789"
 func TestMountsSideBySide(t *testing.T) {
 	v := harness.StartDevVault(t)
 	upA, upB := startUpstream(t, realKey), startUpstream(t, otherKey)
-	writeRoute(t, v, "demo", upA.url)
+	writeRoute(t, v, "demo", upA.URL)
 	pA := harness.StartProxy(t, v)
 	tokA, leaseA := v.Mint(t, "demo")
 	if code, body := pA.Call(t, "GET", "/v1/customers", tokA); code != 200 {
@@ -41,7 +41,7 @@ func TestMountsSideBySide(t *testing.T) {
 		!strings.Contains(phx.Output, "AppRole role phx-proxy") {
 		t.Fatalf("the second mount's names:\n%s", phx.Output)
 	}
-	v.MustCLI(t, "write", "phx/routes/demo", "upstream="+upB.url, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+otherKey)
+	v.MustCLI(t, "write", "phx/routes/demo", "upstream="+upB.URL, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+otherKey)
 	pB := harness.StartProxy(t, v, phx.ProxyArgs()...)
 	tokB, _ := v.MintOn(t, "phx", "demo")
 	tokB2, _ := v.MintOn(t, "phx", "demo")
@@ -255,8 +255,7 @@ func TestSecretIDRotation(t *testing.T) {
 // names no replica is refused while named replicas hold secret_ids.
 func TestSecretIDFleetRotation(t *testing.T) {
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	v.Bootstrap(t, "PHANTOM_PROXY_TOKEN_TTL=2s", "PHANTOM_PROXY_TOKEN_MAX_TTL=3s")
 	dirs := map[string]string{"proxy-1": filepath.Join(t.TempDir(), "proxy-1"), "proxy-2": filepath.Join(t.TempDir(), "proxy-2")}
 	proxies := map[string]*harness.Proxy{}

@@ -2,51 +2,27 @@ package e2e
 
 import (
 	"encoding/binary"
-	"io"
 	"mime"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"unicode/utf16"
 
 	"github.com/phantomvault/phantom/e2e/harness"
 )
 
-// negotiatingAPI answers every request with an error that quotes the key it
+// startNegotiatingAPI answers every request with an error that quotes the key it
 // received, in the charset it negotiates the way ASP.NET Core MVC does: the
 // charset of the first Accept media range that names one it can write, else
 // the request Content-Type's charset (as its gRPC JSON transcoding does),
 // else UTF-8; and it declares that charset. /always-utf16 answers in UTF-16
 // and says so; /undeclared-utf16 answers in UTF-16LE and says nothing.
-type negotiatingAPI struct {
-	url string
-
-	mu       sync.Mutex
-	requests int
-}
-
-func startNegotiatingAPI(t *testing.T) *negotiatingAPI {
+func startNegotiatingAPI(t *testing.T) *harness.Upstream {
 	t.Helper()
-	a := &negotiatingAPI{}
-	ln := harness.Listen(t)
-	a.url = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(a.serve)}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return a
+	return harness.StartUpstream(t, http.HandlerFunc(negotiate))
 }
 
-func (a *negotiatingAPI) seen() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.requests
-}
-
-func (a *negotiatingAPI) serve(w http.ResponseWriter, r *http.Request) {
-	a.mu.Lock()
-	a.requests++
-	a.mu.Unlock()
+func negotiate(w http.ResponseWriter, r *http.Request) {
 	body := `{"error":"Incorrect API key provided: ` + strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ") + `"}`
 	charset, declare := negotiatedCharset(r), true
 	switch r.URL.Path {
@@ -116,35 +92,14 @@ func TestAgentCannotAskForUTF16(t *testing.T) {
 	v := harness.StartDevVault(t)
 	api := startNegotiatingAPI(t)
 	p := harness.StartProxy(t, v)
-	v.MustCLI(t, "write", "phantom/routes/aspnet", "upstream="+api.url, "allowed_paths=/**",
+	v.MustCLI(t, "write", "phantom/routes/aspnet", "upstream="+api.URL, "allowed_paths=/**",
 		"allowed_methods=GET,PUT", "credential="+realKey)
 	tok, _ := v.Mint(t, "aspnet")
 
-	call := func(t *testing.T, method, path string, header http.Header, body string) (*http.Response, []byte) {
-		t.Helper()
-		req, err := http.NewRequest(method, p.URL+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if body == "" {
-			req.Body, req.ContentLength = http.NoBody, 0
-		}
-		for k, vs := range header {
-			req.Header[k] = vs
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, b
-	}
-	noKey := func(t *testing.T, b []byte) {
+	noKey := func(t *testing.T, b string) {
 		t.Helper()
 		for _, cs := range []string{"utf-8", "utf-16be", "utf-16le", "utf-32be"} {
-			if strings.Contains(string(b), string(encodeIn(cs, realKey)[1:])) {
+			if strings.Contains(b, string(encodeIn(cs, realKey)[1:])) {
 				t.Fatalf("the key came back in %s: %q", cs, b)
 			}
 		}
@@ -160,51 +115,51 @@ func TestAgentCannotAskForUTF16(t *testing.T) {
 		{"bodiless Content-Type charset", http.Header{"Content-Type": {"application/json; charset=utf-16"}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			resp, b := call(t, "GET", "/v1/x", c.header, "")
-			if resp.StatusCode != 200 {
-				t.Fatalf("status %d: %s", resp.StatusCode, b)
+			code, b, header := p.Do(t, "GET", "/v1/x", tok, "", c.header)
+			if code != 200 {
+				t.Fatalf("status %d: %s", code, b)
 			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+			if ct := header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
 				t.Fatalf("the upstream answered in %q: the charset reached it", ct)
 			}
 			noKey(t, b)
-			if !strings.Contains(string(b), "Incorrect API key provided: ***") {
+			if !strings.Contains(b, "Incorrect API key provided: ***") {
 				t.Fatalf("no masked key in %q", b)
 			}
 		})
 	}
 
 	t.Run("request body in UTF-16", func(t *testing.T) {
-		before := api.seen()
-		resp, b := call(t, "PUT", "/v1/x", http.Header{"Content-Type": {"application/json; charset=utf-16"}},
-			string(encodeIn("utf-16", `{"a":1}`)))
-		if resp.StatusCode != 400 || !strings.Contains(string(b), "charset") {
-			t.Fatalf("status %d: %s", resp.StatusCode, b)
+		before := api.Count()
+		code, b, _ := p.Do(t, "PUT", "/v1/x", tok, string(encodeIn("utf-16", `{"a":1}`)),
+			http.Header{"Content-Type": {"application/json; charset=utf-16"}})
+		if code != 400 || !strings.Contains(b, "charset") {
+			t.Fatalf("status %d: %s", code, b)
 		}
-		if api.seen() != before {
+		if api.Count() != before {
 			t.Fatal("the upstream saw a request body in UTF-16")
 		}
 	})
 
 	t.Run("answer declared in UTF-16", func(t *testing.T) {
-		before := api.seen()
-		resp, b := call(t, "GET", "/always-utf16", nil, "")
-		if resp.StatusCode != 502 || !strings.Contains(string(b), "charset") {
-			t.Fatalf("status %d: %q", resp.StatusCode, b)
+		before := api.Count()
+		code, b, _ := p.Do(t, "GET", "/always-utf16", tok, "", nil)
+		if code != 502 || !strings.Contains(b, "charset") {
+			t.Fatalf("status %d: %q", code, b)
 		}
-		if api.seen() != before+1 {
+		if api.Count() != before+1 {
 			t.Fatal("the upstream was not asked")
 		}
 		noKey(t, b)
 	})
 
 	t.Run("answer in UTF-16 without a declared charset", func(t *testing.T) {
-		resp, b := call(t, "GET", "/undeclared-utf16", nil, "")
-		if resp.StatusCode != 200 {
-			t.Fatalf("status %d: %q", resp.StatusCode, b)
+		code, b, _ := p.Do(t, "GET", "/undeclared-utf16", tok, "", nil)
+		if code != 200 {
+			t.Fatalf("status %d: %q", code, b)
 		}
 		noKey(t, b)
-		if !strings.Contains(string(b), string(encodeIn("utf-16le", "provided: ")[1:])) {
+		if !strings.Contains(b, string(encodeIn("utf-16le", "provided: ")[1:])) {
 			t.Fatalf("not the upstream's answer: %q", b)
 		}
 	})

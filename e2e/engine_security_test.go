@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -52,7 +50,7 @@ func TestRouteAdminCannotCollectTheCredential(t *testing.T) {
 	v := harness.StartDevVault(t)
 	up := startUpstream(t, realKey)
 	collector := startRecordingAPI(t) // the admin's own host
-	v.MustCLI(t, "write", "phantom/routes/pay", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+	v.MustCLI(t, "write", "phantom/routes/pay", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 		"credential="+realKey, "headers=X-Tenant=acme")
 	p := harness.StartProxy(t, v)
 	admin := policyToken(t, v, "phantom-admin")
@@ -68,18 +66,18 @@ func TestRouteAdminCannotCollectTheCredential(t *testing.T) {
 	}
 
 	// The attack as reported: re-point, wait for the next agent call.
-	refused("upstream=" + collector.url)
+	refused("upstream=" + collector.URL)
 	if code, body := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
 		t.Fatalf("agent call: %d %s", code, body)
 	}
-	if got := collector.all(); got != "" {
+	if got := collector.Log(); got != "" {
 		t.Fatalf("the admin's host received the agent's call (real key included: %v):\n%s",
 			strings.Contains(got, realKey), strings.ReplaceAll(got, realKey, "<the real key>"))
 	}
 
 	for _, attempt := range [][]string{
-		{"upstream=" + collector.url, "allowed_methods=GET"}, // hidden in a larger write
-		{"upstream=" + up.url + "/tenant-b"},                 // the path prefix picks the tenant on shared hosts
+		{"upstream=" + collector.URL, "allowed_methods=GET"}, // hidden in a larger write
+		{"upstream=" + up.URL + "/tenant-b"},                 // the path prefix picks the tenant on shared hosts
 		{"auth_type=query", "auth_query_param=key"},          // into URLs and access logs
 		{"auth_type=header", "auth_header=X-Echo"},           // into a header the upstream reflects
 		{"headers=X-Tenant=attacker"},                        // a header can pick the backend behind a front end
@@ -88,7 +86,7 @@ func TestRouteAdminCannotCollectTheCredential(t *testing.T) {
 		refused(attempt...)
 	}
 	route := v.JSON(t, "read", "phantom/routes/pay")["data"].(map[string]any)
-	if route["upstream"] != up.url || route["auth_type"] != "bearer" || route["headers"].(map[string]any)["X-Tenant"] != "acme" {
+	if route["upstream"] != up.URL || route["auth_type"] != "bearer" || route["headers"].(map[string]any)["X-Tenant"] != "acme" {
 		t.Fatalf("a refused update changed the route: %v", route)
 	}
 
@@ -96,19 +94,19 @@ func TestRouteAdminCannotCollectTheCredential(t *testing.T) {
 	if _, out, err := as(t, v, admin, "write", "phantom/routes/pay", "allowed_methods=GET,POST"); err != nil {
 		t.Fatalf("admin scope update: %v\n%s", err, out)
 	}
-	if code, body := p.Call(t, "GET", "/v1/customers", tok); code != 200 || collector.count() != 0 {
-		t.Fatalf("agent call: %d %s; the admin's host got %d requests", code, body, collector.count())
+	if code, body := p.Call(t, "GET", "/v1/customers", tok); code != 200 || collector.Count() != 0 {
+		t.Fatalf("agent call: %d %s; the admin's host got %d requests", code, body, collector.Count())
 	}
 
 	// With a key of its own in the same write, the admin may re-point the
 	// route: the real key is gone from it, so nothing is collected.
-	if _, out, err := as(t, v, admin, "write", "phantom/routes/pay", "upstream="+collector.url, "credential="+adminKey); err != nil {
+	if _, out, err := as(t, v, admin, "write", "phantom/routes/pay", "upstream="+collector.URL, "credential="+adminKey); err != nil {
 		t.Fatalf("re-point with a credential: %v\n%s", err, out)
 	}
 	if code, body := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
 		t.Fatalf("agent call after the re-point: %d %s", code, body)
 	}
-	if got := collector.all(); !strings.Contains(got, "Bearer "+adminKey) || strings.Contains(got, realKey) {
+	if got := collector.Log(); !strings.Contains(got, "Bearer "+adminKey) || strings.Contains(got, realKey) {
 		t.Fatalf("after a re-point with the admin's own key the collector got:\n%s", strings.ReplaceAll(got, realKey, "<the real key>"))
 	}
 }
@@ -120,8 +118,7 @@ func TestRouteAdminCannotCollectTheCredential(t *testing.T) {
 // rather than the mount's 768h. Nor may a renewal shorten a token.
 func TestLeaseRenewalBoundedAtMint(t *testing.T) {
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	p := harness.StartProxy(t, v)
 	issuer := policyToken(t, v, "phantom-issuer")
 	stranger := policyToken(t, v, "default") // holds nothing of Phantom's
@@ -239,30 +236,9 @@ func TestMintRefusesEmptyNarrowing(t *testing.T) {
 // the JSON answer.
 func vaultCall(t *testing.T, v *harness.Vault, method, path string, body any) map[string]any {
 	t.Helper()
-	var r io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, v.Addr+"/v1/"+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Vault-Token", v.Token)
-	if method == http.MethodPatch {
-		req.Header.Set("Content-Type", "application/merge-patch+json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%s %s: %d %v %v", method, path, resp.StatusCode, m, err)
+	code, m := v.API(t, method, path, v.Token, body)
+	if code != 200 || m == nil {
+		t.Fatalf("%s %s: %d %v", method, path, code, m)
 	}
 	return m
 }
@@ -300,8 +276,7 @@ func nextInterval(t *testing.T, v *harness.Vault, after string) (string, float64
 // at once through the proxy.
 func TestForgedTokensCostNoStorageReads(t *testing.T) {
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	forged, err := token.New(rand.Reader, token.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)

@@ -20,8 +20,7 @@ import (
 // and is not ready; once Vault is unsealed it serves again by itself.
 func TestVaultSealedFailsClosed(t *testing.T) {
 	v := harness.StartPersistentVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	up := upstreamRoute(t, v, "demo")
 	p := harness.StartProxy(t, v)
 	tok, _ := v.Mint(t, "demo")
 	if code, _ := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
@@ -39,8 +38,7 @@ func TestVaultSealedFailsClosed(t *testing.T) {
 // request; agents see at most transient 503s, never a wrong grant.
 func TestPluginProcessKilled(t *testing.T) {
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	p := harness.StartProxy(t, v)
 	tok, leaseID := v.Mint(t, "demo")
 	if code, _ := p.Call(t, "GET", "/v1/customers", tok); code != 200 {
@@ -73,8 +71,7 @@ func TestPluginProcessKilled(t *testing.T) {
 // secret_id is put in place.
 func TestSecretIDInvalidFailsClosed(t *testing.T) {
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	v.Bootstrap(t, "PHANTOM_PROXY_TOKEN_TTL=2s", "PHANTOM_PROXY_TOKEN_MAX_TTL=3s")
 	p := harness.StartProxy(t, v)
 	tok, _ := v.Mint(t, "demo")
@@ -119,17 +116,15 @@ func TestUpstreamFaults(t *testing.T) {
 			c.Close()
 		}
 	}()
-	slowLn := harness.Listen(t)
-	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	t.Cleanup(func() { reset.Close() })
+	slow := harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-time.After(10 * time.Second):
 		}
-	})}
-	go slow.Serve(slowLn)
-	t.Cleanup(func() { slow.Close(); reset.Close() })
+	}))
 
-	for name, upstream := range map[string]string{"good": good.url, "down": down, "reset": "http://" + reset.Addr().String(), "slow": "http://" + slowLn.Addr().String()} {
+	for name, upstream := range map[string]string{"good": good.URL, "down": down, "reset": "http://" + reset.Addr().String(), "slow": slow.URL} {
 		writeRoute(t, v, name, upstream)
 	}
 	p := harness.StartProxy(t, v, "-upstream-timeout=1s", "-dial-timeout=1s")
@@ -155,16 +150,13 @@ func TestUpstreamFaults(t *testing.T) {
 func TestSIGTERMUnderLoad(t *testing.T) {
 	v := harness.StartDevVault(t)
 	var received, answered atomic.Int64
-	ln := harness.Listen(t)
-	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	slow := harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		received.Add(1)
 		time.Sleep(500 * time.Millisecond) // in flight when SIGTERM arrives
 		io.WriteString(w, `{"ok":true}`)
 		answered.Add(1)
-	})}
-	go slow.Serve(ln)
-	t.Cleanup(func() { slow.Close() })
-	writeRoute(t, v, "slow", "http://"+ln.Addr().String())
+	}))
+	writeRoute(t, v, "slow", slow.URL)
 	p := harness.StartProxy(t, v)
 	tok, _ := v.Mint(t, "slow")
 

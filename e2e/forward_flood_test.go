@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -69,11 +68,7 @@ func (st *forwardStack) connectFrom(src, target, proxyToken string) (int, *tunne
 		return 0, nil, err
 	}
 	conn.SetDeadline(time.Now().Add(60 * time.Second))
-	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
-	if proxyToken != "" {
-		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("phantom:"+proxyToken)) + "\r\n"
-	}
-	io.WriteString(conn, req+"\r\n")
+	io.WriteString(conn, connectRequest(target, proxyToken))
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	if err != nil {

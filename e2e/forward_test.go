@@ -336,6 +336,16 @@ type tunnel struct {
 	br   *bufio.Reader
 }
 
+// connectRequest is CONNECT target, with proxyToken as proxy credentials
+// unless empty.
+func connectRequest(target, proxyToken string) string {
+	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
+	if proxyToken != "" {
+		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("phantom:"+proxyToken)) + "\r\n"
+	}
+	return req + "\r\n"
+}
+
 // openTunnel sends CONNECT target (with proxyToken as proxy credentials
 // unless empty) and, on 200, starts TLS for the target's host, trusting
 // Phantom's CA. It returns the CONNECT's status.
@@ -347,11 +357,7 @@ func (st *forwardStack) openTunnel(t *testing.T, target, proxyToken string) (*tu
 	}
 	t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
-	if proxyToken != "" {
-		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("phantom:"+proxyToken)) + "\r\n"
-	}
-	io.WriteString(conn, req+"\r\n")
+	io.WriteString(conn, connectRequest(target, proxyToken))
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	if err != nil {
@@ -378,11 +384,7 @@ func (st *forwardStack) connectRefused(t *testing.T, target, proxyToken string) 
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
-	if proxyToken != "" {
-		req += "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("phantom:"+proxyToken)) + "\r\n"
-	}
-	io.WriteString(conn, req+"\r\n")
+	io.WriteString(conn, connectRequest(target, proxyToken))
 	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
 	if err != nil {
 		t.Fatal(err)

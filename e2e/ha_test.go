@@ -19,8 +19,7 @@ import (
 func TestHAFailover(t *testing.T) {
 	nodes := harness.StartRaftCluster(t, 3)
 	leader := nodes[0]
-	up := startUpstream(t, realKey)
-	writeRoute(t, leader, "demo", up.url)
+	upstreamRoute(t, leader, "demo")
 	proxies := []*harness.Proxy{harness.StartProxy(t, nodes[1]), harness.StartProxy(t, nodes[2])}
 
 	tok, _ := nodes[1].Mint(t, "demo") // minted through a standby

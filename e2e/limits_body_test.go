@@ -20,33 +20,15 @@ func TestLimitedBodyRefusals(t *testing.T) {
 	v := harness.StartDevVault(t)
 	up := startUpstream(t, realKey)
 	p := harness.StartProxy(t, v, "-max-limited-body-bytes=4096", "-limited-body-memory=6000")
-	v.MustCLI(t, "write", "phantom/routes/oai", "upstream="+up.url, "allowed_paths=/v1/**,/openai/**", "allowed_methods=POST",
-		"credential="+realKey, "usage_format=openai", "allowed_models=gpt-4o*")
-	v.MustCLI(t, "write", "phantom/routes/gem", "upstream="+up.url, "allowed_paths=/v1beta/**", "allowed_methods=POST",
-		"credential="+realKey, "usage_format=gemini", "allowed_models=gemini-*-flash")
+	usageRoute(t, v, "oai", up.URL, "/v1/**,/openai/**", "openai", "allowed_models=gpt-4o*")
+	usageRoute(t, v, "gem", up.URL, "/v1beta/**", "gemini", "allowed_models=gemini-*-flash")
 	oai, _ := v.Mint(t, "oai")
 	gem, _ := v.Mint(t, "gem")
 
-	received := func(u *keyCheckingUpstream) int {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		return len(u.received)
-	}
 	post := func(t *testing.T, tok, path, body string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest("POST", p.URL+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, b, _ := p.Do(t, "POST", path, tok, body, harness.JSONBody)
+		return code, b
 	}
 	for _, c := range []struct {
 		name, tok, path, body string
@@ -64,12 +46,12 @@ func TestLimitedBodyRefusals(t *testing.T) {
 		{"gemini name with @", gem, "/v1beta/models/gemini-2.0-flash@gemini-2.5-pro:generateContent", `{}`, 400},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			before := received(up)
+			before := up.Count()
 			code, body := post(t, c.tok, c.path, c.body)
 			if code != c.status {
 				t.Fatalf("%d, want %d: %s", code, c.status, body)
 			}
-			if c.status != 200 && received(up) != before {
+			if c.status != 200 && up.Count() != before {
 				t.Fatalf("a refused request reached the upstream: %d %s", code, body)
 			}
 			t.Logf("%d %.160s", code, body)

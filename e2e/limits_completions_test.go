@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -25,34 +24,16 @@ func TestLimitsOneCompletionPerRequest(t *testing.T) {
 	up := startCompletionsUpstream(t)
 	p := harness.StartProxy(t, v)
 	route := func(name, format string, extra ...string) {
-		args := []string{"write", "phantom/routes/" + name, "upstream=" + up.url, "allowed_paths=/v1/**,/v1beta/**,/openai/**",
-			"allowed_methods=POST", "credential=" + realKey, "usage_format=" + format, "max_output_tokens=100"}
-		v.MustCLI(t, append(args, extra...)...)
+		usageRoute(t, v, name, up.URL, "/v1/**,/v1beta/**,/openai/**", format, append([]string{"max_output_tokens=100"}, extra...)...)
 	}
 	route("oai", "openai", "token_budget=1000") // the finding's route
 	route("oaicap", "openai")                   // a cap, no budget
 	route("ant", "anthropic", "token_budget=1000")
 	route("gem", "gemini", "token_budget=1000")
-	mint := func(route string) (token, accessor string) {
-		t.Helper()
-		d := v.JSON(t, "read", "phantom/token/"+route)["data"].(map[string]any)
-		return d["token"].(string), d["accessor"].(string)
-	}
 	post := func(tok, path, body string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest("POST", p.URL+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, b, _ := p.Do(t, "POST", path, tok, body, harness.JSONBody)
+		return code, b
 	}
 
 	thirty := `[` + strings.Repeat(`"Say hi.",`, 29) + `"Say hi."]`
@@ -92,7 +73,7 @@ func TestLimitsOneCompletionPerRequest(t *testing.T) {
 		{"anthropic message", "ant", "/v1/messages", `{"model":"c","max_tokens":100,"messages":[]}`, 200, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			tok, _ := mint(c.route) // a fresh token: no case holds another's budget
+			tok, _ := v.MintAccessor(t, c.route) // a fresh token: no case holds another's budget
 			before := up.count()
 			code, body := post(tok, c.path, c.body)
 			if code != c.status {
@@ -124,7 +105,7 @@ func TestLimitsOneCompletionPerRequest(t *testing.T) {
 	// prompts would have cost 3000 output tokens; refused, they cost
 	// nothing, and one prompt after them costs one cap.
 	t.Run("charged one cap", func(t *testing.T) {
-		tok, accessor := mint("oai")
+		tok, accessor := v.MintAccessor(t, "oai")
 		if code, body := post(tok, "/v1/completions", `{"model":"m","prompt":`+thirty+`,"max_tokens":100}`); code != 403 {
 			t.Fatalf("30 prompts: %d %s", code, body)
 		}
@@ -149,7 +130,7 @@ func TestLimitsOneCompletionPerRequest(t *testing.T) {
 // for: each completion its max tokens, one completion per prompt and per n
 // (best_of, candidateCount), with the usage in each API's shape.
 type completionsUpstream struct {
-	url      string
+	*harness.Upstream
 	mu       sync.Mutex
 	received []completionsRequest
 }
@@ -175,9 +156,7 @@ func (u *completionsUpstream) all() []completionsRequest {
 func startCompletionsUpstream(t *testing.T) *completionsUpstream {
 	t.Helper()
 	u := &completionsUpstream{}
-	ln := harness.Listen(t)
-	u.url = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Upstream = harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+realKey {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
@@ -227,8 +206,6 @@ func startCompletionsUpstream(t *testing.T) *completionsUpstream {
 		default:
 			fmt.Fprintf(w, `{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, 10*max(completions, 1), out)
 		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}))
 	return u
 }

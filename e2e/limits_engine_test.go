@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -29,7 +27,7 @@ func TestLimitsEngine(t *testing.T) {
 	proxyToken := v.AppRoleLogin(t, v.RoleIDFile, v.SecretIDFile)
 
 	t.Run("rate limit gives 429 with Retry-After", func(t *testing.T) {
-		v.MustCLI(t, "write", "phantom/routes/rl", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+		v.MustCLI(t, "write", "phantom/routes/rl", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 			"credential="+realKey, "rate_limit=3/1m")
 		tok, _ := v.Mint(t, "rl")
 		for i := range 3 {
@@ -50,7 +48,7 @@ func TestLimitsEngine(t *testing.T) {
 	})
 
 	t.Run("Retry-After is right and a 429 burns no use", func(t *testing.T) {
-		v.MustCLI(t, "write", "phantom/routes/short", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+		v.MustCLI(t, "write", "phantom/routes/short", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 			"credential="+realKey, "rate_limit=2/2s", "num_uses=3")
 		tok, _ := v.Mint(t, "short")
 		for i := range 2 {
@@ -85,7 +83,7 @@ func TestLimitsEngine(t *testing.T) {
 	})
 
 	t.Run("two proxies share one limit", func(t *testing.T) {
-		v.MustCLI(t, "write", "phantom/routes/shared", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+		v.MustCLI(t, "write", "phantom/routes/shared", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 			"credential="+realKey, "rate_limit=4/1h")
 		tok, _ := v.Mint(t, "shared")
 		for i, p := range []*harness.Proxy{p1, p2, p1, p2} {
@@ -101,7 +99,7 @@ func TestLimitsEngine(t *testing.T) {
 	})
 
 	t.Run("a route's limit spans its tokens", func(t *testing.T) {
-		v.MustCLI(t, "write", "phantom/routes/quota", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+		v.MustCLI(t, "write", "phantom/routes/quota", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 			"credential="+realKey, "route_rate_limit=3/1h")
 		a, _ := v.Mint(t, "quota")
 		b, _ := v.Mint(t, "quota")
@@ -129,11 +127,9 @@ func TestLimitsEngine(t *testing.T) {
 	})
 
 	t.Run("usage reports and budgets", func(t *testing.T) {
-		v.MustCLI(t, "write", "phantom/routes/llm", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET,POST",
+		v.MustCLI(t, "write", "phantom/routes/llm", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET,POST",
 			"credential="+realKey, "usage_format=openai", "token_budget=1000", "max_output_tokens=256", "allowed_models=gpt-4o*")
-		lease := v.JSON(t, "read", "phantom/token/llm", "allowed_models=gpt-4o-mini")
-		data := lease["data"].(map[string]any)
-		tok, accessor := data["token"].(string), data["accessor"].(string)
+		tok, accessor := v.MintAccessor(t, "llm", "allowed_models=gpt-4o-mini")
 
 		// The proxy's resolve hands down the limits.
 		d := limitsPatch(t, v, proxyToken, "phantom/resolve", map[string]any{
@@ -199,18 +195,8 @@ type limitsResponse struct {
 // limitsCall is harness.Proxy.Call that keeps the response headers.
 func limitsCall(t *testing.T, p *harness.Proxy, token string) limitsResponse {
 	t.Helper()
-	req, err := http.NewRequest("GET", p.URL+"/v1/customers", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return limitsResponse{resp.StatusCode, resp.Header, string(body)}
+	code, body, header := p.Do(t, "GET", "/v1/customers", token, "", nil)
+	return limitsResponse{code, header, body}
 }
 
 // limitsPatch calls Vault's HTTP API with PATCH and a Vault token, as the
@@ -233,24 +219,7 @@ func limitsPatchStatus(t *testing.T, v *harness.Vault, token, path string, body 
 
 func limitsPatchDo(t *testing.T, v *harness.Vault, token, path string, body any) (int, map[string]any) {
 	t.Helper()
-	raw, err := json.Marshal(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := http.NewRequest(http.MethodPatch, v.Addr+"/v1/"+path, bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Vault-Token", token)
-	req.Header.Set("Content-Type", "application/merge-patch+json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	json.NewDecoder(resp.Body).Decode(&m)
-	return resp.StatusCode, m
+	return v.API(t, http.MethodPatch, path, token, body)
 }
 
 // slices1 reports whether v is a JSON list of exactly one string, want.
@@ -266,11 +235,8 @@ func slices1(v any, want string) bool {
 func TestLimitsAcrossRestart(t *testing.T) {
 	v := harness.StartPersistentVault(t)
 	up := startUpstream(t, realKey)
-	v.MustCLI(t, "write", "phantom/routes/llm", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=POST",
-		"credential="+realKey, "usage_format=anthropic", "token_budget=1000", "max_output_tokens=30", "rate_limit=2/1h")
-	lease := v.JSON(t, "read", "phantom/token/llm")
-	data := lease["data"].(map[string]any)
-	tok, accessor := data["token"].(string), data["accessor"].(string)
+	usageRoute(t, v, "llm", up.URL, "/v1/**", "anthropic", "token_budget=1000", "max_output_tokens=30", "rate_limit=2/1h")
+	tok, accessor := v.MintAccessor(t, "llm")
 	resolveOnce := func() map[string]any {
 		t.Helper()
 		return limitsPatch(t, v, v.Token, "phantom/resolve", map[string]any{
@@ -331,14 +297,12 @@ func TestLimitsHAFailover(t *testing.T) {
 	proxies := []*harness.Proxy{harness.StartProxy(t, nodes[1], all), harness.StartProxy(t, nodes[2], all)}
 	// The budgeted token is only sent once spent, so what the proxy does
 	// with usage it cannot measure does not matter here.
-	leader.MustCLI(t, "write", "phantom/routes/rl", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+	leader.MustCLI(t, "write", "phantom/routes/rl", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 		"credential="+realKey, "rate_limit=4/1h")
-	leader.MustCLI(t, "write", "phantom/routes/llm", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+	leader.MustCLI(t, "write", "phantom/routes/llm", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 		"credential="+realKey, "usage_format=openai", "token_budget=100", "max_output_tokens=10")
 	limited, _ := nodes[1].Mint(t, "rl")
-	lease := nodes[2].JSON(t, "read", "phantom/token/llm")
-	data := lease["data"].(map[string]any)
-	spent, accessor := data["token"].(string), data["accessor"].(string)
+	spent, accessor := nodes[2].MintAccessor(t, "llm")
 
 	for i, p := range []*harness.Proxy{proxies[0], proxies[1], proxies[0], proxies[1]} {
 		if code, body := p.Call(t, "GET", "/v1/customers", limited); code != 200 {
@@ -394,10 +358,9 @@ func TestLimitsBudgetReservations(t *testing.T) {
 
 	t.Run("requests in flight hold the budget, through the proxy", func(t *testing.T) {
 		// ceil(1000/400) = 3 requests may be in flight at once.
-		v.MustCLI(t, "write", "phantom/routes/held", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+		v.MustCLI(t, "write", "phantom/routes/held", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 			"credential="+realKey, "usage_format=openai", "token_budget=1000", "max_output_tokens=400")
-		lease := v.JSON(t, "read", "phantom/token/held")["data"].(map[string]any)
-		tok, accessor := lease["token"].(string), lease["accessor"].(string)
+		tok, accessor := v.MintAccessor(t, "held")
 		done := make(chan int, 3)
 		defer up.releaseAll() // however the test ends
 		for range 3 {
@@ -430,12 +393,10 @@ func TestLimitsBudgetReservations(t *testing.T) {
 	})
 
 	t.Run("settling frees the budget; a rejected report stops no other", func(t *testing.T) {
-		v.MustCLI(t, "write", "phantom/routes/settle", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET,POST",
+		v.MustCLI(t, "write", "phantom/routes/settle", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET,POST",
 			"credential="+realKey, "usage_format=openai", "token_budget=1000", "max_output_tokens=300")
-		lease := v.JSON(t, "read", "phantom/token/settle")["data"].(map[string]any)
-		tok, accessor := lease["token"].(string), lease["accessor"].(string)
-		lease = v.JSON(t, "read", "phantom/token/settle", "token_budget=500")["data"].(map[string]any)
-		victim, victimAccessor := lease["token"].(string), lease["accessor"].(string)
+		tok, accessor := v.MintAccessor(t, "settle")
+		victim, victimAccessor := v.MintAccessor(t, "settle", "token_budget=500")
 		resolveOnce := func(tok string) map[string]any {
 			t.Helper()
 			return limitsPatch(t, v, proxyToken, "phantom/resolve", map[string]any{
@@ -484,12 +445,12 @@ func TestLimitsBudgetReservations(t *testing.T) {
 	})
 
 	t.Run("a budget needs a cap", func(t *testing.T) {
-		_, errOut, err := v.Run(t, "write", "phantom/routes/nocap", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+		_, errOut, err := v.Run(t, "write", "phantom/routes/nocap", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 			"credential="+realKey, "usage_format=openai", "token_budget=1000")
 		if err == nil || !strings.Contains(errOut, "token_budget needs max_output_tokens") {
 			t.Fatalf("route with a budget and no cap: err=%v\n%s", err, errOut)
 		}
-		v.MustCLI(t, "write", "phantom/routes/nocap", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET",
+		v.MustCLI(t, "write", "phantom/routes/nocap", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET",
 			"credential="+realKey, "usage_format=openai")
 		if _, errOut, err := v.Run(t, "read", "phantom/token/nocap", "token_budget=100"); err == nil || !strings.Contains(errOut, "max_output_tokens") {
 			t.Fatalf("mint with a budget and no cap: err=%v", err) // the output would hold the token
@@ -527,7 +488,7 @@ func wantAllowedE2E(t *testing.T, d map[string]any) {
 // heldUpstream answers its first hold requests only once released, so that
 // a test can keep requests in flight; later ones at once.
 type heldUpstream struct {
-	url      string
+	*harness.Upstream
 	arrived  chan struct{} // one per request held
 	release  chan struct{}
 	once     sync.Once
@@ -537,9 +498,7 @@ type heldUpstream struct {
 func startHeldUpstream(t *testing.T, hold int64) *heldUpstream {
 	t.Helper()
 	u := &heldUpstream{arrived: make(chan struct{}, hold), release: make(chan struct{})}
-	ln := harness.Listen(t)
-	u.url = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Upstream = harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u.received.Add(1) <= hold {
 			u.arrived <- struct{}{}
 			select {
@@ -550,12 +509,8 @@ func startHeldUpstream(t *testing.T, hold int64) *heldUpstream {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"object":"list"}`)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		u.releaseAll()
-		srv.Close()
-	})
+	}))
+	t.Cleanup(u.releaseAll) // before the server closes
 	return u
 }
 

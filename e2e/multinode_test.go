@@ -24,8 +24,7 @@ import (
 // election time.
 func TestRollingRestartServes(t *testing.T) {
 	nodes := harness.StartRaftCluster(t, 3)
-	up := startUpstream(t, realKey)
-	writeRoute(t, nodes[0], "demo", up.url)
+	upstreamRoute(t, nodes[0], "demo")
 	all := "-vault-addr=" + harness.Addrs(nodes)
 	proxies := []*harness.Proxy{harness.StartProxy(t, nodes[1], all), harness.StartProxy(t, nodes[2], all)}
 	live, _ := nodes[0].Mint(t, "demo")
@@ -138,7 +137,7 @@ func TestRollingRestartServes(t *testing.T) {
 	// only when a call met a node down before a probe did, which the
 	// timing decides: TestFailoverPastRefusedAndSealedNodes counts them.)
 	for _, p := range proxies {
-		m := metricsText(t, p)
+		m := p.Metrics(t)
 		for _, n := range nodes {
 			if !strings.Contains(m, `phantom_proxy_vault_node_healthy{node="`+n.Addr+`"}`) {
 				t.Fatalf("/metrics lacks the health of %s:\n%s", n.Addr, m)
@@ -156,17 +155,6 @@ func servesWithin(t *testing.T, v *harness.Vault, d time.Duration) {
 	}
 }
 
-func metricsText(t *testing.T, p *harness.Proxy) string {
-	t.Helper()
-	resp, err := http.Get(p.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
 // TestCallThatReachedEngineNotRepeated: the first node of the proxy's list
 // sits behind a fault that lets a resolve call reach the engine and then
 // drops the connection before the answer. With a num_uses=2 token, that
@@ -175,8 +163,7 @@ func metricsText(t *testing.T, p *harness.Proxy) string {
 // token has exactly one use left.
 func TestCallThatReachedEngineNotRepeated(t *testing.T) {
 	nodes := harness.StartRaftCluster(t, 2)
-	up := startUpstream(t, realKey)
-	writeRoute(t, nodes[0], "demo", up.url)
+	upstreamRoute(t, nodes[0], "demo")
 	target, _ := url.Parse(nodes[0].Addr)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	var dropping atomic.Bool

@@ -94,8 +94,7 @@ func TestLeastPrivilege(t *testing.T) {
 func TestPluginUpgradeKeepsLiveTokens(t *testing.T) {
 	v := harness.StartDevVault(t)
 	tools := harness.Require(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	p := harness.StartProxy(t, v)
 	tok, leaseID := v.Mint(t, "demo", "ttl=1h")
 	if code, body := p.Call(t, "GET", "/v1/customers", tok); code != 200 {

@@ -20,6 +20,23 @@ func writeRoute(t *testing.T, v *harness.Vault, name, upstream string) {
 	v.MustCLI(t, "write", "phantom/routes/"+name, "upstream="+upstream, "allowed_paths=/v1/**", "allowed_methods=GET", "credential="+realKey)
 }
 
+// usageRoute writes route name: POST on paths of upstream with the real
+// key, the usage in its answers read as format, and extra settings (limits).
+func usageRoute(t *testing.T, v *harness.Vault, name, upstream, paths, format string, extra ...string) {
+	t.Helper()
+	v.MustCLI(t, append([]string{"write", "phantom/routes/" + name, "upstream=" + upstream, "allowed_paths=" + paths,
+		"allowed_methods=POST", "credential=" + realKey, "usage_format=" + format}, extra...)...)
+}
+
+// upstreamRoute starts an upstream that takes the real key and writes
+// route name to it, as writeRoute does.
+func upstreamRoute(t *testing.T, v *harness.Vault, name string) *keyCheckingUpstream {
+	t.Helper()
+	up := startUpstream(t, realKey)
+	writeRoute(t, v, name, up.URL)
+	return up
+}
+
 // servesAgain waits up to timeout for tok's next GET /v1/customers through p
 // to get 200, as an agent retrying after a fault would, and fails the test
 // with the message otherwise.
@@ -63,31 +80,24 @@ func recovers(t *testing.T, p *harness.Proxy, tok string, timeout time.Duration,
 // keyCheckingUpstream is an API that accepts only its current real key, as
 // Bearer, and records what it received.
 type keyCheckingUpstream struct {
-	mu       sync.Mutex
-	key      string
-	received []string // Authorization headers and targets, to check for tokens
-	srv      *http.Server
-	url      string
+	*harness.Upstream
+	mu  sync.Mutex
+	key string
 }
 
 func startUpstream(t *testing.T, key string) *keyCheckingUpstream {
 	t.Helper()
 	u := &keyCheckingUpstream{key: key}
-	ln := harness.Listen(t)
-	u.url = "http://" + ln.Addr().String()
-	u.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Upstream = harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		u.received = append(u.received, r.Header.Get("Authorization")+" "+r.RequestURI)
 		if r.Header.Get("Authorization") != "Bearer "+u.key {
 			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, `{"error":"Incorrect API key provided: `+strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")+`"}`)
 			return
 		}
 		io.WriteString(w, `{"object":"list","path":"`+r.URL.Path+`"}`)
-	})}
-	go u.srv.Serve(ln)
-	t.Cleanup(func() { u.srv.Close() })
+	}))
 	return u
 }
 
@@ -97,18 +107,21 @@ func (u *keyCheckingUpstream) setKey(k string) {
 	u.mu.Unlock()
 }
 
+// log is the Authorization header and target of each request received,
+// to check for tokens.
 func (u *keyCheckingUpstream) log() string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return strings.Join(u.received, "\n")
+	var lines []string
+	for _, r := range u.Requests() {
+		lines = append(lines, r.Header.Get("Authorization")+" "+r.URI)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // TestProxyAgainstRealVault runs the real proxy binary against a real,
 // persistent Vault with the real plugin: the proxy's whole life with Vault.
 func TestProxyAgainstRealVault(t *testing.T) {
 	v := harness.StartPersistentVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	up := upstreamRoute(t, v, "demo")
 	p := harness.StartProxy(t, v)
 
 	lease := v.JSON(t, "read", "phantom/token/demo", "ttl=1h")
@@ -185,8 +198,7 @@ func TestProxyAgainstRealVault(t *testing.T) {
 // failing a request.
 func TestProxyWrappedSecretIDAndTokenLifetime(t *testing.T) {
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	v.Bootstrap(t, "PHANTOM_SECRET_ID_WRAP_TTL=5m", "PHANTOM_PROXY_TOKEN_TTL=2s", "PHANTOM_PROXY_TOKEN_MAX_TTL=5s")
 	p := harness.StartProxy(t, v, "-secret-id-wrapped", "-remove-secret-id-file")
 	if _, err := os.Stat(v.SecretIDFile); !os.IsNotExist(err) {
@@ -216,7 +228,7 @@ func TestProxyWrappedSecretIDAndTokenLifetime(t *testing.T) {
 func TestTokenScopeThroughTheProxy(t *testing.T) {
 	v := harness.StartDevVault(t)
 	up := startUpstream(t, realKey)
-	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.url, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+realKey)
+	v.MustCLI(t, "write", "phantom/routes/demo", "upstream="+up.URL, "allowed_paths=/v1/**", "allowed_methods=GET,POST", "credential="+realKey)
 	p := harness.StartProxy(t, v)
 
 	twice, _ := v.Mint(t, "demo", "num_uses=2")
@@ -238,9 +250,7 @@ func TestTokenScopeThroughTheProxy(t *testing.T) {
 		t.Fatalf("token bound to loopback: %d", code)
 	}
 
-	lease := v.JSON(t, "read", "phantom/token/demo", "allowed_paths=/v1/customers/*", "allowed_methods=GET", "metadata=agent=triage-bot")
-	narrow := lease["data"].(map[string]any)["token"].(string)
-	accessor := lease["data"].(map[string]any)["accessor"].(string)
+	narrow, accessor := v.MintAccessor(t, "demo", "allowed_paths=/v1/customers/*", "allowed_methods=GET", "metadata=agent=triage-bot")
 	for _, c := range []struct {
 		method, path string
 		want         int

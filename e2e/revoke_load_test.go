@@ -19,8 +19,7 @@ import (
 func TestRevocationUnderLoad(t *testing.T) {
 	v := harness.StartDevVault(t)
 	v.Bootstrap(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "load", up.url)
+	upstreamRoute(t, v, "load")
 	p := harness.StartProxy(t, v)
 	tok, leaseID := v.Mint(t, "load")
 
@@ -101,14 +100,8 @@ func TestRevocationUnderLoad(t *testing.T) {
 // when it has labels.
 func metric(t *testing.T, p *harness.Proxy, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(p.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	sum, found := 0.0, false
-	for line := range strings.Lines(string(body)) {
+	for line := range strings.Lines(p.Metrics(t)) {
 		rest, ok := strings.CutPrefix(line, name)
 		if !ok || !(strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
 			continue

@@ -45,8 +45,8 @@ type echo struct {
 // headers too. It records what it sent, so the test can tell which bytes
 // must come out masked.
 type formsAPI struct {
-	url string
-	mu  sync.Mutex
+	*harness.Upstream
+	mu sync.Mutex
 	// last response sent
 	body    string
 	headers http.Header
@@ -56,11 +56,7 @@ type formsAPI struct {
 func startFormsAPI(t *testing.T) *formsAPI {
 	t.Helper()
 	a := &formsAPI{}
-	ln := harness.Listen(t)
-	a.url = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(a.serve)}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	a.Upstream = harness.StartUpstream(t, http.HandlerFunc(a.serve))
 	return a
 }
 
@@ -312,25 +308,18 @@ func (a *formsAPI) serve(w http.ResponseWriter, r *http.Request) {
 func TestScrubberCatchesEveryEncoding(t *testing.T) {
 	v := harness.StartDevVault(t)
 	api := startFormsAPI(t)
-	v.MustCLI(t, "write", "phantom/routes/bearer", "upstream="+api.url, "allowed_paths=/echo", "allowed_methods=GET",
+	v.MustCLI(t, "write", "phantom/routes/bearer", "upstream="+api.URL, "allowed_paths=/echo", "allowed_methods=GET",
 		"credential="+awsStyleKey)
-	v.MustCLI(t, "write", "phantom/routes/query", "upstream="+api.url, "allowed_paths=/echo", "allowed_methods=GET",
+	v.MustCLI(t, "write", "phantom/routes/query", "upstream="+api.URL, "allowed_paths=/echo", "allowed_methods=GET",
 		"auth_type=query", "auth_query_param=key", "credential="+azureStyleKey)
 	p := harness.StartProxy(t, v)
 
 	for _, route := range []string{"bearer", "query"} {
 		t.Run(route, func(t *testing.T) {
 			tok, _ := v.Mint(t, route)
-			req, _ := http.NewRequest("GET", p.URL+"/echo", nil)
-			req.Header.Set("Authorization", "Bearer "+tok)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("status %d, %v: %s", resp.StatusCode, err, got)
+			code, got, header := p.Do(t, "GET", "/echo", tok, "", nil)
+			if code != 200 {
+				t.Fatalf("status %d: %s", code, got)
 			}
 			api.mu.Lock()
 			sent, echoes := api.body, api.echoes
@@ -340,9 +329,9 @@ func TestScrubberCatchesEveryEncoding(t *testing.T) {
 			}
 			leaked := 0
 			for _, e := range echoes {
-				out := string(got)
+				out := got
 				if e.header != "" {
-					out = resp.Header.Get(e.header)
+					out = header.Get(e.header)
 				}
 				if e.to > len(out) {
 					t.Errorf("%s: %q is shorter than the upstream's", e.label, out)
@@ -355,7 +344,7 @@ func TestScrubberCatchesEveryEncoding(t *testing.T) {
 			}
 			// Masking is exact: the labels around the forms came through.
 			for _, e := range echoes {
-				if e.header == "" && !strings.Contains(string(got), e.label+": ") {
+				if e.header == "" && !strings.Contains(got, e.label+": ") {
 					t.Errorf("the label %q was masked", e.label)
 				}
 			}
@@ -374,9 +363,8 @@ func TestScrubberHoldBackDoesNotDependOnTheKey(t *testing.T) {
 	resume := make(chan struct{})
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(resume) }) })
-	ln := harness.Listen(t)
 	filler := strings.Repeat(`{"id":"cus_123","name":"Ada Lovelace"},`, 100)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		n := len(r.URL.Query().Get("n"))
 		guess := key[:n]
@@ -390,10 +378,8 @@ func TestScrubberHoldBackDoesNotDependOnTheKey(t *testing.T) {
 		case <-r.Context().Done():
 		}
 		io.WriteString(w, "\n")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	v.MustCLI(t, "write", "phantom/routes/stream", "upstream=http://"+ln.Addr().String(), "allowed_paths=/stream",
+	}))
+	v.MustCLI(t, "write", "phantom/routes/stream", "upstream="+up.URL, "allowed_paths=/stream",
 		"allowed_methods=GET", "credential="+awsStyleKey)
 	p := harness.StartProxy(t, v)
 	tok, _ := v.Mint(t, "stream")

@@ -49,8 +49,7 @@ func TestSoak(t *testing.T) {
 		duration = d
 	}
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "soak", up.url)
+	upstreamRoute(t, v, "soak")
 	p := harness.StartProxy(t, v, "-log-level=warn")
 
 	cfg := api.DefaultConfig()

@@ -144,8 +144,7 @@ func TestSystemdUnit(t *testing.T) {
 	// %d the credentials directory holding copies readable by the service
 	// alone, local addresses for this test.
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	credDir := filepath.Join(dir, "credentials")
 	if err := os.Mkdir(credDir, 0o700); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,13 +28,12 @@ func TestUsageBehindDeepJSON(t *testing.T) {
 	up := startDeepUsageUpstream(t)
 	p := harness.StartProxy(t, v)
 	for _, format := range []string{"openai", "anthropic", "gemini"} {
-		v.MustCLI(t, "write", "phantom/routes/deep-"+format, "upstream="+up.url, "allowed_paths=/v1/**,/v1beta/**",
-			"allowed_methods=POST", "credential="+realKey, "usage_format="+format)
+		usageRoute(t, v, "deep-"+format, up.URL, "/v1/**,/v1beta/**", format)
 	}
 
 	for _, c := range deepE2ECases {
 		t.Run(c.name, func(t *testing.T) {
-			tok, accessor := mintWithAccessor(t, v, "deep-"+c.format)
+			tok, accessor := v.MintAccessor(t, "deep-"+c.format)
 			id := deepPost(t, p, tok, c)
 			want := map[string]any{"input_tokens": float64(c.in), "output_tokens": float64(c.out), "estimated_responses": float64(0)}
 			engineUsage(t, v, accessor, want)
@@ -44,7 +42,7 @@ func TestUsageBehindDeepJSON(t *testing.T) {
 			}
 		})
 	}
-	if got := grepText(metricsText(t, p), "phantom_proxy_usage_unreadable_total{"); got != "" {
+	if got := harness.Grep(p.Metrics(t), "phantom_proxy_usage_unreadable_total{"); got != "" {
 		t.Fatalf("answers whose usage was read counted as unreadable:\n%s", got)
 	}
 
@@ -52,14 +50,14 @@ func TestUsageBehindDeepJSON(t *testing.T) {
 		for _, c := range []struct {
 			name, reason string
 		}{{"truncated", "malformed"}, {"missing", "missing"}} {
-			tok, accessor := mintWithAccessor(t, v, "deep-openai")
+			tok, accessor := v.MintAccessor(t, "deep-openai")
 			id := deepPost(t, p, tok, deepE2ECase{name: c.name, format: "openai", path: "/v1/chat/completions?case=" + c.name})
 			if got := auditUsage(t, p, id); got != "unreadable" {
 				t.Fatalf("%s: audit record %s: usage %q, want \"unreadable\"", c.name, id, got)
 			}
 			line := fmt.Sprintf(`phantom_proxy_usage_unreadable_total{reason=%q,route="deep-openai"} 1`, c.reason)
-			if text := metricsText(t, p); !strings.Contains(text, line) {
-				t.Fatalf("%s: the proxy's metrics lack %s:\n%s", c.name, line, grepText(text, "usage_unreadable"))
+			if text := p.Metrics(t); !strings.Contains(text, line) {
+				t.Fatalf("%s: the proxy's metrics lack %s:\n%s", c.name, line, harness.Grep(text, "usage_unreadable"))
 			}
 			// Nothing was charged: the route only counts, and nothing was read.
 			time.Sleep(1500 * time.Millisecond) // past a report interval
@@ -169,16 +167,13 @@ var deepUsageAnswers = sync.OnceValue(func() map[string]string {
 	}
 })
 
-type deepUsageUpstream struct{ url string }
-
 // startDeepUsageUpstream answers each POST with the answer its case query
 // names, as the API would (JSON, or a stream for the -sse cases), once it
 // has the real key.
-func startDeepUsageUpstream(t *testing.T) *deepUsageUpstream {
+func startDeepUsageUpstream(t *testing.T) *harness.Upstream {
 	t.Helper()
 	answers := deepUsageAnswers()
-	ln := harness.Listen(t)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		if r.Header.Get("Authorization") != "Bearer "+realKey {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -201,45 +196,19 @@ func startDeepUsageUpstream(t *testing.T) *deepUsageUpstream {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, body)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return &deepUsageUpstream{url: "http://" + ln.Addr().String()}
-}
-
-// mintWithAccessor mints a token of route and returns it with its accessor.
-func mintWithAccessor(t *testing.T, v *harness.Vault, route string) (token, accessor string) {
-	t.Helper()
-	data := v.JSON(t, "read", "phantom/token/"+route)["data"].(map[string]any)
-	return data["token"].(string), data["accessor"].(string)
+	}))
 }
 
 // deepPost sends c's request through the proxy, checks that the agent got
 // the upstream's whole answer, and returns the request's audit id.
 func deepPost(t *testing.T, p *harness.Proxy, tok string, c deepE2ECase) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", p.URL+c.path, strings.NewReader(`{"model":"m"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s: %v\nthe proxy's output:\n%s", c.name, err, p.Out)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s: reading the answer: %v", c.name, err)
-	}
+	code, body, header := p.Do(t, "POST", c.path, tok, `{"model":"m"}`, harness.JSONBody)
 	q := strings.SplitN(c.path, "case=", 2)[1]
-	if want := deepUsageAnswers()[q]; resp.StatusCode != 200 || string(body) != want {
-		t.Fatalf("%s: %d, the agent got %d bytes of the upstream's %d: %.200s", c.name, resp.StatusCode, len(body), len(want), body)
+	if want := deepUsageAnswers()[q]; code != 200 || body != want {
+		t.Fatalf("%s: %d, the agent got %d bytes of the upstream's %d: %.200s", c.name, code, len(body), len(want), body)
 	}
-	return resp.Header.Get("X-Phantom-Request-Id")
+	return header.Get("X-Phantom-Request-Id")
 }
 
 // engineUsage waits until the engine's record of accessor shows want.
@@ -276,14 +245,4 @@ func auditUsage(t *testing.T, p *harness.Proxy, id string) string {
 	}
 	t.Fatalf("no audit record of request %s", id)
 	return ""
-}
-
-func grepText(s, sub string) string {
-	var b strings.Builder
-	for line := range strings.Lines(s) {
-		if strings.Contains(line, sub) {
-			b.WriteString(line)
-		}
-	}
-	return b.String()
 }

@@ -35,24 +35,20 @@ func TestProxyRefusesUnverifiedVault(t *testing.T) {
 func forwardProxy(t *testing.T) (string, *atomic.Int64) {
 	t.Helper()
 	var relayed atomic.Int64
-	ln := harness.Listen(t)
-	srv := &http.Server{Handler: &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+	fwd := harness.StartUpstream(t, &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		relayed.Add(1)
 		r.Out.URL = r.In.URL // absolute-form: where the client wants to go
 		r.Out.Host = r.In.URL.Host
 		r.Out.Header.Del("Proxy-Authorization")
-	}}}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), &relayed
+	}})
+	return strings.TrimPrefix(fwd.URL, "http://"), &relayed
 }
 
 // TestProxyLogsHTTPProxyToVault: an HTTP proxy on the way to Vault (whose
 // answers carry credentials) is named in the log, without its password.
 func TestProxyLogsHTTPProxyToVault(t *testing.T) {
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	addr, relayed := forwardProxy(t)
 	p := harness.StartProxyEnv(t, v, []string{"VAULT_HTTP_PROXY=http://ops:pr0xy-pa55@" + addr})
 	tok, _ := v.Mint(t, "demo")
@@ -131,9 +127,7 @@ func startVaultFront(t *testing.T, v *harness.Vault, mode frontMode) *vaultFront
 	t.Helper()
 	target, _ := url.Parse(v.Addr)
 	f := &vaultFront{}
-	ln := harness.Listen(t)
-	f.url = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: &httputil.ReverseProxy{
+	f.url = harness.StartUpstream(t, &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
 			if strings.HasSuffix(r.In.URL.Path, "/resolve") {
@@ -156,9 +150,7 @@ func startVaultFront(t *testing.T, v *harness.Vault, mode frontMode) *vaultFront
 			resp.Header.Del("Content-Length")
 			return err
 		},
-	}}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	}).URL
 	return f
 }
 
@@ -177,8 +169,7 @@ func (f *vaultFront) forwards() []string {
 // allow it, and there the proxy fails closed and says what to change.
 func TestResolveAsksForActiveNode(t *testing.T) {
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	up := upstreamRoute(t, v, "demo")
 
 	t.Run("forwarding allowed", func(t *testing.T) {
 		front := startVaultFront(t, v, frontForwarding)
@@ -248,8 +239,7 @@ func TestResolveAsksForActiveNode(t *testing.T) {
 // unwrapped, instead of trying the used-up wrapping token again.
 func TestWrappedSecretIDFileKept(t *testing.T) {
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	v.Bootstrap(t, "PHANTOM_SECRET_ID_WRAP_TTL=5m", "PHANTOM_PROXY_TOKEN_TTL=1s", "PHANTOM_PROXY_TOKEN_MAX_TTL=2s")
 	p := harness.StartProxy(t, v, "-secret-id-wrapped")
 	tok, _ := v.Mint(t, "demo")

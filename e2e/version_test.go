@@ -51,8 +51,7 @@ func installPluginVersion(t *testing.T, v *harness.Vault, bin, ver string) strin
 func TestVersionsAgreeThroughUpgrade(t *testing.T) {
 	tools := harness.Require(t)
 	v := harness.StartDevVault(t)
-	up := startUpstream(t, realKey)
-	writeRoute(t, v, "demo", up.url)
+	upstreamRoute(t, v, "demo")
 	p := harness.StartProxy(t, v)
 	tok, _ := v.Mint(t, "demo", "ttl=1h")
 

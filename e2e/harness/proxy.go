@@ -147,13 +147,40 @@ func Status(url string) int {
 // Call sends one agent request through the proxy with a Bearer token.
 func (p *Proxy) Call(t testing.TB, method, path, token string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	code, body, _ := p.send(t, 15*time.Second, method, path, token, "", nil)
+	return code, body
+}
+
+// Do sends one request through the proxy (token as Bearer unless "", body
+// unless "", then header) and returns the answer's status, body and headers.
+func (p *Proxy) Do(t testing.TB, method, path, token, body string, header http.Header) (int, string, http.Header) {
+	t.Helper()
+	return p.send(t, time.Minute, method, path, token, body, header)
+}
+
+// JSONBody is the header of a request with a JSON body, for Do.
+var JSONBody = http.Header{"Content-Type": {"application/json"}}
+
+// send is Do within timeout: no answer by then fails the test, with the
+// host's pressure and the proxy's output.
+func (p *Proxy) send(t testing.TB, timeout time.Duration, method, path, token, body string, header http.Header) (int, string, http.Header) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, p.URL+path, nil)
+	var reqBody io.Reader
+	if body != "" {
+		reqBody = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, p.URL+path, reqBody)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	start := time.Now()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -161,6 +188,29 @@ func (p *Proxy) Call(t testing.TB, method, path, token string) (int, string) {
 			method, path, err, time.Since(start).Round(time.Millisecond), HostPressure(), p.Out)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// Metrics is the text of the proxy's /metrics.
+func (p *Proxy) Metrics(t testing.TB) string {
+	t.Helper()
+	resp, err := http.Get(p.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// Grep returns the lines of text that contain sub.
+func Grep(text, sub string) string {
+	var b strings.Builder
+	for line := range strings.Lines(text) {
+		if strings.Contains(line, sub) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -418,4 +419,44 @@ func (v *Vault) MintOn(t testing.TB, mount, route string, args ...string) (token
 	t.Helper()
 	lease := v.JSON(t, append([]string{"read", mount + "/token/" + route}, args...)...)
 	return lease["data"].(map[string]any)["token"].(string), lease["lease_id"].(string)
+}
+
+// MintAccessor mints a token for route and returns it with its accessor.
+func (v *Vault) MintAccessor(t testing.TB, route string, args ...string) (token, accessor string) {
+	t.Helper()
+	data := v.JSON(t, append([]string{"read", "phantom/token/" + route}, args...)...)["data"].(map[string]any)
+	return data["token"].(string), data["accessor"].(string)
+}
+
+// API sends one request to Vault's HTTP API (path under /v1/) with token,
+// body as JSON unless nil (a PATCH as a merge patch), and returns the status
+// and the decoded answer, nil when it is not a JSON object.
+func (v *Vault) API(t testing.TB, method, path, token string, body any) (int, map[string]any) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, v.Addr+"/v1/"+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Vault-Token", token)
+	if method == http.MethodPatch {
+		req.Header.Set("Content-Type", "application/merge-patch+json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if json.NewDecoder(resp.Body).Decode(&m) != nil {
+		m = nil
+	}
+	return resp.StatusCode, m
 }

@@ -100,9 +100,9 @@ func TestLimitsBudgetSequentialStopsAtTheBound(t *testing.T) {
 	v := harness.StartDevVault(t)
 	standIn := &chatStandIn{}
 	const budget = 12*settleUsed - 5 // ceil(B/U) = 12
-	budgetRoute(t, v, serve(t, standIn), budget)
+	budgetRoute(t, v, harness.StartUpstream(t, standIn).URL, budget)
 	p := harness.StartProxy(t, v) // the default 1 s report interval: settlements must not wait for it
-	tok, acc := mintAccessor(t, v, "openai")
+	tok, acc := v.MintAccessor(t, "openai")
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
 	t.Cleanup(client.CloseIdleConnections)
 
@@ -146,9 +146,9 @@ func TestLimitsBudgetParallelBound(t *testing.T) {
 	v := harness.StartDevVault(t)
 	standIn := &chatStandIn{delay: 100 * time.Millisecond}
 	const budget = 10*settleUsed - 5 // ceil(B/U) = 10
-	budgetRoute(t, v, serve(t, standIn), budget)
+	budgetRoute(t, v, harness.StartUpstream(t, standIn).URL, budget)
 	p := harness.StartProxy(t, v)
-	tok, acc := mintAccessor(t, v, "openai")
+	tok, acc := v.MintAccessor(t, "openai")
 
 	var passed, pending atomic.Int64
 	var wg sync.WaitGroup
@@ -223,9 +223,9 @@ func (h *hangUpStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestLimitsHangUpStillCharged(t *testing.T) {
 	v := harness.StartDevVault(t)
 	standIn := &hangUpStandIn{release: make(chan struct{}), done: make(chan struct{})}
-	budgetRoute(t, v, serve(t, standIn), 1_000_000)
+	budgetRoute(t, v, harness.StartUpstream(t, standIn).URL, 1_000_000)
 	p := harness.StartProxy(t, v, usageReportIntervalFlag)
-	tok, acc := mintAccessor(t, v, "openai")
+	tok, acc := v.MintAccessor(t, "openai")
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
 	if err != nil {
@@ -260,10 +260,10 @@ func TestLimitsHangUpStillCharged(t *testing.T) {
 func TestLimitsUnknownEndpointRefused(t *testing.T) {
 	v := harness.StartDevVault(t)
 	oai := &llmUpstream{key: openaiKey}
-	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+serve(t, oai), "allowed_paths=/v1/**", "allowed_methods=GET,POST,PUT",
+	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+harness.StartUpstream(t, oai).URL, "allowed_paths=/v1/**", "allowed_methods=GET,POST,PUT",
 		"credential="+openaiKey, "usage_format=openai", "max_output_tokens=50")
 	p := harness.StartProxy(t, v)
-	tok, _ := mintAccessor(t, v, "openai")
+	tok, _ := v.MintAccessor(t, "openai")
 	for _, path := range []string{"/v1/chat/completions/", "/v1/images/generations", "/v1/batches", "/v1/chat/completions/x"} {
 		status, reason, _ := chat(t, http.DefaultClient, p.URL, tok, path)
 		if status != 403 || reason != "path_not_allowed" {

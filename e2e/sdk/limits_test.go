@@ -128,14 +128,6 @@ func (u *llmUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// mintAccessor mints a token on route and returns it with its accessor.
-func mintAccessor(t *testing.T, v *harness.Vault, route string, args ...string) (tok, accessor string) {
-	t.Helper()
-	lease := v.JSON(t, append([]string{"read", "phantom/token/" + route}, args...)...)
-	data := lease["data"].(map[string]any)
-	return data["token"].(string), data["accessor"].(string)
-}
-
 // tokenUsage reads the engine's usage of a token.
 func tokenUsage(t *testing.T, v *harness.Vault, accessor string) (in, out, estimated int64) {
 	t.Helper()
@@ -182,14 +174,14 @@ func TestLimitsUsageCountedExactly(t *testing.T) {
 	v := harness.StartDevVault(t)
 	oai := &llmUpstream{key: openaiKey}
 	claude := &llmUpstream{key: anthropicKey}
-	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+serve(t, oai), "allowed_paths=/v1/**", "allowed_methods=POST",
+	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+harness.StartUpstream(t, oai).URL, "allowed_paths=/v1/**", "allowed_methods=POST",
 		"credential="+openaiKey, "usage_format=openai", "token_budget=1000000", "max_output_tokens=4096")
-	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+serve(t, claude), "allowed_paths=/v1/messages", "allowed_methods=POST",
+	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+harness.StartUpstream(t, claude).URL, "allowed_paths=/v1/messages", "allowed_methods=POST",
 		"credential="+anthropicKey, "auth_type=header", "auth_header=x-api-key", "usage_format=anthropic")
 	p := harness.StartProxy(t, v, usageReportIntervalFlag)
 	ctx := context.Background()
 
-	tok, acc := mintAccessor(t, v, "openai")
+	tok, acc := v.MintAccessor(t, "openai")
 	client := openaiClient(p, tok)
 	if _, err := client.Chat.Completions.New(ctx, chatParams); err != nil {
 		t.Fatal(err)
@@ -222,7 +214,7 @@ func TestLimitsUsageCountedExactly(t *testing.T) {
 	}
 	waitUsage(t, v, acc, [3]int64{2*chatIn + 2*respIn, 2*chatOut + 2*respOut, 0})
 
-	tok, acc = mintAccessor(t, v, "anthropic")
+	tok, acc = v.MintAccessor(t, "anthropic")
 	ac := anthropicClient(p, tok)
 	if _, err := ac.Messages.New(ctx, claudeParams(64)); err != nil {
 		t.Fatal(err)
@@ -234,8 +226,8 @@ func TestLimitsUsageCountedExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUsage(t, v, acc, [3]int64{2 * (claudeIn + claudeCached), 2 * claudeOut, 0})
-	if !strings.Contains(metricsOf(t, p), `phantom_proxy_llm_tokens_total{kind="output",route="anthropic"} 8`) {
-		t.Fatalf("metrics lack the route's output tokens:\n%s", grep(metricsOf(t, p), "llm_tokens"))
+	if !strings.Contains(p.Metrics(t), `phantom_proxy_llm_tokens_total{kind="output",route="anthropic"} 8`) {
+		t.Fatalf("metrics lack the route's output tokens:\n%s", harness.Grep(p.Metrics(t), "llm_tokens"))
 	}
 }
 
@@ -248,12 +240,12 @@ func TestLimitsBudgetStopsTheToken(t *testing.T) {
 	v := harness.StartDevVault(t)
 	claude := &llmUpstream{key: anthropicKey}
 	const budget = 40 // ceil(40/15) = 3 calls
-	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+serve(t, claude), "allowed_paths=/v1/messages,/v1/messages/batches",
+	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+harness.StartUpstream(t, claude).URL, "allowed_paths=/v1/messages,/v1/messages/batches",
 		"allowed_methods=POST", "credential="+anthropicKey, "auth_type=header", "auth_header=x-api-key", "usage_format=anthropic",
 		fmt.Sprintf("token_budget=%d", budget), "max_output_tokens=64")
 	p := harness.StartProxy(t, v, usageReportIntervalFlag)
 	p2 := harness.StartProxy(t, v, usageReportIntervalFlag)
-	tok, acc := mintAccessor(t, v, "anthropic")
+	tok, acc := v.MintAccessor(t, "anthropic")
 	ctx := context.Background()
 	// A batch spends outside the request, unmeasured: refused under a budget.
 	req, _ := http.NewRequest("POST", p.URL+"/v1/messages/batches", strings.NewReader(`{"requests":[]}`))
@@ -297,7 +289,7 @@ func TestLimitsBudgetStopsTheToken(t *testing.T) {
 		t.Fatalf("%d calls passed and the upstream saw %d, want %d", calls, claude.count(), want)
 	}
 	// Above the output cap is refused before the upstream.
-	tok2, _ := mintAccessor(t, v, "anthropic")
+	tok2, _ := v.MintAccessor(t, "anthropic")
 	ac2 := anthropicClient(p, tok2)
 	_, err = ac2.Messages.New(ctx, claudeParams(65))
 	var apiErr *anthropic.Error
@@ -317,7 +309,7 @@ func TestLimitsUnreadableUsageIsEstimated(t *testing.T) {
 	clearSDKEnv(t)
 	v := harness.StartDevVault(t)
 	claude := &llmUpstream{key: anthropicKey, noUsage: true}
-	up := serve(t, claude)
+	up := harness.StartUpstream(t, claude).URL
 	route := func(name string, extra ...string) {
 		v.MustCLI(t, append([]string{"write", "phantom/routes/" + name, "upstream=" + up, "allowed_paths=/v1/messages", "allowed_methods=POST",
 			"credential=" + anthropicKey, "auth_type=header", "auth_header=x-api-key", "usage_format=anthropic", "max_output_tokens=64"}, extra...)...)
@@ -334,18 +326,18 @@ func TestLimitsUnreadableUsageIsEstimated(t *testing.T) {
 		return in, out, est
 	}
 
-	tok, acc := mintAccessor(t, v, "capped")
+	tok, acc := v.MintAccessor(t, "capped")
 	if _, err := anthropicClient(p, tok).Messages.New(context.Background(), claudeParams(32)); err != nil {
 		t.Fatal(err)
 	}
 	if in, out, est := wait(acc, func(_, _, est int64) bool { return est > 0 }); est != 1 || out != 64 || in < 50 {
 		t.Fatalf("under a cap: input %d output %d estimated %d, want the body's length, 64, 1", in, out, est)
 	}
-	if !strings.Contains(metricsOf(t, p), `phantom_proxy_usage_estimated_total{route="capped"} 1`) {
-		t.Fatalf("metrics lack the estimate:\n%s", grep(metricsOf(t, p), "estimated"))
+	if !strings.Contains(p.Metrics(t), `phantom_proxy_usage_estimated_total{route="capped"} 1`) {
+		t.Fatalf("metrics lack the estimate:\n%s", harness.Grep(p.Metrics(t), "estimated"))
 	}
 
-	tok, acc = mintAccessor(t, v, "budgeted")
+	tok, acc = v.MintAccessor(t, "budgeted")
 	ac := anthropicClient(p, tok, anthropicoption.WithMaxRetries(0))
 	if _, err := ac.Messages.New(context.Background(), claudeParams(32)); err != nil {
 		t.Fatal(err)
@@ -368,10 +360,10 @@ func TestLimitsOutputCapInserted(t *testing.T) {
 	clearSDKEnv(t)
 	v := harness.StartDevVault(t)
 	oai := &llmUpstream{key: openaiKey}
-	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+serve(t, oai), "allowed_paths=/v1/**", "allowed_methods=POST",
+	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+harness.StartUpstream(t, oai).URL, "allowed_paths=/v1/**", "allowed_methods=POST",
 		"credential="+openaiKey, "usage_format=openai", "max_output_tokens=50")
 	p := harness.StartProxy(t, v, usageReportIntervalFlag)
-	tok, _ := mintAccessor(t, v, "openai")
+	tok, _ := v.MintAccessor(t, "openai")
 	client := openaiClient(p, tok)
 	if _, err := client.Chat.Completions.New(context.Background(), chatParams); err != nil {
 		t.Fatal(err)
@@ -394,11 +386,11 @@ func TestLimitsModelAllowList(t *testing.T) {
 	clearSDKEnv(t)
 	v := harness.StartDevVault(t)
 	oai := &llmUpstream{key: openaiKey}
-	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+serve(t, oai), "allowed_paths=/v1/**", "allowed_methods=POST",
+	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+harness.StartUpstream(t, oai).URL, "allowed_paths=/v1/**", "allowed_methods=POST",
 		"credential="+openaiKey, "usage_format=openai", "allowed_models=gpt-4o-mini,gpt-4.1-*")
 	p := harness.StartProxy(t, v)
 	ctx := context.Background()
-	tok, _ := mintAccessor(t, v, "openai")
+	tok, _ := v.MintAccessor(t, "openai")
 	client := openaiClient(p, tok, openaioption.WithMaxRetries(0))
 	if _, err := client.Chat.Completions.New(ctx, chatParams); err != nil {
 		t.Fatal(err)
@@ -415,7 +407,7 @@ func TestLimitsModelAllowList(t *testing.T) {
 			t.Fatalf("%s: %v", c.model, err)
 		}
 	}
-	narrow, _ := mintAccessor(t, v, "openai", "allowed_models=gpt-4.1-mini")
+	narrow, _ := v.MintAccessor(t, "openai", "allowed_models=gpt-4.1-mini")
 	params := chatParams // gpt-4o-mini: the route's, not the mint's
 	_, err := openaiClient(p, narrow).Chat.Completions.New(ctx, params)
 	var apiErr *openai.Error
@@ -438,11 +430,11 @@ func TestLimitsRateLimitRetry(t *testing.T) {
 	clearSDKEnv(t)
 	v := harness.StartDevVault(t)
 	oai := &llmUpstream{key: openaiKey}
-	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+serve(t, oai), "allowed_paths=/v1/**", "allowed_methods=POST",
+	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+harness.StartUpstream(t, oai).URL, "allowed_paths=/v1/**", "allowed_methods=POST",
 		"credential="+openaiKey, "rate_limit=1/2s")
 	p := harness.StartProxy(t, v)
 	p2 := harness.StartProxy(t, v)
-	tok, _ := mintAccessor(t, v, "openai")
+	tok, _ := v.MintAccessor(t, "openai")
 	ctx := context.Background()
 	if _, err := openaiClient(p, tok).Chat.Completions.New(ctx, chatParams); err != nil {
 		t.Fatal(err)
@@ -486,27 +478,6 @@ func TestLimitsRateLimitRetry(t *testing.T) {
 	}
 }
 
-func metricsOf(t *testing.T, p *harness.Proxy) string {
-	t.Helper()
-	resp, err := http.Get(p.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-func grep(s, sub string) string {
-	var b strings.Builder
-	for line := range strings.Lines(s) {
-		if strings.Contains(line, sub) {
-			b.WriteString(line)
-		}
-	}
-	return b.String()
-}
-
 // The same through anthropic-sdk-go, streaming: a model outside the list is
 // a 403 before the upstream, and a rate-limited request passes on the SDK's
 // own retry after the wait the proxy gave.
@@ -514,11 +485,11 @@ func TestLimitsAnthropicRateAndModel(t *testing.T) {
 	clearSDKEnv(t)
 	v := harness.StartDevVault(t)
 	claude := &llmUpstream{key: anthropicKey}
-	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+serve(t, claude), "allowed_paths=/v1/messages", "allowed_methods=POST",
+	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+harness.StartUpstream(t, claude).URL, "allowed_paths=/v1/messages", "allowed_methods=POST",
 		"credential="+anthropicKey, "auth_type=header", "auth_header=x-api-key", "usage_format=anthropic",
 		"allowed_models=claude-haiku-*", "rate_limit=1/2s")
 	p := harness.StartProxy(t, v)
-	tok, _ := mintAccessor(t, v, "anthropic")
+	tok, _ := v.MintAccessor(t, "anthropic")
 	ctx := context.Background()
 	params := claudeParams(64)
 	params.Model = "claude-opus-4-1"
@@ -593,11 +564,11 @@ func (g *geminiUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestLimitsGeminiModelInPath(t *testing.T) {
 	v := harness.StartDevVault(t)
 	g := &geminiUpstream{}
-	v.MustCLI(t, "write", "phantom/routes/gemini", "upstream="+serve(t, g), "allowed_paths=/v1beta/models/*", "allowed_methods=POST",
+	v.MustCLI(t, "write", "phantom/routes/gemini", "upstream="+harness.StartUpstream(t, g).URL, "allowed_paths=/v1beta/models/*", "allowed_methods=POST",
 		"credential="+openaiKey, "auth_type=header", "auth_header=x-goog-api-key", "usage_format=gemini",
 		"allowed_models=gemini-*-flash", "max_output_tokens=100", "token_budget=100000")
 	p := harness.StartProxy(t, v, usageReportIntervalFlag)
-	tok, acc := mintAccessor(t, v, "gemini")
+	tok, acc := v.MintAccessor(t, "gemini")
 	post := func(model string) int {
 		req, _ := http.NewRequest("POST", p.URL+"/v1beta/models/"+model+":generateContent", strings.NewReader(`{"contents":[{"parts":[{"text":"hi"}]}]}`))
 		req.Header.Set("X-Goog-Api-Key", tok)

@@ -81,7 +81,7 @@ func TestOpenAISDK(t *testing.T) {
 	clearSDKEnv(t)
 	v := harness.StartDevVault(t)
 	up := &fakeOpenAI{release: make(chan struct{})}
-	upstream := serve(t, up)
+	upstream := harness.StartUpstream(t, up).URL
 	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+upstream, "allowed_paths=/v1/chat/completions,/v1/models",
 		"allowed_methods=GET,POST", "credential="+openaiKey, "token_prefix=sk-proj-")
 	p := harness.StartProxy(t, v)
@@ -134,7 +134,7 @@ func TestOpenAISDKNeverSeesTheKeyInErrors(t *testing.T) {
 	clearSDKEnv(t)
 	v := harness.StartDevVault(t)
 	up := &fakeOpenAI{release: make(chan struct{})}
-	upstream := serve(t, up)
+	upstream := harness.StartUpstream(t, up).URL
 	// The route holds a key the upstream rejects; the upstream quotes it back.
 	v.MustCLI(t, "write", "phantom/routes/openai", "upstream="+upstream, "allowed_paths=/v1/**",
 		"allowed_methods=POST", "credential=sk-proj-STALEkeyTHATtheUPSTREAMrejects0123")
@@ -176,7 +176,7 @@ func TestAnthropicSDK(t *testing.T) {
 	clearSDKEnv(t)
 	v := harness.StartDevVault(t)
 	up := &fakeAnthropic{}
-	upstream := serve(t, up)
+	upstream := harness.StartUpstream(t, up).URL
 	v.MustCLI(t, "write", "phantom/routes/anthropic", "upstream="+upstream, "allowed_paths=/v1/messages",
 		"allowed_methods=POST", "credential="+anthropicKey, "auth_type=header", "auth_header=x-api-key", "token_prefix=sk-ant-")
 	p := harness.StartProxy(t, v)
@@ -199,14 +199,4 @@ func TestAnthropicSDK(t *testing.T) {
 			}
 		}
 	}
-}
-
-// serve runs h on a loopback port until the test ends.
-func serve(t *testing.T, h http.Handler) string {
-	t.Helper()
-	ln := harness.Listen(t)
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String()
 }
