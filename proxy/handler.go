@@ -190,25 +190,23 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Gra
 // begin makes the exchange of an allowed request, once a tunnel's origin
 // is found to be the grant's.
 func (s *Server) begin(adm *admission, g *Grant, tun *forward.Tunnel, rec *auditRecord) (*exchange, *refusal) {
+	ex := &exchange{grant: g, token: adm.token, path: adm.path, rawQuery: adm.rawQuery, rec: rec}
+	// Refused from here, nothing is spent: under limits, only the
+	// settlement of what the engine reserved.
+	refused := func(ref *refusal) (*exchange, *refusal) {
+		if g.Limits != nil {
+			s.settle(ex)
+		}
+		return nil, ref
+	}
 	style, err := inject.For((*resolve.Grant)(g))
 	if err != nil { // a grant resolve checked: only a proxy older than its engine
 		s.log.Error("cannot inject the credential", "route", g.Route, "error", err, "request_id", rec.RequestID)
-		return nil, refusalFor(resolve.ReasonVaultUnavailable)
+		return refused(refusalFor(resolve.ReasonVaultUnavailable))
 	}
-	ex := &exchange{
-		grant:    g,
-		token:    adm.token,
-		path:     adm.path,
-		rawQuery: adm.rawQuery,
-		style:    style,
-		scrub:    s.scrubbers.For(g.Credential, style.Wires()...),
-		rec:      rec,
-	}
+	ex.style, ex.scrub = style, s.scrubbers.For(g.Credential, style.Wires()...)
 	if err := tun.CheckOrigin(g.Upstream); err != nil {
-		if g.Limits != nil {
-			s.settle(ex) // refused, so nothing spent: only the settlement
-		}
-		return nil, refusalWith(resolve.ReasonOriginNotAllowed, err.Error())
+		return refused(refusalWith(resolve.ReasonOriginNotAllowed, err.Error()))
 	}
 	rec.Decision = "allowed"
 	return ex, nil
