@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // The scrubber masks every occurrence of a secret's forms with '*' of the
@@ -45,15 +46,24 @@ type Scrubber struct {
 	// nlSafe: no form can contain '\n', so a read that ends in '\n' cannot
 	// end inside one.
 	nlSafe bool
-	// folded is the credential in lower case: header names are
-	// canonicalised, which changes their case.
-	folded string
+	// minLen is the length of the shortest form: a shorter header name
+	// cannot hold one.
+	minLen int
+	// names matches header names: every form in lower case, as a name is
+	// read in lower case (canonicalisation changes its case). Built for the
+	// first name long enough to hold a form.
+	names     *Scrubber
+	namesOnce sync.Once
 }
 
 // New returns the scrubber of credential as the proxy sends it in wires.
 func New(credential string, wires ...Wire) *Scrubber {
-	s := &Scrubber{nlSafe: true, folded: strings.ToLower(credential)}
+	s := &Scrubber{nlSafe: true}
 	s.compile(formsOf(credential, wires))
+	s.minLen = len(credential)
+	for _, f := range s.forms {
+		s.minLen = min(s.minLen, len(f.text))
+	}
 	s.hold = max(holdFor(credential, wires), s.maxLen-1, 0)
 	return s
 }
@@ -120,16 +130,50 @@ func (s *Scrubber) LogText(msg string) string {
 }
 
 // Header masks the forms in every header value, and drops any header whose
-// name holds the credential (a name cannot be masked: it would no longer be
-// a valid header name).
+// name holds a form in any case (a name cannot be masked: it would no
+// longer be a valid header name).
 func (s *Scrubber) Header(h http.Header) {
 	for name, values := range h {
-		if s.folded != "" && strings.Contains(strings.ToLower(name), s.folded) {
+		if s.nameHolds(name) {
 			delete(h, name)
 			continue
 		}
 		for i, v := range values {
-			values[i] = s.String(v)
+			values[i] = s.headerValue(v)
 		}
 	}
+}
+
+// nameHolds reports whether a header name holds a form of the credential,
+// in any case: the hex of the key is a valid header name, and so is the
+// key itself.
+func (s *Scrubber) nameHolds(name string) bool {
+	if len(name) < s.minLen || len(s.forms) == 0 {
+		return false
+	}
+	s.namesOnce.Do(func() {
+		lower := make([]secretForm, len(s.forms))
+		for i, f := range s.forms {
+			lower[i] = f
+			lower[i].text = strings.ToLower(f.text)
+		}
+		s.names = &Scrubber{nlSafe: true}
+		s.names.compile(lower)
+	})
+	name = strings.ToLower(name)
+	return s.names.String(name) != name
+}
+
+// headerValue masks the forms in a header value. A value the upstream
+// folded over several lines comes joined with a space where it was cut, so
+// a form cut by a fold is looked for with the spaces taken out, and the
+// whole value masked if one is there.
+func (s *Scrubber) headerValue(v string) string {
+	out := s.String(v)
+	if strings.Contains(v, " ") {
+		if joined := strings.ReplaceAll(v, " ", ""); s.String(joined) != joined {
+			return strings.Repeat(string(maskByte), len(v))
+		}
+	}
+	return out
 }

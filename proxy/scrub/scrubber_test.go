@@ -2,6 +2,7 @@ package scrub
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -182,6 +183,45 @@ func TestScrubberHeaders(t *testing.T) {
 	checkMasked(t, "X-Echo", h.Get("X-Echo"), 2, (8*(2+len(awsKey))+5)/6)
 	if h.Get("X-Ok") != "fine" {
 		t.Fatalf("headers %v", h)
+	}
+}
+
+// TestScrubberHeaderNames: a name that holds a form of the key in any case
+// (the key, its hex, its percent-encoding: all valid header names, and
+// canonicalisation changes their case) is dropped, in requests' 1xx,
+// trailers and headers alike; others stay.
+func TestScrubberHeaderNames(t *testing.T) {
+	const key = "sk-live-ATTACK0123456789abcdefSECRET"
+	s := grant{key: key, typ: "bearer", format: "Bearer {{credential}}"}.scrubber()
+	hexKey := hex.EncodeToString([]byte(key))
+	for _, name := range []string{
+		"X-" + key,
+		"X-" + hexKey,
+		"X-" + strings.ToUpper(hexKey),
+		http.CanonicalHeaderKey("x-" + hexKey),
+		"X-" + url.QueryEscape(awsKey),
+	} {
+		s := s
+		if strings.Contains(name, "%") {
+			s = grant{key: awsKey, format: "{{credential}}"}.scrubber()
+		}
+		h := http.Header{name: {"1"}, "X-Ok": {"fine"}}
+		s.Header(h)
+		if len(h) != 1 || h.Get("X-Ok") != "fine" {
+			t.Errorf("name %q: headers after scrubbing %v", name, h)
+		}
+	}
+}
+
+// TestScrubberFoldedHeaderValue: a value the upstream folded in the middle
+// of the key reaches the proxy joined with a space; it is masked whole.
+func TestScrubberFoldedHeaderValue(t *testing.T) {
+	const key = "sk-live-ATTACK0123456789abcdefSECRET"
+	s := grant{key: key, format: "{{credential}}"}.scrubber()
+	h := http.Header{"X-A": {"sk-live-ATTACK 0123456789abcdefSECRET"}, "X-B": {"two words"}}
+	s.Header(h)
+	if strings.Trim(h.Get("X-A"), "*") != "" || h.Get("X-B") != "two words" {
+		t.Fatalf("headers after scrubbing %v", h)
 	}
 }
 
