@@ -190,3 +190,27 @@ func TestForwardRefusedOriginsRemembered(t *testing.T) {
 		t.Fatalf("%d checks for 2 CONNECTs while Vault was down", n)
 	}
 }
+
+// A flood of CONNECTs without a token to an origin a route names: each is
+// allowed, and still each takes a unit of its address's budget, so the
+// engine is asked at most the burst (plus the refill while it runs).
+func TestForwardTokenlessAllowedFloodIsBounded(t *testing.T) {
+	f := newForwardFixture(t)
+	start := time.Now()
+	ok, limited := 0, 0
+	for range 3 * DefaultUnknownTokenBurst {
+		switch resp, _ := connectStatus(t, f.fwdAddr, "example.com:443", ""); resp.StatusCode {
+		case 200:
+			ok++
+		case 429:
+			limited++
+		default:
+			t.Fatalf("a tokenless CONNECT to the route's origin got %d", resp.StatusCode)
+		}
+	}
+	most := DefaultUnknownTokenBurst + int(time.Since(start).Seconds()*DefaultUnknownTokenRate) + 1
+	if calls := f.tunnelChecks(""); calls > most || ok == 0 || limited == 0 {
+		t.Fatalf("%d tokenless CONNECTs to an allowed origin made %d checks (%d opened, %d limited), want at most %d",
+			3*DefaultUnknownTokenBurst, calls, ok, limited, most)
+	}
+}

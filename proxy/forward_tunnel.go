@@ -44,6 +44,10 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 	// Each CONNECT no live token vouches for takes its own unit (a tunnel
 	// check is not shared as a fresh token's requests are: charge).
 	tk, giveBack := keyOf(tok), func() {}
+	if dead, ok := s.unknownTokens.deadAgain(tk); ok {
+		rec.Route, rec.Accessor = dead.route, dead.accessor
+		return deadProxyCredentials(refusalFor(dead.reason))
+	}
 	if !s.unknownTokens.recentlyAllowed(tk) {
 		wait, back := s.unknownTokens.take(ip)
 		if wait > 0 {
@@ -65,8 +69,13 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 	}
 	rec.Route, rec.Accessor = a.Route, a.Accessor
 	if *a.Allowed {
-		giveBack()
-		s.unknownTokens.resolved(tk)
+		if tok != "" {
+			giveBack()
+			s.unknownTokens.resolved(tk)
+		}
+		// A CONNECT without a token keeps its unit even when some route
+		// names the origin: no credential vouches for it, and each one
+		// costs Vault a call.
 		return nil
 	}
 	ref := refusalFor(a.Reason)
@@ -77,22 +86,26 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 		if a.Reason == resolve.ReasonOriginNotAllowed {
 			f.refusedOrigins.Add(key, struct{}{})
 		}
-	case ref.status == http.StatusUnauthorized:
-		// Kept: the token is unknown or dead, no credential either, and
-		// no longer passes the limit as one allowed lately.
-		s.unknownTokens.forget(tk)
+	case ref.status == http.StatusUnauthorized || a.Reason == resolve.ReasonCIDRDenied:
+		// Kept: the token is unknown, dead, or not for this address: no
+		// credential either, and it passes the limit no more from here.
+		s.unknownTokens.died(tk, a.Reason, a.Route, a.Accessor)
 	default:
 		giveBack() // a live token, out of its scope here
 	}
-	switch {
-	case ref.status == http.StatusUnauthorized:
-		// The proxy credentials are a dead token: 407 names them, so
-		// curl, git and requests report a proxy authentication failure
-		// (git also drops stored proxy credentials) rather than a 401 the
-		// tunnel never reached.
-		ref.status = http.StatusProxyAuthRequired
-	case a.Reason == resolve.ReasonOriginNotAllowed && tok != "":
+	if a.Reason == resolve.ReasonOriginNotAllowed && tok != "" {
 		ref.message = "the phantom token's route does not lead to this host and port (https, no base path): CONNECT to the route's own origin"
+	}
+	return deadProxyCredentials(ref)
+}
+
+// deadProxyCredentials answers a CONNECT whose proxy credentials are a
+// dead token with 407, not 401: curl, git and requests then report a proxy
+// authentication failure (git also drops stored proxy credentials) rather
+// than a 401 the tunnel never reached.
+func deadProxyCredentials(ref *refusal) *refusal {
+	if ref.status == http.StatusUnauthorized {
+		ref.status = http.StatusProxyAuthRequired
 	}
 	return ref
 }

@@ -173,12 +173,14 @@ func (s *Server) admit(r *http.Request, tun *forward.Tunnel, rec *auditRecord) (
 // unit of the unknown-token limit the resolve was charged.
 func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Grant, *refusal) {
 	d, ref := s.resolve(r, rec, resolve.Request{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP})
-	// Unknown or dead (a 401): no credential, so its unit stays spent; a
-	// token dead for good is answered again without a call. Anything else
-	// (a live token, or no answer) gives the unit back.
-	adm.settleCharge(ref == nil || ref.status != http.StatusUnauthorized)
+	// Unknown or dead (a 401), or not for this address: no credential, so
+	// its unit stays spent; a token dead for good is answered again without
+	// a call. Anything else (a live token out of its scope, or no answer)
+	// gives the unit back.
+	unusable := ref != nil && (ref.status == http.StatusUnauthorized || ref.reason == resolve.ReasonCIDRDenied)
+	adm.settleCharge(!unusable)
 	if ref != nil {
-		if ref.status == http.StatusUnauthorized {
+		if unusable {
 			s.unknownTokens.died(adm.key, ref.reason, rec.Route, rec.Accessor)
 		}
 		return nil, ref

@@ -23,7 +23,10 @@ import (
 // token the engine allowed recently is never held back, so agents that share
 // an address (a NAT, a load balancer) with one that sends garbage keep
 // working; one it found dead for good is refused again from memory, with its
-// 401, so it costs no call and never looks transient.
+// 401, so it costs no call and never looks transient. A token refused for
+// the client's address (bound to others) keeps its unit and is no longer
+// one allowed lately: a stolen token costs Vault at most one call for each
+// of its owner's, then is held to the limit like a forged one.
 type unknownTokenLimit struct {
 	every   float64 // refill, per second
 	burst   float64
@@ -62,10 +65,12 @@ func keyOf(tok string) tokenKey {
 type deadToken struct{ reason, route, accessor string }
 
 // permanentlyDead are the reasons no later answer can reverse: a revoked
-// or expired lease stays so, uses and budgets are never refilled. (An
-// unknown token may be a fresh one a lagging node has not seen yet; a
-// deleted route may be written again.)
-var permanentlyDead = []string{resolve.ReasonRevoked, resolve.ReasonExpired, resolve.ReasonUsesExhausted, resolve.ReasonBudgetExhausted}
+// or expired lease stays so, uses and budgets are never refilled, and a
+// route written again after its deletion has a new id its old tokens do
+// not name. (An unknown token may be a fresh one a lagging node has not
+// seen yet.)
+var permanentlyDead = []string{resolve.ReasonRevoked, resolve.ReasonExpired, resolve.ReasonUsesExhausted,
+	resolve.ReasonBudgetExhausted, resolve.ReasonRouteDeleted}
 
 // maxLimitedClients bounds the limiter's memory; an evicted client starts
 // over with a full burst, and the engine still pays only a cached miss.
@@ -190,7 +195,8 @@ func (l *unknownTokenLimit) resolved(k tokenKey) {
 }
 
 // forget drops the token k from the tokens allowed lately, once the engine
-// found it dead (revoked, expired, used up): it passes the limit no more.
+// refused it as dead or for the client's address: it passes the limit no
+// more.
 func (l *unknownTokenLimit) forget(k tokenKey) {
 	if l != nil && k.ok {
 		l.allowed.Remove(k.sum)
@@ -247,14 +253,17 @@ func (l *unknownTokenLimit) uncharge(k tokenKey) {
 	}
 }
 
-// died records the engine's refusal of the token k when no later answer
-// can reverse it (permanentlyDead); deadAgain returns it.
+// died records the engine's refusal of the token k as dead or for the
+// client's address: it passes the limit no more and, when no later answer
+// can reverse the refusal (permanentlyDead), deadAgain returns it.
 func (l *unknownTokenLimit) died(k tokenKey, reason, route, accessor string) {
-	if l == nil || !k.ok || !slices.Contains(permanentlyDead, reason) {
+	if l == nil || !k.ok {
 		return
 	}
-	l.allowed.Remove(k.sum)
-	l.dead.Add(k.sum, deadToken{reason, route, accessor})
+	l.forget(k)
+	if slices.Contains(permanentlyDead, reason) {
+		l.dead.Add(k.sum, deadToken{reason, route, accessor})
+	}
 }
 
 func (l *unknownTokenLimit) deadAgain(k tokenKey) (deadToken, bool) {

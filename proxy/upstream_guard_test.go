@@ -203,17 +203,26 @@ func TestDeadTokensAnsweredWithoutVault(t *testing.T) {
 	if last := p.auditLines(t); last[len(last)-1].Reason != resolve.ReasonRevoked || last[len(last)-1].Accessor == "" {
 		t.Fatalf("the audit record of a refusal from memory: %+v", last[len(last)-1])
 	}
-	// A refusal that may change is asked again: a deleted route may be
-	// written again.
-	p.engine.Deny(p.token, resolve.ReasonRouteDeleted)
+	// A deleted route's tokens are dead for good (a route written again
+	// has a new id they do not name).
 	other := mintToken(t)
 	p.engine.Deny(other, resolve.ReasonRouteDeleted)
 	before = len(p.engine.Resolves())
 	for range 3 {
 		get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + other})
 	}
+	if calls := len(p.engine.Resolves()) - before; calls != 1 {
+		t.Fatalf("route_deleted was asked again (%d calls for 3 requests)", calls)
+	}
+	// A refusal that may change is asked again: an unknown token may be a
+	// fresh one a lagging node has not seen yet.
+	fresh := mintToken(t)
+	before = len(p.engine.Resolves())
+	for range 3 {
+		get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + fresh})
+	}
 	if calls := len(p.engine.Resolves()) - before; calls != 3 {
-		t.Fatalf("route_deleted was answered from memory (%d calls for 3 requests)", calls)
+		t.Fatalf("unknown_token was answered from memory (%d calls for 3 requests)", calls)
 	}
 }
 
@@ -303,5 +312,36 @@ func TestForgedTokenBurstIsBounded(t *testing.T) {
 	}
 	if count[http.StatusTooManyRequests] == 0 {
 		t.Fatalf("statuses %v: want 429s past the burst", count)
+	}
+}
+
+// TestStolenTokenFromElsewhereIsBounded: a live token refused for the
+// client's address (bound to others) keeps the unit it took and passes the
+// limit no more, even though it was allowed a moment ago: a flood of it
+// costs Vault at most the burst.
+func TestStolenTokenFromElsewhereIsBounded(t *testing.T) {
+	up, _ := recordingUpstream(t)
+	p := newTestProxy(t, up.URL, nil)
+	if resp, _ := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token}); resp.StatusCode != 200 {
+		t.Fatalf("allowed token: %d", resp.StatusCode)
+	}
+	p.engine.Deny(p.token, resolve.ReasonCIDRDenied)
+	before := len(p.engine.Resolves())
+	start := time.Now()
+	limited := 0
+	for range 3 * DefaultUnknownTokenBurst {
+		resp, _ := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token})
+		switch resp.StatusCode {
+		case http.StatusForbidden:
+		case http.StatusTooManyRequests:
+			limited++
+		default:
+			t.Fatalf("a token bound elsewhere got %d", resp.StatusCode)
+		}
+	}
+	most := DefaultUnknownTokenBurst + int(time.Since(start).Seconds()*DefaultUnknownTokenRate) + 1
+	if calls := len(p.engine.Resolves()) - before; calls > most || limited == 0 {
+		t.Fatalf("%d requests with a token bound elsewhere made %d calls (%d limited), want at most %d",
+			3*DefaultUnknownTokenBurst, calls, limited, most)
 	}
 }
