@@ -80,6 +80,31 @@ func TestLimitedBodyModelRules(t *testing.T) {
 	}
 }
 
+// TestFallbackModelLists: the models a gateway runs when the body's own
+// fails (OpenRouter's "models", LiteLLM's "fallbacks") are under the model
+// rule too.
+func TestFallbackModelLists(t *testing.T) {
+	up, seen := recordingUpstream(t)
+	p := newTestProxy(t, up.URL, withLimits(resolve.Limits{UsageFormat: resolve.UsageOpenAI, AllowedModels: []string{"gpt-4o*"}}))
+	if resp, got := p.post(t, "/v1/chat/completions", `{"model":"gpt-4o","models":["gpt-4o-mini"],"fallbacks":["gpt-4o-2024-08-06"]}`); resp.StatusCode != 200 {
+		t.Fatalf("allowed fallbacks: %d %s", resp.StatusCode, got)
+	}
+	for name, c := range map[string]struct {
+		body   string
+		status int
+	}{
+		"models":             {`{"model":"gpt-4o-mini","models":["openai/o1-pro"]}`, 403},
+		"fallbacks":          {`{"model":"gpt-4o-mini","fallbacks":["gpt-4o","o1-pro"]}`, 403},
+		"fallbacks of dicts": {`{"model":"gpt-4o-mini","fallbacks":[{"model":"o1-pro"}]}`, 400},
+		"models not a list":  {`{"model":"gpt-4o-mini","models":"o1-pro"}`, 400},
+		"models folded":      {`{"model":"gpt-4o-mini","Models":["o1-pro"]}`, 400},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p.wantRefused(t, seen, "/v1/chat/completions", c.body, c.status)
+		})
+	}
+}
+
 // A Gemini-style path with a query but no model in it passes.
 func TestGeminiModelWithQuery(t *testing.T) {
 	up, _ := recordingUpstream(t)

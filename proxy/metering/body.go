@@ -31,7 +31,7 @@ type Body struct {
 // value than the one checked.
 var (
 	openAIKeys = []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of", "background", "tools",
-		"prompt", "prediction"}
+		"prompt", "prediction", "models", "fallbacks"}
 	// The keys of an output cap in the OpenAI and Anthropic APIs; which of
 	// them an endpoint reads is in endpoint.go.
 	capKeys = [...]string{"max_tokens", "max_completion_tokens", "max_output_tokens"}
@@ -81,6 +81,13 @@ func checkOpenAIBody(raw []byte, top *object, l *resolve.Limits, path string) (a
 		if tools, ok := top.members["tools"]; ok {
 			if ref := checkToolModels(tools.raw, l.AllowedModels); ref != nil {
 				return 0, nil, ref
+			}
+		}
+		for _, k := range []string{"models", "fallbacks"} {
+			if list, ok := top.members[k]; ok {
+				if ref := checkFallbackModels(k, list.raw, l.AllowedModels); ref != nil {
+					return 0, nil, ref
+				}
 			}
 		}
 	}

@@ -97,3 +97,23 @@ func checkToolModels(raw []byte, allowed []string) *Refusal {
 	}
 	return nil
 }
+
+// checkFallbackModels applies the model rule to the models a gateway runs
+// when the body's own fails: OpenRouter's "models" and LiteLLM's
+// "fallbacks". Each must be a model name, and allowed.
+func checkFallbackModels(key string, raw []byte, allowed []string) *Refusal {
+	var list []json.RawMessage
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return badRequest("a model rule applies, and the request body's " + key + " is not a list of model names")
+	}
+	for _, v := range list {
+		model, ref := bodyModel(v)
+		if ref != nil {
+			return ref
+		}
+		if !resolve.ModelAllowed(allowed, model) {
+			return refuse(resolve.ReasonModelNotAllowed)
+		}
+	}
+	return nil
+}
