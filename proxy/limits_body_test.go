@@ -66,6 +66,10 @@ func TestLimitedBodyModelRules(t *testing.T) {
 		"folded key":            {"/v1/chat/completions", `{"model":"gpt-4o","moder":"x","MODEL":"o1"}`},
 		"kelvin-folded key":     {"/v1/chat/completions", `{"max_tokens":1,"max_to\u212aens":9}`},
 		"folded key alone":      {"/v1/chat/completions", `{"MODEL":"gpt-4o"}`},
+		"gemini path":           {"/v1beta/models/gemini-2.5-pro:generateContent", `{"model":"gpt-4o"}`},
+		"bedrock path":          {"/model/anthropic.claude-3-opus/invoke", `{"model":"gpt-4o"}`},
+		"vertex path":           {"/v1/projects/p/locations/l/publishers/anthropic/models/claude-3-opus:rawPredict", `{"model":"gpt-4o"}`},
+		"path model any case":   {"/v1beta/Models/o1:generateContent", `{"model":"gpt-4o"}`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p.wantRefused(t, seen, c.path, c.body, 400)

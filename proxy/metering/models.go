@@ -17,12 +17,20 @@ const maxModelName = 256
 
 // checkModelTarget refuses, when a model rule applies, request targets
 // where the model that runs is not the one checked: a model query
-// parameter, and an Azure-style deployment, whose model is chosen by the
-// deployment in the path whatever the body names.
-func checkModelTarget(path, rawQuery string) *Refusal {
-	for _, seg := range strings.Split(path, "/") {
+// parameter, an Azure-style deployment, whose model is chosen by the
+// deployment in the path whatever the body names, and, where the model is
+// read from the body (modelInBody), a path that names one.
+func checkModelTarget(path, rawQuery string, modelInBody bool) *Refusal {
+	segs := strings.Split(path, "/")
+	for i, seg := range segs {
 		if strings.EqualFold(seg, "deployments") {
 			return badRequest("a model rule applies, and the model of an Azure deployment is in its path, not in the body: scope the token with allowed_paths instead")
+		}
+		// Gateways that serve several APIs run the model a path names
+		// (Bedrock's /model/<id>/invoke, Vertex's .../models/<id>:rawPredict,
+		// Gemini's models/<id>:generateContent) whatever the body says.
+		if modelInBody && i+1 < len(segs) && segs[i+1] != "" && (strings.EqualFold(seg, "models") || strings.EqualFold(seg, "model")) {
+			return badRequest("a model rule applies, and the path names a model: the model must be named in the request body alone (scope other APIs with allowed_paths, or a route of their own usage_format)")
 		}
 	}
 	for _, pair := range strings.FieldsFunc(rawQuery, func(r rune) bool { return r == '&' || r == ';' }) {

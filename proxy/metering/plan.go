@@ -34,7 +34,7 @@ func PlanFor(r Request, l *resolve.Limits) (Plan, *Refusal) {
 		return Plan{}, ref
 	}
 	if len(l.AllowedModels) > 0 {
-		if ref := checkModelTarget(r.Path, r.RawQuery); ref != nil {
+		if ref := checkModelTarget(r.Path, r.RawQuery, l.UsageFormat != resolve.UsageGemini); ref != nil {
 			return Plan{}, ref
 		}
 		if l.UsageFormat == resolve.UsageGemini {
