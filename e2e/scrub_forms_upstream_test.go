@@ -87,6 +87,13 @@ var textEncoders = []struct {
 	// Zero-padded numeric references, hex and decimal.
 	{"zero-padded &#x00HH;", func(s string) string { return everyPunct(s, "&#x%04X;") }},
 	{"zero-padded &#00DD;", func(s string) string { return everyPunct(s, "&#%04d;") }},
+	{"over-padded &#x00000HH;", func(s string) string { return everyPunct(s, "&#x%06x;") }},
+	// OWASP ESAPI encodeForJavaScript and encodeForCSS, escape(), Python
+	// re.escape: what the attack on the refactored stack got through.
+	{"JavaScript \\xHH", func(s string) string { return everyPunct(s, `\x%02X`) }},
+	{"CSS \\HH ", func(s string) string { return everyPunct(s, `\%x `) }},
+	{"escape() %u00HH", func(s string) string { return everyPunct(s, "%%u%04X") }},
+	{"backslash before punctuation", func(s string) string { return everyPunct(s, `\%c`) }},
 	{"hex", func(s string) string { return hex.EncodeToString([]byte(s)) }},
 }
 

@@ -24,11 +24,12 @@ var injectStyles = []resolve.Grant{
 }
 
 // holdBefore is the hold the proxy computed for a grant before the scrubber
-// took wires (18 is the scrubber's most bytes per byte of a character): the
-// wires must give the same, for every auth type.
+// took wires (18 is the scrubber's most bytes per byte of a character), with
+// the credential's UTF-16 among what is base64-encoded: the wires must give
+// the same, for every auth type.
 func holdBefore(g *resolve.Grant) int {
 	c, v := len(g.Credential), len(g.AuthValue())
-	encoded := max(c, v)
+	encoded := max(2*c, v) // the credential's UTF-16 is base64-encoded too
 	switch g.AuthType {
 	case resolve.AuthQuery:
 		encoded = max(encoded, 3*v)

@@ -1,6 +1,7 @@
 package scrub
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -34,7 +35,13 @@ const maxAltPerByte = 18
 //     the entities and he npm packages, PHP htmlentities with ENT_HTML5):
 //     every HTML5 named reference of the character (&amp; &sol; &plus;
 //     &lowbar; &period; ...), and numeric references in decimal and hex,
-//     zero-padded up to 5 decimal or 4 hex digits.
+//     zero-padded up to 7 decimal or 6 hex digits;
+//   - JavaScript, C, Python and PHP string escapes (OWASP ESAPI
+//     encodeForJavaScript, AntiXSS): \xXX, \u{XX}, %uXXXX (escape()), a
+//     three-digit octal \OOO, and a backslash before the character itself
+//     (Python re.escape, shell quoting);
+//   - CSS escapes (ESAPI encodeForCSS): \XX and the space that ends it, also
+//     zero-padded to six digits.
 var asciiAlts = func() (t [utf8.RuneSelf][]alt) {
 	for c := range utf8.RuneSelf {
 		if !isAlnum(byte(c)) {
@@ -76,11 +83,26 @@ func asciiAlternatives(c byte) []alt {
 		folded("%25", hx2, ""),
 		folded(`\u00`, hx2, ""),
 	}
-	for width := len(dec); width <= 5; width++ {
+	for width := len(dec); width <= 7; width++ {
 		alts = append(alts, alt{s: "&#" + strings.Repeat("0", width-len(dec)) + dec + ";"})
 	}
-	for width := len(hx); width <= 4; width++ {
+	for width := len(hx); width <= 6; width++ {
 		alts = append(alts, folded("&#x", strings.Repeat("0", width-len(hx))+hx, ";"))
+	}
+	hx6 := strings.Repeat("0", 6-len(hx)) + hx
+	oct := strconv.FormatUint(uint64(c), 8)
+	alts = append(alts,
+		folded(`\x`, hx2, ""),
+		folded(`\u{`, hx, "}"),
+		folded("%u00", hx2, ""),
+		folded(`\`, hx, " "),
+		folded(`\`, hx6, " "),
+	)
+	if c != 0 { // its octal \000 would begin its CSS \000000
+		alts = append(alts, alt{s: `\` + strings.Repeat("0", 3-len(oct)) + oct})
+	}
+	if c != '\\' {
+		alts = append(alts, alt{s: `\` + string(c)})
 	}
 	if c == ' ' {
 		alts = append(alts, alt{s: "+"})
@@ -91,7 +113,13 @@ func asciiAlternatives(c byte) []alt {
 	for _, name := range htmlNamed[c] {
 		alts = append(alts, alt{s: name})
 	}
-	return alts
+	var unique []alt
+	for _, a := range alts {
+		if !slices.Contains(unique, a) {
+			unique = append(unique, a)
+		}
+	}
+	return unique
 }
 
 // runeAlts lists the ways the encoders write a non-ASCII character, given

@@ -3,6 +3,7 @@ package scrub
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode/utf16"
 )
 
 // encoder writes a document the way a real encoder does; each is
@@ -38,6 +40,31 @@ var textEncoders = []encoder{
 	{"html.EscapeString", html.EscapeString},
 	{"hex", func(s string) string { return hex.EncodeToString([]byte(s)) }},
 	{"HEX", func(s string) string { return strings.ToUpper(hex.EncodeToString([]byte(s))) }},
+	{"JavaScript \\xXX (ESAPI encodeForJavaScript)", punctuationAs(`\x%02X`)},
+	{"JavaScript \\u{xx}", punctuationAs(`\u{%x}`)},
+	{"escape()'s %uXXXX", punctuationAs(`%%u%04X`)},
+	{"octal \\OOO", punctuationAs(`\%03o`)},
+	{"CSS \\XX (ESAPI encodeForCSS)", punctuationAs(`\%x `)},
+	{"CSS \\XXXXXX", punctuationAs(`\%06X `)},
+	{"backslash before punctuation (re.escape)", punctuationAs(`\%c`)},
+	{"numeric references padded to 6 hex digits", punctuationAs(`&#x%06x;`)},
+	{"numeric references padded to 7 digits", punctuationAs(`&#%07d;`)},
+}
+
+// punctuationAs writes every ASCII character but letters and digits with
+// format (of the byte), and the rest as it is.
+func punctuationAs(format string) func(string) string {
+	return func(s string) string {
+		var b strings.Builder
+		for _, r := range s {
+			if r < 0x80 && !isAlnum(byte(r)) && (r != 0 || !strings.HasPrefix(format, `\%03o`)) {
+				fmt.Fprintf(&b, format, r)
+				continue
+			}
+			b.WriteRune(r)
+		}
+		return b.String()
+	}
 }
 
 var base64Encoders = []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding}
@@ -240,6 +267,33 @@ func TestAlternativesArePrefixFreeExceptRaw(t *testing.T) {
 					t.Errorf("%q: %q is a prefix of %q", rune(c), a.s, b.s)
 				}
 			}
+		}
+	}
+}
+
+// TestScrubberUTF16Encoded: the key in UTF-16LE, hex-dumped or
+// base64-encoded inside a larger document (.NET's
+// Convert.ToBase64String(Encoding.Unicode...), PowerShell's
+// -EncodedCommand), comes out masked at every alignment.
+func TestScrubberUTF16Encoded(t *testing.T) {
+	s := grant{key: awsKey, format: "{{credential}}"}.scrubber()
+	utf16le := func(s string) []byte {
+		var b []byte
+		for _, u := range utf16.Encode([]rune(s)) {
+			b = binary.LittleEndian.AppendUint16(b, u)
+		}
+		return b
+	}
+	for pad := range 3 {
+		prefix := "Authorization: " + strings.Repeat("x", pad)
+		doc := utf16le(prefix + awsKey + "\r\n")
+		pre := len(utf16le(prefix))
+		h := hex.EncodeToString(doc)
+		checkMasked(t, "hex of UTF-16LE", s.String(h), 2*pre, 2*(pre+2*len(awsKey)))
+		for i, enc := range base64Encoders {
+			b := enc.EncodeToString(doc)
+			from, to := (8*pre+5)/6, 8*(pre+2*len(awsKey))/6
+			checkMasked(t, "base64 of UTF-16LE, "+base64Names[i], s.String(b), from, to)
 		}
 	}
 }

@@ -80,6 +80,18 @@ func formsOf(credential string, wires []Wire) []secretForm {
 			forms = append(forms, f)
 		}
 	}
+	// The credential in UTF-16LE, hex-dumped or base64-encoded: .NET's
+	// Convert.ToBase64String(Encoding.Unicode.GetBytes(...)), PowerShell's
+	// -EncodedCommand.
+	var le16 []byte
+	for _, u := range utf16.Encode([]rune(credential)) {
+		le16 = binary.LittleEndian.AppendUint16(le16, u)
+	}
+	h := hex.EncodeToString(le16)
+	forms = append(forms, secretForm{text: h, kind: formText}, secretForm{text: strings.ToUpper(h), kind: formText})
+	for _, m := range base64Middles(string(le16)) {
+		forms = append(forms, secretForm{text: m, kind: formBase64})
+	}
 	return forms
 }
 

@@ -74,7 +74,8 @@ func New(credential string, wires ...Wire) *Scrubber {
 // most 4n/3+1 characters, and one more on each side is masked. So the tail
 // a body holds back tells nothing of the credential's bytes.
 func holdFor(credential string, wires []Wire) int {
-	text, encoded := len(credential), len(credential)
+	// The credential's UTF-16 is at most twice its UTF-8.
+	text, encoded := len(credential), 2*len(credential)
 	for _, w := range wires {
 		encoded = max(encoded, w.maxLen())
 		if !w.EncodingsOnly {
