@@ -4,10 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,3 +150,108 @@ func (v *Vault) hostPort() string { return strings.TrimPrefix(v.Addr, "http://")
 
 // PluginDir is the server's plugin_directory.
 func (v *Vault) PluginDir() string { return v.plugins }
+
+// start runs the server in its own process group, so stopping it also
+// reaches the plugin processes Vault starts.
+func (v *Vault) start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(v.args[0], v.args[1:]...)
+	cmd.Env = append(os.Environ(), "HOME="+v.Home, "VAULT_ADDR=", "VAULT_TOKEN=", "VAULT_BIN="+v.tools.Vault)
+	cmd.Stdout, cmd.Stderr = v.Log, v.Log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting vault: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	v.pid = cmd.Process.Pid
+	var once sync.Once
+	v.stop = func() { once.Do(func() { stopGroup(cmd.Process.Pid, done) }) }
+	t.Cleanup(v.stop)
+}
+
+// PluginPIDs returns the processes of the Phantom plugin that this server
+// started (children of the server running the plugin binary).
+func (v *Vault) PluginPIDs(t testing.TB) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces, so split after ')'.
+		s := string(stat)
+		comm := s[strings.IndexByte(s, '(')+1 : strings.LastIndexByte(s, ')')]
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 1 && fields[1] == strconv.Itoa(v.pid) && strings.HasPrefix(PluginName, comm) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// Crash kills the server and its plugins at once, with no graceful step-down.
+func (v *Vault) Crash() { syscall.Kill(-v.pid, syscall.SIGKILL) }
+
+// Stop stops the server (and its plugins).
+func (v *Vault) Stop() { v.stop() }
+
+// Restart stops a persistent server and starts it again, unsealed.
+func (v *Vault) Restart(t testing.TB) {
+	t.Helper()
+	v.stop()
+	v.start(t)
+	testutil.Eventually(t, 15*time.Second, v.listening, "vault did not restart; its log:\n%s", v.Log)
+	v.unseal(t)
+}
+
+// Unseal unseals a persistent server sealed with `vault operator seal`.
+func (v *Vault) Unseal(t testing.TB) { v.unseal(t) }
+
+func (v *Vault) unseal(t testing.TB) {
+	t.Helper()
+	v.MustCLI(t, "operator", "unseal", v.unsealKey)
+	v.waitActive(t)
+}
+
+func (v *Vault) waitActive(t testing.TB) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, v.healthy, "vault did not become active; its log:\n%s", v.Log)
+}
+
+func (v *Vault) healthy() bool {
+	resp, err := pollClient.Get(v.Addr + "/v1/sys/health")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (v *Vault) listening() bool {
+	c, err := net.DialTimeout("tcp", v.hostPort(), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// stopGroup ends a process group we started: politely, then firmly.
+func stopGroup(pid int, done <-chan struct{}) {
+	syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
+}
