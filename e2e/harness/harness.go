@@ -7,6 +7,7 @@ package harness
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -133,12 +134,18 @@ func Listen(t testing.TB) net.Listener {
 	return ln
 }
 
-// freePortPair returns a loopback port p such that p and p+1 are free.
+// freePortPair returns a loopback port p such that p and p+1 are free,
+// below the kernel's ephemeral range (32768 and up on Linux): Vault binds
+// p+1 for its cluster only once it is unsealed, and a port from that range
+// may meanwhile be handed to any outgoing connection as its local port.
 func freePortPair(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		l1 := Listen(t)
-		p := l1.Addr().(*net.TCPAddr).Port
+	for range 200 {
+		p := 20000 + rand.IntN(12000)
+		l1, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
 		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1))
 		l1.Close()
 		if err == nil {

@@ -82,8 +82,19 @@ func StartRaftCluster(t testing.TB, n int) []*Vault {
 		nodes = append(nodes, v)
 	}
 	testutil.Eventually(t, 60*time.Second, func() bool { return first.voters(t) == n },
-		"the cluster did not form; the first node's log:\n%s", first.Log)
+		"the cluster did not form; the nodes' logs:\n%s", nodeLogs(nodes))
 	return nodes
+}
+
+// nodeLogs prints, when a failure message is written, each node's log.
+type nodeLogs []*Vault
+
+func (ns nodeLogs) String() string {
+	var b strings.Builder
+	for i, v := range ns {
+		fmt.Fprintf(&b, "--- node %d (%s):\n%s\n", i+1, v.Addr, v.Log)
+	}
+	return b.String()
 }
 
 // voters counts the Raft cluster's voters, 0 when Vault does not answer.
