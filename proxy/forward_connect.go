@@ -168,9 +168,8 @@ func (f *forwardProxy) connect(w http.ResponseWriter, r *http.Request) {
 	rec.Path = target.String()
 	tok, err := forward.ProxyCredentials(r.Header)
 	if err != nil {
-		ref := refusalWith(resolve.ReasonUnknownToken, "the proxy credentials are not a phantom token: use HTTPS_PROXY=http://phantom:<token>@host:port, or none and the token in each request")
-		ref.status = http.StatusProxyAuthRequired // the 401 of the proxy hop
-		refuse(ref)
+		refuse(proxyAuthRefusal(refusalWith(resolve.ReasonUnknownToken,
+			"the proxy credentials are not a phantom token: use HTTPS_PROXY=http://phantom:<token>@host:port, or none and the token in each request")))
 		return
 	}
 	if ref := f.admitTunnel(r, rec, target, tok); ref != nil { // forward_tunnel.go

@@ -46,7 +46,7 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 	tk, giveBack := keyOf(tok), func() {}
 	if dead, ok := s.unknownTokens.deadAgain(tk); ok {
 		rec.Route, rec.Accessor = dead.route, dead.accessor
-		return deadProxyCredentials(refusalFor(dead.reason))
+		return proxyAuthRefusal(refusalFor(dead.reason))
 	}
 	if !s.unknownTokens.recentlyAllowed(tk) {
 		wait, back := s.unknownTokens.take(ip)
@@ -86,7 +86,7 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 		if a.Reason == resolve.ReasonOriginNotAllowed {
 			f.refusedOrigins.Add(key, struct{}{})
 		}
-	case ref.status == http.StatusUnauthorized || a.Reason == resolve.ReasonCIDRDenied:
+	case unusable(ref):
 		// Kept: the token is unknown, dead, or not for this address: no
 		// credential either, and it passes the limit no more from here.
 		s.unknownTokens.died(tk, a.Reason, a.Route, a.Accessor)
@@ -96,14 +96,14 @@ func (f *forwardProxy) admitTunnel(r *http.Request, rec *auditRecord, target ori
 	if a.Reason == resolve.ReasonOriginNotAllowed && tok != "" {
 		ref.message = "the phantom token's route does not lead to this host and port (https, no base path): CONNECT to the route's own origin"
 	}
-	return deadProxyCredentials(ref)
+	return proxyAuthRefusal(ref)
 }
 
-// deadProxyCredentials answers a CONNECT whose proxy credentials are a
-// dead token with 407, not 401: curl, git and requests then report a proxy
-// authentication failure (git also drops stored proxy credentials) rather
-// than a 401 the tunnel never reached.
-func deadProxyCredentials(ref *refusal) *refusal {
+// proxyAuthRefusal answers a CONNECT whose proxy credentials are not a
+// usable token with 407, not 401: curl, git and requests then report a
+// proxy authentication failure (git also drops stored proxy credentials)
+// rather than a 401 the tunnel never reached.
+func proxyAuthRefusal(ref *refusal) *refusal {
 	if ref.status == http.StatusUnauthorized {
 		ref.status = http.StatusProxyAuthRequired
 	}

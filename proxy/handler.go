@@ -177,10 +177,10 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Gra
 	// its unit stays spent; a token dead for good is answered again without
 	// a call. Anything else (a live token out of its scope, or no answer)
 	// gives the unit back.
-	unusable := ref != nil && (ref.status == http.StatusUnauthorized || ref.reason == resolve.ReasonCIDRDenied)
-	adm.settleCharge(!unusable)
+	kept := ref != nil && unusable(ref)
+	adm.settleCharge(!kept)
 	if ref != nil {
-		if unusable {
+		if kept {
 			s.unknownTokens.died(adm.key, ref.reason, rec.Route, rec.Accessor)
 		}
 		return nil, ref

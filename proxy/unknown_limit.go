@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/sha256"
 	"math"
+	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
@@ -251,6 +252,13 @@ func (l *unknownTokenLimit) uncharge(k tokenKey) {
 	if l.charged[k.sum]--; l.charged[k.sum] <= 0 {
 		delete(l.charged, k.sum)
 	}
+}
+
+// unusable reports whether the engine's refusal says the token vouches
+// for nothing from this client: unknown or dead (401), or not for its
+// address. Its unit of the limit is kept, and it passes the limit no more.
+func unusable(ref *refusal) bool {
+	return ref.status == http.StatusUnauthorized || ref.reason == resolve.ReasonCIDRDenied
 }
 
 // died records the engine's refusal of the token k as dead or for the
