@@ -41,6 +41,10 @@ func (b *backend) pathResolve() []*framework.Path {
 				Type:        framework.TypeString,
 				Description: "Address of the client as seen by the proxy; checked against bound_cidrs.",
 			},
+			resolve.FieldAction: {
+				Type:        framework.TypeString,
+				Description: "The API operation of a request to a signed route, as <service>:<Operation> (s3:GetObject); checked against allowed_actions.",
+			},
 			resolve.FieldRequests: {
 				Type: framework.TypeSlice,
 				Description: "Several requests at once, instead of token, method, path and client_ip: " +
@@ -63,6 +67,7 @@ func (b *backend) pathResolve() []*framework.Path {
 // resolveRequest is one request the proxy is about to forward, checked.
 type resolveRequest struct {
 	method, path string
+	action       string     // "" when the proxy could not tell, or the route is not signed
 	clientIP     netip.Addr // invalid when the proxy sent none
 }
 
@@ -89,13 +94,14 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 			Method:   d.Get(resolve.FieldMethod).(string),
 			Path:     d.Get(resolve.FieldPath).(string),
 			ClientIP: d.Get(resolve.FieldClientIP).(string),
+			Action:   d.Get(resolve.FieldAction).(string),
 		}
 		a, route, err := b.resolveOne(ctx, req.Storage, in)
 		if err != nil {
 			return nil, err
 		}
 		if route != nil {
-			a.RouteGrant = routeGrant(route)
+			a.RouteGrant = routeGrant(route, b.now())
 		}
 		return &logical.Response{Data: a.Data()}, nil
 	}
@@ -122,7 +128,7 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 		}
 		if route != nil {
 			if _, ok := out.Routes[a.Route]; !ok {
-				out.Routes[a.Route] = routeGrant(route)
+				out.Routes[a.Route] = routeGrant(route, b.now())
 			}
 		}
 		out.Results[i] = a
@@ -145,12 +151,13 @@ func batchInput(item any) (resolve.Request, bool) {
 		return s, ok
 	}
 	var in resolve.Request
-	var ok1, ok2, ok3, ok4 bool
+	var ok1, ok2, ok3, ok4, ok5 bool
 	in.Token, ok1 = field(resolve.FieldToken)
 	in.Method, ok2 = field(resolve.FieldMethod)
 	in.Path, ok3 = field(resolve.FieldPath)
 	in.ClientIP, ok4 = field(resolve.FieldClientIP)
-	return in, ok1 && ok2 && ok3 && ok4
+	in.Action, ok5 = field(resolve.FieldAction)
+	return in, ok1 && ok2 && ok3 && ok4 && ok5
 }
 
 // resolveOne decides a single request; the answer is always data, an error
@@ -212,7 +219,7 @@ func (b *backend) holdToken(ctx context.Context, s logical.Storage, in resolve.R
 	if reason != "" {
 		return heldToken{}, deny(reason, msg, nil), nil
 	}
-	h := heldToken{req: resolveRequest{method: in.Method, path: in.Path, clientIP: clientIP}}
+	h := heldToken{req: resolveRequest{method: in.Method, path: in.Path, action: in.Action, clientIP: clientIP}}
 	var err error
 	if h.tokenHMAC, err = b.hmacToken(ctx, s, in.Token); err != nil {
 		return h, nil, err
@@ -277,6 +284,12 @@ func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Tim
 		len(t.AllowedPaths) > 0 && !scope.MatchAny(t.AllowedPaths, rr.path) {
 		return resolve.ReasonPathNotAllowed, "path is not allowed for this token"
 	}
+	if len(route.AllowedActions) > 0 || len(t.AllowedActions) > 0 {
+		if rr.action == "" || len(route.AllowedActions) > 0 && !scope.MatchAnyAction(route.AllowedActions, rr.action) ||
+			len(t.AllowedActions) > 0 && !scope.MatchAnyAction(t.AllowedActions, rr.action) {
+			return resolve.ReasonActionNotAllowed, "the API operation " + orUnknown(rr.action) + " is not allowed for this token"
+		}
+	}
 	return "", ""
 }
 
@@ -313,10 +326,18 @@ func allow(t *tokenEntry) *resolve.Answer {
 	return a
 }
 
-// routeGrant is what the proxy needs of a route to forward a request.
-func routeGrant(route *routeEntry) *resolve.RouteGrant {
+func orUnknown(action string) string {
+	if action == "" {
+		return "(which the proxy could not tell)"
+	}
+	return action
+}
+
+// routeGrant is what the proxy needs of a route to forward a request at
+// now: for a signed route, the key of now's day instead of the secret.
+func routeGrant(route *routeEntry, now time.Time) *resolve.RouteGrant {
 	name, format := route.injection()
-	return &resolve.RouteGrant{
+	g := &resolve.RouteGrant{
 		Upstream:   route.Upstream,
 		Credential: route.Credential,
 		AuthType:   route.AuthType,
@@ -324,6 +345,10 @@ func routeGrant(route *routeEntry) *resolve.RouteGrant {
 		AuthFormat: format,
 		Headers:    route.Headers,
 	}
+	if route.AuthType == authAWSSigV4 {
+		route.awsGrant(g, now) // auth_aws.go
+	}
+	return g
 }
 
 // resolveHelp is the path's help, written from the contract's definitions

@@ -73,6 +73,7 @@ func (b *backend) pathRoutes() []*framework.Path {
 
 func routeFields() map[string]*framework.FieldSchema {
 	fields := limitFields()
+	maps.Copy(fields, awsRouteFields())
 	maps.Copy(fields, map[string]*framework.FieldSchema{
 		"name": {
 			Type:        framework.TypeString,
@@ -105,9 +106,9 @@ func routeFields() map[string]*framework.FieldSchema {
 		},
 		"auth_type": {
 			Type:          framework.TypeString,
-			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), or query (auth_query_param). Changing it, auth_header, auth_query_param or auth_format requires sending credential again.",
+			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), query (auth_query_param), or aws_sigv4 (each request signed with AWS Signature V4; see access_key_id). Changing it, auth_header, auth_query_param or auth_format requires sending credential again.",
 			Default:       authBearer,
-			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery},
+			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery, authAWSSigV4},
 		},
 		"auth_header": {
 			Type:        framework.TypeString,
@@ -211,6 +212,7 @@ func (r *routeEntry) publicData(name string) map[string]any {
 		"updated_at":             r.UpdatedAt.Format(time.RFC3339),
 	}
 	r.Limits.data(d)
+	r.awsPublicData(d)
 	return d
 }
 
@@ -268,6 +270,11 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 		// Settings of the previous injection style would not apply.
 		r.AuthType, r.AuthHeader, r.AuthQueryParam, r.AuthFormat = v.(string), "", "", ""
 	}
+	secretSent, err := r.setAWS(d) // auth_aws.go
+	if err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	credentialSent = credentialSent || secretSent
 	if v, ok := d.GetOk("auth_header"); ok {
 		r.AuthHeader = strings.TrimSpace(v.(string))
 	}
@@ -309,9 +316,13 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 	}
 	if stored != nil && !credentialSent {
 		if changed := r.deliveryChanges(stored); len(changed) > 0 {
+			secret := "credential"
+			if r.AuthType == authAWSSigV4 {
+				secret = "secret_access_key"
+			}
 			return logical.ErrorResponse("changing %s changes where or how the credential is sent: "+
-				"send credential again in the same write (the stored key never follows a new destination)",
-				strings.Join(changed, ", ")), nil
+				"send %s again in the same write (the stored key never follows a new destination)",
+				strings.Join(changed, ", "), secret), nil
 		}
 	}
 	cfg, err := getConfig(ctx, req.Storage)

@@ -57,6 +57,10 @@ func (b *backend) pathToken() []*framework.Path {
 			Type:        framework.TypeCommaStringSlice,
 			Description: "Narrower methods than the route's; each must be one of the route's.",
 		},
+		"allowed_actions": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "aws_sigv4 routes: narrower API operations than the route's (globs such as s3:GetObject); each must lie within one of the route's allowed_actions.",
+		},
 		"bound_cidrs": {
 			Type:        framework.TypeCommaStringSlice,
 			Description: "Client addresses (CIDR blocks) the token may be used from; within the route's bound_cidrs when it sets any.",
@@ -145,6 +149,7 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 		"proxy_url":         cfg.ProxyURL,
 		"allowed_paths":     orRoute(t.AllowedPaths, route.AllowedPaths),
 		"allowed_methods":   orRoute(t.AllowedMethods, route.AllowedMethods),
+		"allowed_actions":   orRoute(t.AllowedActions, route.AllowedActions),
 		"num_uses":          t.NumUses,
 		"rate_limit":        lim.rate.String(),
 		"token_budget":      lim.budget,
@@ -222,6 +227,19 @@ func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logi
 			}
 		}
 		t.AllowedMethods = methods
+	}
+	if v, ok := d.GetOk("allowed_actions"); ok {
+		actions := cleanList(v.([]string))
+		switch {
+		case route.AuthType != authAWSSigV4:
+			return logical.ErrorResponse("allowed_actions applies only to aws_sigv4 routes")
+		case len(actions) == 0:
+			return emptyNarrowing("allowed_actions", "action pattern")
+		}
+		if err := scope.NarrowActions(actions, route.AllowedActions); err != nil {
+			return logical.ErrorResponse("allowed_actions: %s", err)
+		}
+		t.AllowedActions = actions
 	}
 	if v, ok := d.GetOk("num_uses"); ok {
 		n := v.(int)

@@ -96,6 +96,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		"uses":                 t.Uses,
 		"allowed_paths":        nonNil(t.AllowedPaths),
 		"allowed_methods":      nonNil(t.AllowedMethods),
+		"allowed_actions":      nonNil(t.AllowedActions),
 		"bound_cidrs":          nonNil(t.BoundCIDRs),
 		"metadata":             t.Metadata,
 		"rate_limit":           "",

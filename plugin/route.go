@@ -56,6 +56,8 @@ type routeEntry struct {
 	AuthQueryParam string            `json:"auth_query_param,omitempty"`
 	AuthFormat     string            `json:"auth_format,omitempty"`
 	Headers        map[string]string `json:"headers,omitempty"`
+	AWS            *awsSettings      `json:"aws,omitempty"` // auth_type=aws_sigv4 (auth_aws.go)
+	AllowedActions []string          `json:"allowed_actions,omitempty"`
 
 	TTL         time.Duration `json:"ttl"`
 	MaxTTL      time.Duration `json:"max_ttl"`
@@ -150,7 +152,7 @@ func (r *routeEntry) deliveryChanges(old *routeEntry) []string {
 	add("auth_query_param", r.AuthQueryParam != old.AuthQueryParam)
 	add("auth_format", r.AuthFormat != old.AuthFormat)
 	add("headers", !maps.Equal(r.Headers, old.Headers))
-	return changed
+	return append(changed, r.awsChanges(old)...)
 }
 
 // injection returns how the credential is injected, with defaults filled in:
@@ -185,8 +187,10 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 	if len(r.AllowedMethods) == 0 {
 		return nil, errors.New("allowed_methods is required: at least one HTTP method such as GET")
 	}
-	if err := validateCredential(r.Credential); err != nil {
-		return nil, err
+	if r.AuthType != authAWSSigV4 {
+		if err := validateCredential(r.Credential); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.validateAuth(); err != nil {
 		return nil, err
@@ -261,8 +265,10 @@ func (r *routeEntry) validateAuth() error {
 		if !isQueryName(r.AuthQueryParam) {
 			return errors.New("auth_query_param must be 1-64 characters of A-Z a-z 0-9 _ - .")
 		}
+	case authAWSSigV4:
+		return r.validateAWS()
 	default:
-		return fmt.Errorf("auth_type must be one of bearer, header, basic, query (got %q)", r.AuthType)
+		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, aws_sigv4 (got %q)", r.AuthType)
 	}
 	if r.AuthFormat != "" {
 		if !strings.Contains(r.AuthFormat, resolve.Placeholder) {

@@ -31,6 +31,7 @@ type tokenEntry struct {
 	// route's current scope always applies as well.
 	AllowedPaths   []string `json:"allowed_paths,omitempty"`
 	AllowedMethods []string `json:"allowed_methods,omitempty"`
+	AllowedActions []string `json:"allowed_actions,omitempty"` // signed routes (auth_aws.go)
 	BoundCIDRs     []string `json:"bound_cidrs,omitempty"`
 
 	NumUses int `json:"num_uses"` // 0 is unlimited

@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/sigv4"
+	"github.com/phantomvault/phantom/proxy/inject"
 	"github.com/phantomvault/phantom/proxy/metering"
 )
 
@@ -144,4 +147,18 @@ func answer(w http.ResponseWriter, rec *auditRecord, ref *refusal) {
 		h.Set("Proxy-Authenticate", `Basic realm="phantom"`)
 	}
 	writeError(w, ref.status, statusType[ref.status], ref.reason, ref.message, rec.RequestID)
+}
+
+// unsignable is the refusal of a request its route's style could not sign
+// as it came (a malformed payload hash or aws-chunked body): 400, with
+// what is wrong, which quotes nothing of the request.
+func unsignable(err error) *refusal {
+	var re *inject.RequestError
+	switch {
+	case errors.As(err, &re):
+		return refusalWith(resolve.ReasonBadRequest, re.Error())
+	case errors.Is(err, sigv4.ErrChunk):
+		return refusalWith(resolve.ReasonBadRequest, sigv4.ErrChunk.Error())
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/phantomvault/phantom/internal/reqpath"
+	"github.com/phantomvault/phantom/internal/sigv4"
 	"github.com/phantomvault/phantom/internal/token"
 )
 
@@ -47,6 +48,13 @@ func (f *tokenFinder) find(h http.Header, rawQuery string) (string, error) {
 		switch {
 		case !hasScheme:
 			candidates = append(candidates, scheme) // a bare key
+		case sigv4.IsSigV4(v):
+			// An AWS SDK signs with the token as its access key id.
+			c, ok := sigv4.FromAuthorization(v)
+			if !ok {
+				return "", errBadToken
+			}
+			candidates = append(candidates, c.AccessKeyID)
 		case strings.EqualFold(scheme, "Basic"):
 			raw, err := base64.StdEncoding.DecodeString(rest)
 			if err != nil {
@@ -84,6 +92,10 @@ func (f *tokenFinder) find(h http.Header, rawQuery string) (string, error) {
 			}
 			if slices.Contains(f.queryParams, key) && token.Check(val) == nil {
 				candidates = append(candidates, val)
+			}
+			if key == "X-Amz-Credential" { // a presigned AWS URL
+				id, _, _ := strings.Cut(val, "/")
+				candidates = append(candidates, id)
 			}
 		}
 	}

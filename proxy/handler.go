@@ -25,6 +25,7 @@ import (
 type exchange struct {
 	grant         *Grant
 	style         inject.Style // how the credential goes on the wire
+	injectErr     error        // the style could not put it there: nothing is sent
 	token         string
 	path          string // exactly as received and resolved
 	rawQuery      string
@@ -120,6 +121,7 @@ type admission struct {
 	path     string // exactly as received: what is resolved is what is forwarded
 	rawQuery string
 	token    string
+	action   string   // an AWS request's API operation (aws.go), else ""
 	key      tokenKey // the token's digest, for the unknown-token limit
 	clientIP string
 	// settleCharge settles the unit of the unknown-token limit charged for
@@ -147,6 +149,10 @@ func (s *Server) admit(r *http.Request, tun *forward.Tunnel, rec *auditRecord) (
 	if ref != nil {
 		return nil, ref
 	}
+	action, ref := awsAction(r, path, rawQuery, time.Now())
+	if ref != nil {
+		return nil, ref
+	}
 	ip, key := clientIP(r), keyOf(tok)
 	if dead, ok := s.unknownTokens.deadAgain(key); ok {
 		// Dead for good: the engine's answer again, without asking.
@@ -166,13 +172,13 @@ func (s *Server) admit(r *http.Request, tun *forward.Tunnel, rec *auditRecord) (
 		settle(true)
 		return nil, refusalFor(resolve.ReasonBodyTooLarge)
 	}
-	return &admission{path: path, rawQuery: rawQuery, token: tok, key: key, clientIP: ip, settleCharge: settle}, nil
+	return &admission{path: path, rawQuery: rawQuery, token: tok, action: action, key: key, clientIP: ip, settleCharge: settle}, nil
 }
 
 // decide has the engine decide on an admitted request and settles the
 // unit of the unknown-token limit the resolve was charged.
 func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Grant, *refusal) {
-	d, ref := s.resolve(r, rec, resolve.Request{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP})
+	d, ref := s.resolve(r, rec, resolve.Request{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP, Action: adm.action})
 	// Unknown or dead (a 401), or not for this address: no credential, so
 	// its unit stays spent; a token dead for good is answered again without
 	// a call. Anything else (a live token out of its scope, or no answer)
@@ -186,7 +192,29 @@ func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Gra
 		return nil, ref
 	}
 	s.unknownTokens.resolved(adm.key)
-	return (*Grant)(d.Grant), nil
+	g := (*Grant)(d.Grant)
+	if ref := s.checkCopySource(r, rec, adm, g); ref != nil {
+		return nil, ref
+	}
+	return g, nil
+}
+
+// checkCopySource asks the engine whether the token may read the object an
+// S3 copy reads, named in a header (aws.go): else the path scope would say
+// nothing of what is copied. Refused, g's reservation is settled.
+func (s *Server) checkCopySource(r *http.Request, rec *auditRecord, adm *admission, g *Grant) *refusal {
+	src := copySource(r, g)
+	if src == "" {
+		return nil
+	}
+	d, ref := s.resolve(r, rec, resolve.Request{Token: adm.token, Method: http.MethodGet, Path: src, ClientIP: adm.clientIP, Action: "s3:GetObject"})
+	if d != nil && d.Grant.Limits != nil {
+		s.settle(&exchange{grant: (*Grant)(d.Grant), rec: rec}) // the read is checked, never made
+	}
+	if ref != nil && g.Limits != nil {
+		s.settle(&exchange{grant: g, rec: rec})
+	}
+	return ref
 }
 
 // begin makes the exchange of an allowed request, once a tunnel's origin

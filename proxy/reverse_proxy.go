@@ -86,17 +86,20 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, ex *exchange) {
 	out.Header.Set("Accept-Encoding", "gzip")
 
 	out.URL.RawQuery = rawQuery
-	injectCredential(out, ex.style, g.Headers)
+	// Rewrite cannot fail: a request that cannot be signed fails in the
+	// transport, before it is sent (upstream_guard.go).
+	ex.injectErr = injectCredential(out, ex.style, g.Headers)
 	ex.upstreamStart = time.Now()
 }
 
-// injectCredential puts the credential on out the route's way (package
-// inject), then the route's static headers.
-func injectCredential(out *http.Request, style inject.Style, headers map[string]string) {
-	style.Apply(out)
+// injectCredential puts the route's static headers on out, then the
+// credential the route's way (package inject), last, since a signature
+// covers the headers.
+func injectCredential(out *http.Request, style inject.Style, headers map[string]string) error {
 	for k, v := range headers {
 		out.Header.Set(k, v)
 	}
+	return style.Apply(out)
 }
 
 // modifyResponse makes the upstream's answer readable (upstream_guard.go)
@@ -140,6 +143,9 @@ func (s *Server) proxyError(w http.ResponseWriter, ex *exchange, err error) {
 		ref.message = "the upstream answered in a charset Phantom cannot inspect (only ASCII-compatible ones pass)"
 	case errors.Is(err, errPartialResponse):
 		ref.message = "the upstream answered with partial content (206), which Phantom does not pass on"
+	}
+	if bad := unsignable(err); bad != nil { // the agent's request, not the upstream
+		ref = bad
 	}
 	if body := bodyRefusal(err, ex); body != nil { // limits.go: the agent's body failed, not the upstream
 		ref = body

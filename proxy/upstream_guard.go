@@ -159,6 +159,12 @@ type interimScrubber struct {
 
 func (t interimScrubber) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := t.ex
+	if ex.injectErr != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, ex.injectErr
+	}
 	trace := &httptrace.ClientTrace{
 		Got1xxResponse: func(_ int, header textproto.MIMEHeader) error {
 			ex.scrub.Header(http.Header(header))

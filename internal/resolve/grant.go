@@ -14,6 +14,9 @@ const (
 	AuthHeader = "header" // <auth_name>: <auth_format>
 	AuthBasic  = "basic"  // Authorization: Basic base64(<auth_format>)
 	AuthQuery  = "query"  // ?<auth_name>=<auth_format>
+	// AuthAWSSigV4 signs each request with AWS Signature Version 4, with a
+	// signing key the engine derives for one day, region and service.
+	AuthAWSSigV4 = "aws_sigv4"
 )
 
 // Placeholder stands for the credential in an auth format.
@@ -57,6 +60,7 @@ type Grant struct {
 	Headers    map[string]string
 	ExpiresAt  time.Time // zero when the engine sent none
 	Limits     *Limits   // nil when none apply
+	AWS        *AWSGrant // with AuthAWSSigV4, whose Credential is the signing key
 }
 
 // AuthValue is the credential as the route sends it, before any encoding.
@@ -114,13 +118,20 @@ func (a *Answer) Validate() (*Grant, error) {
 	}
 	switch rg.AuthType {
 	case "", AuthBearer, AuthHeader, AuthBasic, AuthQuery: // "" is bearer: routes older than auth_type
+		if rg.AWS != nil {
+			return nil, errors.New("resolve answer has signing settings for a pasted credential")
+		}
+	case AuthAWSSigV4:
+		if err := rg.AWS.check(rg.Credential); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("resolve answer has an auth_type this proxy does not know (%q)", rg.AuthType)
 	}
 	g := &Grant{
 		Route: a.Route, Accessor: a.Accessor, Upstream: upstream,
 		Credential: rg.Credential, AuthType: rg.AuthType, AuthName: rg.AuthName, AuthFormat: rg.AuthFormat,
-		Headers: rg.Headers,
+		Headers: rg.Headers, AWS: rg.AWS,
 	}
 	if !a.Limits.Empty() {
 		g.Limits = a.Limits
@@ -129,4 +140,20 @@ func (a *Answer) Validate() (*Grant, error) {
 		g.ExpiresAt = t
 	}
 	return g, nil
+}
+
+// check refuses SigV4 settings the proxy could not sign with.
+func (a *AWSGrant) check(signingKey string) error {
+	switch {
+	case a == nil:
+		return errors.New("resolve answer for an aws_sigv4 route lacks its signing settings")
+	case a.AccessKeyID == "" || a.Region == "" || a.Service == "":
+		return errors.New("resolve answer for an aws_sigv4 route lacks the access key id, region or service")
+	case len(signingKey) != 64 || strings.Trim(signingKey, "0123456789abcdef") != "":
+		return errors.New("resolve answer for an aws_sigv4 route has no signing key")
+	}
+	if _, err := time.Parse("20060102", a.Date); err != nil || len(a.Date) != 8 {
+		return errors.New("resolve answer for an aws_sigv4 route has no signing day")
+	}
+	return nil
 }

@@ -62,20 +62,25 @@ func (l *Limits) Data() map[string]any {
 // MatchModel reports whether model matches pattern, where '*' stands for
 // any run of characters (model names have no segments) and every other
 // character, case included, must match exactly.
+func MatchModel(pattern, model string) bool { return MatchGlob(pattern, model) }
+
+// MatchGlob reports whether s matches pattern, where '*' stands for any run
+// of characters and every other character, case included, must match
+// exactly: model names and API operations, which have no segments.
 //
-// The model comes from the agent, so the match must not backtrack
-// exponentially: this is the greedy matcher that keeps only the last star
-// (a later star can take over whatever an earlier one would have taken),
-// O(len(pattern) * len(model)) at worst.
-func MatchModel(pattern, model string) bool {
+// s comes from the agent, so the match must not backtrack exponentially:
+// this is the greedy matcher that keeps only the last star (a later star
+// can take over whatever an earlier one would have taken),
+// O(len(pattern) * len(s)) at worst.
+func MatchGlob(pattern, s string) bool {
 	p, m := 0, 0
 	star, resume := -1, 0 // the last star seen, and where its run ends now
-	for m < len(model) {
+	for m < len(s) {
 		switch {
 		case p < len(pattern) && pattern[p] == '*':
 			star, resume = p, m
 			p++
-		case p < len(pattern) && pattern[p] == model[m]:
+		case p < len(pattern) && pattern[p] == s[m]:
 			p++
 			m++
 		case star >= 0: // let the last star take one more character

@@ -13,6 +13,9 @@ const (
 	ReasonCIDRDenied       = "cidr_denied"
 	ReasonMethodNotAllowed = "method_not_allowed"
 	ReasonPathNotAllowed   = "path_not_allowed"
+	// ReasonActionNotAllowed: a signed route's API operation (s3:PutObject)
+	// is outside allowed_actions, or the proxy could not tell which it is.
+	ReasonActionNotAllowed = "action_not_allowed"
 	ReasonBadRequest       = "bad_request"
 	// ReasonOriginNotAllowed refuses a forward-proxy tunnel, or a request
 	// inside one, whose origin is not its token's route's (https, no base
@@ -44,6 +47,7 @@ var reasons = []reasonEntry{
 	{ReasonCIDRDenied, http.StatusForbidden, "the phantom token may not be used from this address"},
 	{ReasonMethodNotAllowed, http.StatusForbidden, "this method is not allowed for the phantom token"},
 	{ReasonPathNotAllowed, http.StatusForbidden, "this path is not allowed for the phantom token"},
+	{ReasonActionNotAllowed, http.StatusForbidden, "this API operation is not allowed for the phantom token"},
 	{ReasonBadRequest, http.StatusBadRequest, refusedMessage},
 	{ReasonOriginNotAllowed, http.StatusForbidden, "no phantom token's route leads to this host and port (https, no base path)"},
 	{ReasonRateLimited, http.StatusTooManyRequests, "the phantom token's rate limit was reached; retry after the time in Retry-After"},

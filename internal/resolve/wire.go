@@ -14,6 +14,7 @@ const (
 	FieldMethod   = "method"
 	FieldPath     = "path"
 	FieldClientIP = "client_ip"
+	FieldAction   = "action"
 	FieldRequests = "requests"
 )
 
@@ -30,6 +31,10 @@ type Request struct {
 	Method   string `json:"method"`
 	Path     string `json:"path"` // exactly the bytes that will be forwarded, no query
 	ClientIP string `json:"client_ip"`
+	// Action is the API operation of a request to a signed route, as the
+	// proxy reads it ("s3:GetObject"), checked against allowed_actions;
+	// "" when the proxy cannot tell (refused where allowed_actions apply).
+	Action string `json:"action,omitempty"`
 }
 
 // BatchRequest is several requests in one call; the answer is a BatchAnswer.
@@ -66,6 +71,19 @@ type RouteGrant struct {
 	AuthName   string            `json:"auth_name"`   // header or query parameter name
 	AuthFormat string            `json:"auth_format"` // template around Placeholder
 	Headers    map[string]string `json:"headers"`
+	// AWS is how to sign for an aws_sigv4 route, whose Credential is then
+	// the day's signing key (hex), never the secret access key.
+	AWS *AWSGrant `json:"aws,omitempty"`
+}
+
+// AWSGrant is what the proxy needs, beside the signing key, to sign a
+// request with SigV4 for one day, region and service.
+type AWSGrant struct {
+	AccessKeyID  string `json:"access_key_id"`
+	Region       string `json:"region"`
+	Service      string `json:"service"`
+	Date         string `json:"date"` // the signing key's day, YYYYMMDD (UTC)
+	SessionToken string `json:"session_token,omitempty"`
 }
 
 // BatchAnswer answers a BatchRequest: one decision per request, in order,
@@ -101,7 +119,7 @@ func Allow(route, accessor string, expiresAt time.Time) *Answer {
 func (a *Answer) Data() map[string]any {
 	size := 8
 	if a.RouteGrant != nil {
-		size += 6
+		size += 7
 	}
 	d := make(map[string]any, size)
 	d["allowed"] = a.Allowed != nil && *a.Allowed
@@ -132,7 +150,7 @@ func (a *Answer) Data() map[string]any {
 
 // Data is g as the engine returns it.
 func (g *RouteGrant) Data() map[string]any {
-	d := make(map[string]any, 6)
+	d := make(map[string]any, 7)
 	g.addTo(d)
 	return d
 }
@@ -148,6 +166,13 @@ func (g *RouteGrant) addTo(d map[string]any) {
 	d["auth_name"] = g.AuthName
 	d["auth_format"] = g.AuthFormat
 	d["headers"] = headers
+	if a := g.AWS; a != nil {
+		aws := map[string]any{"access_key_id": a.AccessKeyID, "region": a.Region, "service": a.Service, "date": a.Date}
+		if a.SessionToken != "" {
+			aws["session_token"] = a.SessionToken
+		}
+		d["aws"] = aws
+	}
 }
 
 // Data is b as the engine returns it.

@@ -15,8 +15,9 @@ type Basic struct {
 }
 
 // Apply sets Authorization, replacing any the agent sent.
-func (b *Basic) Apply(out *http.Request) {
+func (b *Basic) Apply(out *http.Request) error {
 	out.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(b.Value)))
+	return nil
 }
 
 // Wires are the user:password text, and the base64 the

@@ -15,7 +15,10 @@ type Header struct {
 }
 
 // Apply sets the header, replacing any value of that name the agent sent.
-func (h *Header) Apply(out *http.Request) { out.Header.Set(h.Name, h.Value) }
+func (h *Header) Apply(out *http.Request) error {
+	out.Header.Set(h.Name, h.Value)
+	return nil
+}
 
 // Wires is the header's value.
 func (h *Header) Wires() []scrub.Wire { return []scrub.Wire{{Value: h.Value}} }

@@ -15,12 +15,13 @@ type Query struct {
 }
 
 // Apply adds the parameter, dropping any of the same name the agent sent.
-func (q *Query) Apply(out *http.Request) {
+func (q *Query) Apply(out *http.Request) error {
 	raw := reqpath.DropQueryParams(out.URL.RawQuery, func(key, _ string) bool { return key == q.Name })
 	if raw != "" {
 		raw += "&"
 	}
 	out.URL.RawQuery = raw + url.QueryEscape(q.Name) + "=" + url.QueryEscape(q.Value)
+	return nil
 }
 
 // Wires are the value, and the value query-escaped as the

@@ -17,8 +17,11 @@ import (
 
 // A Style is how a route's credential goes on the wire.
 type Style interface {
-	// Apply puts the credential on out, the request about to go upstream.
-	Apply(out *http.Request)
+	// Apply puts the credential on out, the request about to go upstream,
+	// once every other header is set: a signature covers them. An error
+	// means out must not be sent (a *RequestError: the agent's request
+	// cannot be signed as it is).
+	Apply(out *http.Request) error
 	// Wires are the strings that carry the credential as Apply sends it,
 	// beyond the credential itself.
 	Wires() []scrub.Wire
@@ -34,6 +37,8 @@ func For(g *resolve.Grant) (Style, error) {
 		return &Basic{Value: value}, nil
 	case resolve.AuthQuery:
 		return &Query{Name: g.AuthName, Value: value}, nil
+	case resolve.AuthAWSSigV4:
+		return newSigV4(g)
 	}
 	return nil, fmt.Errorf("the route's auth_type %q is not one this proxy knows", g.AuthType)
 }

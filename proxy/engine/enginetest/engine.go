@@ -24,6 +24,7 @@ type Engine struct {
 	mu          sync.Mutex
 	grants      map[string]*resolve.Grant // token -> grant
 	denials     map[string]resolve.Answer // token -> denial
+	pathDenials map[string]string         // path -> reason, for any token
 	err         error                     // every call fails with it
 	notReady    bool
 	delay       time.Duration // before each resolve's answer
@@ -35,7 +36,7 @@ type Engine struct {
 
 // New is an engine that knows no token.
 func New() *Engine {
-	return &Engine{grants: map[string]*resolve.Grant{}, denials: map[string]resolve.Answer{}}
+	return &Engine{grants: map[string]*resolve.Grant{}, denials: map[string]resolve.Answer{}, pathDenials: map[string]string{}}
 }
 
 // Allow has the engine allow token with a copy of g.
@@ -58,6 +59,14 @@ func (e *Engine) Edit(token string, edit func(*resolve.Grant)) {
 // knows: naming route r and accessor pha_denied.
 func (e *Engine) Deny(token, reason string) {
 	e.Answer(token, resolve.Answer{Reason: reason, Route: "r", Accessor: "pha_denied"})
+}
+
+// DenyPath has the engine refuse every request for path, with reason, as
+// it refuses a path outside a token's scope.
+func (e *Engine) DenyPath(path, reason string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pathDenials[path] = reason
 }
 
 // Answer has the engine refuse token with a (Allowed is set to false).
@@ -105,6 +114,9 @@ func (e *Engine) Resolve(_ context.Context, req resolve.Request) (*engine.Decisi
 	}
 	if a, ok := e.denials[req.Token]; ok {
 		return &engine.Decision{Answer: &a}, nil
+	}
+	if reason, ok := e.pathDenials[req.Path]; ok {
+		return &engine.Decision{Answer: resolve.Deny(reason, "")}, nil
 	}
 	g, ok := e.grants[req.Token]
 	if !ok {

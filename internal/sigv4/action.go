@@ -1,0 +1,71 @@
+package sigv4
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Action is the API operation a request calls, as "<service>:<Operation>"
+// (s3:GetObject, dynamodb:GetItem), or "" when it cannot be told: such a
+// request is refused wherever allowed_actions apply. service is the one the
+// request is signed for. form is a url-encoded body's fields (the query
+// protocol's Action), nil for any other body.
+//
+// Where the operation is named (X-Amz-Target for JSON protocols, Action for
+// query ones) the name is taken; S3 and Bedrock name it by method, path and
+// query, read here from the same bytes the proxy forwards. Anything
+// ambiguous is "".
+func Action(service, method, path string, query url.Values, header http.Header, form url.Values) string {
+	var op string
+	switch {
+	case strings.HasPrefix(service, "s3"):
+		op = s3Action(method, path, query, header)
+	case service == "bedrock":
+		op = bedrockAction(method, path)
+	default:
+		op = namedAction(query, header, form)
+	}
+	if op == "" || !isOperationName(op) {
+		return ""
+	}
+	return service + ":" + op
+}
+
+// namedAction is the operation a JSON (X-Amz-Target: "DynamoDB_20120810.GetItem")
+// or query (Action=SendMessage) protocol request names, if it names exactly one.
+func namedAction(query url.Values, header http.Header, form url.Values) string {
+	var names []string
+	for _, t := range header.Values("X-Amz-Target") {
+		_, op, _ := strings.Cut(t, ".")
+		names = append(names, op)
+	}
+	names = append(append(names, query["Action"]...), form["Action"]...)
+	if len(names) != 1 {
+		return ""
+	}
+	return names[0]
+}
+
+func isOperationName(op string) bool {
+	for i := 0; i < len(op); i++ {
+		if c := op[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return len(op) <= 128
+}
+
+// bedrockAction reads bedrock-runtime's REST paths: /model/{id}/<op>.
+func bedrockAction(method, path string) string {
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	if method != http.MethodPost || len(segs) != 3 || segs[0] != "model" || segs[1] == "" {
+		return ""
+	}
+	return map[string]string{
+		"invoke":                      "InvokeModel",
+		"invoke-with-response-stream": "InvokeModelWithResponseStream",
+		"converse":                    "Converse",
+		"converse-stream":             "ConverseStream",
+	}[segs[2]]
+}

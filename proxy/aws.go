@@ -1,0 +1,44 @@
+package proxy
+
+import (
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/sigv4"
+)
+
+// awsAction is the API operation of a request an AWS SDK signed ("" for
+// any other request), for the engine to check against allowed_actions. It
+// is read for the service the SDK signed for, which the engine holds to
+// the route's. A presigned URL past its X-Amz-Expires is refused: the
+// proxy's signature would otherwise outlive the one the agent was given.
+func awsAction(r *http.Request, path, rawQuery string, now time.Time) (string, *refusal) {
+	query, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		query = url.Values{} // refused where an action must be told
+	}
+	var cred sigv4.Credential
+	if c, ok := sigv4.FromAuthorization(r.Header.Get("Authorization")); ok {
+		cred = c
+	} else if c, expires, ok := sigv4.Presigned(query); ok {
+		if !now.Before(expires) {
+			return "", refusalWith(resolve.ReasonExpired, "the presigned URL has expired (X-Amz-Date and X-Amz-Expires)")
+		}
+		cred = c
+	} else {
+		return "", nil
+	}
+	return sigv4.Action(cred.Service, r.Method, path, query, r.Header, nil), nil
+}
+
+// copySource is the object an S3 copy reads, which the token must be
+// allowed to GET as well ("" when the request copies nothing or the route
+// is not S3's).
+func copySource(r *http.Request, g *Grant) string {
+	if g.AWS == nil || g.AWS.Service != "s3" {
+		return ""
+	}
+	return sigv4.CopySource(r.Header)
+}

@@ -1,0 +1,262 @@
+package proxy
+
+import (
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phantomvault/phantom/internal/resolve"
+	"github.com/phantomvault/phantom/internal/sigv4"
+)
+
+const (
+	awsKeyID  = "AKIAIOSFODNN7EXAMPLE"
+	awsSecret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+)
+
+// awsGrant makes a test proxy's grant an aws_sigv4 one, as the engine
+// sends it: the day's signing key, never the secret.
+func awsGrant(service string) func(*Grant) {
+	return func(g *Grant) {
+		day := time.Now().UTC().Format(sigv4.DateFormat)
+		g.AuthType, g.AuthName, g.AuthFormat = resolve.AuthAWSSigV4, "Authorization", resolve.Placeholder
+		g.Credential = hex.EncodeToString(sigv4.SigningKey(awsSecret, day, "us-east-1", service))
+		g.AWS = &resolve.AWSGrant{AccessKeyID: awsKeyID, Region: "us-east-1", Service: service, Date: day, SessionToken: "FwoGSESSION"}
+	}
+}
+
+// awsUpstream checks every request's signature with the real secret,
+// chunks included, and answers 403 to any it cannot verify.
+type awsUpstream struct {
+	mu       sync.Mutex
+	received []*http.Request
+	bodies   []string
+	service  string
+}
+
+func (u *awsUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	u.mu.Lock()
+	u.received = append(u.received, r)
+	u.bodies = append(u.bodies, string(body))
+	u.mu.Unlock()
+	if msg := verifySigV4(r, body, u.service); msg != "" {
+		http.Error(w, "SignatureDoesNotMatch: "+msg, http.StatusForbidden)
+		return
+	}
+	w.Write([]byte("ok " + awsKeyID)) // an echo of the key id comes back masked
+}
+
+// verifySigV4 signs a copy of r with only the headers r's signature names,
+// with the real secret, and compares.
+func verifySigV4(r *http.Request, body []byte, service string) string {
+	auth := r.Header.Get("Authorization")
+	c, ok := sigv4.FromAuthorization(auth)
+	if !ok || c.AccessKeyID != awsKeyID {
+		return "no SigV4 credential of the real key id"
+	}
+	_, signedList, _ := strings.Cut(auth, "SignedHeaders=")
+	signedList, _, _ = strings.Cut(signedList, ",")
+	s := &sigv4.Signer{Key: sigv4.SigningKey(awsSecret, c.Date, c.Region, service), AccessKeyID: awsKeyID, Date: c.Date, Region: c.Region, Service: service}
+	cp, _ := http.NewRequest(r.Method, "http://"+r.Host+r.URL.RequestURI(), nil)
+	cp.URL.RawPath = r.URL.RawPath
+	for _, h := range strings.Split(signedList, ";") {
+		switch h {
+		case "host", "content-length":
+			continue
+		}
+		cp.Header[http.CanonicalHeaderKey(h)] = r.Header.Values(h)
+	}
+	if strings.Contains(signedList, "content-length") {
+		cp.ContentLength = r.ContentLength
+	}
+	payload := r.Header.Get("X-Amz-Content-Sha256")
+	if payload == "" {
+		payload = sigv4.HexSHA256(body)
+	}
+	seed, _ := s.SignRequest(cp, r.Header.Get("X-Amz-Date"), payload, r.Header.Get("X-Amz-Security-Token"), !strings.HasPrefix(service, "s3"))
+	if cp.Header.Get("Authorization") != auth {
+		return "the signature does not verify"
+	}
+	if payload == sigv4.StreamingSigned {
+		// Re-signing what came must give what came.
+		again, err := io.ReadAll(s.ResignChunks(io.NopCloser(strings.NewReader(string(body))), r.Header.Get("X-Amz-Date"), seed, false))
+		if err != nil || string(again) != string(body) {
+			return "a chunk signature does not verify"
+		}
+	}
+	return ""
+}
+
+// agentSigned is a request as an AWS SDK makes it through the proxy: signed
+// with the phantom token as the access key id and a junk secret.
+func agentSigned(t *testing.T, p *testProxy, method, target, body, service string) *http.Request {
+	t.Helper()
+	req, _ := http.NewRequest(method, p.url+target, strings.NewReader(body))
+	day := time.Now().UTC().Format(sigv4.DateFormat)
+	junk := &sigv4.Signer{Key: sigv4.SigningKey("junk", day, "us-east-1", service), AccessKeyID: p.token, Date: day, Region: "us-east-1", Service: service}
+	req.Header.Set("X-Amz-Security-Token", "agent-junk")
+	if service == "s3" {
+		req.Header.Set("X-Amz-Content-Sha256", sigv4.HexSHA256([]byte(body)))
+	}
+	if _, err := junk.SignRequest(req, time.Now().UTC().Format(sigv4.TimeFormat), sigv4.HexSHA256([]byte(body)), "", service != "s3"); err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+func TestSigV4IsSignedAgainWithTheDaysKey(t *testing.T) {
+	up := &awsUpstream{service: "s3"}
+	ts := httptest.NewServer(up)
+	defer ts.Close()
+	p := newTestProxy(t, ts.URL, awsGrant("s3"))
+
+	resp, err := http.DefaultClient.Do(agentSigned(t, p, "PUT", "/bucket/a%20key.txt?x-id=PutObject", "hello", "s3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, got)
+	}
+	if strings.Contains(string(got), awsKeyID) {
+		t.Fatalf("the access key id came back: %s", got)
+	}
+	r := up.received[0]
+	if strings.Contains(r.Header.Get("Authorization")+r.URL.RawQuery, p.token) || r.Header.Get("X-Amz-Security-Token") != "FwoGSESSION" {
+		t.Fatalf("upstream saw %v", r.Header)
+	}
+	if a := p.engine.Resolves()[0].Action; a != "s3:PutObject" {
+		t.Fatalf("resolved action %q", a)
+	}
+}
+
+func TestSigV4PresignedURLIsSignedInTheHeader(t *testing.T) {
+	up := &awsUpstream{service: "s3"}
+	ts := httptest.NewServer(up)
+	defer ts.Close()
+	p := newTestProxy(t, ts.URL, awsGrant("s3"))
+	presign := func(signedAt time.Time) string {
+		return "/bucket/key?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=" + p.token + "%2F" + signedAt.Format(sigv4.DateFormat) +
+			"%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=" + signedAt.Format(sigv4.TimeFormat) + "&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Signature=" + strings.Repeat("0", 64) + "&versionId=7"
+	}
+	status, body := p.get(t, presign(time.Now().UTC()))
+	if status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	r := up.received[0]
+	if strings.Contains(r.URL.RawQuery, "X-Amz-") || r.URL.RawQuery != "versionId=7" {
+		t.Fatalf("upstream query %q", r.URL.RawQuery)
+	}
+	if a := p.engine.Resolves()[0].Action; a != "s3:GetObject" {
+		t.Fatalf("resolved action %q", a)
+	}
+	if status, _ := p.get(t, presign(time.Now().UTC().Add(-10*time.Minute))); status != 401 {
+		t.Fatalf("an expired presigned URL: %d", status)
+	}
+}
+
+func (p *testProxy) get(t *testing.T, target string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(p.url + target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestSigV4StreamingChunksAreSignedAgain(t *testing.T) {
+	up := &awsUpstream{service: "s3"}
+	ts := httptest.NewServer(up)
+	defer ts.Close()
+	p := newTestProxy(t, ts.URL, awsGrant("s3"))
+	zero := strings.Repeat("0", 64)
+	chunk := strings.Repeat("x", 70000)
+	body := "11170;chunk-signature=" + zero + "\r\n" + chunk + "\r\n0;chunk-signature=" + zero + "\r\n\r\n"
+	req := agentSigned(t, p, "PUT", "/bucket/big", "", "s3")
+	req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+	req.Header.Set("X-Amz-Content-Sha256", sigv4.StreamingSigned)
+	req.Header.Set("Content-Encoding", "aws-chunked")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(up.bodies[0]) != len(body) || strings.Contains(up.bodies[0], zero) {
+		t.Fatalf("%d %s; upstream body of %d bytes", resp.StatusCode, got, len(up.bodies[0]))
+	}
+
+	// A malformed body is the agent's error, and nothing verifies upstream.
+	req = agentSigned(t, p, "PUT", "/bucket/bad", "", "s3")
+	bad := "5;chunk-signature=" + zero + "\r\nhello!!\r\n"
+	req.Body, req.ContentLength = io.NopCloser(strings.NewReader(bad)), int64(len(bad))
+	req.Header.Set("X-Amz-Content-Sha256", sigv4.StreamingSigned)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(got), "aws-chunked") {
+		t.Fatalf("a malformed chunk: %d %s", resp.StatusCode, got)
+	}
+}
+
+func TestSigV4JSONServiceBodyIsHashed(t *testing.T) {
+	up := &awsUpstream{service: "bedrock"}
+	ts := httptest.NewServer(up)
+	defer ts.Close()
+	p := newTestProxy(t, ts.URL, awsGrant("bedrock"))
+	resp, err := http.DefaultClient.Do(agentSigned(t, p, "POST", "/model/anthropic.claude%3Av1/converse", `{"messages":[]}`, "bedrock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, got)
+	}
+	if a := p.engine.Resolves()[0].Action; a != "bedrock:Converse" {
+		t.Fatalf("resolved action %q", a)
+	}
+}
+
+func TestSigV4CopySourceMustBeReadable(t *testing.T) {
+	up := &awsUpstream{service: "s3"}
+	ts := httptest.NewServer(up)
+	defer ts.Close()
+	p := newTestProxy(t, ts.URL, awsGrant("s3"))
+	req := agentSigned(t, p, "PUT", "/bucket/copy", "", "s3")
+	req.Header.Set("X-Amz-Copy-Source", "/secret-bucket/key")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resolves := p.engine.Resolves()
+	if len(resolves) != 2 || resolves[1].Method != "GET" || resolves[1].Path != "/secret-bucket/key" || resolves[0].Action != "s3:CopyObject" {
+		t.Fatalf("resolves %+v", resolves)
+	}
+	// The source out of the token's scope: nothing is forwarded.
+	p.engine.DenyPath("/secret-bucket/key", resolve.ReasonPathNotAllowed)
+	n := len(up.received)
+	req = agentSigned(t, p, "PUT", "/bucket/copy", "", "s3")
+	req.Header.Set("X-Amz-Copy-Source", "/secret-bucket/key")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 403 || len(up.received) != n {
+		t.Fatalf("%d, upstream saw %d", resp.StatusCode, len(up.received)-n)
+	}
+}
