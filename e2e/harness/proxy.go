@@ -214,3 +214,6 @@ func Grep(text, sub string) string {
 	}
 	return b.String()
 }
+
+// PID is the proxy process's, for a test that reads its memory.
+func (p *Proxy) PID() int { return p.cmd.Process.Pid }
