@@ -66,7 +66,7 @@ const (
 type sigV4Verifier struct {
 	Creds   aws.Credentials // the real ones: access key id, secret, optional session token
 	Region  string
-	Service string         // "s3" or "bedrock"
+	Service string           // "s3" or "bedrock"
 	Now     func() time.Time // nil: time.Now
 }
 
