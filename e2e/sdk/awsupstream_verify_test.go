@@ -102,6 +102,17 @@ func TestStandInAcceptsTheSDKWithTheRealKey(t *testing.T) {
 			if err != nil || !strings.Contains(string(inv.Body), `"echo":{"prompt":"hi"}`) {
 				t.Fatalf("InvokeModel: %v %s", err, inv.Body)
 			}
+			// Checksums only when required: a seekable body goes as
+			// UNSIGNED-PAYLOAD over TLS, with its sha256 over plain http.
+			cfg2 := cfg.Copy()
+			cfg2.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+			if _, err := newS3Client(cfg2, srv.URL, tlsClient(srv)).PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String("plain"), Body: bytes.NewReader(data[:1000])}); err != nil {
+				t.Fatalf("PutObject, checksums when required: %v", err)
+			}
+			last := up.Arrivals()[len(up.Arrivals())-1]
+			if form := last.Verified.PayloadForm; (useTLS && form != payloadUnsigned) || (!useTLS && form != hexSHA256(data[:1000])) || last.Verified.Checksum != "" {
+				t.Fatalf("PutObject, checksums when required: %q %q", form, last.Verified.Checksum)
+			}
 			forms := map[string]bool{}
 			for _, a := range up.Arrivals() {
 				if a.Verified == nil {
