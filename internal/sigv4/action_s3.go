@@ -17,7 +17,7 @@ var s3Params = map[string]bool{
 	"start-after": true, "fetch-owner": true, "encoding-type": true, "marker": true, "x-id": true,
 	"versionId": true, "partNumber": true, "uploadId": true, "key-marker": true, "version-id-marker": true,
 	"upload-id-marker": true, "max-uploads": true, "max-parts": true, "part-number-marker": true,
-	"max-buckets": true, "bucket-region": true,
+	"max-buckets": true, "bucket-region": true, "x-amz-checksum-mode": true,
 	"response-cache-control": true, "response-content-disposition": true, "response-content-encoding": true,
 	"response-content-language": true, "response-content-type": true, "response-expires": true,
 }
@@ -79,7 +79,7 @@ var s3Ops = map[string]string{
 func s3Action(method, path string, query url.Values, header http.Header) string {
 	sub := ""
 	for k := range query {
-		if s3Params[k] || IsPresignParam(k) {
+		if s3Params[k] || s3Params[strings.ToLower(k)] || IsPresignParam(k) {
 			continue
 		}
 		if sub != "" || s3Ops["bucket GET "+k] == "" && s3Ops["object GET "+k] == "" &&

@@ -41,9 +41,10 @@ func parseCredential(v string) (Credential, bool) {
 	return Credential{AccessKeyID: parts[0], Date: parts[1], Region: parts[2], Service: parts[3]}, true
 }
 
-// The query parameters of a presigned URL's signature.
+// The query parameters of a presigned URL's signature (the JavaScript SDK
+// names the payload too).
 var presignParams = []string{"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
-	"X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"}
+	"X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token", "X-Amz-Content-Sha256"}
 
 // IsPresignParam reports whether a query parameter belongs to a presigned
 // URL's signature (which the proxy replaces with its own).
