@@ -16,16 +16,20 @@ import (
 	"time"
 
 	"github.com/phantomvault/phantom/e2e/harness"
+	"github.com/phantomvault/phantom/internal/sigv4"
+	"github.com/phantomvault/phantom/internal/sigv4/sigv4test"
 )
 
 // Real keys the documentation's commands use, by environment variable.
 var readmeKeys = map[string]string{
-	"STRIPE_SECRET_KEY":    "sk_live_README0stripe0key0never0shown01",
-	"STRIPE_ROTATED_KEY":   "sk_live_README0stripe0rotated0key0never0",
-	"OPENAI_SECRET_KEY":    "sk-proj-README0openai0key0never0shown0001",
-	"ANTHROPIC_SECRET_KEY": "sk-ant-api03-README0anthropic0key0never00",
-	"GEMINI_SECRET_KEY":    "AIzaREADME0gemini0key0never0shown00001",
-	"MCP_SERVER_KEY":       "mcp0README0server0key0never0shown000001",
+	"STRIPE_SECRET_KEY":          "sk_live_README0stripe0key0never0shown01",
+	"STRIPE_ROTATED_KEY":         "sk_live_README0stripe0rotated0key0never0",
+	"OPENAI_SECRET_KEY":          "sk-proj-README0openai0key0never0shown0001",
+	"ANTHROPIC_SECRET_KEY":       "sk-ant-api03-README0anthropic0key0never00",
+	"GEMINI_SECRET_KEY":          "AIzaREADME0gemini0key0never0shown00001",
+	"MCP_SERVER_KEY":             "mcp0README0server0key0never0shown000001",
+	"AWS_REAL_ACCESS_KEY_ID":     "AKIAREADME0EXAMPLE01",
+	"AWS_REAL_SECRET_ACCESS_KEY": "README0aws0secret0access0key0never0shown",
 }
 
 // readmeDocs are the Markdown files whose sh blocks TestReadmeCommands
@@ -39,11 +43,13 @@ var readmeDocs = []string{
 	"docs/routes-and-tokens.md",
 	"docs/limits.md",
 	"docs/agents.md",
+	"docs/aws.md",
 	"docs/operations.md",
 }
 
-// standInAPI answers for Stripe, OpenAI, Anthropic, Gemini and a remote
-// MCP server, each only with its real key in its own place (Stripe's route
+// standInAPI answers for Stripe, OpenAI, Anthropic, Gemini, S3 (a SigV4
+// signature verified with the real secret) and a remote MCP server, each
+// only with its real key in its own place (Stripe's route
 // injects a Bearer key, whatever form the agent used), naming the API it
 // played. The MCP server answers an initialize request as Streamable HTTP
 // does: a session id and an event stream.
@@ -51,6 +57,14 @@ func standInAPI(w http.ResponseWriter, r *http.Request) {
 	bearer := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	api := ""
 	switch {
+	case strings.HasPrefix(r.Header.Get("Authorization"), sigv4.Algorithm):
+		body, _ := io.ReadAll(r.Body)
+		if err := sigv4test.Verify(r, body, readmeKeys["AWS_REAL_ACCESS_KEY_ID"], readmeKeys["AWS_REAL_SECRET_ACCESS_KEY"], "s3"); err != nil {
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintf(w, "<Error><Code>SignatureDoesNotMatch</Code><Message>%s</Message></Error>", err)
+			return
+		}
+		api = "s3"
 	case bearer == readmeKeys["MCP_SERVER_KEY"]:
 		body, _ := io.ReadAll(r.Body)
 		if r.Method != http.MethodPost || !strings.Contains(r.Header.Get("Accept"), "text/event-stream") ||
@@ -119,6 +133,7 @@ func TestReadmeCommands(t *testing.T) {
 		"https://api.anthropic.com", apiURL,
 		"https://generativelanguage.googleapis.com", apiURL,
 		"https://mcp.example.com", apiURL,
+		"https://s3.us-east-1.amazonaws.com", apiURL,
 		"https://vault.internal:8200", v.Addr,
 		"http://phantom.internal:8080", "http://127.0.0.1:"+strconv.Itoa(proxyPort),
 		"0.0.0.0:8080", "127.0.0.1:"+strconv.Itoa(proxyPort),
