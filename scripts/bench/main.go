@@ -131,6 +131,7 @@ func main() {
 			target{"forward", c.forward.target, "", c.forward.transport()})
 	}
 	targets = append(targets, limitsTargets(c.proxy)...) // limits.go
+	targets = append(targets, sigv4Targets(c.proxy)...)  // sigv4.go
 	byKey := map[string]result{}
 	for _, n := range c.conns {
 		// The targets take turns in short slices, so a noisy neighbour
@@ -154,6 +155,9 @@ func main() {
 		r.Ratios[fmt.Sprintf("phantom/bare-proxy@%d", n)] = round(p.RPS / b.RPS)
 		if l, ok := byKey[fmt.Sprintf("phantom-limits/%d", n)]; ok {
 			r.Ratios[fmt.Sprintf("phantom-limits/phantom@%d", n)] = round(l.RPS / p.RPS)
+		}
+		if s, ok := byKey[fmt.Sprintf("phantom-sigv4/%d", n)]; ok {
+			r.Ratios[fmt.Sprintf("phantom-sigv4/phantom@%d", n)] = round(s.RPS / p.RPS)
 		}
 		if f, ok := byKey[fmt.Sprintf("forward/%d", n)]; ok {
 			r.Ratios[fmt.Sprintf("forward/phantom-tls@%d", n)] = round(f.RPS / byKey[fmt.Sprintf("phantom-tls/%d", n)].RPS)

@@ -1,7 +1,9 @@
 // Command demo-upstream is a stand-in API for the demo and `make dev`: it
 // accepts only the real key, given in $DEMO_UPSTREAM_KEY (never a flag, so it
 // stays out of process listings), and echoes rejected keys back as real APIs
-// do, which lets the demo show phantom-proxy scrubbing them.
+// do, which lets the demo show phantom-proxy scrubbing them. It also takes
+// requests signed with AWS SigV4 (service s3) by DemoAWSKeyID with that key
+// as the secret, for an aws_sigv4 route in make bench.
 package main
 
 import (
@@ -11,6 +13,9 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/phantomvault/phantom/internal/sigv4"
+	"github.com/phantomvault/phantom/internal/sigv4/sigv4test"
 )
 
 func main() {
@@ -40,6 +45,13 @@ func main() {
 	log.Printf("demo-upstream: serving on %s", *listen)
 	log.Fatal(http.ListenAndServe(*listen, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if strings.HasPrefix(got, sigv4.Algorithm) {
+			if err := sigv4test.Verify(r, nil, demoAWSKeyID, key, "s3"); err != nil {
+				reply(w, http.StatusForbidden, map[string]any{"error": map[string]any{"message": "SignatureDoesNotMatch: " + err.Error()}})
+				return
+			}
+			got = key
+		}
 		if got != key {
 			reply(w, http.StatusUnauthorized, map[string]any{"error": map[string]any{"message": "Invalid API key provided: " + got}})
 			return
@@ -47,6 +59,9 @@ func main() {
 		mux.ServeHTTP(w, r)
 	})))
 }
+
+// demoAWSKeyID is the access key id of the demo's aws_sigv4 route.
+const demoAWSKeyID = "AKIADEMOUPSTREAM0001"
 
 func reply(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
