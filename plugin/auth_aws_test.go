@@ -138,6 +138,9 @@ func TestAWSAllowedActions(t *testing.T) {
 	wantDenied(t, resolve(tok, "PUT", "s3:PutObject"), "action_not_allowed")
 	wantDenied(t, resolve(tok, "GET", ""), "action_not_allowed") // the proxy could not tell
 	wantDenied(t, resolve(tok, "GET", "sqs:GetObject"), "action_not_allowed")
+	wantAllowed(t, resolve(tok, "GET", "s3:GetObject,s3:GetObjectAcl"))
+	wantDenied(t, resolve(tok, "GET", "s3:GetObject,s3:PutObjectAcl"), "action_not_allowed") // every one must be allowed
+	wantDenied(t, resolve(tok, "GET", "s3:GetObject,"), "action_not_allowed")
 
 	narrow, _ := e.mint(t, "s3", map[string]any{"allowed_actions": "s3:GetObject"})
 	wantAllowed(t, resolve(narrow, "GET", "s3:GetObject"))

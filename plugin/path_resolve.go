@@ -43,7 +43,7 @@ func (b *backend) pathResolve() []*framework.Path {
 			},
 			resolve.FieldAction: {
 				Type:        framework.TypeString,
-				Description: "The API operation of a request to a signed route, as <service>:<Operation> (s3:GetObject); checked against allowed_actions.",
+				Description: "The API operations of a request to a signed route, as <service>:<Operation> (s3:GetObject), several after commas when its headers do more (s3:PutObject,s3:PutObjectAcl); each is checked against allowed_actions.",
 			},
 			resolve.FieldRequests: {
 				Type: framework.TypeSlice,
@@ -285,9 +285,12 @@ func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Tim
 		return resolve.ReasonPathNotAllowed, "path is not allowed for this token"
 	}
 	if len(route.AllowedActions) > 0 || len(t.AllowedActions) > 0 {
-		if rr.action == "" || len(route.AllowedActions) > 0 && !scope.MatchAnyAction(route.AllowedActions, rr.action) ||
-			len(t.AllowedActions) > 0 && !scope.MatchAnyAction(t.AllowedActions, rr.action) {
-			return resolve.ReasonActionNotAllowed, "the API operation " + orUnknown(rr.action) + " is not allowed for this token"
+		// Every operation the request performs ("s3:PutObject,s3:PutObjectAcl").
+		for action := range strings.SplitSeq(rr.action, ",") {
+			if action == "" || len(route.AllowedActions) > 0 && !scope.MatchAnyAction(route.AllowedActions, action) ||
+				len(t.AllowedActions) > 0 && !scope.MatchAnyAction(t.AllowedActions, action) {
+				return resolve.ReasonActionNotAllowed, "the API operation " + orUnknown(action) + " is not allowed for this token"
+			}
 		}
 	}
 	return "", ""

@@ -32,8 +32,10 @@ type Request struct {
 	Path     string `json:"path"` // exactly the bytes that will be forwarded, no query
 	ClientIP string `json:"client_ip"`
 	// Action is the API operation of a request to a signed route, as the
-	// proxy reads it ("s3:GetObject"), checked against allowed_actions;
-	// "" when the proxy cannot tell (refused where allowed_actions apply).
+	// proxy reads it ("s3:GetObject"; several after commas when its headers
+	// do more, "s3:PutObject,s3:PutObjectAcl"), each checked against
+	// allowed_actions; "" when the proxy cannot tell (refused where
+	// allowed_actions apply).
 	Action string `json:"action,omitempty"`
 }
 

@@ -12,6 +12,11 @@ import (
 // request is signed for. form is a url-encoded body's fields (the query
 // protocol's Action), nil for any other body.
 //
+// An S3 request whose headers do more than its operation (an ACL, tags or
+// an object lock set with the upload, a governance bypass), for which IAM
+// wants further permissions, names those operations too, after commas: the
+// engine then wants every one allowed.
+//
 // Where the operation is named (X-Amz-Target for JSON protocols, Action for
 // query ones) the name is taken; S3 and Bedrock name it by method, path and
 // query, read here from the same bytes the proxy forwards. Anything
@@ -29,7 +34,13 @@ func Action(service, method, path string, query url.Values, header http.Header, 
 	if op == "" || !isOperationName(op) {
 		return ""
 	}
-	return service + ":" + op
+	action := service + ":" + op
+	if strings.HasPrefix(service, "s3") {
+		for _, extra := range s3HeaderActions(op, header) {
+			action += "," + service + ":" + extra
+		}
+	}
+	return action
 }
 
 // namedAction is the operation a JSON (X-Amz-Target: "DynamoDB_20120810.GetItem")

@@ -143,6 +143,37 @@ func s3Level(path string) string {
 	return "object"
 }
 
+// s3HeaderActions are the operations beside op that an S3 request's headers
+// perform, as IAM counts them: an ACL or grants (PutObjectAcl, or
+// PutBucketAcl on a bucket), tags (PutObjectTagging), an object lock
+// (PutObjectRetention, PutObjectLegalHold), a governance bypass.
+func s3HeaderActions(op string, header http.Header) []string {
+	var extra []string
+	acl := header.Get("X-Amz-Acl") != ""
+	for name := range header {
+		acl = acl || strings.HasPrefix(name, "X-Amz-Grant-")
+	}
+	switch {
+	case acl && (op == "CreateBucket" || op == "PutBucketAcl"):
+		extra = append(extra, "PutBucketAcl")
+	case acl:
+		extra = append(extra, "PutObjectAcl")
+	}
+	if header.Get("X-Amz-Tagging") != "" {
+		extra = append(extra, "PutObjectTagging")
+	}
+	if header.Get("X-Amz-Object-Lock-Mode") != "" || header.Get("X-Amz-Object-Lock-Retain-Until-Date") != "" {
+		extra = append(extra, "PutObjectRetention")
+	}
+	if header.Get("X-Amz-Object-Lock-Legal-Hold") != "" {
+		extra = append(extra, "PutObjectLegalHold")
+	}
+	if header.Get("X-Amz-Bypass-Governance-Retention") != "" {
+		extra = append(extra, "BypassGovernanceRetention")
+	}
+	return extra
+}
+
 // CopySource is the object an S3 copy reads (x-amz-copy-source:
 // "bucket/key" or "/bucket/key", a version id after '?'), as a path-style
 // path to check against the token's scope, or "" when the request copies
