@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -135,11 +136,36 @@ func (r *routeEntry) validateAWS() error {
 			return fmt.Errorf("allowed_actions: %q names another service than the route's (%s)", p, a.Service)
 		}
 	}
+	if len(r.AllowedActions) > 0 {
+		if err := r.actionsReadable(); err != nil {
+			return err
+		}
+	}
 	for name := range r.Headers {
 		switch http.CanonicalHeaderKey(name) {
 		case "X-Amz-Date", "X-Amz-Security-Token", "X-Amz-Content-Sha256":
 			return fmt.Errorf("headers: %q is set by the signature", name)
 		}
+	}
+	return nil
+}
+
+// actionsReadable refuses allowed_actions where the proxy would read S3's
+// operations wrong: it reads them from the agent's path as path-style
+// (/<bucket>/<key>), so the upstream must add no path and not be a
+// bucket's own host, or a GET of an object would read as a bucket's list.
+func (r *routeEntry) actionsReadable() error {
+	if !strings.HasPrefix(r.AWS.Service, "s3") {
+		return nil
+	}
+	u, err := url.Parse(r.Upstream)
+	if err != nil {
+		return err
+	}
+	host := u.Hostname()
+	if u.Path != "" || strings.Contains(host, ".s3.") && !strings.HasPrefix(host, "s3.") ||
+		strings.Contains(host, ".s3-") && !strings.HasPrefix(host, "s3-") {
+		return errors.New("allowed_actions on S3 needs a path-style upstream, the service's endpoint without a bucket or a path (https://s3.<region>.amazonaws.com)")
 	}
 	return nil
 }

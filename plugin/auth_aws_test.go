@@ -166,6 +166,12 @@ func TestAWSAllowedActions(t *testing.T) {
 	e.writeAWSRoute(t, "open", nil)
 	open, _ := e.mint(t, "open", map[string]any{"allowed_actions": "s3:GetObject"})
 	wantDenied(t, e.ok(t, logical.PatchOperation, "resolve", map[string]any{"token": open, "method": "PUT", "path": "/bucket/k", "action": "s3:PutObject"}).Data, "action_not_allowed")
+	// Where S3's operations would be read wrong, no actions at all.
+	e.userError(t, logical.UpdateOperation, "routes/vhost", map[string]any{"upstream": "https://reports.s3.us-east-1.amazonaws.com", "allowed_paths": "/**",
+		"allowed_methods": "GET", "auth_type": "aws_sigv4", "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": testAWSSecret,
+		"region": "us-east-1", "service": "s3", "allowed_actions": "s3:GetObject"}, "path-style")
+	e.writeAWSRoute(t, "based", map[string]any{"upstream": "https://s3.us-east-1.amazonaws.com/reports"})
+	e.userError(t, logical.UpdateOperation, "token/based", map[string]any{"allowed_actions": "s3:GetObject"}, "path-style")
 	// A pasted-key route takes no actions at mint.
 	e.writeRoute(t, "stripe", nil)
 	e.userError(t, logical.UpdateOperation, "token/stripe", map[string]any{"allowed_actions": "s3:GetObject"}, "only to aws_sigv4")

@@ -285,6 +285,9 @@ func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Tim
 		return resolve.ReasonPathNotAllowed, "path is not allowed for this token"
 	}
 	if len(route.AllowedActions) > 0 || len(t.AllowedActions) > 0 {
+		if route.AWS == nil || route.actionsReadable() != nil { // the route changed since the mint
+			return resolve.ReasonActionNotAllowed, "this route's API operations cannot be told apart"
+		}
 		// Every operation the request performs ("s3:PutObject,s3:PutObjectAcl").
 		for action := range strings.SplitSeq(rr.action, ",") {
 			if action == "" || len(route.AllowedActions) > 0 && !scope.MatchAnyAction(route.AllowedActions, action) ||

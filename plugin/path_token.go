@@ -239,6 +239,9 @@ func narrowScope(t *tokenEntry, route *routeEntry, d *framework.FieldData) *logi
 		if err := scope.NarrowActions(actions, route.AllowedActions); err != nil {
 			return logical.ErrorResponse("allowed_actions: %s", err)
 		}
+		if err := route.actionsReadable(); err != nil {
+			return logical.ErrorResponse(err.Error())
+		}
 		t.AllowedActions = actions
 	}
 	if v, ok := d.GetOk("num_uses"); ok {

@@ -17,7 +17,7 @@ import (
 func awsAction(r *http.Request, path, rawQuery string, now time.Time) (string, *refusal) {
 	query, err := url.ParseQuery(rawQuery)
 	if err != nil {
-		query = url.Values{} // refused where an action must be told
+		query = nil // read as S3 would not be: no action (refused where one must be told)
 	}
 	var cred sigv4.Credential
 	if c, ok := sigv4.FromAuthorization(r.Header.Get("Authorization")); ok {
@@ -28,6 +28,9 @@ func awsAction(r *http.Request, path, rawQuery string, now time.Time) (string, *
 		}
 		cred = c
 	} else {
+		return "", nil
+	}
+	if query == nil {
 		return "", nil
 	}
 	return sigv4.Action(cred.Service, r.Method, path, query, r.Header, nil), nil
