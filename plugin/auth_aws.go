@@ -170,6 +170,15 @@ func (r *routeEntry) actionsReadable() error {
 	return nil
 }
 
+// awsWarnings are what an admin should know of a valid aws_sigv4 route.
+func (r *routeEntry) awsWarnings() []string {
+	if r.AuthType != authAWSSigV4 || r.AWS.Service != "sts" || len(r.AllowedActions) > 0 {
+		return nil
+	}
+	return []string{"a token of an sts route without allowed_actions can ask STS for real temporary credentials " +
+		"(GetSessionToken, AssumeRole), which then work without Phantom: set allowed_actions"}
+}
+
 func isAWSName(s, extra string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -172,6 +172,13 @@ func TestAWSAllowedActions(t *testing.T) {
 		"region": "us-east-1", "service": "s3", "allowed_actions": "s3:GetObject"}, "path-style")
 	e.writeAWSRoute(t, "based", map[string]any{"upstream": "https://s3.us-east-1.amazonaws.com/reports"})
 	e.userError(t, logical.UpdateOperation, "token/based", map[string]any{"allowed_actions": "s3:GetObject"}, "path-style")
+	// STS without allowed_actions is allowed, with a warning.
+	resp = e.ok(t, logical.UpdateOperation, "routes/sts", map[string]any{"upstream": "https://sts.amazonaws.com", "allowed_paths": "/",
+		"allowed_methods": "POST", "auth_type": "aws_sigv4", "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": testAWSSecret,
+		"region": "us-east-1", "service": "sts"})
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "temporary credentials") {
+		t.Errorf("warnings %v", resp.Warnings)
+	}
 	// A pasted-key route takes no actions at mint.
 	e.writeRoute(t, "stripe", nil)
 	e.userError(t, logical.UpdateOperation, "token/stripe", map[string]any{"allowed_actions": "s3:GetObject"}, "only to aws_sigv4")

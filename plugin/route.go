@@ -195,6 +195,7 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 	if err := r.validateAuth(); err != nil {
 		return nil, err
 	}
+	warnings = append(warnings, r.awsWarnings()...)
 	for name, value := range r.Headers {
 		if err := validateHeaderName(name); err != nil {
 			return nil, fmt.Errorf("headers: %w", err)
