@@ -41,6 +41,12 @@ func (b *backend) pathResolve() []*framework.Path {
 				Type:        framework.TypeString,
 				Description: "Address of the client as seen by the proxy; checked against bound_cidrs.",
 			},
+			resolve.FieldHMAC: {
+				Type: framework.TypeMap,
+				Description: "For a route of auth_type hmac, what the signature covers that only the proxy knows: " +
+					"query (as forwarded, without '?'), body (standard base64) or body_sha256 (hex), as hmac_needs asks.",
+				DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+			},
 			resolve.FieldRequests: {
 				Type: framework.TypeSlice,
 				Description: "Several requests at once, instead of token, method, path and client_ip: " +
@@ -63,7 +69,8 @@ func (b *backend) pathResolve() []*framework.Path {
 // resolveRequest is one request the proxy is about to forward, checked.
 type resolveRequest struct {
 	method, path string
-	clientIP     netip.Addr // invalid when the proxy sent none
+	clientIP     netip.Addr         // invalid when the proxy sent none
+	hmac         *resolve.HMACInput // auth_type=hmac (hmac_sign.go)
 }
 
 // deny is a denied answer; it names the token's accessor and route when
@@ -89,6 +96,10 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 			Method:   d.Get(resolve.FieldMethod).(string),
 			Path:     d.Get(resolve.FieldPath).(string),
 			ClientIP: d.Get(resolve.FieldClientIP).(string),
+		}
+		var ok bool
+		if in.HMAC, ok = hmacInput(d.Raw[resolve.FieldHMAC]); !ok {
+			return &logical.Response{Data: deny(resolve.ReasonBadRequest, "hmac must be an object of string fields", nil).Data()}, nil
 		}
 		a, route, err := b.resolveOne(ctx, req.Storage, in)
 		if err != nil {
@@ -145,12 +156,13 @@ func batchInput(item any) (resolve.Request, bool) {
 		return s, ok
 	}
 	var in resolve.Request
-	var ok1, ok2, ok3, ok4 bool
+	var ok1, ok2, ok3, ok4, ok5 bool
 	in.Token, ok1 = field(resolve.FieldToken)
 	in.Method, ok2 = field(resolve.FieldMethod)
 	in.Path, ok3 = field(resolve.FieldPath)
 	in.ClientIP, ok4 = field(resolve.FieldClientIP)
-	return in, ok1 && ok2 && ok3 && ok4
+	in.HMAC, ok5 = hmacInput(m[resolve.FieldHMAC])
+	return in, ok1 && ok2 && ok3 && ok4 && ok5
 }
 
 // resolveOne decides a single request; the answer is always data, an error
@@ -212,7 +224,7 @@ func (b *backend) holdToken(ctx context.Context, s logical.Storage, in resolve.R
 	if reason != "" {
 		return heldToken{}, deny(reason, msg, nil), nil
 	}
-	h := heldToken{req: resolveRequest{method: in.Method, path: in.Path, clientIP: clientIP}}
+	h := heldToken{req: resolveRequest{method: in.Method, path: in.Path, clientIP: clientIP, hmac: in.HMAC}}
 	var err error
 	if h.tokenHMAC, err = b.hmacToken(ctx, s, in.Token); err != nil {
 		return h, nil, err
@@ -241,6 +253,13 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 	if reason, msg := authorize(t, route, h.req, now); reason != "" {
 		return deny(reason, msg, t), nil, nil
 	}
+	var signature *resolve.HMACSignature
+	if route.AuthType == authHMAC { // before any use or rate is counted
+		var denied *resolve.Answer
+		if signature, denied = route.signHMAC(h.req, now, t); denied != nil {
+			return denied, nil, nil
+		}
+	}
 	var limits *resolve.Limits
 	if t.Limits.any() || route.Limits.any() { // tokens and routes without limits pay nothing
 		var denied *resolve.Answer
@@ -260,6 +279,7 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 	b.usage.record(h.tokenHMAC, t, now)
 	a := allow(t)
 	a.Limits = limits
+	a.HMACSignature = signature
 	return a, route, nil
 }
 
@@ -315,6 +335,9 @@ func allow(t *tokenEntry) *resolve.Answer {
 
 // routeGrant is what the proxy needs of a route to forward a request.
 func routeGrant(route *routeEntry) *resolve.RouteGrant {
+	if route.AuthType == authHMAC {
+		return route.hmacRouteGrant() // no credential
+	}
 	name, format := route.injection()
 	return &resolve.RouteGrant{
 		Upstream:   route.Upstream,
@@ -331,19 +354,25 @@ func routeGrant(route *routeEntry) *resolve.RouteGrant {
 // deny reasons. The answer's fields are resolve.Answer and resolve.RouteGrant.
 func resolveHelp() string {
 	input := fmt.Sprintf("Input: %s, %s (upper-case letters only), %s (exactly the bytes that will be "+
-		"forwarded, without the query) and %s. Or %s, a list of up to %d objects with those fields, "+
+		"forwarded, without the query), %s and, for a route of auth_type %s, %s (query, body or body_sha256: "+
+		"what the signature covers that only the proxy knows). Or %s, a list of up to %d objects with those fields, "+
 		"answered by results, the decisions in the same order, and routes, the grant (upstream through "+
 		"headers below) of each route allowed, once; a batch reads each route once. phantom-proxy calls "+
 		"with PATCH (an update needs an extra round trip to the plugin) and batches the requests that "+
 		"queue up while a call is in flight. The answer is always data, never an error:",
-		resolve.FieldToken, resolve.FieldMethod, resolve.FieldPath, resolve.FieldClientIP, resolve.FieldRequests, resolve.MaxBatch)
+		resolve.FieldToken, resolve.FieldMethod, resolve.FieldPath, resolve.FieldClientIP, resolve.AuthHMAC, resolve.FieldHMAC,
+		resolve.FieldRequests, resolve.MaxBatch)
 	allowed := fmt.Sprintf("route, accessor, upstream, credential, auth_type (%s), auth_name (header "+
 		"or query parameter), auth_format (a template around %s), headers (static upstream headers), "+
 		"expires_at, uses_remaining (tokens with num_uses), limits (usage_format, allowed_models, "+
-		"max_output_tokens, budget_remaining: what the proxy enforces on this request, when any apply)",
-		strings.Join([]string{resolve.AuthBearer, resolve.AuthHeader, resolve.AuthBasic, resolve.AuthQuery}, ", "), resolve.Placeholder)
+		"max_output_tokens, budget_remaining: what the proxy enforces on this request, when any apply); "+
+		"for auth_type %s no credential but hmac (where the signature, timestamp, key id and passphrase go) and "+
+		"hmac_signature (this request's timestamp and signature, never shared by a batch)",
+		strings.Join([]string{resolve.AuthBearer, resolve.AuthHeader, resolve.AuthBasic, resolve.AuthQuery, resolve.AuthHMAC}, ", "),
+		resolve.Placeholder, resolve.AuthHMAC)
 	denied := "reason, one of: " + strings.Join(resolve.Reasons(), ", ") +
-		"; message; accessor and route when the token is known; retry_after_ms with rate_limited and budget_pending"
+		"; message; accessor and route when the token is known; retry_after_ms with rate_limited and budget_pending; " +
+		"hmac_needs with " + resolve.ReasonHMACInputs + " (what of the body to send with hmac, and at most how much)"
 	indent := "\n" + strings.Repeat(" ", 17)
 	return "phantom-proxy calls this for every request: may this token make this request?\n\n" +
 		wrapWords(input, 78, "\n") + "\n\n" +

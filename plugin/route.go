@@ -30,6 +30,7 @@ const (
 	authHeader = resolve.AuthHeader
 	authBasic  = resolve.AuthBasic
 	authQuery  = resolve.AuthQuery
+	// authHMAC: auth_hmac.go
 )
 
 // routePrefix is where routes are stored: routes/<name> -> routeEntry,
@@ -56,6 +57,7 @@ type routeEntry struct {
 	AuthQueryParam string            `json:"auth_query_param,omitempty"`
 	AuthFormat     string            `json:"auth_format,omitempty"`
 	Headers        map[string]string `json:"headers,omitempty"`
+	HMAC           *hmacSettings     `json:"hmac,omitempty"` // auth_type=hmac only (auth_hmac.go)
 
 	TTL         time.Duration `json:"ttl"`
 	MaxTTL      time.Duration `json:"max_ttl"`
@@ -150,7 +152,7 @@ func (r *routeEntry) deliveryChanges(old *routeEntry) []string {
 	add("auth_query_param", r.AuthQueryParam != old.AuthQueryParam)
 	add("auth_format", r.AuthFormat != old.AuthFormat)
 	add("headers", !maps.Equal(r.Headers, old.Headers))
-	return changed
+	return append(changed, r.HMAC.deliveryChanges(old.HMAC)...)
 }
 
 // injection returns how the credential is injected, with defaults filled in:
@@ -191,6 +193,13 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 	if err := r.validateAuth(); err != nil {
 		return nil, err
 	}
+	if r.AuthType == authHMAC {
+		w, err := r.validateHMAC() // auth_hmac.go
+		if err != nil {
+			return nil, err
+		}
+		warnings = append(warnings, w...)
+	}
 	for name, value := range r.Headers {
 		if err := validateHeaderName(name); err != nil {
 			return nil, fmt.Errorf("headers: %w", err)
@@ -224,7 +233,7 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 // authHeaderName is the request header the credential goes into, or "" for
 // query injection.
 func (r *routeEntry) authHeaderName() string {
-	if r.AuthType == authQuery {
+	if r.AuthType == authQuery || r.AuthType == authHMAC {
 		return ""
 	}
 	name, _ := r.injection()
@@ -261,8 +270,9 @@ func (r *routeEntry) validateAuth() error {
 		if !isQueryName(r.AuthQueryParam) {
 			return errors.New("auth_query_param must be 1-64 characters of A-Z a-z 0-9 _ - .")
 		}
+	case authHMAC: // validateHMAC
 	default:
-		return fmt.Errorf("auth_type must be one of bearer, header, basic, query (got %q)", r.AuthType)
+		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, hmac (got %q)", r.AuthType)
 	}
 	if r.AuthFormat != "" {
 		if !strings.Contains(r.AuthFormat, resolve.Placeholder) {

@@ -14,6 +14,8 @@ const (
 	AuthHeader = "header" // <auth_name>: <auth_format>
 	AuthBasic  = "basic"  // Authorization: Basic base64(<auth_format>)
 	AuthQuery  = "query"  // ?<auth_name>=<auth_format>
+	// AuthHMAC (hmac.go): the engine signs each request; no credential
+	// reaches the proxy.
 )
 
 // Placeholder stands for the credential in an auth format.
@@ -57,6 +59,8 @@ type Grant struct {
 	Headers    map[string]string
 	ExpiresAt  time.Time // zero when the engine sent none
 	Limits     *Limits   // nil when none apply
+
+	HMAC *HMACSigned // AuthHMAC only
 }
 
 // AuthValue is the credential as the route sends it, before any encoding.
@@ -109,18 +113,23 @@ func (a *Answer) Validate() (*Grant, error) {
 	if err != nil || (upstream.Scheme != "https" && upstream.Scheme != "http") || upstream.Host == "" {
 		return nil, errors.New("resolve answer has no usable upstream")
 	}
-	if rg.Credential == "" || rg.AuthName == "" || !strings.Contains(rg.AuthFormat, Placeholder) {
+	var signed *HMACSigned
+	if rg.AuthType == AuthHMAC {
+		if signed, err = a.hmacSigned(rg); err != nil {
+			return nil, err
+		}
+	} else if rg.Credential == "" || rg.AuthName == "" || !strings.Contains(rg.AuthFormat, Placeholder) {
 		return nil, errors.New("resolve answer lacks the credential or how to inject it")
 	}
 	switch rg.AuthType {
-	case "", AuthBearer, AuthHeader, AuthBasic, AuthQuery: // "" is bearer: routes older than auth_type
+	case "", AuthBearer, AuthHeader, AuthBasic, AuthQuery, AuthHMAC: // "" is bearer: routes older than auth_type
 	default:
 		return nil, fmt.Errorf("resolve answer has an auth_type this proxy does not know (%q)", rg.AuthType)
 	}
 	g := &Grant{
 		Route: a.Route, Accessor: a.Accessor, Upstream: upstream,
 		Credential: rg.Credential, AuthType: rg.AuthType, AuthName: rg.AuthName, AuthFormat: rg.AuthFormat,
-		Headers: rg.Headers,
+		Headers: rg.Headers, HMAC: signed,
 	}
 	if !a.Limits.Empty() {
 		g.Limits = a.Limits

@@ -30,6 +30,8 @@ type Request struct {
 	Method   string `json:"method"`
 	Path     string `json:"path"` // exactly the bytes that will be forwarded, no query
 	ClientIP string `json:"client_ip"`
+	// HMAC: on a route of auth_type hmac, what the signature covers (hmac.go).
+	HMAC *HMACInput `json:"hmac,omitempty"`
 }
 
 // BatchRequest is several requests in one call; the answer is a BatchAnswer.
@@ -54,6 +56,10 @@ type Answer struct {
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 	// Limits are this request's limits (limits.go), on an allowed answer.
 	Limits *Limits `json:"limits,omitempty"`
+	// HMAC routes (hmac.go): what to send, with ReasonHMACInputs; this
+	// request's signature, when allowed.
+	HMACNeeds     *HMACNeeds     `json:"hmac_needs,omitempty"`
+	HMACSignature *HMACSignature `json:"hmac_signature,omitempty"`
 	*RouteGrant
 }
 
@@ -66,6 +72,7 @@ type RouteGrant struct {
 	AuthName   string            `json:"auth_name"`   // header or query parameter name
 	AuthFormat string            `json:"auth_format"` // template around Placeholder
 	Headers    map[string]string `json:"headers"`
+	HMAC       *HMACGrant        `json:"hmac,omitempty"` // AuthHMAC only; Credential is then empty
 }
 
 // BatchAnswer answers a BatchRequest: one decision per request, in order,
@@ -124,6 +131,12 @@ func (a *Answer) Data() map[string]any {
 	if !a.Limits.Empty() {
 		d["limits"] = a.Limits.Data()
 	}
+	if a.HMACNeeds != nil {
+		d["hmac_needs"] = map[string]any{"body": a.HMACNeeds.Body, "max_body": a.HMACNeeds.MaxBody}
+	}
+	if a.HMACSignature != nil {
+		d["hmac_signature"] = map[string]any{"timestamp": a.HMACSignature.Timestamp, "signature": a.HMACSignature.Signature}
+	}
 	if a.RouteGrant != nil {
 		a.RouteGrant.addTo(d)
 	}
@@ -148,6 +161,9 @@ func (g *RouteGrant) addTo(d map[string]any) {
 	d["auth_name"] = g.AuthName
 	d["auth_format"] = g.AuthFormat
 	d["headers"] = headers
+	if g.HMAC != nil {
+		d["hmac"] = g.HMAC.data()
+	}
 }
 
 // Data is b as the engine returns it.
