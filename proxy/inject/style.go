@@ -34,6 +34,8 @@ func For(g *resolve.Grant) (Style, error) {
 		return &Basic{Value: value}, nil
 	case resolve.AuthQuery:
 		return &Query{Name: g.AuthName, Value: value}, nil
+	case resolve.AuthHMAC:
+		return hmacStyle(g)
 	}
 	return nil, fmt.Errorf("the route's auth_type %q is not one this proxy knows", g.AuthType)
 }
