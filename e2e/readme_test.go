@@ -26,6 +26,12 @@ var readmeKeys = map[string]string{
 	"ANTHROPIC_SECRET_KEY": "sk-ant-api03-README0anthropic0key0never00",
 	"GEMINI_SECRET_KEY":    "AIzaREADME0gemini0key0never0shown00001",
 	"MCP_SERVER_KEY":       "mcp0README0server0key0never0shown000001",
+	// Signed APIs (auth_type=hmac): the routes are written, not called.
+	"BINANCE_SECRET_KEY": "README0binance0secret0never0shown0000001",
+	"BINANCE_API_KEY":    "README0binance0api0key0never0shown00001",
+	"CB_SECRET":          "UkVBRE1FIGNvaW5iYXNlIHNlY3JldCwgbmV2ZXIgc2hvd24=",
+	"CB_KEY":             "README0coinbase0key0never0shown00001",
+	"CB_PASSPHRASE":      "README0coinbase0passphrase",
 }
 
 // readmeDocs are the Markdown files whose sh blocks TestReadmeCommands

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
+
 	"github.com/phantomvault/phantom/internal/resolve"
 )
 
@@ -225,6 +227,16 @@ func validQuery(q string) bool {
 func isHex(s string) bool {
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// hmacResolveField is resolve's hmac field.
+func hmacResolveField() *framework.FieldSchema {
+	return &framework.FieldSchema{
+		Type: framework.TypeMap,
+		Description: "For a route of auth_type hmac, what the signature covers that only the proxy knows: " +
+			"query (as forwarded, without '?'), body (standard base64) or body_sha256 (hex), as hmac_needs asks.",
+		DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+	}
 }
 
 // hmacInput reads the hmac field of a resolve request as Vault decoded it

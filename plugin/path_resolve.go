@@ -41,12 +41,7 @@ func (b *backend) pathResolve() []*framework.Path {
 				Type:        framework.TypeString,
 				Description: "Address of the client as seen by the proxy; checked against bound_cidrs.",
 			},
-			resolve.FieldHMAC: {
-				Type: framework.TypeMap,
-				Description: "For a route of auth_type hmac, what the signature covers that only the proxy knows: " +
-					"query (as forwarded, without '?'), body (standard base64) or body_sha256 (hex), as hmac_needs asks.",
-				DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
-			},
+			resolve.FieldHMAC: hmacResolveField(), // hmac_sign.go
 			resolve.FieldRequests: {
 				Type: framework.TypeSlice,
 				Description: "Several requests at once, instead of token, method, path and client_ip: " +
