@@ -30,6 +30,12 @@ var readmeKeys = map[string]string{
 	"MCP_SERVER_KEY":             "mcp0README0server0key0never0shown000001",
 	"AWS_REAL_ACCESS_KEY_ID":     "AKIAREADME0EXAMPLE01",
 	"AWS_REAL_SECRET_ACCESS_KEY": "README0aws0secret0access0key0never0shown",
+	// Signed APIs (auth_type=hmac): the routes are written, not called.
+	"BINANCE_SECRET_KEY": "README0binance0secret0never0shown0000001",
+	"BINANCE_API_KEY":    "README0binance0api0key0never0shown00001",
+	"CB_SECRET":          "UkVBRE1FIGNvaW5iYXNlIHNlY3JldCwgbmV2ZXIgc2hvd24=",
+	"CB_KEY":             "README0coinbase0key0never0shown00001",
+	"CB_PASSPHRASE":      "README0coinbase0passphrase",
 }
 
 // readmeDocs are the Markdown files whose sh blocks TestReadmeCommands

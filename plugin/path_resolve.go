@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -45,6 +44,7 @@ func (b *backend) pathResolve() []*framework.Path {
 				Type:        framework.TypeString,
 				Description: "The API operations of a request to a signed route, as <service>:<Operation> (s3:GetObject), several after commas when its headers do more (s3:PutObject,s3:PutObjectAcl); each is checked against allowed_actions.",
 			},
+			resolve.FieldHMAC: hmacResolveField(), // hmac_sign.go
 			resolve.FieldRequests: {
 				Type: framework.TypeSlice,
 				Description: "Several requests at once, instead of token, method, path and client_ip: " +
@@ -67,8 +67,9 @@ func (b *backend) pathResolve() []*framework.Path {
 // resolveRequest is one request the proxy is about to forward, checked.
 type resolveRequest struct {
 	method, path string
-	action       string     // "" when the proxy could not tell, or the route is not signed
-	clientIP     netip.Addr // invalid when the proxy sent none
+	action       string             // "" when the proxy could not tell, or the route is not signed
+	clientIP     netip.Addr         // invalid when the proxy sent none
+	hmac         *resolve.HMACInput // auth_type=hmac (hmac_sign.go)
 }
 
 // deny is a denied answer; it names the token's accessor and route when
@@ -95,6 +96,10 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 			Path:     d.Get(resolve.FieldPath).(string),
 			ClientIP: d.Get(resolve.FieldClientIP).(string),
 			Action:   d.Get(resolve.FieldAction).(string),
+		}
+		var ok bool
+		if in.HMAC, ok = hmacInput(d.Raw[resolve.FieldHMAC]); !ok {
+			return &logical.Response{Data: deny(resolve.ReasonBadRequest, "hmac must be an object of string fields", nil).Data()}, nil
 		}
 		a, route, err := b.resolveOne(ctx, req.Storage, in)
 		if err != nil {
@@ -151,13 +156,14 @@ func batchInput(item any) (resolve.Request, bool) {
 		return s, ok
 	}
 	var in resolve.Request
-	var ok1, ok2, ok3, ok4, ok5 bool
+	var ok1, ok2, ok3, ok4, ok5, ok6 bool
 	in.Token, ok1 = field(resolve.FieldToken)
 	in.Method, ok2 = field(resolve.FieldMethod)
 	in.Path, ok3 = field(resolve.FieldPath)
 	in.ClientIP, ok4 = field(resolve.FieldClientIP)
 	in.Action, ok5 = field(resolve.FieldAction)
-	return in, ok1 && ok2 && ok3 && ok4 && ok5
+	in.HMAC, ok6 = hmacInput(m[resolve.FieldHMAC])
+	return in, ok1 && ok2 && ok3 && ok4 && ok5 && ok6
 }
 
 // resolveOne decides a single request; the answer is always data, an error
@@ -219,7 +225,7 @@ func (b *backend) holdToken(ctx context.Context, s logical.Storage, in resolve.R
 	if reason != "" {
 		return heldToken{}, deny(reason, msg, nil), nil
 	}
-	h := heldToken{req: resolveRequest{method: in.Method, path: in.Path, action: in.Action, clientIP: clientIP}}
+	h := heldToken{req: resolveRequest{method: in.Method, path: in.Path, action: in.Action, clientIP: clientIP, hmac: in.HMAC}}
 	var err error
 	if h.tokenHMAC, err = b.hmacToken(ctx, s, in.Token); err != nil {
 		return h, nil, err
@@ -248,6 +254,13 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 	if reason, msg := authorize(t, route, h.req, now); reason != "" {
 		return deny(reason, msg, t), nil, nil
 	}
+	var signature *resolve.HMACSignature
+	if route.AuthType == authHMAC { // before any use or rate is counted
+		var denied *resolve.Answer
+		if signature, denied = route.signHMAC(h.req, now, t); denied != nil {
+			return denied, nil, nil
+		}
+	}
 	var limits *resolve.Limits
 	if t.Limits.any() || route.Limits.any() { // tokens and routes without limits pay nothing
 		var denied *resolve.Answer
@@ -267,6 +280,7 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 	b.usage.record(h.tokenHMAC, t, now)
 	a := allow(t)
 	a.Limits = limits
+	a.HMACSignature = signature
 	return a, route, nil
 }
 
@@ -342,6 +356,9 @@ func orUnknown(action string) string {
 // routeGrant is what the proxy needs of a route to forward a request at
 // now: for a signed route, the key of now's day instead of the secret.
 func routeGrant(route *routeEntry, now time.Time) *resolve.RouteGrant {
+	if route.AuthType == authHMAC {
+		return route.hmacRouteGrant() // no credential
+	}
 	name, format := route.injection()
 	g := &resolve.RouteGrant{
 		Upstream:   route.Upstream,
@@ -355,50 +372,4 @@ func routeGrant(route *routeEntry, now time.Time) *resolve.RouteGrant {
 		route.awsGrant(g, now) // auth_aws.go
 	}
 	return g
-}
-
-// resolveHelp is the path's help, written from the contract's definitions
-// (internal/resolve): field names, batch size, placeholder, auth types and
-// deny reasons. The answer's fields are resolve.Answer and resolve.RouteGrant.
-func resolveHelp() string {
-	input := fmt.Sprintf("Input: %s, %s (upper-case letters only), %s (exactly the bytes that will be "+
-		"forwarded, without the query) and %s. Or %s, a list of up to %d objects with those fields, "+
-		"answered by results, the decisions in the same order, and routes, the grant (upstream through "+
-		"headers below) of each route allowed, once; a batch reads each route once. phantom-proxy calls "+
-		"with PATCH (an update needs an extra round trip to the plugin) and batches the requests that "+
-		"queue up while a call is in flight. The answer is always data, never an error:",
-		resolve.FieldToken, resolve.FieldMethod, resolve.FieldPath, resolve.FieldClientIP, resolve.FieldRequests, resolve.MaxBatch)
-	allowed := fmt.Sprintf("route, accessor, upstream, credential, auth_type (%s), auth_name (header "+
-		"or query parameter), auth_format (a template around %s), headers (static upstream headers), "+
-		"expires_at, uses_remaining (tokens with num_uses), limits (usage_format, allowed_models, "+
-		"max_output_tokens, budget_remaining: what the proxy enforces on this request, when any apply)",
-		strings.Join([]string{resolve.AuthBearer, resolve.AuthHeader, resolve.AuthBasic, resolve.AuthQuery}, ", "), resolve.Placeholder)
-	denied := "reason, one of: " + strings.Join(resolve.Reasons(), ", ") +
-		"; message; accessor and route when the token is known; retry_after_ms with rate_limited and budget_pending"
-	indent := "\n" + strings.Repeat(" ", 17)
-	return "phantom-proxy calls this for every request: may this token make this request?\n\n" +
-		wrapWords(input, 78, "\n") + "\n\n" +
-		"  allowed=true   " + wrapWords(allowed, 61, indent) + "\n" +
-		"  allowed=false  " + wrapWords(denied, 61, indent) + "\n\n" +
-		wrapWords("Resolve writes storage only for tokens with num_uses, whose count is exact under any "+
-			"concurrency; other usage counters are kept in memory and flushed periodically. Grant this "+
-			"path only to the proxy's policy: it returns the real credential. Vault's audit devices HMAC "+
-			"every field.", 78, "\n")
-}
-
-// wrapWords breaks s at spaces into lines of at most width bytes, joined by sep.
-func wrapWords(s string, width int, sep string) string {
-	var lines []string
-	line := ""
-	for word := range strings.FieldsSeq(s) {
-		if line != "" && len(line)+1+len(word) > width {
-			lines = append(lines, line)
-			line = ""
-		}
-		if line != "" {
-			line += " "
-		}
-		line += word
-	}
-	return strings.Join(append(lines, line), sep)
 }

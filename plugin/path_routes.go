@@ -74,6 +74,7 @@ func (b *backend) pathRoutes() []*framework.Path {
 func routeFields() map[string]*framework.FieldSchema {
 	fields := limitFields()
 	maps.Copy(fields, awsRouteFields())
+	maps.Copy(fields, hmacFields())
 	maps.Copy(fields, map[string]*framework.FieldSchema{
 		"name": {
 			Type:        framework.TypeString,
@@ -106,9 +107,9 @@ func routeFields() map[string]*framework.FieldSchema {
 		},
 		"auth_type": {
 			Type:          framework.TypeString,
-			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), query (auth_query_param), or aws_sigv4 (each request signed with AWS Signature V4; see access_key_id). Changing it, auth_header, auth_query_param or auth_format requires sending credential again.",
+			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), query (auth_query_param), aws_sigv4 (each request signed with AWS Signature V4; see access_key_id), or hmac (the engine signs each request with the credential, which never leaves Vault: the hmac_* fields). Changing it, auth_header, auth_query_param or auth_format requires sending credential again.",
 			Default:       authBearer,
-			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery, authAWSSigV4},
+			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery, authAWSSigV4, authHMAC},
 		},
 		"auth_header": {
 			Type:        framework.TypeString,
@@ -213,6 +214,7 @@ func (r *routeEntry) publicData(name string) map[string]any {
 	}
 	r.Limits.data(d)
 	r.awsPublicData(d)
+	r.HMAC.publicData(d)
 	return d
 }
 
@@ -309,6 +311,9 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 	if err := r.setLimits(d); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	if err := r.setHMAC(d); err != nil { // auth_hmac.go
+		return logical.ErrorResponse(err.Error()), nil
+	}
 
 	warnings, err := r.validate()
 	if err != nil {
@@ -324,6 +329,9 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 				"send %s again in the same write (the stored key never follows a new destination)",
 				strings.Join(changed, ", "), secret), nil
 		}
+	}
+	if err := r.hmacRebind(d, stored); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
 	}
 	cfg, err := getConfig(ctx, req.Storage)
 	if err != nil {

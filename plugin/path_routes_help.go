@@ -34,6 +34,25 @@ or auth_header=Authorization auth_format="Token {{credential}}"); basic sends
 HTTP basic auth of auth_format (default "{{credential}}:", key as user name);
 query adds auth_query_param=<credential> to the URL.
 
+hmac: the engine signs each request with the credential, which never leaves
+Vault. hmac_message is what is signed: {timestamp} {method} {path} {query}
+{path_query} {body} {body_sha256} {key_id}, \n a newline, \\ \{ \} literal;
+the engine fills in the method and path it authorized and its own clock, the
+proxy only the forwarded query and the body (or its hash). hmac_hash
+(sha256, sha512), hmac_encoding (hex, base64), hmac_secret_encoding (raw,
+base64); the signature goes in hmac_signature_header or hmac_signature_query
+(appended last), the timestamp in hmac_timestamp_header or
+hmac_timestamp_query (hmac_timestamp_format unix, unix_ms, rfc3339).
+hmac_key_id and hmac_passphrase are write-only, sent in hmac_key_id_header and
+hmac_passphrase_header, masked in responses. hmac_max_body bounds a signed
+body (413 above). Every hmac_* setting but hmac_max_body is bound like the
+credential. Binance:
+
+  vault write phantom/routes/binance upstream=https://api.binance.com ... \
+      auth_type=hmac credential=... hmac_message='{query}{body}' \
+      hmac_signature_query=signature hmac_timestamp_query=timestamp \
+      hmac_timestamp_format=unix_ms hmac_key_id=... hmac_key_id_header=X-MBX-APIKEY
+
 Token defaults: ttl, max_ttl, num_uses, bound_cidrs and token_prefix apply to
 every token minted from the route; a mint request may narrow them, never widen.
 max_ttl bounds how long a token may live, renewals included (default: the

@@ -30,6 +30,7 @@ const (
 	authHeader = resolve.AuthHeader
 	authBasic  = resolve.AuthBasic
 	authQuery  = resolve.AuthQuery
+	// authHMAC: auth_hmac.go
 )
 
 // routePrefix is where routes are stored: routes/<name> -> routeEntry,
@@ -58,6 +59,7 @@ type routeEntry struct {
 	Headers        map[string]string `json:"headers,omitempty"`
 	AWS            *awsSettings      `json:"aws,omitempty"` // auth_type=aws_sigv4 (auth_aws.go)
 	AllowedActions []string          `json:"allowed_actions,omitempty"`
+	HMAC           *hmacSettings     `json:"hmac,omitempty"` // auth_type=hmac only (auth_hmac.go)
 
 	TTL         time.Duration `json:"ttl"`
 	MaxTTL      time.Duration `json:"max_ttl"`
@@ -152,7 +154,8 @@ func (r *routeEntry) deliveryChanges(old *routeEntry) []string {
 	add("auth_query_param", r.AuthQueryParam != old.AuthQueryParam)
 	add("auth_format", r.AuthFormat != old.AuthFormat)
 	add("headers", !maps.Equal(r.Headers, old.Headers))
-	return append(changed, r.awsChanges(old)...)
+	changed = append(changed, r.awsChanges(old)...)
+	return append(changed, r.HMAC.deliveryChanges(old.HMAC)...)
 }
 
 // injection returns how the credential is injected, with defaults filled in:
@@ -196,6 +199,13 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 		return nil, err
 	}
 	warnings = append(warnings, r.awsWarnings()...)
+	if r.AuthType == authHMAC {
+		w, err := r.validateHMAC() // auth_hmac.go
+		if err != nil {
+			return nil, err
+		}
+		warnings = append(warnings, w...)
+	}
 	for name, value := range r.Headers {
 		if err := validateHeaderName(name); err != nil {
 			return nil, fmt.Errorf("headers: %w", err)
@@ -229,7 +239,7 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 // authHeaderName is the request header the credential goes into, or "" for
 // query injection.
 func (r *routeEntry) authHeaderName() string {
-	if r.AuthType == authQuery {
+	if r.AuthType == authQuery || r.AuthType == authHMAC {
 		return ""
 	}
 	name, _ := r.injection()
@@ -268,8 +278,9 @@ func (r *routeEntry) validateAuth() error {
 		}
 	case authAWSSigV4:
 		return r.validateAWS()
+	case authHMAC: // validateHMAC
 	default:
-		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, aws_sigv4 (got %q)", r.AuthType)
+		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, aws_sigv4, hmac (got %q)", r.AuthType)
 	}
 	if r.AuthFormat != "" {
 		if !strings.Contains(r.AuthFormat, resolve.Placeholder) {

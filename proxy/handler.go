@@ -82,9 +82,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, tun *forward.Tunn
 	}()
 
 	adm, ref := s.admit(r, tun, rec)
+	defer adm.releaseSignedBody() // hmac.go
 	var g *Grant
 	if ref == nil {
-		g, ref = s.decide(r, rec, adm)
+		g, ref = s.decide(sw, r, rec, adm)
 	}
 	var ex *exchange
 	if ref == nil {
@@ -127,6 +128,7 @@ type admission struct {
 	// settleCharge settles the unit of the unknown-token limit charged for
 	// the resolve: given back (true) or kept.
 	settleCharge func(giveBack bool)
+	releaseBody  func() // a body read for an hmac route's signature (hmac.go)
 }
 
 // admit runs every check a request must pass before the engine is asked,
@@ -177,8 +179,12 @@ func (s *Server) admit(r *http.Request, tun *forward.Tunnel, rec *auditRecord) (
 
 // decide has the engine decide on an admitted request and settles the
 // unit of the unknown-token limit the resolve was charged.
-func (s *Server) decide(r *http.Request, rec *auditRecord, adm *admission) (*Grant, *refusal) {
-	d, ref := s.resolve(r, rec, resolve.Request{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP, Action: adm.action})
+func (s *Server) decide(sw *statusWriter, r *http.Request, rec *auditRecord, adm *admission) (*Grant, *refusal) {
+	req := resolve.Request{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP, Action: adm.action}
+	d, ref := s.resolve(r, rec, req)
+	if ref != nil && ref.reason == resolve.ReasonHMACInputs && d != nil && d.HMACNeeds != nil {
+		d, ref = s.resolveSigned(sw, r, rec, adm, req, d.HMACNeeds) // hmac.go
+	}
 	// Unknown or dead (a 401), or not for this address: no credential, so
 	// its unit stays spent; a token dead for good is answered again without
 	// a call. Anything else (a live token out of its scope, or no answer)
@@ -208,7 +214,7 @@ func (s *Server) checkCopySource(r *http.Request, rec *auditRecord, adm *admissi
 		return nil
 	}
 	d, ref := s.resolve(r, rec, resolve.Request{Token: adm.token, Method: http.MethodGet, Path: src, ClientIP: adm.clientIP, Action: "s3:GetObject"})
-	if d != nil && d.Grant.Limits != nil {
+	if d != nil && d.Grant != nil && d.Grant.Limits != nil {
 		s.settle(&exchange{grant: (*Grant)(d.Grant), rec: rec}) // the read is checked, never made
 	}
 	if ref != nil && g.Limits != nil {
@@ -234,7 +240,7 @@ func (s *Server) begin(adm *admission, g *Grant, tun *forward.Tunnel, rec *audit
 		s.log.Error("cannot inject the credential", "route", g.Route, "error", err, "request_id", rec.RequestID)
 		return refused(refusalFor(resolve.ReasonVaultUnavailable))
 	}
-	ex.style, ex.scrub = style, s.scrubbers.For(g.Credential, style.Wires()...)
+	ex.style, ex.scrub = style, s.scrubberFor(g, style) // hmac.go
 	if err := tun.CheckOrigin(g.Upstream); err != nil {
 		return refused(refusalWith(resolve.ReasonOriginNotAllowed, err.Error()))
 	}
@@ -281,8 +287,8 @@ func (s *Server) findToken(r *http.Request, tun *forward.Tunnel, rawQuery string
 }
 
 // resolve asks the engine, through the resolver, whether req may be made.
-// Without a decision the proxy fails closed; a decision it returns is
-// allowed, with its grant.
+// Without a decision the proxy fails closed; a denial comes with its
+// refusal and the decision (which may ask for an hmac route's inputs).
 func (s *Server) resolve(r *http.Request, rec *auditRecord, req resolve.Request) (*engine.Decision, *refusal) {
 	resolveStart := time.Now()
 	d, err := s.resolver.Resolve(r.Context(), req)
@@ -311,7 +317,7 @@ func (s *Server) resolve(r *http.Request, rec *auditRecord, req resolve.Request)
 		if ref.status == http.StatusTooManyRequests {
 			ref.retryAfter, ref.retryAfterMS = retryAfterHeaders(d.RetryAfterMS)
 		}
-		return nil, ref
+		return d, ref
 	}
 	return d, nil
 }

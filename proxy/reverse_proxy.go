@@ -77,7 +77,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, ex *exchange) {
 	rawQuery := stripToken(out.Header, ex.rawQuery, ex.token)
 	removeNeverForwarded(out.Header)
 	stripCharsets(out.Header, pr.In.ContentLength == 0) // charset.go
-	rawPath := strings.TrimSuffix(g.Upstream.EscapedPath(), "/") + ex.path
+	rawPath := resolve.ForwardPath(g.Upstream, ex.path) // what an hmac route's engine signs
 	out.URL.Scheme, out.URL.Host = g.Upstream.Scheme, g.Upstream.Host
 	out.URL.RawPath = rawPath
 	out.URL.Path, _ = url.PathUnescape(rawPath) // valid: checkTarget vetted it

@@ -17,6 +17,8 @@ const (
 	// AuthAWSSigV4 signs each request with AWS Signature Version 4, with a
 	// signing key the engine derives for one day, region and service.
 	AuthAWSSigV4 = "aws_sigv4"
+	// AuthHMAC (hmac.go): the engine signs each request; no credential
+	// reaches the proxy.
 )
 
 // Placeholder stands for the credential in an auth format.
@@ -61,6 +63,8 @@ type Grant struct {
 	ExpiresAt  time.Time // zero when the engine sent none
 	Limits     *Limits   // nil when none apply
 	AWS        *AWSGrant // with AuthAWSSigV4, whose Credential is the signing key
+
+	HMAC *HMACSigned // AuthHMAC only
 }
 
 // AuthValue is the credential as the route sends it, before any encoding.
@@ -113,11 +117,16 @@ func (a *Answer) Validate() (*Grant, error) {
 	if err != nil || (upstream.Scheme != "https" && upstream.Scheme != "http") || upstream.Host == "" {
 		return nil, errors.New("resolve answer has no usable upstream")
 	}
-	if rg.Credential == "" || rg.AuthName == "" || !strings.Contains(rg.AuthFormat, Placeholder) {
+	var signed *HMACSigned
+	if rg.AuthType == AuthHMAC {
+		if signed, err = a.hmacSigned(rg); err != nil {
+			return nil, err
+		}
+	} else if rg.Credential == "" || rg.AuthName == "" || !strings.Contains(rg.AuthFormat, Placeholder) {
 		return nil, errors.New("resolve answer lacks the credential or how to inject it")
 	}
 	switch rg.AuthType {
-	case "", AuthBearer, AuthHeader, AuthBasic, AuthQuery: // "" is bearer: routes older than auth_type
+	case "", AuthBearer, AuthHeader, AuthBasic, AuthQuery, AuthHMAC: // "" is bearer: routes older than auth_type
 		if rg.AWS != nil {
 			return nil, errors.New("resolve answer has signing settings for a pasted credential")
 		}
@@ -131,7 +140,7 @@ func (a *Answer) Validate() (*Grant, error) {
 	g := &Grant{
 		Route: a.Route, Accessor: a.Accessor, Upstream: upstream,
 		Credential: rg.Credential, AuthType: rg.AuthType, AuthName: rg.AuthName, AuthFormat: rg.AuthFormat,
-		Headers: rg.Headers, AWS: rg.AWS,
+		Headers: rg.Headers, AWS: rg.AWS, HMAC: signed,
 	}
 	if !a.Limits.Empty() {
 		g.Limits = a.Limits

@@ -33,6 +33,11 @@ const (
 	ReasonBudgetPending     = "budget_pending"
 	ReasonModelNotAllowed   = "model_not_allowed"
 	ReasonOutputCapExceeded = "max_output_tokens_exceeded"
+
+	// ReasonHMACInputs asks the proxy for what an HMAC route's signature
+	// covers (hmac.go); an agent sees it only from a proxy that cannot
+	// send it.
+	ReasonHMACInputs = "hmac_inputs_required"
 )
 
 // reasons is what the agent sees for each deny reason. A dead token is 401
@@ -55,6 +60,7 @@ var reasons = []reasonEntry{
 	{ReasonBudgetPending, http.StatusTooManyRequests, "the rest of the phantom token's LLM token budget is held by requests in flight; retry after the time in Retry-After"},
 	{ReasonModelNotAllowed, http.StatusForbidden, "this model is not allowed for the phantom token"},
 	{ReasonOutputCapExceeded, http.StatusForbidden, "the request asks for more output tokens than the phantom token allows"},
+	{ReasonHMACInputs, http.StatusBadGateway, "the route signs each request, and Phantom could not sign this one"},
 }
 
 // The proxy's own answers, which no engine gives: here beside the engine's

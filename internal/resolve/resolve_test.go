@@ -35,22 +35,30 @@ func TestDataIsTheWireJSON(t *testing.T) {
 	single.RouteGrant = grant
 	limited := Allow("r", "pha_1", expires)
 	limited.Limits = &Limits{UsageFormat: UsageOpenAI, AllowedModels: []string{"gpt-4o*"}, MaxOutputTokens: 512, BudgetRemaining: new(int64(0))}
-	signed := Allow("r", "pha_1", expires)
-	signed.RouteGrant = &RouteGrant{Upstream: "https://s3.us-east-1.amazonaws.com", Credential: strings.Repeat("ab", 32),
+	sigv4 := Allow("r", "pha_1", expires)
+	sigv4.RouteGrant = &RouteGrant{Upstream: "https://s3.us-east-1.amazonaws.com", Credential: strings.Repeat("ab", 32),
 		AuthType: AuthAWSSigV4, Headers: map[string]string{}, AWS: &AWSGrant{AccessKeyID: "AKID", Region: "us-east-1", Service: "s3", Date: "20261207", SessionToken: "st"}}
 	throttled := Deny(ReasonRateLimited, "slow down")
 	throttled.RetryAfterMS = 1500
 	known := Deny(ReasonRevoked, "token was revoked")
 	known.Route, known.Accessor = "r", "pha_2"
+	signed := Allow("r", "pha_1", expires)
+	signed.HMACSignature = &HMACSignature{Timestamp: "1700000000", Signature: "c2ln"}
+	signed.RouteGrant = &RouteGrant{Upstream: "https://api.example.com", AuthType: AuthHMAC, Headers: map[string]string{},
+		HMAC: &HMACGrant{SignatureHeader: "CB-ACCESS-SIGN", KeyID: "key-id-1234", KeyIDHeader: "CB-ACCESS-KEY", Body: HMACBodyRaw, MaxBody: 65536}}
+	needs := Deny(ReasonHMACInputs, "send hmac")
+	needs.HMACNeeds = &HMACNeeds{Body: HMACBodySHA256}
 	answers := map[string]*Answer{
-		"denial":              Deny(ReasonBadRequest, "token is required"),
-		"denial, known token": known,
-		"allowed in a batch":  Allow("r", "pha_1", expires),
-		"last use":            withUses,
-		"allowed alone":       single,
-		"with limits":         limited,
-		"signed":              signed,
-		"rate limited":        throttled,
+		"hmac signed":          signed,
+		"hmac inputs required": needs,
+		"denial":               Deny(ReasonBadRequest, "token is required"),
+		"denial, known token":  known,
+		"allowed in a batch":   Allow("r", "pha_1", expires),
+		"last use":             withUses,
+		"allowed alone":        single,
+		"with limits":          limited,
+		"sigv4":                sigv4,
+		"rate limited":         throttled,
 	}
 	for name, a := range answers {
 		if got, want := wire(t, a.Data()), wire(t, a); !reflect.DeepEqual(got, want) {
@@ -76,7 +84,7 @@ func TestRequestFieldNames(t *testing.T) {
 		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
 		tags = append(tags, name)
 	}
-	if want := []string{FieldToken, FieldMethod, FieldPath, FieldClientIP, FieldAction}; !reflect.DeepEqual(tags, want) {
+	if want := []string{FieldToken, FieldMethod, FieldPath, FieldClientIP, FieldAction, FieldHMAC}; !reflect.DeepEqual(tags, want) {
 		t.Errorf("Request's JSON names are %v, the fields %v", tags, want)
 	}
 	if tag := reflect.TypeFor[BatchRequest]().Field(0).Tag.Get("json"); tag != FieldRequests {
@@ -89,14 +97,14 @@ func TestRefusal(t *testing.T) {
 		ReasonUnknownToken: 401, ReasonExpired: 401, ReasonRevoked: 401, ReasonRouteDeleted: 401, ReasonUsesExhausted: 401,
 		ReasonCIDRDenied: 403, ReasonMethodNotAllowed: 403, ReasonPathNotAllowed: 403, ReasonBadRequest: 400,
 		ReasonRateLimited: 429, ReasonBudgetExhausted: 401, ReasonModelNotAllowed: 403, ReasonOutputCapExceeded: 403,
-		ReasonOriginNotAllowed: 403, ReasonBudgetPending: 429, ReasonActionNotAllowed: 403,
+		ReasonOriginNotAllowed: 403, ReasonBudgetPending: 429, ReasonActionNotAllowed: 403, ReasonHMACInputs: 502,
 	} {
 		status, message := Refusal(reason)
 		if status != want || message == "" || !Known(reason) {
 			t.Errorf("%s: %d %q known=%v, want %d", reason, status, message, Known(reason), want)
 		}
 	}
-	if len(Reasons()) != 16 {
+	if len(Reasons()) != 17 {
 		t.Errorf("reasons: %v", Reasons())
 	}
 	// The proxy's own are answered from the same table, and are no deny

@@ -37,6 +37,8 @@ type Request struct {
 	// allowed_actions; "" when the proxy cannot tell (refused where
 	// allowed_actions apply).
 	Action string `json:"action,omitempty"`
+	// HMAC: on a route of auth_type hmac, what the signature covers (hmac.go).
+	HMAC *HMACInput `json:"hmac,omitempty"`
 }
 
 // BatchRequest is several requests in one call; the answer is a BatchAnswer.
@@ -61,6 +63,10 @@ type Answer struct {
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 	// Limits are this request's limits (limits.go), on an allowed answer.
 	Limits *Limits `json:"limits,omitempty"`
+	// HMAC routes (hmac.go): what to send, with ReasonHMACInputs; this
+	// request's signature, when allowed.
+	HMACNeeds     *HMACNeeds     `json:"hmac_needs,omitempty"`
+	HMACSignature *HMACSignature `json:"hmac_signature,omitempty"`
 	*RouteGrant
 }
 
@@ -73,6 +79,7 @@ type RouteGrant struct {
 	AuthName   string            `json:"auth_name"`   // header or query parameter name
 	AuthFormat string            `json:"auth_format"` // template around Placeholder
 	Headers    map[string]string `json:"headers"`
+	HMAC       *HMACGrant        `json:"hmac,omitempty"` // AuthHMAC only; Credential is then empty
 	// AWS is how to sign for an aws_sigv4 route, whose Credential is then
 	// the day's signing key (hex), never the secret access key.
 	AWS *AWSGrant `json:"aws,omitempty"`
@@ -144,6 +151,12 @@ func (a *Answer) Data() map[string]any {
 	if !a.Limits.Empty() {
 		d["limits"] = a.Limits.Data()
 	}
+	if a.HMACNeeds != nil {
+		d["hmac_needs"] = map[string]any{"body": a.HMACNeeds.Body, "max_body": a.HMACNeeds.MaxBody}
+	}
+	if a.HMACSignature != nil {
+		d["hmac_signature"] = map[string]any{"timestamp": a.HMACSignature.Timestamp, "signature": a.HMACSignature.Signature}
+	}
 	if a.RouteGrant != nil {
 		a.RouteGrant.addTo(d)
 	}
@@ -174,6 +187,9 @@ func (g *RouteGrant) addTo(d map[string]any) {
 			aws["session_token"] = a.SessionToken
 		}
 		d["aws"] = aws
+	}
+	if g.HMAC != nil {
+		d["hmac"] = g.HMAC.data()
 	}
 }
 

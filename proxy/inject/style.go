@@ -39,6 +39,8 @@ func For(g *resolve.Grant) (Style, error) {
 		return &Query{Name: g.AuthName, Value: value}, nil
 	case resolve.AuthAWSSigV4:
 		return newSigV4(g)
+	case resolve.AuthHMAC:
+		return hmacStyle(g)
 	}
 	return nil, fmt.Errorf("the route's auth_type %q is not one this proxy knows", g.AuthType)
 }
