@@ -170,6 +170,17 @@ func TestHMACSignedAPIs(t *testing.T) {
 	// A token of one route gets nothing signed with another's secret.
 	call("GET", "/accounts", bnTok, "", 403)
 
+	// The live proxy's memory: no secret, though the key id it injects is
+	// there (the scan reads the right memory).
+	rawSecret, _ := base64.StdEncoding.DecodeString(coinbaseSecret)
+	found := harness.MemoryContains(t, p.PID(), []byte(binanceSecret), []byte(coinbaseSecret), rawSecret, []byte(binanceKeyID))
+	if found[0] || found[1] || found[2] {
+		t.Errorf("the proxy's memory holds an HMAC secret: %v", found[:3])
+	}
+	if !found[3] {
+		t.Error("the proxy's memory does not hold the key id it injects: the scan reads the wrong memory")
+	}
+
 	audit, err := os.ReadFile(p.AuditFile)
 	if err != nil {
 		t.Fatal(err)
