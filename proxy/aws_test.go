@@ -220,3 +220,38 @@ func TestSigV4CopySourceMustBeReadable(t *testing.T) {
 		t.Fatalf("%d, upstream saw %d", resp.StatusCode, len(up.received)-n)
 	}
 }
+
+// TestSigV4FormActionIsRead: a query-protocol request names its operation
+// in its url-encoded body; the proxy reads it for the engine, and forwards
+// the same bytes.
+func TestSigV4FormActionIsRead(t *testing.T) {
+	up := &awsUpstream{service: "sts"}
+	ts := httptest.NewServer(up)
+	defer ts.Close()
+	p := newTestProxy(t, ts.URL, awsGrant("sts"))
+	form := "Action=GetCallerIdentity&Version=2011-06-15"
+	req := agentSigned(t, p, "POST", "/", form, "sts")
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || up.bodies[0] != form {
+		t.Fatalf("%d %s; upstream body %q", resp.StatusCode, got, up.bodies)
+	}
+	if a := p.engine.Resolves()[0].Action; a != "sts:GetCallerIdentity" {
+		t.Fatalf("resolved action %q", a)
+	}
+	// Two actions, one in the URL and one in the body: none is told.
+	req = agentSigned(t, p, "POST", "/?Action=GetCallerIdentity", "Action=AssumeRole", "sts")
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if a := p.engine.Resolves()[1].Action; a != "" {
+		t.Fatalf("two actions resolved as %q", a)
+	}
+}

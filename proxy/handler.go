@@ -119,16 +119,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, tun *forward.Tunn
 
 // admission is what admit found of a request the engine is to decide on.
 type admission struct {
-	path     string // exactly as received: what is resolved is what is forwarded
-	rawQuery string
-	token    string
-	action   string   // an AWS request's API operation (aws.go), else ""
-	key      tokenKey // the token's digest, for the unknown-token limit
-	clientIP string
+	path       string // exactly as received: what is resolved is what is forwarded
+	rawQuery   string
+	token      string
+	action     string   // an AWS request's API operation (aws.go), else ""
+	awsService string   // the service an AWS SDK signed the request for
+	key        tokenKey // the token's digest, for the unknown-token limit
+	clientIP   string
 	// settleCharge settles the unit of the unknown-token limit charged for
 	// the resolve: given back (true) or kept.
 	settleCharge func(giveBack bool)
-	releaseBody  func() // a body read for an hmac route's signature (hmac.go)
+	releaseBody  func() // a body read into memory: signed (hmac.go), or an AWS form's action read (aws.go)
 }
 
 // admit runs every check a request must pass before the engine is asked,
@@ -151,7 +152,7 @@ func (s *Server) admit(r *http.Request, tun *forward.Tunnel, rec *auditRecord) (
 	if ref != nil {
 		return nil, ref
 	}
-	action, ref := awsAction(r, path, rawQuery, time.Now())
+	action, service, ref := awsAction(r, path, rawQuery, time.Now())
 	if ref != nil {
 		return nil, ref
 	}
@@ -174,13 +175,18 @@ func (s *Server) admit(r *http.Request, tun *forward.Tunnel, rec *auditRecord) (
 		settle(true)
 		return nil, refusalFor(resolve.ReasonBodyTooLarge)
 	}
-	return &admission{path: path, rawQuery: rawQuery, token: tok, action: action, key: key, clientIP: ip, settleCharge: settle}, nil
+	return &admission{path: path, rawQuery: rawQuery, token: tok, action: action, awsService: service, key: key, clientIP: ip, settleCharge: settle}, nil
 }
 
 // decide has the engine decide on an admitted request and settles the
 // unit of the unknown-token limit the resolve was charged.
 func (s *Server) decide(sw *statusWriter, r *http.Request, rec *auditRecord, adm *admission) (*Grant, *refusal) {
-	req := resolve.Request{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP, Action: adm.action}
+	action, ref := s.formAction(sw, r, adm) // aws.go
+	if ref != nil {
+		adm.settleCharge(true)
+		return nil, ref
+	}
+	req := resolve.Request{Token: adm.token, Method: r.Method, Path: adm.path, ClientIP: adm.clientIP, Action: action}
 	d, ref := s.resolve(r, rec, req)
 	if ref != nil && ref.reason == resolve.ReasonHMACInputs && d != nil && d.HMACNeeds != nil {
 		d, ref = s.resolveSigned(sw, r, rec, adm, req, d.HMACNeeds) // hmac.go

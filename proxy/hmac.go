@@ -77,6 +77,7 @@ func (s *Server) readSignedBody(sw *statusWriter, r *http.Request, adm *admissio
 		reserve = r.ContentLength
 	}
 	client := clientKey(clientIP(r))
+	adm.releaseSignedBody() // a body read before (an AWS form's action) is read again
 	if !s.limitedBodies.acquire(client, reserve) {
 		ref := refusalFor(resolve.ReasonOverloaded)
 		ref.retryAfter = "1"
