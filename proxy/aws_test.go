@@ -71,17 +71,9 @@ func agentSigned(t *testing.T, p *testProxy, method, target, body, service strin
 }
 
 func TestSigV4IsSignedAgainWithTheDaysKey(t *testing.T) {
-	up := &awsUpstream{service: "s3"}
-	ts := httptest.NewServer(up)
-	defer ts.Close()
-	p := newTestProxy(t, ts.URL, awsGrant("s3"))
+	p, up := awsProxy(t, "s3")
 
-	resp, err := http.DefaultClient.Do(agentSigned(t, p, "PUT", "/bucket/a%20key.txt?x-id=PutObject", "hello", "s3"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, got := send(t, agentSigned(t, p, "PUT", "/bucket/a%20key.txt?x-id=PutObject", "hello", "s3"))
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, got)
 	}
@@ -98,10 +90,7 @@ func TestSigV4IsSignedAgainWithTheDaysKey(t *testing.T) {
 }
 
 func TestSigV4PresignedURLIsSignedInTheHeader(t *testing.T) {
-	up := &awsUpstream{service: "s3"}
-	ts := httptest.NewServer(up)
-	defer ts.Close()
-	p := newTestProxy(t, ts.URL, awsGrant("s3"))
+	p, up := awsProxy(t, "s3")
 	presign := func(signedAt time.Time) string {
 		return "/bucket/key?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=" + p.token + "%2F" + signedAt.Format(sigv4.DateFormat) +
 			"%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=" + signedAt.Format(sigv4.TimeFormat) + "&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Signature=" + strings.Repeat("0", 64) + "&versionId=7"
@@ -134,10 +123,7 @@ func (p *testProxy) get(t *testing.T, target string) (int, string) {
 }
 
 func TestSigV4StreamingChunksAreSignedAgain(t *testing.T) {
-	up := &awsUpstream{service: "s3"}
-	ts := httptest.NewServer(up)
-	defer ts.Close()
-	p := newTestProxy(t, ts.URL, awsGrant("s3"))
+	p, up := awsProxy(t, "s3")
 	zero := strings.Repeat("0", 64)
 	chunk := strings.Repeat("x", 70000)
 	body := "11170;chunk-signature=" + zero + "\r\n" + chunk + "\r\n0;chunk-signature=" + zero + "\r\n\r\n"
@@ -145,12 +131,7 @@ func TestSigV4StreamingChunksAreSignedAgain(t *testing.T) {
 	req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
 	req.Header.Set("X-Amz-Content-Sha256", sigv4.StreamingSigned)
 	req.Header.Set("Content-Encoding", "aws-chunked")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, got := send(t, req)
 	if resp.StatusCode != 200 || len(up.bodies[0]) != len(body) || strings.Contains(up.bodies[0], zero) {
 		t.Fatalf("%d %s; upstream body of %d bytes", resp.StatusCode, got, len(up.bodies[0]))
 	}
@@ -160,28 +141,15 @@ func TestSigV4StreamingChunksAreSignedAgain(t *testing.T) {
 	bad := "5;chunk-signature=" + zero + "\r\nhello!!\r\n"
 	req.Body, req.ContentLength = io.NopCloser(strings.NewReader(bad)), int64(len(bad))
 	req.Header.Set("X-Amz-Content-Sha256", sigv4.StreamingSigned)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, got = send(t, req)
 	if resp.StatusCode != 400 || !strings.Contains(string(got), "aws-chunked") {
 		t.Fatalf("a malformed chunk: %d %s", resp.StatusCode, got)
 	}
 }
 
 func TestSigV4JSONServiceBodyIsHashed(t *testing.T) {
-	up := &awsUpstream{service: "bedrock"}
-	ts := httptest.NewServer(up)
-	defer ts.Close()
-	p := newTestProxy(t, ts.URL, awsGrant("bedrock"))
-	resp, err := http.DefaultClient.Do(agentSigned(t, p, "POST", "/model/anthropic.claude%3Av1/converse", `{"messages":[]}`, "bedrock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	p, _ := awsProxy(t, "bedrock")
+	resp, got := send(t, agentSigned(t, p, "POST", "/model/anthropic.claude%3Av1/converse", `{"messages":[]}`, "bedrock"))
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, got)
 	}
@@ -191,17 +159,10 @@ func TestSigV4JSONServiceBodyIsHashed(t *testing.T) {
 }
 
 func TestSigV4CopySourceMustBeReadable(t *testing.T) {
-	up := &awsUpstream{service: "s3"}
-	ts := httptest.NewServer(up)
-	defer ts.Close()
-	p := newTestProxy(t, ts.URL, awsGrant("s3"))
+	p, up := awsProxy(t, "s3")
 	req := agentSigned(t, p, "PUT", "/bucket/copy", "", "s3")
 	req.Header.Set("X-Amz-Copy-Source", "/secret-bucket/key")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	send(t, req)
 	resolves := p.engine.Resolves()
 	if len(resolves) != 2 || resolves[1].Method != "GET" || resolves[1].Path != "/secret-bucket/key" || resolves[0].Action != "s3:CopyObject" {
 		t.Fatalf("resolves %+v", resolves)
@@ -211,12 +172,7 @@ func TestSigV4CopySourceMustBeReadable(t *testing.T) {
 	n := len(up.received)
 	req = agentSigned(t, p, "PUT", "/bucket/copy", "", "s3")
 	req.Header.Set("X-Amz-Copy-Source", "/secret-bucket/key")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 403 || len(up.received) != n {
+	if resp, _ := send(t, req); resp.StatusCode != 403 || len(up.received) != n {
 		t.Fatalf("%d, upstream saw %d", resp.StatusCode, len(up.received)-n)
 	}
 }
@@ -225,19 +181,11 @@ func TestSigV4CopySourceMustBeReadable(t *testing.T) {
 // in its url-encoded body; the proxy reads it for the engine, and forwards
 // the same bytes.
 func TestSigV4FormActionIsRead(t *testing.T) {
-	up := &awsUpstream{service: "sts"}
-	ts := httptest.NewServer(up)
-	defer ts.Close()
-	p := newTestProxy(t, ts.URL, awsGrant("sts"))
+	p, up := awsProxy(t, "sts")
 	form := "Action=GetCallerIdentity&Version=2011-06-15"
 	req := agentSigned(t, p, "POST", "/", form, "sts")
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, got := send(t, req)
 	if resp.StatusCode != 200 || up.bodies[0] != form {
 		t.Fatalf("%d %s; upstream body %q", resp.StatusCode, got, up.bodies)
 	}
@@ -247,11 +195,30 @@ func TestSigV4FormActionIsRead(t *testing.T) {
 	// Two actions, one in the URL and one in the body: none is told.
 	req = agentSigned(t, p, "POST", "/?Action=GetCallerIdentity", "Action=AssumeRole", "sts")
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if resp, err = http.DefaultClient.Do(req); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	send(t, req)
 	if a := p.engine.Resolves()[1].Action; a != "" {
 		t.Fatalf("two actions resolved as %q", a)
 	}
+}
+
+// awsProxy is a test proxy whose token's grant is an aws_sigv4 one for
+// service, in front of an upstream that verifies every signature.
+func awsProxy(t *testing.T, service string) (*testProxy, *awsUpstream) {
+	t.Helper()
+	up := &awsUpstream{service: service}
+	ts := httptest.NewServer(up)
+	t.Cleanup(ts.Close)
+	return newTestProxy(t, ts.URL, awsGrant(service)), up
+}
+
+// send sends req and returns the response with its body read.
+func send(t *testing.T, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
 }
