@@ -104,7 +104,10 @@ func (c *chunkResigner) end() error {
 		if err != nil {
 			return err
 		}
-		if strings.HasPrefix(line, trailerSigPrefix) {
+		if sig, ok := strings.CutPrefix(line, trailerSigPrefix); ok {
+			if len(sig) != 64 { // ours replaces it byte for byte
+				return fmt.Errorf("%w: the trailer signature is not 64 characters", ErrChunk)
+			}
 			if blank, err := c.line(); err != nil || blank != "" {
 				return fmt.Errorf("%w: the trailer does not end with an empty line", ErrChunk)
 			}
