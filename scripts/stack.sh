@@ -27,13 +27,19 @@ build_phantom() {
   make -C "$root" --no-print-directory build >/dev/null || fail "make build failed"
 }
 
-# free_port BASE [SPAN]: the first port from BASE with SPAN free ports in a row.
+# free_port BASE [SPAN]: the first port from BASE with SPAN free ports in a
+# row, none of them one this stack picked already but has not bound yet
+# (another stack on the default ports would otherwise make two of ours
+# pick the same one). It records what it picks in $work/ports (free_port
+# runs in a subshell, so a file rather than a variable).
 free_port() {
   local p span=${2:-1} i
   for ((p = $1; p < $1 + 200; p++)); do
     for ((i = 0; i < span; i++)); do
+      grep -qx "$((p + i))" "$work/ports" 2>/dev/null && continue 2
       (exec 3<>"/dev/tcp/127.0.0.1/$((p + i))") 2>/dev/null && continue 2
     done
+    for ((i = 0; i < span; i++)); do echo "$((p + i))"; done >>"${work:?}/ports"
     echo "$p"
     return
   done
