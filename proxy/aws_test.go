@@ -50,7 +50,7 @@ func (u *awsUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "SignatureDoesNotMatch: "+err.Error(), http.StatusForbidden)
 		return
 	}
-	w.Write([]byte("ok " + awsKeyID)) // an echo of the key id comes back masked
+	w.Write([]byte("ok " + awsKeyID + " " + strings.ToLower(awsKeyID))) // an echo of the key id comes back masked
 }
 
 // agentSigned is a request as an AWS SDK makes it through the proxy: signed
@@ -221,4 +221,39 @@ func send(t *testing.T, req *http.Request) (*http.Response, []byte) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp, body
+}
+
+// TestSigV4AttackFindings: what the third attack on signed routes found.
+func TestSigV4AttackFindings(t *testing.T) {
+	p, up := awsProxy(t, "s3")
+	// Two x-amz-copy-source headers: the proxy checked the first, S3 may
+	// read the other. Refused, nothing forwarded.
+	req := agentSigned(t, p, "PUT", "/bucket/stolen", "", "s3")
+	req.Header.Add("X-Amz-Copy-Source", "/bucket/mine")
+	req.Header.Add("X-Amz-Copy-Source", "/secret-bucket/payroll.csv")
+	if resp, body := send(t, req); resp.StatusCode != 400 || len(up.received) != 0 {
+		t.Fatalf("a repeated copy source: %d %s, upstream saw %d", resp.StatusCode, body, len(up.received))
+	}
+	// A presigned URL that says it was signed in 2099 is not good until then.
+	future := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
+	target := "/bucket/key?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=" + p.token + "%2F20990101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=" +
+		future.Format(sigv4.TimeFormat) + "&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=" + strings.Repeat("0", 64)
+	if status, body := p.get(t, target); status != 401 || len(up.received) != 0 {
+		t.Fatalf("a presigned URL from the future: %d %s", status, body)
+	}
+	// The key id echoed in lower case comes back masked too.
+	resp, body := send(t, agentSigned(t, p, "GET", "/bucket/key", "", "s3"))
+	if resp.StatusCode != 200 || strings.Contains(strings.ToLower(string(body)), strings.ToLower(awsKeyID)) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+
+	// STS: an action in the URL and another in a body sent without a
+	// Content-Type tell nothing.
+	sts, _ := awsProxy(t, "sts")
+	req = agentSigned(t, sts, "POST", "/?Action=GetCallerIdentity", "Action=AssumeRole&RoleArn=x", "sts")
+	req.Header.Del("Content-Type")
+	send(t, req)
+	if a := sts.engine.Resolves()[0].Action; a != "" {
+		t.Fatalf("an action in the URL and one in the body resolved as %q", a)
+	}
 }

@@ -44,14 +44,17 @@ func Action(service, method, path string, query url.Values, header http.Header, 
 }
 
 // namedAction is the operation a JSON (X-Amz-Target: "DynamoDB_20120810.GetItem")
-// or query (Action=SendMessage) protocol request names, if it names exactly one.
+// or query (Action=SendMessage, or CloudWatch's older Operation=) protocol
+// request names, if it names exactly one.
 func namedAction(query url.Values, header http.Header, form url.Values) string {
 	var names []string
 	for _, t := range header.Values("X-Amz-Target") {
 		_, op, _ := strings.Cut(t, ".")
 		names = append(names, op)
 	}
-	names = append(append(names, query["Action"]...), form["Action"]...)
+	for _, key := range []string{"Action", "Operation"} {
+		names = append(append(names, query[key]...), form[key]...)
+	}
 	if len(names) != 1 {
 		return ""
 	}

@@ -38,6 +38,7 @@ func TestAction(t *testing.T) {
 		{"sqs", "POST", "/?Action=SendMessage&Action=DeleteQueue", "", ""},
 		{"sqs", "POST", "/?Action=SendMessage", "X-Amz-Target: AmazonSQS.DeleteQueue", ""},
 		{"sqs", "POST", "/?Action=Send%20Message", "", ""},
+		{"monitoring", "POST", "/?Action=ListMetrics&Operation=DeleteAlarms", "", ""},
 		{"bedrock", "POST", "/model/anthropic.claude-3/converse", "", "bedrock:Converse"},
 		{"bedrock", "POST", "/model/m/invoke-with-response-stream", "", "bedrock:InvokeModelWithResponseStream"},
 		{"bedrock", "GET", "/model/m/invoke", "", ""},
@@ -56,6 +57,9 @@ func TestAction(t *testing.T) {
 	form := url.Values{"Action": {"ReceiveMessage"}}
 	if got := Action("sqs", "POST", "/", url.Values{}, http.Header{}, form); got != "sqs:ReceiveMessage" {
 		t.Errorf("form Action: %q", got)
+	}
+	if got := Action("sqs", "POST", "/", url.Values{}, http.Header{"X-Amz-Target": {"AmazonSQS.ReceiveMessage"}}, url.Values{"Action": {"DeleteQueue"}}); got != "" {
+		t.Errorf("a target and a form Action: %q", got)
 	}
 	if got := CopySource(http.Header{"X-Amz-Copy-Source": {"/other/secret?versionId=1"}}); got != "/other/secret" {
 		t.Errorf("copy source %q", got)

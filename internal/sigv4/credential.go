@@ -57,21 +57,21 @@ func IsPresignParam(name string) bool {
 	return false
 }
 
-// Presigned reads the credential of a presigned URL's query and when the
-// URL stops being valid. ok is false when the query is not a presigned
-// SigV4 URL; a presigned URL without a valid X-Amz-Date and X-Amz-Expires
-// (at most 7 days, as AWS allows) never stops being expired.
-func Presigned(q url.Values) (c Credential, expires time.Time, ok bool) {
+// Presigned reads the credential of a presigned URL's query, when it was
+// signed and when it stops being valid. ok is false when the query is not
+// a presigned SigV4 URL; a presigned URL without a valid X-Amz-Date and
+// X-Amz-Expires (at most 7 days, as AWS allows) has zero times.
+func Presigned(q url.Values) (c Credential, signed, expires time.Time, ok bool) {
 	if q.Get("X-Amz-Algorithm") != Algorithm {
-		return Credential{}, time.Time{}, false
+		return Credential{}, time.Time{}, time.Time{}, false
 	}
 	if c, ok = parseCredential(q.Get("X-Amz-Credential")); !ok {
-		return Credential{}, time.Time{}, false
+		return Credential{}, time.Time{}, time.Time{}, false
 	}
 	signed, err := time.Parse(TimeFormat, q.Get("X-Amz-Date"))
 	seconds, err2 := strconv.Atoi(q.Get("X-Amz-Expires"))
 	if err != nil || err2 != nil || seconds < 1 || seconds > 7*24*3600 {
-		return c, time.Time{}, true
+		return c, time.Time{}, time.Time{}, true
 	}
-	return c, signed.Add(time.Duration(seconds) * time.Second), true
+	return c, signed, signed.Add(time.Duration(seconds) * time.Second), true
 }

@@ -138,8 +138,8 @@ func TestCredentialFromAuthorization(t *testing.T) {
 		}
 	}
 	q, _ := url.ParseQuery("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=phm_abc%2F20261207%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261207T100000Z&X-Amz-Expires=900&X-Amz-Signature=00")
-	c, expires, ok := Presigned(q)
-	if !ok || c.AccessKeyID != "phm_abc" || !expires.Equal(time.Date(2026, 12, 7, 10, 15, 0, 0, time.UTC)) {
+	c, signed, expires, ok := Presigned(q)
+	if !ok || c.AccessKeyID != "phm_abc" || !signed.Equal(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)) || !expires.Equal(time.Date(2026, 12, 7, 10, 15, 0, 0, time.UTC)) {
 		t.Fatalf("%+v %v %v", c, expires, ok)
 	}
 }

@@ -121,7 +121,8 @@ func (s *SigV4) payloadHash(out *http.Request, presigned bool) (string, error) {
 // Wires are the signing key (the grant's credential), the access key id
 // and the session token: every form of AWS's credentials the proxy holds.
 func (s *SigV4) Wires() []scrub.Wire {
-	wires := []scrub.Wire{{Value: s.signer.AccessKeyID}}
+	// AWS key ids are upper case: lower-cased, one still reads whole.
+	wires := []scrub.Wire{{Value: s.signer.AccessKeyID}, {Value: strings.ToLower(s.signer.AccessKeyID)}}
 	if s.sessionToken != "" {
 		wires = append(wires, scrub.Wire{Value: s.sessionToken})
 	}
