@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/phantomvault/phantom/internal/resolve"
@@ -48,21 +49,19 @@ func awsAction(r *http.Request, path, rawQuery string, now time.Time) (action, s
 	return sigv4.Action(cred.Service, r.Method, path, query, r.Header, nil), cred.Service, nil
 }
 
-// maxFormAction bounds a url-encoded body read for its Action.
+// maxFormAction bounds a body read for the operation it may name.
 const maxFormAction = 64 << 10
 
-// formAction is the action of an AWS query-protocol request that names it
-// in its url-encoded body (STS, SNS, SQS's older clients, EC2), read whole
-// (at most maxFormAction) before the engine is asked; "" for any other
-// request. The bytes read are what is forwarded. A POST without a
-// Content-Type is read as a form too: what AWS makes of it is not for the
-// proxy to guess.
+// formAction is the action of an AWS request whose body may name it (the
+// query protocol's Action in a url-encoded body: STS, SNS, EC2), read whole
+// (at most maxFormAction) before the engine is asked; the admission's for
+// any other request. The bytes read are what is forwarded. What AWS makes
+// of a body is not for the proxy to guess: every body of a service whose
+// operations are named is read as a form, but a JSON one when the URL
+// names no operation (a JSON protocol's, named by X-Amz-Target), and a
+// body that does not parse as one tells no action.
 func (s *Server) formAction(sw *statusWriter, r *http.Request, adm *admission) (string, *refusal) {
-	mediaType, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
-	mediaType = strings.TrimSpace(mediaType)
-	// Read even when the URL names an action: one in each is ambiguous.
-	if adm.awsService == "" || strings.HasPrefix(adm.awsService, "s3") || r.Method != http.MethodPost ||
-		mediaType != "" && !strings.EqualFold(mediaType, "application/x-www-form-urlencoded") {
+	if !mayNameAction(r, adm) {
 		return adm.action, nil
 	}
 	body, ref := s.readSignedBody(sw, r, adm, maxFormAction) // hmac.go
@@ -77,6 +76,19 @@ func (s *Server) formAction(sw *statusWriter, r *http.Request, adm *admission) (
 	return sigv4.Action(adm.awsService, r.Method, adm.path, query, r.Header, form), nil
 }
 
+// mayNameAction reports whether r's body may name its operation.
+func mayNameAction(r *http.Request, adm *admission) bool {
+	if adm.awsService == "" || !sigv4.NamesActions(adm.awsService) || r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		return false
+	}
+	media := mediaTypeOf(r.Header.Get("Content-Type"))
+	if media != "application/json" && !strings.HasPrefix(media, "application/x-amz-json-") {
+		return true
+	}
+	query, err := url.ParseQuery(adm.rawQuery)
+	return err != nil || query.Has("Action") || query.Has("Operation")
+}
+
 // copySource is the object an S3 copy reads, which the token must be
 // allowed to GET as well ("" when the request copies nothing or the route
 // is not S3's).
@@ -85,4 +97,71 @@ func copySource(r *http.Request, g *Grant) string {
 		return ""
 	}
 	return sigv4.CopySource(r.Header)
+}
+
+// batchDeleteWorkers bounds the resolves of one batch delete in flight:
+// enough for the engine client to batch them.
+const batchDeleteWorkers = 16
+
+// checkBatchDelete asks the engine whether the token may DELETE each key an
+// S3 DeleteObjects names in its body (read whole, at most
+// sigv4.MaxDeleteBody, and forwarded as read): else the path scope would
+// say nothing of what is deleted. Each key is one resolve, as IAM wants
+// s3:DeleteObject for each. Refused, g's reservation is settled.
+func (s *Server) checkBatchDelete(sw *statusWriter, r *http.Request, rec *auditRecord, adm *admission, g *Grant) *refusal {
+	if g.AWS == nil || !strings.HasPrefix(g.AWS.Service, "s3") || r.Method != http.MethodPost {
+		return nil
+	}
+	refused := func(ref *refusal) *refusal {
+		if g.Limits != nil {
+			s.settle(&exchange{grant: g, rec: rec})
+		}
+		return ref
+	}
+	query, err := url.ParseQuery(adm.rawQuery)
+	if err != nil {
+		return refused(refusalWith(resolve.ReasonBadRequest, "the query of a POST to S3 is not valid percent-encoding"))
+	}
+	bucket, ok := sigv4.BatchDelete(r.Method, adm.path, query)
+	if !ok {
+		return nil
+	}
+	body, ref := s.readSignedBody(sw, r, adm, sigv4.MaxDeleteBody) // hmac.go
+	if ref != nil {
+		return refused(ref)
+	}
+	paths, err := sigv4.DeleteKeys(bucket, body)
+	if err != nil {
+		return refused(refusalWith(resolve.ReasonBadRequest, err.Error()))
+	}
+	refs := make([]*refusal, len(paths))
+	errored := make([]bool, len(paths))
+	slots := make(chan struct{}, batchDeleteWorkers)
+	var wg sync.WaitGroup
+	for i, path := range paths {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			own := &auditRecord{RequestID: rec.RequestID} // resolve fills it in; rec is not this goroutine's
+			d, ref := s.resolve(r, own, resolve.Request{Token: adm.token, Method: http.MethodDelete, Path: path, ClientIP: adm.clientIP, Action: "s3:DeleteObject"})
+			if d != nil && d.Grant != nil && d.Grant.Limits != nil {
+				s.settle(&exchange{grant: (*Grant)(d.Grant), rec: own}) // checked, deleted by the batch
+			}
+			refs[i], errored[i] = ref, own.Decision == "error"
+		}()
+	}
+	wg.Wait()
+	for i, ref := range refs {
+		if ref != nil {
+			if errored[i] {
+				rec.Decision = "error"
+			}
+			if ref.status == http.StatusForbidden {
+				ref.message = "a key the batch delete names is outside the phantom token's scope"
+			}
+			return refused(ref)
+		}
+	}
+	return nil
 }

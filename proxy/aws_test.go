@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -255,5 +256,62 @@ func TestSigV4AttackFindings(t *testing.T) {
 	send(t, req)
 	if a := sts.engine.Resolves()[0].Action; a != "" {
 		t.Fatalf("an action in the URL and one in the body resolved as %q", a)
+	}
+}
+
+// TestSigV4SecondAttackFindings: what the fourth attack found.
+func TestSigV4SecondAttackFindings(t *testing.T) {
+	p, up := awsProxy(t, "s3")
+	// A batch delete's keys are each checked as a DELETE of their path.
+	p.engine.DenyPath("/bucket/secret/payroll.csv", resolve.ReasonPathNotAllowed)
+	batch := func(keys ...string) *http.Request {
+		body := "<Delete>"
+		for _, k := range keys {
+			body += "<Object><Key>" + k + "</Key></Object>"
+		}
+		body += "</Delete>"
+		req := agentSigned(t, p, "POST", "/bucket/?delete", body, "s3")
+		req.Header.Set("Content-Type", "application/xml")
+		return req
+	}
+	if resp, body := send(t, batch("agent/a.txt", "secret/payroll.csv")); resp.StatusCode != 403 || len(up.received) != 0 {
+		t.Fatalf("a batch delete naming a key out of scope: %d %s, upstream saw %d", resp.StatusCode, body, len(up.received))
+	}
+	before := len(p.engine.Resolves())
+	if resp, body := send(t, batch("agent/a.txt", "agent/b c.txt")); resp.StatusCode != 200 || len(up.received) != 1 || !strings.Contains(up.bodies[0], "<Key>agent/b c.txt</Key>") {
+		t.Fatalf("a batch delete in scope: %d %s", resp.StatusCode, body)
+	}
+	var deletes []string
+	for _, r := range p.engine.Resolves()[before:] {
+		if r.Method == "DELETE" {
+			deletes = append(deletes, r.Path)
+		}
+	}
+	if len(deletes) != 2 || !slices.Contains(deletes, "/bucket/agent/b%20c.txt") {
+		t.Fatalf("the keys resolved: %v", deletes)
+	}
+	if resp, _ := send(t, batch()); resp.StatusCode != 400 {
+		t.Fatalf("a batch delete naming no key: %d", resp.StatusCode)
+	}
+
+	// A query API: an action in the URL and a body of any type but JSON,
+	// GET included, tell no action; a JSON body with X-Amz-Target is not
+	// read.
+	sts, _ := awsProxy(t, "sts")
+	for i, c := range []struct{ method, contentType string }{{"POST", "text/plain"}, {"POST", "application/x-www-form-urlencoded, text/plain"}, {"GET", ""}} {
+		req := agentSigned(t, sts, c.method, "/?Action=GetCallerIdentity", "Action=AssumeRole&RoleArn=x", "sts")
+		req.Header.Set("Content-Type", c.contentType)
+		send(t, req)
+		if a := sts.engine.Resolves()[i].Action; a != "" {
+			t.Fatalf("%s %q: resolved as %q", c.method, c.contentType, a)
+		}
+	}
+	ddb, _ := awsProxy(t, "dynamodb")
+	req := agentSigned(t, ddb, "POST", "/", `{"TableName":"t"}`, "dynamodb")
+	req.Header.Set("Content-Type", "application/x-amz-json-1.0")
+	req.Header.Set("X-Amz-Target", "DynamoDB_20120810.GetItem")
+	send(t, req)
+	if a := ddb.engine.Resolves()[0].Action; a != "dynamodb:GetItem" {
+		t.Fatalf("a JSON protocol request resolved as %q", a)
 	}
 }

@@ -60,10 +60,7 @@ func overrideGuard(r *http.Request, body io.ReadCloser, found func()) io.ReadClo
 		return nil
 	}
 	raw := strings.ToLower(r.Header.Get("Content-Type"))
-	mediaType, _, _ := strings.Cut(strings.TrimSpace(raw), ";")
-	if i := strings.IndexAny(mediaType, ", \t"); i >= 0 {
-		mediaType = mediaType[:i]
-	}
+	mediaType := mediaTypeOf(raw)
 	var scans []func(b []byte, eof bool) error
 	if mediaType == "" || mediaType == "application/x-www-form-urlencoded" {
 		scans = append(scans, (&formScanner{}).scan)
@@ -318,4 +315,14 @@ func (j *jsonKeyScanner) check() error {
 		return errOverrideInBody
 	}
 	return nil
+}
+
+// mediaTypeOf is a Content-Type's media type as the laxest framework reads
+// it: lower case, up to the first ';', ',' or white space.
+func mediaTypeOf(contentType string) string {
+	mediaType, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(contentType)), ";")
+	if i := strings.IndexAny(mediaType, ", \t"); i >= 0 {
+		mediaType = mediaType[:i]
+	}
+	return mediaType
 }

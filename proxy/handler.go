@@ -208,6 +208,9 @@ func (s *Server) decide(sw *statusWriter, r *http.Request, rec *auditRecord, adm
 	if ref := s.checkCopySource(r, rec, adm, g); ref != nil {
 		return nil, ref
 	}
+	if ref := s.checkBatchDelete(sw, r, rec, adm, g); ref != nil { // aws.go
+		return nil, ref
+	}
 	return g, nil
 }
 

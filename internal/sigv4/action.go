@@ -24,12 +24,12 @@ import (
 func Action(service, method, path string, query url.Values, header http.Header, form url.Values) string {
 	var op string
 	switch {
-	case strings.HasPrefix(service, "s3"):
-		op = s3Action(method, path, query, header)
+	case NamesActions(service):
+		op = namedAction(query, header, form)
 	case service == "bedrock":
 		op = bedrockAction(method, path)
 	default:
-		op = namedAction(query, header, form)
+		op = s3Action(method, path, query, header)
 	}
 	if op == "" || !isOperationName(op) {
 		return ""
@@ -41,6 +41,13 @@ func Action(service, method, path string, query url.Values, header http.Header, 
 		}
 	}
 	return action
+}
+
+// NamesActions reports whether service's requests name their operation (in
+// X-Amz-Target, or an Action of the URL or a form body), rather than
+// through the method and path (S3, Bedrock runtime).
+func NamesActions(service string) bool {
+	return !strings.HasPrefix(service, "s3") && service != "bedrock"
 }
 
 // namedAction is the operation a JSON (X-Amz-Target: "DynamoDB_20120810.GetItem")

@@ -74,3 +74,23 @@ func cut(h string) (string, string, bool) {
 	}
 	return h, "", false
 }
+
+func TestDeleteKeys(t *testing.T) {
+	q, _ := url.ParseQuery("delete")
+	bucket, ok := BatchDelete("POST", "/reports/", q)
+	if !ok || bucket != "reports" {
+		t.Fatalf("%q %v", bucket, ok)
+	}
+	if _, ok := BatchDelete("POST", "/reports/key", q); ok {
+		t.Fatal("an object's POST read as a batch delete")
+	}
+	paths, err := DeleteKeys("reports", []byte(`<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><Key>agent/a b.txt</Key></Object><Object><Key>secret/../x</Key><VersionId>1</VersionId></Object><Quiet>true</Quiet></Delete>`))
+	if err != nil || len(paths) != 2 || paths[0] != "/reports/agent/a%20b.txt" || paths[1] != "/reports/secret/../x" {
+		t.Fatalf("%v %v", paths, err)
+	}
+	for _, bad := range []string{"", "<Delete></Delete>", "<Delete><Object></Object></Delete>", "<Other/>", "not xml"} {
+		if _, err := DeleteKeys("b", []byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
