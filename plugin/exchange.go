@@ -50,10 +50,11 @@ const exchangePrefix = "exchanged/"
 const (
 	// exchangeTimeout bounds one call to a token endpoint.
 	exchangeTimeout = 10 * time.Second
-	// exchangeWait is how long a resolve waits for a fetch: less than the
-	// proxy's deadline for a resolve (2 s by default), so a slow endpoint
-	// is a clear refusal, not a timeout; the fetch goes on for the next.
-	exchangeWait = 1500 * time.Millisecond
+	// exchangeWait is how long a resolve waits for a fetch: well under the
+	// proxy's deadline for a resolve (-vault-timeout, 2 s by default), so a
+	// slow endpoint is a clear refusal, not a timeout; the fetch goes on,
+	// and the requests after it get its token.
+	exchangeWait = 750 * time.Millisecond
 	// exchangeBackoff: after a failure, resolves are refused without a
 	// call for this long, so a dead endpoint is not hammered.
 	exchangeBackoff = 2 * time.Second
