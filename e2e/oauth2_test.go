@@ -23,7 +23,8 @@ const (
 
 // oauthServer is a stand-in OAuth2 token endpoint: refresh grants only,
 // client authenticated by HTTP Basic, each refresh token good once (it
-// rotates), access tokens living 3 s. It counts calls, and can fail in the
+// rotates), access tokens living 6 s (refreshed after 3 s: a burst on a loaded host
+// stays within one token). It counts calls, and can fail in the
 // ways real endpoints do.
 type oauthServer struct {
 	mu      sync.Mutex
@@ -73,8 +74,8 @@ func (s *oauthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	at := fmt.Sprintf("at_e2eACCESS%03d_%s", n, strings.Repeat("q", 20))
 	s.validRT = fmt.Sprintf("rt_e2eROTATED%03d_%s", n, strings.Repeat("r", 20))
 	s.issued, s.rts = append(s.issued, at), append(s.rts, s.validRT)
-	s.expiry[at] = time.Now().Add(3 * time.Second)
-	json.NewEncoder(w).Encode(map[string]any{"access_token": at, "token_type": "bearer", "expires_in": 3, "refresh_token": s.validRT})
+	s.expiry[at] = time.Now().Add(6 * time.Second)
+	json.NewEncoder(w).Encode(map[string]any{"access_token": at, "token_type": "bearer", "expires_in": 6, "refresh_token": s.validRT})
 }
 
 func (s *oauthServer) set(mode string) {
@@ -158,7 +159,7 @@ func TestOAuth2ThroughTheStack(t *testing.T) {
 	if n := oauth.count(); n != 1 {
 		t.Fatalf("2 proxies x 20 concurrent requests made %d token fetches, want 1", n)
 	}
-	time.Sleep(3500 * time.Millisecond) // the token has expired
+	time.Sleep(6500 * time.Millisecond) // the token has expired
 	burst()
 	if n := oauth.count(); n != 2 {
 		t.Fatalf("after one expiry, %d token fetches in all, want 2", n)
@@ -167,7 +168,7 @@ func TestOAuth2ThroughTheStack(t *testing.T) {
 	// The endpoint fails in each way: a clear 502, nothing forwarded; then
 	// it recovers, and so does the route.
 	for _, mode := range []string{"drop", "500", "slow", "malformed", "invalid_grant"} {
-		time.Sleep(1600 * time.Millisecond) // past the refresh point of the current token
+		time.Sleep(3200 * time.Millisecond) // past the refresh point of the current token
 		oauth.set(mode)
 		before := up.Count()
 		code, body := call(proxies[0])
