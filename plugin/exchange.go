@@ -301,7 +301,7 @@ func (c *exchangeCache) invalidate(name string) {
 	}
 }
 
-// invalidateKey is invalidate for a storage key, "" when not one of ours.
+// exchangeRouteOf is the route whose access token key is, if it is one.
 func exchangeRouteOf(key string) (string, bool) {
 	return strings.CutPrefix(key, exchangePrefix)
 }
