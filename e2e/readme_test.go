@@ -36,6 +36,9 @@ var readmeKeys = map[string]string{
 	"CB_SECRET":          "UkVBRE1FIGNvaW5iYXNlIHNlY3JldCwgbmV2ZXIgc2hvd24=",
 	"CB_KEY":             "README0coinbase0key0never0shown00001",
 	"CB_PASSPHRASE":      "README0coinbase0passphrase",
+	// An OAuth2 client (docs/oauth2.md): the engine trades it for access
+	// tokens at the stand-in's /oauth/token.
+	"PARTNER_CLIENT_SECRET": "README0oauth2client0secret0never0shown1",
 }
 
 // readmeDocs are the Markdown files whose sh blocks TestReadmeCommands
@@ -50,8 +53,12 @@ var readmeDocs = []string{
 	"docs/limits.md",
 	"docs/agents.md",
 	"docs/aws.md",
+	"docs/oauth2.md",
 	"docs/operations.md",
 }
+
+// readmeAccessToken is what the stand-in's token endpoint issues.
+const readmeAccessToken = "README0oauth2access0token0issued0000001"
 
 // standInAPI answers for Stripe, OpenAI, Anthropic, Gemini, S3 (a SigV4
 // signature verified with the real secret) and a remote MCP server, each
@@ -63,6 +70,18 @@ func standInAPI(w http.ResponseWriter, r *http.Request) {
 	bearer := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	api := ""
 	switch {
+	case r.URL.Path == "/oauth/token": // docs/oauth2.md's token endpoint
+		id, secret, _ := r.BasicAuth()
+		if r.Method != http.MethodPost || id != "phantom-reports" || secret != readmeKeys["PARTNER_CLIENT_SECRET"] ||
+			r.PostFormValue("grant_type") != "client_credentials" || r.PostFormValue("scope") != "reports.read" {
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":"invalid_client"}`)
+			return
+		}
+		io.WriteString(w, `{"access_token":"`+readmeAccessToken+`","token_type":"Bearer","expires_in":3600}`)
+		return
+	case bearer == readmeAccessToken:
+		api = "oauth2"
 	case strings.HasPrefix(r.Header.Get("Authorization"), sigv4.Algorithm):
 		body, _ := io.ReadAll(r.Body)
 		if err := sigv4test.Verify(r, body, readmeKeys["AWS_REAL_ACCESS_KEY_ID"], readmeKeys["AWS_REAL_SECRET_ACCESS_KEY"], "s3"); err != nil {
@@ -140,6 +159,8 @@ func TestReadmeCommands(t *testing.T) {
 		"https://generativelanguage.googleapis.com", apiURL,
 		"https://mcp.example.com", apiURL,
 		"https://s3.us-east-1.amazonaws.com", apiURL,
+		"https://api.partner.example", apiURL,
+		"https://login.partner.example", apiURL,
 		"https://vault.internal:8200", v.Addr,
 		"http://phantom.internal:8080", "http://127.0.0.1:"+strconv.Itoa(proxyPort),
 		"0.0.0.0:8080", "127.0.0.1:"+strconv.Itoa(proxyPort),
@@ -226,7 +247,7 @@ func TestReadmeCommands(t *testing.T) {
 	for _, want := range []string{`"api":"stripe","path":"/v1/customers"`, `"api":"openai","path":"/v1/models"`,
 		`"api":"anthropic","path":"/v1/messages"`, `"api":"gemini","path":"/v1beta/models/gemini-2.5-flash"`,
 		"ready", `phantom_proxy_requests_total{decision="allowed"`, "credential_fingerprint",
-		`"reason":"revoked"`, `"api":"mcp","path":"/mcp"`, "Mcp-Session-Id: stand-in-session"} {
+		`"reason":"revoked"`, `"api":"mcp","path":"/mcp"`, `"api":"oauth2","path":"/v1/reports/q3"`, "Mcp-Session-Id: stand-in-session"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the documentation session's output lacks %q:\n%s", want, got)
 		}

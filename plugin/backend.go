@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
@@ -57,6 +58,8 @@ type backend struct {
 	cache   *storageCache
 	// tunnelOrigins answers CONNECTs without a token (path_tunnel.go).
 	tunnelOrigins tunnelOrigins
+	// exchanges holds oauth2 routes' access tokens (exchange.go).
+	exchanges *exchangeCache
 
 	tidying  atomic.Bool
 	lastTidy atomic.Int64 // unix seconds
@@ -72,12 +75,13 @@ func newBackend(now func() time.Time, random io.Reader) *backend {
 		limiter:    limits.NewLimiter(),
 		cache:      newStorageCache(now),
 	}
+	b.exchanges = newExchangeCache(now, func() hclog.Logger { return b.Logger() }, func() bool { return isStandby(b.System()) })
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
 			// Credentials are seal-wrapped on Vaults that support it.
-			SealWrapStorage: []string{routePrefix},
+			SealWrapStorage: []string{routePrefix, exchangePrefix},
 		},
 		Paths: framework.PathAppend(
 			b.pathConfig(),
@@ -108,6 +112,9 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 func (b *backend) invalidate(_ context.Context, key string) {
 	if cacheable(key) {
 		b.cache.wrote(key, nil)
+	}
+	if name, ok := exchangeRouteOf(key); ok {
+		b.exchanges.invalidate(name)
 	}
 	if key == salt.DefaultLocation {
 		b.saltMu.Lock()

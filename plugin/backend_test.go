@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -286,7 +287,7 @@ func TestPathHelp(t *testing.T) {
 func TestRoutesAreSealWrapped(t *testing.T) {
 	e := getTestBackend(t)
 	paths := e.b.SpecialPaths()
-	if paths == nil || len(paths.SealWrapStorage) != 1 || paths.SealWrapStorage[0] != routePrefix {
-		t.Fatalf("SealWrapStorage = %v, want [%s]", paths, routePrefix)
+	if paths == nil || !slices.Equal(paths.SealWrapStorage, []string{routePrefix, exchangePrefix}) {
+		t.Fatalf("SealWrapStorage = %v, want [%s %s]", paths, routePrefix, exchangePrefix)
 	}
 }

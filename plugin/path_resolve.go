@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -261,6 +262,17 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 			return denied, nil, nil
 		}
 	}
+	if _, ok := exchangers[route.AuthType]; ok { // before any use or rate is counted
+		tok, err := b.exchanges.accessToken(ctx, s, t.Route, route) // exchange.go
+		var failed *errExchange
+		switch {
+		case errors.As(err, &failed):
+			return deny(resolve.ReasonCredentialExchange, failed.Error(), t), nil, nil
+		case err != nil: // storage, or a standby's logical.ErrReadOnly (Vault forwards the resolve)
+			return nil, nil, err
+		}
+		route.accessToken = tok // the resolve's own copy of the route
+	}
 	var limits *resolve.Limits
 	if t.Limits.any() || route.Limits.any() { // tokens and routes without limits pay nothing
 		var denied *resolve.Answer
@@ -370,6 +382,10 @@ func routeGrant(route *routeEntry, now time.Time) *resolve.RouteGrant {
 	}
 	if route.AuthType == authAWSSigV4 {
 		route.awsGrant(g, now) // auth_aws.go
+	}
+	if isOAuth2(route.AuthType) {
+		// Only the access token; any proxy sends it as a bearer key.
+		g.Credential, g.AuthType = route.accessToken, authBearer
 	}
 	return g
 }

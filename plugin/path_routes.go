@@ -75,6 +75,7 @@ func routeFields() map[string]*framework.FieldSchema {
 	fields := limitFields()
 	maps.Copy(fields, awsRouteFields())
 	maps.Copy(fields, hmacFields())
+	maps.Copy(fields, oauth2Fields())
 	maps.Copy(fields, map[string]*framework.FieldSchema{
 		"name": {
 			Type:        framework.TypeString,
@@ -107,9 +108,9 @@ func routeFields() map[string]*framework.FieldSchema {
 		},
 		"auth_type": {
 			Type:          framework.TypeString,
-			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), query (auth_query_param), aws_sigv4 (each request signed with AWS Signature V4; see access_key_id), or hmac (the engine signs each request with the credential, which never leaves Vault: the hmac_* fields). Changing it, auth_header, auth_query_param or auth_format requires sending credential again.",
+			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), query (auth_query_param), aws_sigv4 (each request signed with AWS Signature V4; see access_key_id), hmac (the engine signs each request with the credential, which never leaves Vault: the hmac_* fields), or oauth2_client_credentials / oauth2_refresh_token (the engine gets short-lived access tokens from token_url and the proxy sends them as Bearer; see token_url). Changing it, auth_header, auth_query_param or auth_format requires sending credential again.",
 			Default:       authBearer,
-			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery, authAWSSigV4, authHMAC},
+			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery, authAWSSigV4, authHMAC, authOAuth2ClientCredentials, authOAuth2RefreshToken},
 		},
 		"auth_header": {
 			Type:        framework.TypeString,
@@ -215,6 +216,7 @@ func (r *routeEntry) publicData(name string) map[string]any {
 	r.Limits.data(d)
 	r.awsPublicData(d)
 	r.HMAC.publicData(d)
+	r.oauth2PublicData(d)
 	return d
 }
 
@@ -271,9 +273,14 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 	if v, ok := d.GetOk("auth_type"); ok && v.(string) != r.AuthType {
 		// Settings of the previous injection style would not apply.
 		r.AuthType, r.AuthHeader, r.AuthQueryParam, r.AuthFormat = v.(string), "", "", ""
+		r.OAuth2 = nil // another kind's exchange settings start afresh
 	}
 	secretSent, err := r.setAWS(d) // auth_aws.go
 	if err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	credentialSent = credentialSent || secretSent
+	if secretSent, err = r.setOAuth2(d); err != nil { // auth_oauth2.go
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	credentialSent = credentialSent || secretSent
@@ -321,10 +328,7 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 	}
 	if stored != nil && !credentialSent {
 		if changed := r.deliveryChanges(stored); len(changed) > 0 {
-			secret := "credential"
-			if r.AuthType == authAWSSigV4 {
-				secret = "secret_access_key"
-			}
+			secret := r.secretNames()
 			return logical.ErrorResponse("changing %s changes where or how the credential is sent: "+
 				"send %s again in the same write (the stored key never follows a new destination)",
 				strings.Join(changed, ", "), secret), nil
@@ -363,6 +367,9 @@ func (b *backend) pathRouteDelete(ctx context.Context, req *logical.Request, d *
 	}
 	if err := req.Storage.Delete(ctx, routeUsagePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting usage of route %q: %w", name, err)
+	}
+	if err := b.exchanges.forget(ctx, req.Storage, name); err != nil { // exchange.go
+		return nil, err
 	}
 	return nil, nil
 }

@@ -59,7 +59,8 @@ type routeEntry struct {
 	Headers        map[string]string `json:"headers,omitempty"`
 	AWS            *awsSettings      `json:"aws,omitempty"` // auth_type=aws_sigv4 (auth_aws.go)
 	AllowedActions []string          `json:"allowed_actions,omitempty"`
-	HMAC           *hmacSettings     `json:"hmac,omitempty"` // auth_type=hmac only (auth_hmac.go)
+	HMAC           *hmacSettings     `json:"hmac,omitempty"`   // auth_type=hmac only (auth_hmac.go)
+	OAuth2         *oauth2Settings   `json:"oauth2,omitempty"` // auth_type=oauth2_* (auth_oauth2.go)
 
 	TTL         time.Duration `json:"ttl"`
 	MaxTTL      time.Duration `json:"max_ttl"`
@@ -74,6 +75,9 @@ type routeEntry struct {
 	UpdatedAt time.Time `json:"updated_at"`
 
 	boundCIDRs *scope.BoundCIDRs // BoundCIDRs parsed, set by UnmarshalJSON
+	// accessToken is an oauth2 route's access token for this resolve, set
+	// on the resolve's own copy of the route (exchange.go), never stored.
+	accessToken string
 }
 
 // UnmarshalJSON decodes a stored route and parses its bound_cidrs once, so
@@ -155,6 +159,7 @@ func (r *routeEntry) deliveryChanges(old *routeEntry) []string {
 	add("auth_format", r.AuthFormat != old.AuthFormat)
 	add("headers", !maps.Equal(r.Headers, old.Headers))
 	changed = append(changed, r.awsChanges(old)...)
+	changed = append(changed, r.OAuth2.deliveryChanges(old.OAuth2)...)
 	return append(changed, r.HMAC.deliveryChanges(old.HMAC)...)
 }
 
@@ -190,7 +195,7 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 	if len(r.AllowedMethods) == 0 {
 		return nil, errors.New("allowed_methods is required: at least one HTTP method such as GET")
 	}
-	if r.AuthType != authAWSSigV4 {
+	if r.AuthType != authAWSSigV4 && !isOAuth2(r.AuthType) {
 		if err := validateCredential(r.Credential); err != nil {
 			return nil, err
 		}
@@ -199,6 +204,13 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 		return nil, err
 	}
 	warnings = append(warnings, r.awsWarnings()...)
+	if isOAuth2(r.AuthType) {
+		w, err := r.validateOAuth2() // auth_oauth2.go
+		if err != nil {
+			return nil, err
+		}
+		warnings = append(warnings, w...)
+	}
 	if r.AuthType == authHMAC {
 		w, err := r.validateHMAC() // auth_hmac.go
 		if err != nil {
@@ -278,9 +290,9 @@ func (r *routeEntry) validateAuth() error {
 		}
 	case authAWSSigV4:
 		return r.validateAWS()
-	case authHMAC: // validateHMAC
+	case authHMAC, authOAuth2ClientCredentials, authOAuth2RefreshToken: // validateHMAC, validateOAuth2
 	default:
-		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, aws_sigv4, hmac (got %q)", r.AuthType)
+		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, aws_sigv4, hmac, oauth2_client_credentials, oauth2_refresh_token (got %q)", r.AuthType)
 	}
 	if r.AuthFormat != "" {
 		if !strings.Contains(r.AuthFormat, resolve.Placeholder) {

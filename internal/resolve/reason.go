@@ -38,6 +38,12 @@ const (
 	// covers (hmac.go); an agent sees it only from a proxy that cannot
 	// send it.
 	ReasonHMACInputs = "hmac_inputs_required"
+
+	// ReasonCredentialExchange: an exchanged route (OAuth2) could not get
+	// an access token from its token endpoint (down, slow, refusing, or an
+	// answer the engine cannot use). Transient for the agent (502): the
+	// engine retries by itself once the endpoint recovers.
+	ReasonCredentialExchange = "credential_exchange_failed"
 )
 
 // reasons is what the agent sees for each deny reason. A dead token is 401
@@ -61,6 +67,7 @@ var reasons = []reasonEntry{
 	{ReasonModelNotAllowed, http.StatusForbidden, "this model is not allowed for the phantom token"},
 	{ReasonOutputCapExceeded, http.StatusForbidden, "the request asks for more output tokens than the phantom token allows"},
 	{ReasonHMACInputs, http.StatusBadGateway, "the route signs each request, and Phantom could not sign this one"},
+	{ReasonCredentialExchange, http.StatusBadGateway, "Phantom could not get an access token for the upstream from its token endpoint; retry later"},
 }
 
 // The proxy's own answers, which no engine gives: here beside the engine's

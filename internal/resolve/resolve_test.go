@@ -98,13 +98,14 @@ func TestRefusal(t *testing.T) {
 		ReasonCIDRDenied: 403, ReasonMethodNotAllowed: 403, ReasonPathNotAllowed: 403, ReasonBadRequest: 400,
 		ReasonRateLimited: 429, ReasonBudgetExhausted: 401, ReasonModelNotAllowed: 403, ReasonOutputCapExceeded: 403,
 		ReasonOriginNotAllowed: 403, ReasonBudgetPending: 429, ReasonActionNotAllowed: 403, ReasonHMACInputs: 502,
+		ReasonCredentialExchange: 502,
 	} {
 		status, message := Refusal(reason)
 		if status != want || message == "" || !Known(reason) {
 			t.Errorf("%s: %d %q known=%v, want %d", reason, status, message, Known(reason), want)
 		}
 	}
-	if len(Reasons()) != 17 {
+	if len(Reasons()) != 18 {
 		t.Errorf("reasons: %v", Reasons())
 	}
 	// The proxy's own are answered from the same table, and are no deny

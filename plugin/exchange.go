@@ -1,0 +1,314 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
+)
+
+// Exchanged credentials: a route's long-lived secrets are traded at an
+// endpoint for a short-lived access token, which is all the proxy gets. The
+// engine does the trade once for every proxy: each token is kept in memory
+// and, seal-wrapped, in storage (so other nodes and restarts reuse it) until
+// shortly before it expires, and one fetch per route runs at a time in this
+// process however many resolves want it.
+//
+// A new kind (a GitHub App, a Google service account) is one exchanger: how
+// to turn the route's secrets into a token and its lifetime.
+
+// An exchanger gets an access token for route, using refreshToken (the
+// latest of the route's lineage) where the kind has one.
+type exchanger interface {
+	exchange(ctx context.Context, c *http.Client, route *routeEntry, refreshToken string) (*exchanged, error)
+}
+
+// exchanged is what an endpoint gave.
+type exchanged struct {
+	AccessToken  string
+	Lifetime     time.Duration // 0 when the endpoint did not say
+	RefreshToken string        // a rotated refresh token; "" when none came
+}
+
+var exchangers = map[string]exchanger{
+	authOAuth2ClientCredentials: oauth2ClientCredentials{},
+	authOAuth2RefreshToken:      oauth2Refresh{},
+}
+
+// exchangePrefix is where access tokens are kept: exchanged/<route> ->
+// exchangeRecord, seal-wrapped (backend.go).
+const exchangePrefix = "exchanged/"
+
+const (
+	// exchangeTimeout bounds one call to a token endpoint.
+	exchangeTimeout = 10 * time.Second
+	// exchangeWait is how long a resolve waits for a fetch: well under the
+	// proxy's deadline for a resolve (-vault-timeout, 2 s by default), so a
+	// slow endpoint is a clear refusal, not a timeout; the fetch goes on,
+	// and the requests after it get its token.
+	exchangeWait = 750 * time.Millisecond
+	// exchangeBackoff: after a failure, resolves are refused without a
+	// call for this long, so a dead endpoint is not hammered.
+	exchangeBackoff = 2 * time.Second
+	// defaultTokenLifetime is assumed when an endpoint omits expires_in.
+	defaultTokenLifetime = 5 * time.Minute
+	maxTokenLifetime     = 24 * time.Hour
+)
+
+// exchangeRecord is a route's current access token, and the refresh token
+// the endpoint last rotated to.
+type exchangeRecord struct {
+	Binding     string    `json:"binding"` // routeEntry.exchangeBinding at the fetch
+	AccessToken string    `json:"access_token"`
+	ObtainedAt  time.Time `json:"obtained_at"`
+	RefreshAt   time.Time `json:"refresh_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	// Lineage is routeEntry.refreshLineage when RefreshToken was rotated
+	// from the route's refresh token; RefreshToken is used instead of the
+	// route's while it matches.
+	Lineage      string `json:"lineage,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+}
+
+// refreshAfter is when to fetch anew a token that lives life: at 80% of
+// its life or a minute before it ends, whichever is earlier, but not
+// before half of it (a token of seconds is still used).
+func refreshAfter(life time.Duration) time.Duration {
+	at := min(life*8/10, life-time.Minute)
+	return max(at, life/2)
+}
+
+// exchangeCache holds each route's access token in memory, its failures
+// for exchangeBackoff, and the fetches in flight.
+type exchangeCache struct {
+	mu      sync.Mutex
+	routes  map[string]*exchangeState // by route name
+	flights singleflight.Group
+
+	client  *http.Client
+	now     func() time.Time
+	wait    time.Duration
+	timeout time.Duration
+	backoff time.Duration
+	log     func() hclog.Logger
+	// standby reports a node that cannot write storage: it leaves fetches
+	// to the active node (logical.ErrReadOnly forwards the resolve there).
+	standby func() bool
+}
+
+type exchangeState struct {
+	rec           exchangeRecord
+	failedBinding string
+	failedUntil   time.Time
+	// A rotated refresh token storage refused: the endpoint may have
+	// invalidated the stored one, so it is used next (for its lineage).
+	pendingLineage, pendingRefresh string
+}
+
+func newExchangeCache(now func() time.Time, log func() hclog.Logger, standby func() bool) *exchangeCache {
+	return &exchangeCache{
+		routes: map[string]*exchangeState{},
+		client: &http.Client{
+			// A redirect would re-send the form (a refresh token) to
+			// wherever the endpoint points: never followed.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			Timeout:       exchangeTimeout,
+		},
+		now: now, log: log, standby: standby,
+		wait: exchangeWait, timeout: exchangeTimeout, backoff: exchangeBackoff,
+	}
+}
+
+// errExchange is a failed exchange as resolve reports it; its text names
+// what went wrong and never holds a secret.
+type errExchange struct{ why string }
+
+func (e *errExchange) Error() string { return e.why }
+
+// accessToken returns route's current access token: from memory, else from
+// storage, else fetched (once for all concurrent callers). An *errExchange
+// is a refusal for the agent; logical.ErrReadOnly asks Vault to forward the
+// resolve to the active node; any other error is storage's.
+func (c *exchangeCache) accessToken(ctx context.Context, s logical.Storage, name string, route *routeEntry) (string, error) {
+	binding := route.exchangeBinding()
+	if tok, err, ok := c.remembered(name, binding); ok {
+		return tok, err
+	}
+	ch := c.flights.DoChan(name+"\x00"+binding, func() (any, error) {
+		// Not the caller's context: the fetch outlives a caller that gives up.
+		return c.fetch(context.WithoutCancel(ctx), s, name, route, binding)
+	})
+	timer := time.NewTimer(c.wait)
+	defer timer.Stop()
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return "", res.Err
+		}
+		return res.Val.(string), nil
+	case <-timer.C:
+		return "", &errExchange{"the token endpoint has not answered yet"}
+	case <-ctx.Done():
+		return "", &errExchange{"the resolve was cancelled while the token endpoint was called"}
+	}
+}
+
+// remembered answers from memory: a live token, or a recent failure.
+func (c *exchangeCache) remembered(name, binding string) (string, error, bool) {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.routes[name]
+	switch {
+	case st == nil:
+		return "", nil, false
+	case st.rec.Binding == binding && now.Before(st.rec.RefreshAt):
+		return st.rec.AccessToken, nil, true
+	case st.failedBinding == binding && now.Before(st.failedUntil):
+		return "", &errExchange{"the token endpoint failed moments ago"}, true
+	}
+	return "", nil, false
+}
+
+func (c *exchangeCache) state(name string) *exchangeState {
+	st := c.routes[name]
+	if st == nil {
+		st = &exchangeState{}
+		c.routes[name] = st
+	}
+	return st
+}
+
+// fetch runs once per route and binding at a time: it takes a token another
+// node (or an earlier life of this one) stored if it is still fresh, else
+// calls the endpoint and stores what it gave before anyone uses it.
+func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name string, route *routeEntry, binding string) (any, error) {
+	if tok, err, ok := c.remembered(name, binding); ok { // a fetch that just ended
+		return tok, err
+	}
+	now := c.now()
+	stored, err := readJSON[exchangeRecord](ctx, s, exchangePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading the access token of route %q: %w", name, err)
+	}
+	if stored != nil && stored.Binding == binding && now.Before(stored.RefreshAt) {
+		c.mu.Lock()
+		c.state(name).rec = *stored
+		c.mu.Unlock()
+		return stored.AccessToken, nil
+	}
+	if c.standby() {
+		return nil, logical.ErrReadOnly
+	}
+
+	lineage := route.refreshLineage()
+	refresh := route.OAuth2.RefreshToken
+	c.mu.Lock()
+	st := c.state(name)
+	if st.pendingLineage == lineage && st.pendingRefresh != "" {
+		refresh = st.pendingRefresh
+	} else if stored != nil && stored.Lineage == lineage && stored.RefreshToken != "" {
+		refresh = stored.RefreshToken
+	}
+	c.mu.Unlock()
+
+	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	got, err := exchangers[route.AuthType].exchange(callCtx, c.client, route, refresh)
+	if err != nil {
+		return nil, c.failed(name, binding, err)
+	}
+	life := got.Lifetime
+	if life <= 0 {
+		life = defaultTokenLifetime
+	}
+	life = min(life, maxTokenLifetime)
+	rec := exchangeRecord{
+		Binding: binding, AccessToken: got.AccessToken, ObtainedAt: now,
+		RefreshAt: now.Add(max(refreshAfter(life), time.Second)), ExpiresAt: now.Add(life),
+	}
+	rotated := got.RefreshToken != "" && got.RefreshToken != refresh
+	if rotated {
+		refresh = got.RefreshToken
+	}
+	if refresh != route.OAuth2.RefreshToken { // rotated, now or before: kept
+		rec.Lineage, rec.RefreshToken = lineage, refresh
+	}
+	// Stored before it is used: a rotated refresh token must survive this
+	// process. One Put replaces the old record, so the last good refresh
+	// token is never lost.
+	entry, err := logical.StorageEntryJSON(exchangePrefix+name, rec)
+	if err == nil {
+		err = s.Put(ctx, entry)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st = c.state(name)
+	if err != nil {
+		if rotated {
+			st.pendingLineage, st.pendingRefresh = lineage, refresh
+			st.failedBinding, st.failedUntil = binding, c.now().Add(c.backoff)
+			c.log().Error("storing a rotated refresh token failed; the access token is not used", "route", name, "error", err)
+			return nil, &errExchange{"the rotated refresh token could not be stored"}
+		}
+		// Nothing lost: this node uses the token, others fetch their own.
+		c.log().Warn("storing an access token failed", "route", name, "error", err)
+	}
+	st.rec, st.failedBinding, st.pendingLineage, st.pendingRefresh = rec, "", "", ""
+	return rec.AccessToken, nil
+}
+
+// failed remembers a failure for the backoff and logs it. err's text comes
+// from exchange_oauth2.go, which never quotes what the endpoint said
+// beyond an RFC 6749 error code.
+func (c *exchangeCache) failed(name, binding string, err error) error {
+	c.mu.Lock()
+	st := c.state(name)
+	st.failedBinding, st.failedUntil = binding, c.now().Add(c.backoff)
+	c.mu.Unlock()
+	c.log().Warn("getting an access token failed", "route", name, "error", err)
+	var ex *errExchange
+	if errors.As(err, &ex) {
+		return ex
+	}
+	return &errExchange{err.Error()}
+}
+
+// forget drops a deleted route's token.
+func (c *exchangeCache) forget(ctx context.Context, s logical.Storage, name string) error {
+	c.invalidate(name)
+	if err := s.Delete(ctx, exchangePrefix+name); err != nil {
+		return fmt.Errorf("deleting the access token of route %q: %w", name, err)
+	}
+	return nil
+}
+
+// invalidate drops what memory holds of a route's token, when another node
+// stored a newer one.
+func (c *exchangeCache) invalidate(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.routes[name]; st != nil {
+		st.rec = exchangeRecord{}
+	}
+}
+
+// exchangeRouteOf is the route whose access token key is, if it is one.
+func exchangeRouteOf(key string) (string, bool) {
+	return strings.CutPrefix(key, exchangePrefix)
+}
+
+// isStandby reports a node whose storage writes Vault forwards.
+func isStandby(sys interface {
+	ReplicationState() consts.ReplicationState
+}) bool {
+	return sys.ReplicationState().HasState(consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary)
+}

@@ -1,0 +1,167 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The OAuth2 exchangers: a POST of a form to token_url (RFC 6749 §4.4,
+// §6), the client authenticated by HTTP Basic (§2.3.1), a JSON answer
+// (§5.1, errors §5.2).
+
+// maxTokenAnswer bounds what is read of an endpoint's answer.
+const maxTokenAnswer = 64 << 10
+
+// minAccessTokenLen: an access token is masked wherever it appears in a
+// response, so a very short one would mask ordinary text.
+const minAccessTokenLen = 8
+
+type oauth2ClientCredentials struct{}
+
+func (oauth2ClientCredentials) exchange(ctx context.Context, c *http.Client, r *routeEntry, _ string) (*exchanged, error) {
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if a := r.OAuth2.Audience; a != "" {
+		form.Set("audience", a)
+	}
+	return oauth2Post(ctx, c, r.OAuth2, form)
+}
+
+type oauth2Refresh struct{}
+
+func (oauth2Refresh) exchange(ctx context.Context, c *http.Client, r *routeEntry, refreshToken string) (*exchanged, error) {
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
+	if a := r.OAuth2.Audience; a != "" {
+		form.Set("audience", a)
+	}
+	return oauth2Post(ctx, c, r.OAuth2, form)
+}
+
+// oauth2Post asks o's token endpoint for a token with form. Its errors
+// never carry the endpoint's words beyond an RFC 6749 error code: an
+// endpoint may quote what it received, secrets included.
+func oauth2Post(ctx context.Context, c *http.Client, o *oauth2Settings, form url.Values) (*exchanged, error) {
+	if len(o.Scopes) > 0 {
+		form.Set("scope", strings.Join(o.Scopes, " "))
+	}
+	if o.ClientSecret == "" {
+		form.Set("client_id", o.ClientID) // a public client (§3.2.1)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.TokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, errors.New("token_url is not a usable URL")
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if o.ClientSecret != "" {
+		req.SetBasicAuth(url.QueryEscape(o.ClientID), url.QueryEscape(o.ClientSecret))
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, &errExchange{"the token endpoint did not answer in time"}
+		}
+		return nil, &errExchange{"the token endpoint could not be reached: " + transportError(err)}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenAnswer+1))
+	switch {
+	case err != nil:
+		return nil, &errExchange{"the token endpoint's answer broke off"}
+	case len(body) > maxTokenAnswer:
+		return nil, &errExchange{"the token endpoint's answer is too large"}
+	case resp.StatusCode != http.StatusOK:
+		return nil, &errExchange{fmt.Sprintf("the token endpoint answered %d%s", resp.StatusCode, oauth2ErrorCode(body))}
+	}
+	var answer struct {
+		AccessToken  string          `json:"access_token"`
+		TokenType    string          `json:"token_type"`
+		ExpiresIn    json.RawMessage `json:"expires_in"`
+		RefreshToken string          `json:"refresh_token"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil {
+		return nil, &errExchange{"the token endpoint's answer is not a JSON token answer"}
+	}
+	out := &exchanged{AccessToken: answer.AccessToken, RefreshToken: answer.RefreshToken}
+	if out.Lifetime, err = expiresIn(answer.ExpiresIn); err != nil {
+		return nil, err
+	}
+	if t := answer.TokenType; t != "" && !strings.EqualFold(t, "bearer") {
+		return nil, &errExchange{"the token endpoint issued a token that is not a bearer token"}
+	}
+	if err := usableToken(out.AccessToken, o); err != nil {
+		return nil, &errExchange{"the token endpoint's access_token " + err.Error()}
+	}
+	if out.RefreshToken != "" {
+		if err := usableToken(out.RefreshToken, o); err != nil {
+			return nil, &errExchange{"the token endpoint's refresh_token " + err.Error()}
+		}
+	}
+	return out, nil
+}
+
+// usableToken refuses a token that cannot go in a header, would mask
+// ordinary text, or holds one of the route's secrets (an endpoint that
+// echoes them must not hand them to the proxy).
+func usableToken(tok string, o *oauth2Settings) error {
+	switch {
+	case tok == "":
+		return errors.New("is missing")
+	case len(tok) < minAccessTokenLen:
+		return fmt.Errorf("is shorter than %d characters", minAccessTokenLen)
+	case validateCredential(tok) != nil:
+		return errors.New("is not a header value")
+	case o.ClientSecret != "" && strings.Contains(tok, o.ClientSecret), o.RefreshToken != "" && strings.Contains(tok, o.RefreshToken):
+		return errors.New("holds one of the route's secrets")
+	}
+	return nil
+}
+
+// expiresIn reads expires_in, a number of seconds (some endpoints send it
+// as a string); absent is 0.
+func expiresIn(raw json.RawMessage) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	s := strings.Trim(string(raw), `"`)
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n < 0 || n > 1e9 {
+		return 0, &errExchange{"the token endpoint's expires_in is not a number of seconds"}
+	}
+	return time.Duration(n * float64(time.Second)), nil
+}
+
+// oauth2ErrorCode is " (<error>)" for an RFC 6749 §5.2 error answer whose
+// code is one word of lower-case letters and '_', else "": nothing else of
+// the answer is repeated.
+func oauth2ErrorCode(body []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error == "" || len(e.Error) > 64 {
+		return ""
+	}
+	for _, ch := range e.Error {
+		if !('a' <= ch && ch <= 'z' || ch == '_') {
+			return ""
+		}
+	}
+	return " (" + e.Error + ")"
+}
+
+// transportError is what of a failed call is worth logging: the cause,
+// without Go's repetition of the method and URL.
+func transportError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}
