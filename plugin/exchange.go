@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -102,6 +103,9 @@ type exchangeCache struct {
 	// standby reports a node that cannot write storage: it leaves fetches
 	// to the active node (logical.ErrReadOnly forwards the resolve there).
 	standby func() bool
+	// waits counts the resolves that waited on a fetch, the budget of
+	// their call not spent yet.
+	waits atomic.Int64
 }
 
 type exchangeState struct {
@@ -146,7 +150,14 @@ func (c *exchangeCache) accessToken(ctx context.Context, s logical.Storage, name
 		// Not the caller's context: the fetch outlives a caller that gives up.
 		return c.fetch(context.WithoutCancel(ctx), s, name, route, binding)
 	})
-	timer := time.NewTimer(c.wait)
+	wait := c.wait
+	if deadline, ok := ctx.Value(exchangeBudget{}).(time.Time); ok {
+		wait = min(wait, time.Until(deadline))
+	}
+	if wait > 0 {
+		c.waits.Add(1)
+	}
+	timer := time.NewTimer(max(wait, 0))
 	defer timer.Stop()
 	select {
 	case res := <-ch:
@@ -159,6 +170,17 @@ func (c *exchangeCache) accessToken(ctx context.Context, s logical.Storage, name
 	case <-ctx.Done():
 		return "", &errExchange{"the resolve was cancelled while the token endpoint was called"}
 	}
+}
+
+// exchangeBudget is the context key of when a resolve call stops waiting
+// for fetches: one budget for the call, however many of its requests wait
+// (a batch of requests on a slow endpoint's route must not hold the call,
+// and every other route's request in it, past the proxy's deadline).
+type exchangeBudget struct{}
+
+// withExchangeBudget is ctx with the call's budget for waiting on fetches.
+func (c *exchangeCache) withExchangeBudget(ctx context.Context) context.Context {
+	return context.WithValue(ctx, exchangeBudget{}, time.Now().Add(c.wait))
 }
 
 // remembered answers from memory: a live token, or a recent failure.

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,11 +97,22 @@ func oauth2Post(ctx context.Context, c *http.Client, o *oauth2Settings, form url
 	if t := answer.TokenType; t != "" && !strings.EqualFold(t, "bearer") {
 		return nil, &errExchange{"the token endpoint issued a token that is not a bearer token"}
 	}
-	if err := usableToken(out.AccessToken, o); err != nil {
+	sent := form.Get("refresh_token")
+	if out.RefreshToken == sent {
+		out.RefreshToken = "" // the same one back: not rotated
+	}
+	// The client's own secrets, as sent (Basic), can never be a token.
+	client := []string{o.ClientSecret}
+	if o.ClientSecret != "" {
+		client = append(client, url.QueryEscape(o.ClientID)+":"+url.QueryEscape(o.ClientSecret))
+	}
+	// The access token, the one the proxy gets, holds no secret at all:
+	// not the route's refresh token, the one sent, or the one rotated to.
+	if err := usableToken(out.AccessToken, append(client, o.RefreshToken, sent, out.RefreshToken)); err != nil {
 		return nil, &errExchange{"the token endpoint's access_token " + err.Error()}
 	}
 	if out.RefreshToken != "" {
-		if err := usableToken(out.RefreshToken, o); err != nil {
+		if err := usableToken(out.RefreshToken, client); err != nil {
 			return nil, &errExchange{"the token endpoint's refresh_token " + err.Error()}
 		}
 	}
@@ -108,9 +120,9 @@ func oauth2Post(ctx context.Context, c *http.Client, o *oauth2Settings, form url
 }
 
 // usableToken refuses a token that cannot go in a header, would mask
-// ordinary text, or holds one of the route's secrets (an endpoint that
-// echoes them must not hand them to the proxy).
-func usableToken(tok string, o *oauth2Settings) error {
+// ordinary text, or holds one of secrets, as text or base64 (an endpoint
+// that echoes what it was sent must not hand it to the proxy).
+func usableToken(tok string, secrets []string) error {
 	switch {
 	case tok == "":
 		return errors.New("is missing")
@@ -118,8 +130,16 @@ func usableToken(tok string, o *oauth2Settings) error {
 		return fmt.Errorf("is shorter than %d characters", minAccessTokenLen)
 	case validateCredential(tok) != nil:
 		return errors.New("is not a header value")
-	case o.ClientSecret != "" && strings.Contains(tok, o.ClientSecret), o.RefreshToken != "" && strings.Contains(tok, o.RefreshToken):
-		return errors.New("holds one of the route's secrets")
+	}
+	for _, secret := range secrets {
+		if secret == "" {
+			continue
+		}
+		for _, form := range []string{secret, base64.RawStdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret))} {
+			if strings.Contains(tok, form) {
+				return errors.New("holds one of the route's secrets")
+			}
+		}
 	}
 	return nil
 }

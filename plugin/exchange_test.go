@@ -85,6 +85,9 @@ func (te *tokenEndpoint) serve(w http.ResponseWriter, r *http.Request) {
 	case mode == "malformed":
 		fmt.Fprint(w, `{"access_token": 12}`)
 		return
+	case mode == "basicecho": // hands back the client's Basic credential as a token
+		fmt.Fprintf(w, `{"access_token":%q,"expires_in":300}`, strings.TrimPrefix(r.Header.Get("Authorization"), "Basic "))
+		return
 	case mode == "echo": // quotes what it got, as some endpoints do
 		w.WriteHeader(http.StatusBadRequest)
 		fmt.Fprintf(w, `{"error":"invalid_client","error_description":"bad secret %s / %s / %s"}`, secret, r.Form.Get("refresh_token"), r.Header.Get("Authorization"))
@@ -103,9 +106,14 @@ func (te *tokenEndpoint) serve(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, `{"error":"invalid_grant","error_description":"refresh token %s is not valid"}`, r.Form.Get("refresh_token"))
 			return
 		}
-		if te.rotate {
+		if te.rotate || mode == "rotecho" {
 			te.validRT = fmt.Sprintf("rt_TESTrotated%02d_%s", te.issued+1, strings.Repeat("x", 16))
 			answer["refresh_token"] = te.validRT
+		}
+		if mode == "rotecho" { // the live refresh token as the access token
+			answer["access_token"] = te.validRT
+			json.NewEncoder(w).Encode(answer)
+			return
 		}
 	} else if r.Form.Get("grant_type") != "client_credentials" || r.Form.Get("scope") != "read write" {
 		w.WriteHeader(http.StatusBadRequest)

@@ -89,6 +89,7 @@ func deny(reason, message string, t *tokenEntry) *resolve.Answer {
 // is then shared, while every request still gets its own decision, made
 // after it arrived.
 func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	ctx = b.exchanges.withExchangeBudget(ctx) // exchange.go
 	raw, batch := d.GetOk(resolve.FieldRequests)
 	if !batch {
 		in := resolve.Request{
