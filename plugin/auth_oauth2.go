@@ -217,6 +217,8 @@ func (r *routeEntry) secretNames() string {
 	switch {
 	case r.AuthType == authAWSSigV4:
 		return "secret_access_key"
+	case r.AuthType == authGitHubApp:
+		return "private_key"
 	case r.OAuth2 != nil && r.OAuth2.ClientSecret != "" && r.OAuth2.RefreshToken != "":
 		return "client_secret and refresh_token"
 	case r.OAuth2 != nil && r.OAuth2.RefreshToken != "":
@@ -231,6 +233,9 @@ func (r *routeEntry) secretNames() string {
 // and is sent to: a token fetched under other settings (or for an earlier
 // life of the route) is never used.
 func (r *routeEntry) exchangeBinding() string {
+	if g := r.GitHubApp; g != nil {
+		return hashFields(append([]string{r.ID, r.AuthType, r.Upstream}, g.binding()...)...)
+	}
 	o := r.OAuth2
 	return hashFields(r.ID, r.AuthType, r.Upstream, o.TokenURL, o.ClientID, o.ClientSecret,
 		strings.Join(o.Scopes, " "), o.Audience, o.RefreshToken)
@@ -241,7 +246,18 @@ func (r *routeEntry) exchangeBinding() string {
 // until an admin writes another.
 func (r *routeEntry) refreshLineage() string {
 	o := r.OAuth2
+	if o == nil {
+		return hashFields(r.ID) // a kind without refresh tokens
+	}
 	return hashFields(r.ID, o.TokenURL, o.ClientID, o.RefreshToken)
+}
+
+// refreshToken is the refresh token an admin wrote, if the kind has one.
+func (r *routeEntry) refreshToken() string {
+	if r.OAuth2 == nil {
+		return ""
+	}
+	return r.OAuth2.RefreshToken
 }
 
 func hashFields(fields ...string) string {

@@ -42,6 +42,7 @@ type exchanged struct {
 var exchangers = map[string]exchanger{
 	authOAuth2ClientCredentials: oauth2ClientCredentials{},
 	authOAuth2RefreshToken:      oauth2Refresh{},
+	authGitHubApp:               githubApp{},
 }
 
 // exchangePrefix is where access tokens are kept: exchanged/<route> ->
@@ -232,7 +233,8 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 	}
 
 	lineage := route.refreshLineage()
-	refresh := route.OAuth2.RefreshToken
+	routeRefresh := route.refreshToken()
+	refresh := routeRefresh
 	c.mu.Lock()
 	st := c.state(name)
 	if st.pendingLineage == lineage && st.pendingRefresh != "" {
@@ -261,7 +263,7 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 	if rotated {
 		refresh = got.RefreshToken
 	}
-	if refresh != route.OAuth2.RefreshToken { // rotated, now or before: kept
+	if refresh != routeRefresh { // rotated, now or before: kept
 		rec.Lineage, rec.RefreshToken = lineage, refresh
 	}
 	// Stored before it is used: a rotated refresh token must survive this

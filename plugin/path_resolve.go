@@ -384,7 +384,7 @@ func routeGrant(route *routeEntry, now time.Time) *resolve.RouteGrant {
 	if route.AuthType == authAWSSigV4 {
 		route.awsGrant(g, now) // auth_aws.go
 	}
-	if isOAuth2(route.AuthType) {
+	if _, ok := exchangers[route.AuthType]; ok {
 		// Only the access token; any proxy sends it as a bearer key.
 		g.Credential, g.AuthType = route.accessToken, authBearer
 	}

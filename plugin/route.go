@@ -51,16 +51,17 @@ type routeEntry struct {
 	AllowedPaths   []string `json:"allowed_paths"`
 	AllowedMethods []string `json:"allowed_methods"`
 
-	Credential     string            `json:"credential"`
-	AuthType       string            `json:"auth_type"`
-	AuthHeader     string            `json:"auth_header,omitempty"`
-	AuthQueryParam string            `json:"auth_query_param,omitempty"`
-	AuthFormat     string            `json:"auth_format,omitempty"`
-	Headers        map[string]string `json:"headers,omitempty"`
-	AWS            *awsSettings      `json:"aws,omitempty"` // auth_type=aws_sigv4 (auth_aws.go)
-	AllowedActions []string          `json:"allowed_actions,omitempty"`
-	HMAC           *hmacSettings     `json:"hmac,omitempty"`   // auth_type=hmac only (auth_hmac.go)
-	OAuth2         *oauth2Settings   `json:"oauth2,omitempty"` // auth_type=oauth2_* (auth_oauth2.go)
+	Credential     string             `json:"credential"`
+	AuthType       string             `json:"auth_type"`
+	AuthHeader     string             `json:"auth_header,omitempty"`
+	AuthQueryParam string             `json:"auth_query_param,omitempty"`
+	AuthFormat     string             `json:"auth_format,omitempty"`
+	Headers        map[string]string  `json:"headers,omitempty"`
+	AWS            *awsSettings       `json:"aws,omitempty"` // auth_type=aws_sigv4 (auth_aws.go)
+	AllowedActions []string           `json:"allowed_actions,omitempty"`
+	HMAC           *hmacSettings      `json:"hmac,omitempty"`       // auth_type=hmac only (auth_hmac.go)
+	OAuth2         *oauth2Settings    `json:"oauth2,omitempty"`     // auth_type=oauth2_* (auth_oauth2.go)
+	GitHubApp      *githubAppSettings `json:"github_app,omitempty"` // auth_type=github_app (auth_github_app.go)
 
 	TTL         time.Duration `json:"ttl"`
 	MaxTTL      time.Duration `json:"max_ttl"`
@@ -160,6 +161,7 @@ func (r *routeEntry) deliveryChanges(old *routeEntry) []string {
 	add("headers", !maps.Equal(r.Headers, old.Headers))
 	changed = append(changed, r.awsChanges(old)...)
 	changed = append(changed, r.OAuth2.deliveryChanges(old.OAuth2)...)
+	changed = append(changed, r.GitHubApp.deliveryChanges(old.GitHubApp)...)
 	return append(changed, r.HMAC.deliveryChanges(old.HMAC)...)
 }
 
@@ -195,7 +197,7 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 	if len(r.AllowedMethods) == 0 {
 		return nil, errors.New("allowed_methods is required: at least one HTTP method such as GET")
 	}
-	if r.AuthType != authAWSSigV4 && !isOAuth2(r.AuthType) {
+	if _, exchanged := exchangers[r.AuthType]; r.AuthType != authAWSSigV4 && !exchanged {
 		if err := validateCredential(r.Credential); err != nil {
 			return nil, err
 		}
@@ -204,8 +206,8 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 		return nil, err
 	}
 	warnings = append(warnings, r.awsWarnings()...)
-	if isOAuth2(r.AuthType) {
-		w, err := r.validateOAuth2() // auth_oauth2.go
+	if isOAuth2(r.AuthType) || r.AuthType == authGitHubApp {
+		w, err := r.validateExchanged() // auth_oauth2.go, auth_github_app.go
 		if err != nil {
 			return nil, err
 		}
@@ -290,9 +292,9 @@ func (r *routeEntry) validateAuth() error {
 		}
 	case authAWSSigV4:
 		return r.validateAWS()
-	case authHMAC, authOAuth2ClientCredentials, authOAuth2RefreshToken: // validateHMAC, validateOAuth2
+	case authHMAC, authOAuth2ClientCredentials, authOAuth2RefreshToken, authGitHubApp: // validateHMAC, validateOAuth2, validateGitHubApp
 	default:
-		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, aws_sigv4, hmac, oauth2_client_credentials, oauth2_refresh_token (got %q)", r.AuthType)
+		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, aws_sigv4, hmac, oauth2_client_credentials, oauth2_refresh_token, github_app (got %q)", r.AuthType)
 	}
 	if r.AuthFormat != "" {
 		if !strings.Contains(r.AuthFormat, resolve.Placeholder) {

@@ -1,0 +1,226 @@
+package plugin
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+)
+
+// auth_type=github_app: the route holds a GitHub App's private key; the
+// engine signs a short JWT with it and trades that at
+// <github_api_url>/app/installations/<installation_id>/access_tokens for an
+// installation token (exchange_github_app.go), which is all the proxy gets,
+// sent as Authorization: Bearer.
+const authGitHubApp = "github_app"
+
+const defaultGitHubAPIURL = "https://api.github.com"
+
+// githubAppSettings are a github_app route's settings. PrivateKey is
+// write-only: reads show its fingerprint.
+type githubAppSettings struct {
+	AppID          string            `json:"app_id"`
+	InstallationID string            `json:"installation_id"`
+	APIURL         string            `json:"github_api_url"`
+	PrivateKey     string            `json:"private_key,omitempty"`
+	Repositories   []string          `json:"repositories,omitempty"`
+	Permissions    map[string]string `json:"permissions,omitempty"`
+}
+
+var githubAppFieldNames = []string{"app_id", "installation_id", "github_api_url", "private_key", "repositories", "permissions"}
+
+func githubAppFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"app_id": {
+			Type:        framework.TypeString,
+			Description: "auth_type=github_app: the GitHub App's id, the iss of the JWTs the engine signs.",
+		},
+		"installation_id": {
+			Type:        framework.TypeString,
+			Description: "auth_type=github_app: the installation whose tokens the engine gets. Changing it requires sending private_key again.",
+		},
+		"github_api_url": {
+			Type:        framework.TypeString,
+			Description: "auth_type=github_app: the GitHub API the token endpoint is on (default https://api.github.com; GitHub Enterprise Server: https://<host>/api/v3); https unless loopback or allow_http. Changing it requires sending private_key again.",
+		},
+		"private_key": {
+			Type:         framework.TypeString,
+			Description:  "auth_type=github_app: the GitHub App's RSA private key (PEM). Write-only, and it never leaves Vault: the engine signs JWTs with it and the proxy gets only installation tokens.",
+			DisplayAttrs: &framework.DisplayAttributes{Name: "Private key", Sensitive: true},
+		},
+		"repositories": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "auth_type=github_app: repository names every installation token is narrowed to (default: all the installation's). Changing them requires sending private_key again.",
+		},
+		"permissions": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "auth_type=github_app: permissions every installation token is narrowed to, such as contents=read,issues=write (default: all the installation's). Changing them requires sending private_key again.",
+		},
+	}
+}
+
+// setGitHubApp applies a write's github_app fields. sent reports whether
+// the private key came with this write.
+func (r *routeEntry) setGitHubApp(d *framework.FieldData) (sent bool, err error) {
+	if r.AuthType != authGitHubApp {
+		for _, f := range githubAppFieldNames {
+			if _, ok := d.GetOk(f); ok {
+				return false, fmt.Errorf("%s applies only to auth_type=%s", f, authGitHubApp)
+			}
+		}
+		r.GitHubApp = nil
+		return false, nil
+	}
+	if _, ok := d.GetOk("credential"); ok {
+		return false, errors.New("a github_app route's secret is private_key, not credential")
+	}
+	g := githubAppSettings{}
+	if r.GitHubApp != nil {
+		g = *r.GitHubApp // a copy: the stored route shares the old one
+	}
+	r.GitHubApp, r.Credential = &g, ""
+	for name, p := range map[string]*string{"app_id": &g.AppID, "installation_id": &g.InstallationID, "github_api_url": &g.APIURL} {
+		if v, ok := d.GetOk(name); ok {
+			*p = strings.TrimSpace(v.(string))
+		}
+	}
+	g.APIURL = strings.TrimSuffix(orDefault(g.APIURL, defaultGitHubAPIURL), "/")
+	if v, ok := d.GetOk("private_key"); ok {
+		g.PrivateKey, sent = v.(string), true
+	}
+	if v, ok := d.GetOk("repositories"); ok {
+		g.Repositories = cleanList(v.([]string))
+	}
+	if v, ok := d.GetOk("permissions"); ok {
+		g.Permissions = map[string]string{}
+		for _, kv := range cleanList(v.([]string)) {
+			k, val, found := strings.Cut(kv, "=")
+			if !found {
+				return false, fmt.Errorf("permissions: %q is not name=level", kv)
+			}
+			g.Permissions[strings.TrimSpace(k)] = strings.TrimSpace(val)
+		}
+	}
+	return sent, nil
+}
+
+// validateExchanged checks an exchanged kind's settings.
+func (r *routeEntry) validateExchanged() ([]string, error) {
+	if r.AuthType == authGitHubApp {
+		return r.validateGitHubApp()
+	}
+	return r.validateOAuth2()
+}
+
+// validateGitHubApp checks a github_app route's settings.
+func (r *routeEntry) validateGitHubApp() (warnings []string, err error) {
+	g := r.GitHubApp
+	if g == nil || g.AppID == "" || g.InstallationID == "" || g.PrivateKey == "" {
+		return nil, errors.New("auth_type=github_app needs app_id, installation_id and private_key")
+	}
+	if r.AuthHeader != "" || r.AuthQueryParam != "" || r.AuthFormat != "" {
+		return nil, errors.New("github_app routes send Authorization: Bearer <installation token>; auth_header, auth_query_param and auth_format do not apply")
+	}
+	for _, f := range []struct{ name, value string }{{"app_id", g.AppID}, {"installation_id", g.InstallationID}} {
+		if n, err := strconv.ParseUint(f.value, 10, 63); err != nil || n == 0 {
+			return nil, fmt.Errorf("%s must be a positive number", f.name)
+		}
+	}
+	if warnings, err = validateUpstream(g.APIURL, r.AllowHTTP); err != nil {
+		return nil, fmt.Errorf("github_api_url: %w", err)
+	}
+	for i := range warnings {
+		warnings[i] = "github_api_url: " + warnings[i]
+	}
+	if _, err := parseRSAKey(g.PrivateKey); err != nil {
+		return nil, err
+	}
+	for _, repo := range g.Repositories {
+		if len(repo) > 100 || strings.Trim(repo, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+			return nil, fmt.Errorf("repositories: %q is not a repository name (the name alone, without the owner)", repo)
+		}
+	}
+	for k, v := range g.Permissions {
+		if k == "" || len(k) > 64 || strings.Trim(k, "abcdefghijklmnopqrstuvwxyz_") != "" {
+			return nil, fmt.Errorf("permissions: %q is not a permission name", k)
+		}
+		if v != "read" && v != "write" && v != "admin" {
+			return nil, fmt.Errorf("permissions: %s must be read, write or admin", k)
+		}
+	}
+	return warnings, nil
+}
+
+// parseRSAKey reads a PEM RSA private key, PKCS #1 (what GitHub hands out)
+// or PKCS #8. Its errors never quote the key.
+func parseRSAKey(s string) (*rsa.PrivateKey, error) {
+	block, _ := pem.Decode([]byte(strings.TrimSpace(s)))
+	if block == nil {
+		return nil, errors.New("private_key is not a PEM private key")
+	}
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+			return k, nil
+		}
+	case "PRIVATE KEY":
+		if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+			if rk, ok := k.(*rsa.PrivateKey); ok {
+				return rk, nil
+			}
+			return nil, errors.New("private_key must be an RSA key")
+		}
+	}
+	return nil, errors.New("private_key is not a readable RSA private key (PEM, PKCS #1 or PKCS #8)")
+}
+
+// deliveryChanges names the github_app settings that differ between g and
+// old: each decides where the key's JWTs go or what the tokens may do.
+func (g *githubAppSettings) deliveryChanges(old *githubAppSettings) []string {
+	if g == nil || old == nil {
+		return nil // a change of auth_type, which deliveryChanges names
+	}
+	var changed []string
+	add := func(field string, differs bool) {
+		if differs {
+			changed = append(changed, field)
+		}
+	}
+	add("app_id", g.AppID != old.AppID)
+	add("installation_id", g.InstallationID != old.InstallationID)
+	add("github_api_url", g.APIURL != old.APIURL)
+	add("repositories", !slices.Equal(g.Repositories, old.Repositories))
+	add("permissions", !maps.Equal(g.Permissions, old.Permissions))
+	return changed
+}
+
+// githubAppPublicData adds what reads show of a github_app route.
+func (r *routeEntry) githubAppPublicData(d map[string]any) {
+	g := r.GitHubApp
+	if g == nil {
+		return
+	}
+	delete(d, "credential_fingerprint")
+	perms := map[string]string{}
+	maps.Copy(perms, g.Permissions)
+	d["app_id"], d["installation_id"], d["github_api_url"] = g.AppID, g.InstallationID, g.APIURL
+	d["repositories"], d["permissions"] = nonNil(g.Repositories), perms
+	d["private_key_fingerprint"] = fingerprint(g.PrivateKey)
+}
+
+// githubAppBinding is what of a github_app route an installation token was
+// fetched with.
+func (g *githubAppSettings) binding() []string {
+	perms := make([]string, 0, len(g.Permissions))
+	for _, k := range slices.Sorted(maps.Keys(g.Permissions)) {
+		perms = append(perms, k+"="+g.Permissions[k])
+	}
+	return []string{g.AppID, g.InstallationID, g.APIURL, g.PrivateKey, strings.Join(g.Repositories, ","), strings.Join(perms, ",")}
+}
