@@ -93,6 +93,11 @@ func (githubApp) exchange(ctx context.Context, c *http.Client, r *routeEntry, _ 
 	if block, _ := pem.Decode([]byte(strings.TrimSpace(g.PrivateKey))); block != nil {
 		secrets = append(secrets, string(block.Bytes), base64.StdEncoding.EncodeToString(block.Bytes))
 	}
+	for _, line := range strings.Split(g.PrivateKey, "\n") { // each line of the key, alone
+		if line = strings.TrimSpace(line); len(line) >= 32 && !strings.HasPrefix(line, "-----") {
+			secrets = append(secrets, line)
+		}
+	}
 	if err := usableToken(out.AccessToken, secrets); err != nil {
 		return nil, &errExchange{"the token endpoint's token " + err.Error()}
 	}

@@ -101,9 +101,13 @@ func (gh *githubStandIn) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
 		fmt.Fprintf(w, `{"message":"JWT %s is not valid"}`, jwt)
 		return
-	case "echo":
+	case "echo", "keyline": // the JWT, or a line of the key, as the token
+		echoed := jwt
+		if mode == "keyline" {
+			echoed = strings.Split(testAppKeyPEM(), "\n")[5]
+		}
 		w.WriteHeader(http.StatusCreated)
-		fmt.Fprintf(w, `{"token":"ghs_%s","expires_at":%q}`, jwt, time.Now().Add(time.Hour).Format(time.RFC3339))
+		fmt.Fprintf(w, `{"token":"ghs_%s","expires_at":%q}`, echoed, time.Now().Add(time.Hour).Format(time.RFC3339))
 		return
 	}
 	gh.mu.Lock()
@@ -200,7 +204,7 @@ func TestGitHubAppEndpointQuotesOrEchoesNothing(t *testing.T) {
 	e := newOAuth2Env(t, clock, &logical.InmemStorage{})
 	e.ok(t, logical.UpdateOperation, "routes/gh", githubAppRoute(gh.URL))
 	tok, _ := e.mint(t, "gh", nil)
-	for mode, want := range map[string]string{"quote": "answered 403", "echo": "secrets"} {
+	for mode, want := range map[string]string{"quote": "answered 403", "echo": "secrets", "keyline": "secrets"} {
 		gh.set(mode)
 		d := e.resolve(t, tok, "GET", "/v1/x", "")
 		wantDenied(t, d, "credential_exchange_failed")
