@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -51,13 +52,23 @@ func (githubApp) exchange(ctx context.Context, c *http.Client, r *routeEntry, _ 
 	req.Header.Set("Accept", "application/vnd.github+json")
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
-	status, answer, err := callTokenEndpoint(c, req) // exchange_oauth2.go
+	resp, err := c.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, &errExchange{"the token endpoint did not answer in time"}
+		}
+		return nil, &errExchange{"the token endpoint could not be reached: " + transportError(err)}
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenAnswer+1))
 	switch {
 	case err != nil:
-		return nil, err
-	case status != http.StatusCreated && status != http.StatusOK:
+		return nil, &errExchange{"the token endpoint's answer broke off"}
+	case len(answer) > maxTokenAnswer:
+		return nil, &errExchange{"the token endpoint's answer is too large"}
+	case resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK:
 		// GitHub's message is not repeated: it may quote what it got.
-		return nil, &errExchange{fmt.Sprintf("the token endpoint answered %d", status)}
+		return nil, &errExchange{fmt.Sprintf("the token endpoint answered %d", resp.StatusCode)}
 	}
 	var got struct {
 		Token     string `json:"token"`
