@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -52,23 +51,13 @@ func (githubApp) exchange(ctx context.Context, c *http.Client, r *routeEntry, _ 
 	req.Header.Set("Accept", "application/vnd.github+json")
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
-	resp, err := c.Do(req)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, &errExchange{"the token endpoint did not answer in time"}
-		}
-		return nil, &errExchange{"the token endpoint could not be reached: " + transportError(err)}
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenAnswer+1))
+	status, answer, err := callTokenEndpoint(c, req) // exchange_oauth2.go
 	switch {
 	case err != nil:
-		return nil, &errExchange{"the token endpoint's answer broke off"}
-	case len(answer) > maxTokenAnswer:
-		return nil, &errExchange{"the token endpoint's answer is too large"}
-	case resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK:
+		return nil, err
+	case status != http.StatusCreated && status != http.StatusOK:
 		// GitHub's message is not repeated: it may quote what it got.
-		return nil, &errExchange{fmt.Sprintf("the token endpoint answered %d", resp.StatusCode)}
+		return nil, &errExchange{fmt.Sprintf("the token endpoint answered %d", status)}
 	}
 	var got struct {
 		Token     string `json:"token"`

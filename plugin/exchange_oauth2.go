@@ -64,22 +64,12 @@ func oauth2Post(ctx context.Context, c *http.Client, o *oauth2Settings, form url
 	if o.ClientSecret != "" {
 		req.SetBasicAuth(url.QueryEscape(o.ClientID), url.QueryEscape(o.ClientSecret))
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, &errExchange{"the token endpoint did not answer in time"}
-		}
-		return nil, &errExchange{"the token endpoint could not be reached: " + transportError(err)}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenAnswer+1))
+	status, body, err := callTokenEndpoint(c, req)
 	switch {
 	case err != nil:
-		return nil, &errExchange{"the token endpoint's answer broke off"}
-	case len(body) > maxTokenAnswer:
-		return nil, &errExchange{"the token endpoint's answer is too large"}
-	case resp.StatusCode != http.StatusOK:
-		return nil, &errExchange{fmt.Sprintf("the token endpoint answered %d%s", resp.StatusCode, oauth2ErrorCode(body))}
+		return nil, err
+	case status != http.StatusOK:
+		return nil, &errExchange{fmt.Sprintf("the token endpoint answered %d%s", status, oauth2ErrorCode(body))}
 	}
 	var answer struct {
 		AccessToken  string          `json:"access_token"`
@@ -184,4 +174,25 @@ func transportError(err error) string {
 		err = ue.Err
 	}
 	return err.Error()
+}
+
+// callTokenEndpoint sends req and reads the answer, at most maxTokenAnswer
+// bytes. Its errors are *errExchange and quote nothing the endpoint said.
+func callTokenEndpoint(c *http.Client, req *http.Request) (status int, body []byte, err error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return 0, nil, &errExchange{"the token endpoint did not answer in time"}
+		}
+		return 0, nil, &errExchange{"the token endpoint could not be reached: " + transportError(err)}
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(io.LimitReader(resp.Body, maxTokenAnswer+1))
+	switch {
+	case err != nil:
+		return 0, nil, &errExchange{"the token endpoint's answer broke off"}
+	case len(body) > maxTokenAnswer:
+		return 0, nil, &errExchange{"the token endpoint's answer is too large"}
+	}
+	return resp.StatusCode, body, nil
 }
