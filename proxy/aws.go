@@ -22,7 +22,7 @@ const presignSkew = 15 * time.Minute
 // future, is refused: the proxy's signature would otherwise outlive the
 // one the agent was given. So is a repeated X-Amz- header: AWS's reading
 // of two (x-amz-copy-source twice) is not the proxy's, which checks one.
-func awsAction(r *http.Request, path, rawQuery string, now time.Time) (action, service string, ref *refusal) {
+func awsAction(r *http.Request, path, rawQuery string, now time.Time) (awsSigned, *refusal) {
 	query, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		query = nil // read as S3 would not be: no action (refused where one must be told)
@@ -32,21 +32,29 @@ func awsAction(r *http.Request, path, rawQuery string, now time.Time) (action, s
 		cred = c
 	} else if c, signed, expires, ok := sigv4.Presigned(query); ok {
 		if !now.Before(expires) || signed.After(now.Add(presignSkew)) {
-			return "", "", refusalWith(resolve.ReasonExpired, "the presigned URL has expired, or says it was signed in the future (X-Amz-Date and X-Amz-Expires)")
+			return awsSigned{}, refusalWith(resolve.ReasonExpired, "the presigned URL has expired, or says it was signed in the future (X-Amz-Date and X-Amz-Expires)")
 		}
 		cred = c
 	} else {
-		return "", "", nil
+		return awsSigned{}, nil
 	}
 	for name, values := range r.Header {
 		if len(values) > 1 && strings.HasPrefix(name, "X-Amz-") {
-			return "", "", refusalWith(resolve.ReasonBadRequest, "a request signed for AWS may carry each X-Amz- header once ("+name+" is repeated)")
+			return awsSigned{}, refusalWith(resolve.ReasonBadRequest, "a request signed for AWS may carry each X-Amz- header once ("+name+" is repeated)")
 		}
 	}
 	if query == nil {
-		return "", "", nil
+		return awsSigned{}, nil
 	}
-	return sigv4.Action(cred.Service, r.Method, path, query, r.Header, nil), cred.Service, nil
+	return awsSigned{service: cred.Service, action: sigv4.Action(cred.Service, r.Method, path, query, r.Header, nil), query: query}, nil
+}
+
+// awsSigned is what admit reads of a request an AWS SDK signed: zero for
+// any other request, and for one whose query does not parse.
+type awsSigned struct {
+	service string     // the service the SDK signed for
+	action  string     // the API operation, as the URL and headers tell it
+	query   url.Values // the query, parsed
 }
 
 // maxFormAction bounds a body read for the operation it may name.
@@ -61,32 +69,30 @@ const maxFormAction = 64 << 10
 // names no operation (a JSON protocol's, named by X-Amz-Target), and a
 // body that does not parse as one tells no action.
 func (s *Server) formAction(sw *statusWriter, r *http.Request, adm *admission) (string, *refusal) {
-	if !mayNameAction(r, adm) {
-		return adm.action, nil
+	if !mayNameAction(r, adm.aws) {
+		return adm.aws.action, nil
 	}
 	body, ref := s.readSignedBody(sw, r, adm, maxFormAction) // hmac.go
 	if ref != nil {
 		return "", ref
 	}
 	form, err := url.ParseQuery(string(body))
-	query, err2 := url.ParseQuery(adm.rawQuery)
-	if err != nil || err2 != nil {
+	if err != nil {
 		return "", nil
 	}
-	return sigv4.Action(adm.awsService, r.Method, adm.path, query, r.Header, form), nil
+	return sigv4.Action(adm.aws.service, r.Method, adm.path, adm.aws.query, r.Header, form), nil
 }
 
 // mayNameAction reports whether r's body may name its operation.
-func mayNameAction(r *http.Request, adm *admission) bool {
-	if adm.awsService == "" || !sigv4.NamesActions(adm.awsService) || r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+func mayNameAction(r *http.Request, aws awsSigned) bool {
+	if aws.service == "" || !sigv4.NamesActions(aws.service) || r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return false
 	}
 	media := mediaTypeOf(r.Header.Get("Content-Type"))
 	if media != "application/json" && !strings.HasPrefix(media, "application/x-amz-json-") {
 		return true
 	}
-	query, err := url.ParseQuery(adm.rawQuery)
-	return err != nil || query.Has("Action") || query.Has("Operation")
+	return aws.query.Has("Action") || aws.query.Has("Operation")
 }
 
 // copySource is the object an S3 copy reads, which the token must be
@@ -97,6 +103,40 @@ func copySource(r *http.Request, g *Grant) string {
 		return ""
 	}
 	return sigv4.CopySource(r.Header)
+}
+
+// checkCopySource asks the engine whether the token may read the object an
+// S3 copy reads, named in a header: else the path scope would say nothing
+// of what is copied. Refused, g's reservation is settled.
+func (s *Server) checkCopySource(r *http.Request, rec *auditRecord, adm *admission, g *Grant) *refusal {
+	src := copySource(r, g)
+	if src == "" {
+		return nil
+	}
+	if ref := s.alsoAllowed(r, rec, resolve.Request{Token: adm.token, Method: http.MethodGet, Path: src, ClientIP: adm.clientIP, Action: "s3:GetObject"}); ref != nil {
+		return s.settleRefused(g, rec, ref)
+	}
+	return nil
+}
+
+// alsoAllowed asks the engine whether the token may also make req, a
+// request that is checked and never made: what an allowed answer reserved
+// is settled at once.
+func (s *Server) alsoAllowed(r *http.Request, rec *auditRecord, req resolve.Request) *refusal {
+	d, ref := s.resolve(r, rec, req)
+	if d != nil && d.Grant != nil && d.Grant.Limits != nil {
+		s.settle(&exchange{grant: (*Grant)(d.Grant), rec: rec})
+	}
+	return ref
+}
+
+// settleRefused settles what g's resolve reserved, for a request refused
+// after it, and returns the refusal.
+func (s *Server) settleRefused(g *Grant, rec *auditRecord, ref *refusal) *refusal {
+	if g.Limits != nil {
+		s.settle(&exchange{grant: g, rec: rec})
+	}
+	return ref
 }
 
 // batchDeleteWorkers bounds the resolves of one batch delete in flight:
@@ -112,12 +152,7 @@ func (s *Server) checkBatchDelete(sw *statusWriter, r *http.Request, rec *auditR
 	if g.AWS == nil || !strings.HasPrefix(g.AWS.Service, "s3") || r.Method != http.MethodPost {
 		return nil
 	}
-	refused := func(ref *refusal) *refusal {
-		if g.Limits != nil {
-			s.settle(&exchange{grant: g, rec: rec})
-		}
-		return ref
-	}
+	refused := func(ref *refusal) *refusal { return s.settleRefused(g, rec, ref) }
 	query, err := url.ParseQuery(adm.rawQuery)
 	if err != nil {
 		return refused(refusalWith(resolve.ReasonBadRequest, "the query of a POST to S3 is not valid percent-encoding"))
@@ -144,11 +179,8 @@ func (s *Server) checkBatchDelete(sw *statusWriter, r *http.Request, rec *auditR
 		go func() {
 			defer func() { <-slots; wg.Done() }()
 			own := &auditRecord{RequestID: rec.RequestID} // resolve fills it in; rec is not this goroutine's
-			d, ref := s.resolve(r, own, resolve.Request{Token: adm.token, Method: http.MethodDelete, Path: path, ClientIP: adm.clientIP, Action: "s3:DeleteObject"})
-			if d != nil && d.Grant != nil && d.Grant.Limits != nil {
-				s.settle(&exchange{grant: (*Grant)(d.Grant), rec: own}) // checked, deleted by the batch
-			}
-			refs[i], errored[i] = ref, own.Decision == "error"
+			refs[i] = s.alsoAllowed(r, own, resolve.Request{Token: adm.token, Method: http.MethodDelete, Path: path, ClientIP: adm.clientIP, Action: "s3:DeleteObject"})
+			errored[i] = own.Decision == "error"
 		}()
 	}
 	wg.Wait()

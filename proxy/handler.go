@@ -119,13 +119,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, tun *forward.Tunn
 
 // admission is what admit found of a request the engine is to decide on.
 type admission struct {
-	path       string // exactly as received: what is resolved is what is forwarded
-	rawQuery   string
-	token      string
-	action     string   // an AWS request's API operation (aws.go), else ""
-	awsService string   // the service an AWS SDK signed the request for
-	key        tokenKey // the token's digest, for the unknown-token limit
-	clientIP   string
+	path     string // exactly as received: what is resolved is what is forwarded
+	rawQuery string
+	token    string
+	aws      awsSigned // what an AWS SDK signed (aws.go)
+	key      tokenKey  // the token's digest, for the unknown-token limit
+	clientIP string
 	// settleCharge settles the unit of the unknown-token limit charged for
 	// the resolve: given back (true) or kept.
 	settleCharge func(giveBack bool)
@@ -152,7 +151,7 @@ func (s *Server) admit(r *http.Request, tun *forward.Tunnel, rec *auditRecord) (
 	if ref != nil {
 		return nil, ref
 	}
-	action, service, ref := awsAction(r, path, rawQuery, time.Now())
+	aws, ref := awsAction(r, path, rawQuery, time.Now())
 	if ref != nil {
 		return nil, ref
 	}
@@ -175,7 +174,7 @@ func (s *Server) admit(r *http.Request, tun *forward.Tunnel, rec *auditRecord) (
 		settle(true)
 		return nil, refusalFor(resolve.ReasonBodyTooLarge)
 	}
-	return &admission{path: path, rawQuery: rawQuery, token: tok, action: action, awsService: service, key: key, clientIP: ip, settleCharge: settle}, nil
+	return &admission{path: path, rawQuery: rawQuery, token: tok, aws: aws, key: key, clientIP: ip, settleCharge: settle}, nil
 }
 
 // decide has the engine decide on an admitted request and settles the
@@ -205,31 +204,13 @@ func (s *Server) decide(sw *statusWriter, r *http.Request, rec *auditRecord, adm
 	}
 	s.unknownTokens.resolved(adm.key)
 	g := (*Grant)(d.Grant)
-	if ref := s.checkCopySource(r, rec, adm, g); ref != nil {
+	if ref := s.checkCopySource(r, rec, adm, g); ref != nil { // aws.go
 		return nil, ref
 	}
 	if ref := s.checkBatchDelete(sw, r, rec, adm, g); ref != nil { // aws.go
 		return nil, ref
 	}
 	return g, nil
-}
-
-// checkCopySource asks the engine whether the token may read the object an
-// S3 copy reads, named in a header (aws.go): else the path scope would say
-// nothing of what is copied. Refused, g's reservation is settled.
-func (s *Server) checkCopySource(r *http.Request, rec *auditRecord, adm *admission, g *Grant) *refusal {
-	src := copySource(r, g)
-	if src == "" {
-		return nil
-	}
-	d, ref := s.resolve(r, rec, resolve.Request{Token: adm.token, Method: http.MethodGet, Path: src, ClientIP: adm.clientIP, Action: "s3:GetObject"})
-	if d != nil && d.Grant != nil && d.Grant.Limits != nil {
-		s.settle(&exchange{grant: (*Grant)(d.Grant), rec: rec}) // the read is checked, never made
-	}
-	if ref != nil && g.Limits != nil {
-		s.settle(&exchange{grant: g, rec: rec})
-	}
-	return ref
 }
 
 // begin makes the exchange of an allowed request, once a tunnel's origin
