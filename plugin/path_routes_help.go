@@ -53,6 +53,21 @@ credential. Binance:
       hmac_signature_query=signature hmac_timestamp_query=timestamp \
       hmac_timestamp_format=unix_ms hmac_key_id=... hmac_key_id_header=X-MBX-APIKEY
 
+aws_sigv4: the engine keeps secret_access_key and hands the proxy only the
+day's signing key for region and service; allowed_actions (s3:GetObject,
+bedrock:InvokeModel, ...) scope tokens by AWS action. See docs/aws.md.
+
+Exchanged kinds keep the long-lived secret in Vault and give the proxy only
+a short-lived access token, fetched once for all proxies and kept
+seal-wrapped until shortly before it expires:
+oauth2_client_credentials (token_url, client_id, client_secret, scopes,
+audience), oauth2_refresh_token (token_url, client_id, refresh_token,
+optional client_secret; a rotated refresh token is stored at once) and
+github_app (app_id, installation_id, private_key, optional github_api_url,
+repositories, permissions). Every secret is write-only, and the token
+endpoint is bound like the credential. A failing endpoint is a 502
+credential_exchange_failed. See docs/oauth2.md.
+
 Token defaults: ttl, max_ttl, num_uses, bound_cidrs and token_prefix apply to
 every token minted from the route; a mint request may narrow them, never widen.
 max_ttl bounds how long a token may live, renewals included (default: the
