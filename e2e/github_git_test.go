@@ -35,12 +35,14 @@ func TestGitHubAppGitThroughTheProxy(t *testing.T) {
 	harness.Require(t)
 	gitBin := requireGit(t)
 	v := harness.StartDevVault(t)
-	gh := startGitHubStandIn(t, gitBin)
-	common := []string{"auth_type=github_app", "app_id=1001", "installation_id=7", "github_api_url=" + gh.api.URL,
+	gh := newGitHubStandIn(t, gitBin, "1001", "7", "owner/repo")
+	apiUp := harness.StartUpstream(t, http.HandlerFunc(gh.serveAPI))
+	gitUp := harness.StartUpstream(t, http.HandlerFunc(gh.serveGit))
+	common := []string{"auth_type=github_app", "app_id=1001", "installation_id=7", "github_api_url=" + apiUp.URL,
 		"private_key=" + gh.keyPEM, "repositories=repo"}
-	v.MustCLI(t, append([]string{"write", "phantom/routes/github-git", "upstream=" + gh.git.URL, "send_as=basic",
+	v.MustCLI(t, append([]string{"write", "phantom/routes/github-git", "upstream=" + gitUp.URL, "send_as=basic",
 		"permissions=contents=write", "allowed_paths=/owner/repo.git/**", "allowed_methods=GET,POST"}, common...)...)
-	v.MustCLI(t, append([]string{"write", "phantom/routes/github-api", "upstream=" + gh.api.URL,
+	v.MustCLI(t, append([]string{"write", "phantom/routes/github-api", "upstream=" + apiUp.URL,
 		"permissions=contents=read,metadata=read", "allowed_paths=/repos/owner/repo/**", "allowed_methods=GET"}, common...)...)
 	p := harness.StartProxy(t, v)
 	rw, _ := v.Mint(t, "github-git", "ttl=1h")
@@ -98,6 +100,7 @@ func TestGitHubAppGitThroughTheProxy(t *testing.T) {
 		t.Fatalf("the echo: %d %s", code, echoed)
 	}
 
+	secrets := gh.secrets()
 	gh.mu.Lock()
 	defer gh.mu.Unlock()
 	if len(gh.refused) > 0 {
@@ -107,10 +110,6 @@ func TestGitHubAppGitThroughTheProxy(t *testing.T) {
 		if _, _, ok := token.Find(auth); ok || strings.Contains(auth, rw) {
 			t.Error("github.com got a phantom token")
 		}
-	}
-	secrets := []string{gh.keyPEM, gh.keyB64[:64], gh.keyB64[len(gh.keyB64)/2 : len(gh.keyB64)/2+64]}
-	for _, tok := range gh.issued {
-		secrets = append(secrets, tok, base64.StdEncoding.EncodeToString([]byte("x-access-token:"+tok)))
 	}
 	if len(gh.issued) < 2 {
 		t.Fatalf("%d installation tokens issued, want one for each route", len(gh.issued))
@@ -184,15 +183,18 @@ func (g *gitRunner) ok(dir string, args ...string) string {
 	return out
 }
 
-// gitHubStandIn plays GitHub for one App: api is api.github.com (the token
-// endpoint, which checks the App's JWT, and the REST API, which takes an
-// installation token as Bearer); git is github.com, the real git
-// http-backend over one bare repository, owner/repo, behind Basic
-// x-access-token:<an installation token>.
+// gitHubStandIn plays GitHub for one App and one repository: api.github.com
+// (serveAPI: the token endpoint, which checks the App's JWT, and the REST
+// API, which takes an installation token as Bearer) and github.com
+// (serveGit: the real git http-backend over a bare repository, behind Basic
+// x-access-token:<an installation token>).
 type gitHubStandIn struct {
-	keyPEM, keyB64 string
-	api, git       *harness.Upstream
-	bare           string // owner/repo.git
+	appID, installation string
+	repo                string // owner/name
+	keyPEM, keyB64      string
+	key                 *rsa.PrivateKey
+	bare                string // the repository, seeded with README.md
+	backend             http.Handler
 
 	mu      sync.Mutex
 	issued  []string
@@ -200,17 +202,18 @@ type gitHubStandIn struct {
 	gitAuth []string // the Authorization of each git request
 }
 
-func startGitHubStandIn(t *testing.T, gitBin string) *gitHubStandIn {
+func newGitHubStandIn(t *testing.T, gitBin, appID, installation, repo string) *gitHubStandIn {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
 	der := x509.MarshalPKCS1PrivateKey(key)
-	gh := &gitHubStandIn{keyPEM: string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der})),
+	gh := &gitHubStandIn{appID: appID, installation: installation, repo: repo, key: key,
+		keyPEM: string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der})),
 		keyB64: base64.StdEncoding.EncodeToString(der)}
 
 	root := t.TempDir()
-	gh.bare = filepath.Join(root, "owner", "repo.git")
+	gh.bare = filepath.Join(root, filepath.FromSlash(repo)+".git")
 	seed := &gitRunner{t: t, bin: gitBin, home: t.TempDir()}
 	seed.ok(root, "init", "-q", "--bare", gh.bare)
 	seed.ok(gh.bare, "config", "http.receivepack", "true")
@@ -220,49 +223,67 @@ func startGitHubStandIn(t *testing.T, gitBin string) *gitHubStandIn {
 	seed.ok(work, "add", "README.md")
 	seed.ok(work, "commit", "-qm", "seed")
 	seed.ok(work, "push", "-q", gh.bare, "HEAD:main")
+	seed.ok(gh.bare, "symbolic-ref", "HEAD", "refs/heads/main")
 	execPath := seed.ok(root, "--exec-path")
-	backend := &cgi.Handler{Path: filepath.Join(execPath, "git-http-backend"),
+	gh.backend = &cgi.Handler{Path: filepath.Join(execPath, "git-http-backend"),
 		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + seed.home}}
-
-	gh.api = harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/app/installations/7/access_tokens" {
-			gh.issue(w, r, &key.PublicKey)
-			return
-		}
-		bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !gh.valid(bearer) || r.URL.Path != "/repos/owner/repo" {
-			gh.refuse(w, "REST "+r.URL.Path)
-			return
-		}
-		fmt.Fprint(w, `{"full_name":"owner/repo","private":true}`)
-	}))
-	gh.git = harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gh.mu.Lock()
-		gh.gitAuth = append(gh.gitAuth, r.Header.Get("Authorization"))
-		gh.mu.Unlock()
-		user, pass, _ := r.BasicAuth()
-		if user != "x-access-token" || !gh.valid(pass) {
-			gh.refuse(w, "git "+r.URL.Path)
-			return
-		}
-		if r.URL.Path == "/owner/repo.git/echo" { // hostile: every form of what it got
-			fmt.Fprintf(w, "%s\n%s:%s\n", r.Header.Get("Authorization"), user, pass)
-			return
-		}
-		backend.ServeHTTP(w, r)
-	}))
 	return gh
 }
 
+// before answers for both of GitHub's hosts on one server, and passes what
+// is not GitHub's on to next.
+func (gh *gitHubStandIn) before(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/"+gh.repo+".git/"):
+			gh.serveGit(w, r)
+		case strings.HasPrefix(r.URL.Path, "/app/installations/"), strings.HasPrefix(r.URL.Path, "/repos/"+gh.repo):
+			gh.serveAPI(w, r)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+func (gh *gitHubStandIn) serveAPI(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/app/installations/"+gh.installation+"/access_tokens" {
+		gh.issue(w, r)
+		return
+	}
+	bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !gh.valid(bearer) || r.URL.Path != "/repos/"+gh.repo {
+		gh.refuse(w, "REST "+r.URL.Path)
+		return
+	}
+	fmt.Fprintf(w, `{"full_name":%q,"private":true}`+"\n", gh.repo)
+}
+
+func (gh *gitHubStandIn) serveGit(w http.ResponseWriter, r *http.Request) {
+	gh.mu.Lock()
+	gh.gitAuth = append(gh.gitAuth, r.Header.Get("Authorization"))
+	gh.mu.Unlock()
+	user, pass, _ := r.BasicAuth()
+	if user != "x-access-token" || !gh.valid(pass) {
+		gh.refuse(w, "git "+r.URL.Path)
+		return
+	}
+	if r.URL.Path == "/"+gh.repo+".git/echo" { // hostile: every form of what it got
+		fmt.Fprintf(w, "%s\n%s:%s\n", r.Header.Get("Authorization"), user, pass)
+		return
+	}
+	gh.backend.ServeHTTP(w, r)
+}
+
 // issue answers the token endpoint: an installation token for a JWT the
-// App signed.
-func (gh *gitHubStandIn) issue(w http.ResponseWriter, r *http.Request, pub *rsa.PublicKey) {
+// App signed, narrowed to the repository.
+func (gh *gitHubStandIn) issue(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Repositories []string `json:"repositories"`
 	}
 	json.NewDecoder(r.Body).Decode(&body)
 	jwt, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if why := checkE2EAppJWT(pub, jwt); why != "" || !slices.Equal(body.Repositories, []string{"repo"}) {
+	_, name, _ := strings.Cut(gh.repo, "/")
+	if why := checkE2EAppJWT(&gh.key.PublicKey, gh.appID, jwt); why != "" || !slices.Equal(body.Repositories, []string{name}) {
 		gh.refuse(w, fmt.Sprintf("token endpoint: %s %v", why, body.Repositories))
 		return
 	}
@@ -287,4 +308,16 @@ func (gh *gitHubStandIn) refuse(w http.ResponseWriter, what string) {
 	gh.mu.Unlock()
 	w.Header().Set("WWW-Authenticate", `Basic realm="GitHub"`)
 	http.Error(w, "Invalid username or token.", http.StatusUnauthorized)
+}
+
+// secrets are the key (as PEM and pieces of its bytes' base64) and every
+// installation token issued, bare and in its Basic form.
+func (gh *gitHubStandIn) secrets() []string {
+	gh.mu.Lock()
+	defer gh.mu.Unlock()
+	out := []string{gh.keyPEM, gh.keyB64[:64], gh.keyB64[len(gh.keyB64)/2 : len(gh.keyB64)/2+64]}
+	for _, tok := range gh.issued {
+		out = append(out, tok, base64.StdEncoding.EncodeToString([]byte("x-access-token:"+tok)))
+	}
+	return out
 }
