@@ -87,6 +87,12 @@ func TestGitHubAppGitThroughTheProxy(t *testing.T) {
 		t.Fatal("a read-only token's push landed")
 	}
 
+	// The token as a header instead keeps it out of the clone's config.
+	g.ok(work, "-c", "http.extraHeader=Authorization: Bearer "+ro, "clone", p.URL+"/owner/repo.git", "hdr")
+	if config, _ := os.ReadFile(filepath.Join(work, "hdr", ".git", "config")); strings.Contains(string(config), ro) {
+		t.Error("a clone with http.extraHeader keeps the phantom token in .git/config")
+	}
+
 	// The REST API, Bearer, on its own route.
 	code, body, _ := p.Do(t, "GET", "/repos/owner/repo", api, "", nil)
 	if code != 200 || !strings.Contains(body, `"full_name":"owner/repo"`) {
@@ -117,7 +123,7 @@ func TestGitHubAppGitThroughTheProxy(t *testing.T) {
 	audit, _ := os.ReadFile(p.AuditFile)
 	texts := map[string]string{"git's output": g.out.String(), "what the echo gave the agent": echoed,
 		"the proxy's log": p.Out.String(), "the proxy's audit": string(audit), "the REST answer": body}
-	for _, clone := range []string{"rw", "ro"} {
+	for _, clone := range []string{"rw", "ro", "hdr"} {
 		config, _ := os.ReadFile(filepath.Join(work, clone, ".git", "config"))
 		texts[clone+"/.git/config"] = string(config)
 	}
