@@ -49,7 +49,7 @@ func TestGitHubAppThroughTheStack(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		jwts = append(jwts, jwt)
-		if why := checkE2EAppJWT(&key.PublicKey, jwt); why != "" || r.URL.Path != "/app/installations/7/access_tokens" ||
+		if why := checkE2EAppJWT(&key.PublicKey, "1001", jwt); why != "" || r.URL.Path != "/app/installations/7/access_tokens" ||
 			!slices.Equal(body.Repositories, []string{"phantom"}) || body.Permissions["contents"] != "read" {
 			bad = append(bad, fmt.Sprintf("%s %s %v", why, r.URL.Path, body))
 			w.WriteHeader(401)
@@ -141,8 +141,8 @@ func TestGitHubAppThroughTheStack(t *testing.T) {
 }
 
 // checkE2EAppJWT is "" for a JWT GitHub would take from the App: RS256 by
-// pub, iss 1001, iat a minute back, exp at most 10 minutes ahead.
-func checkE2EAppJWT(pub *rsa.PublicKey, jwt string) string {
+// pub, iss the App id, iat a minute back, exp at most 10 minutes ahead.
+func checkE2EAppJWT(pub *rsa.PublicKey, iss, jwt string) string {
 	parts := strings.Split(jwt, ".")
 	if len(parts) != 3 {
 		return "not a JWT"
@@ -160,7 +160,7 @@ func checkE2EAppJWT(pub *rsa.PublicKey, jwt string) string {
 	raw, _ := enc.DecodeString(parts[1])
 	json.Unmarshal(raw, &c)
 	now := time.Now().Unix()
-	if c.Iss != "1001" || c.Iat > now-50 || c.Iat < now-70 || c.Exp > now+600 || c.Exp < now+500 {
+	if c.Iss != iss || c.Iat > now-50 || c.Iat < now-70 || c.Exp > now+600 || c.Exp < now+500 {
 		return fmt.Sprintf("claims %+v", c)
 	}
 	return ""

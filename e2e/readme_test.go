@@ -54,6 +54,7 @@ var readmeDocs = []string{
 	"docs/agents.md",
 	"docs/aws.md",
 	"docs/oauth2.md",
+	"docs/github.md",
 	"docs/operations.md",
 }
 
@@ -145,8 +146,11 @@ func TestReadmeCommands(t *testing.T) {
 		}
 	}
 	v := harness.StartDevVault(t)
+	// docs/github.md's App, repository and git (github_git_test.go).
+	gitBin := requireGit(t)
+	gh := newGitHubStandIn(t, gitBin, "123456", "7890123", "my-org/agent-repo")
 	api := harness.Listen(t)
-	apiSrv := &http.Server{Handler: http.HandlerFunc(standInAPI)}
+	apiSrv := &http.Server{Handler: gh.before(http.HandlerFunc(standInAPI))}
 	go apiSrv.Serve(api)
 	t.Cleanup(func() { apiSrv.Close() })
 	apiURL := "http://" + api.Addr().String()
@@ -160,6 +164,9 @@ func TestReadmeCommands(t *testing.T) {
 		"https://mcp.example.com", apiURL,
 		"https://s3.us-east-1.amazonaws.com", apiURL,
 		"https://api.partner.example", apiURL,
+		"https://api.github.com", apiURL,
+		"https://github.com", apiURL,
+		"@phantom.internal:8080", "@127.0.0.1:"+strconv.Itoa(proxyPort),
 		"https://login.partner.example", apiURL,
 		"https://vault.internal:8200", v.Addr,
 		"http://phantom.internal:8080", "http://127.0.0.1:"+strconv.Itoa(proxyPort),
@@ -215,10 +222,16 @@ func TestReadmeCommands(t *testing.T) {
 	if err := os.Symlink(filepath.Join(tools.Root, "bootstrap"), filepath.Join(dir, "bootstrap")); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "github-app.private-key.pem"), []byte(gh.keyPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("bash", "-c", script.String())
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"), "HOME="+v.Home,
-		"VAULT_ADDR="+v.Addr, "VAULT_TOKEN="+v.Token, "VAULT_FORMAT=", "PHANTOM_PLUGIN_BIN="+tools.Plugin)
+		"VAULT_ADDR="+v.Addr, "VAULT_TOKEN="+v.Token, "VAULT_FORMAT=", "PHANTOM_PLUGIN_BIN="+tools.Plugin,
+		// The agent's git: who commits, no system configuration, no prompt.
+		"GIT_AUTHOR_NAME=agent", "GIT_AUTHOR_EMAIL=agent@example.com", "GIT_COMMITTER_NAME=agent",
+		"GIT_COMMITTER_EMAIL=agent@example.com", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0")
 	for k, val := range readmeKeys {
 		cmd.Env = append(cmd.Env, k+"="+val)
 	}
@@ -247,9 +260,19 @@ func TestReadmeCommands(t *testing.T) {
 	for _, want := range []string{`"api":"stripe","path":"/v1/customers"`, `"api":"openai","path":"/v1/models"`,
 		`"api":"anthropic","path":"/v1/messages"`, `"api":"gemini","path":"/v1beta/models/gemini-2.5-flash"`,
 		"ready", `phantom_proxy_requests_total{decision="allowed"`, "credential_fingerprint",
-		`"reason":"revoked"`, `"api":"mcp","path":"/mcp"`, `"api":"oauth2","path":"/v1/reports/q3"`, "Mcp-Session-Id: stand-in-session"} {
+		`"reason":"revoked"`, `"api":"mcp","path":"/mcp"`, `"api":"oauth2","path":"/v1/reports/q3"`, "Mcp-Session-Id: stand-in-session",
+		"Cloning into 'agent-repo'", `"full_name":"my-org/agent-repo"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the documentation session's output lacks %q:\n%s", want, got)
+		}
+	}
+	g := &gitRunner{t: t, bin: gitBin, home: t.TempDir()}
+	if pushed := g.ok(gh.bare, "log", "-1", "--format=%s", "main"); pushed != "agent: notes" {
+		t.Errorf("github.com's main after docs/github.md's push: %q", pushed)
+	}
+	for _, s := range gh.secrets() {
+		if strings.Contains(got, s) {
+			t.Errorf("the documentation session printed the GitHub App's key or an installation token (%.12s...)", s)
 		}
 	}
 	for name, key := range readmeKeys {

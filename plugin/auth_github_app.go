@@ -12,16 +12,30 @@ import (
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
+
+	"github.com/phantomvault/phantom/internal/resolve"
 )
 
 // auth_type=github_app: the route holds a GitHub App's private key; the
 // engine signs a short JWT with it and trades that at
 // <github_api_url>/app/installations/<installation_id>/access_tokens for an
 // installation token (exchange_github_app.go), which is all the proxy gets,
-// sent as Authorization: Bearer.
+// sent as Authorization: Bearer (the REST API) or, with send_as=basic, as
+// the password of the user x-access-token (git over HTTPS to github.com,
+// which takes no Bearer).
 const authGitHubApp = "github_app"
 
 const defaultGitHubAPIURL = "https://api.github.com"
+
+// How a github_app route sends its installation token (send_as).
+const (
+	githubSendBearer = "bearer" // Authorization: Bearer <token>
+	githubSendBasic  = "basic"  // Authorization: Basic base64(x-access-token:<token>)
+)
+
+// githubGitFormat is the Basic user:password git clients send github.com
+// for an installation token.
+const githubGitFormat = "x-access-token:" + resolve.Placeholder
 
 // githubAppSettings are a github_app route's settings. PrivateKey is
 // write-only: reads show its fingerprint.
@@ -32,9 +46,10 @@ type githubAppSettings struct {
 	PrivateKey     string            `json:"private_key,omitempty"`
 	Repositories   []string          `json:"repositories,omitempty"`
 	Permissions    map[string]string `json:"permissions,omitempty"`
+	SendAs         string            `json:"send_as,omitempty"` // "" (routes older than send_as) is bearer
 }
 
-var githubAppFieldNames = []string{"app_id", "installation_id", "github_api_url", "private_key", "repositories", "permissions"}
+var githubAppFieldNames = []string{"app_id", "installation_id", "github_api_url", "private_key", "repositories", "permissions", "send_as"}
 
 func githubAppFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
@@ -63,6 +78,11 @@ func githubAppFields() map[string]*framework.FieldSchema {
 			Type:        framework.TypeCommaStringSlice,
 			Description: "auth_type=github_app: permissions every installation token is narrowed to, such as contents=read,issues=write (default: all the installation's). Changing them requires sending private_key again.",
 		},
+		"send_as": {
+			Type:          framework.TypeString,
+			Description:   "auth_type=github_app: how the proxy sends the installation token: bearer (default; Authorization: Bearer, for the REST API) or basic (Authorization: Basic x-access-token:<token>, what git over HTTPS to github.com takes). Changing it requires sending private_key again.",
+			AllowedValues: []any{githubSendBearer, githubSendBasic},
+		},
 	}
 }
 
@@ -86,12 +106,13 @@ func (r *routeEntry) setGitHubApp(d *framework.FieldData) (sent bool, err error)
 		g = *r.GitHubApp // a copy: the stored route shares the old one
 	}
 	r.GitHubApp, r.Credential = &g, ""
-	for name, p := range map[string]*string{"app_id": &g.AppID, "installation_id": &g.InstallationID, "github_api_url": &g.APIURL} {
+	for name, p := range map[string]*string{"app_id": &g.AppID, "installation_id": &g.InstallationID, "github_api_url": &g.APIURL, "send_as": &g.SendAs} {
 		if v, ok := d.GetOk(name); ok {
 			*p = strings.TrimSpace(v.(string))
 		}
 	}
 	g.APIURL = strings.TrimSuffix(orDefault(g.APIURL, defaultGitHubAPIURL), "/")
+	g.SendAs = orDefault(g.SendAs, githubSendBearer)
 	if v, ok := d.GetOk("private_key"); ok {
 		g.PrivateKey, sent = v.(string), true
 	}
@@ -126,7 +147,10 @@ func (r *routeEntry) validateGitHubApp() (warnings []string, err error) {
 		return nil, errors.New("auth_type=github_app needs app_id, installation_id and private_key")
 	}
 	if r.AuthHeader != "" || r.AuthQueryParam != "" || r.AuthFormat != "" {
-		return nil, errors.New("github_app routes send Authorization: Bearer <installation token>; auth_header, auth_query_param and auth_format do not apply")
+		return nil, errors.New("github_app routes send the installation token as send_as says (bearer or basic); auth_header, auth_query_param and auth_format do not apply")
+	}
+	if g.SendAs != githubSendBearer && g.SendAs != githubSendBasic {
+		return nil, fmt.Errorf("send_as must be %s (Authorization: Bearer, for the REST API) or %s (Basic x-access-token:<token>, for git over HTTPS)", githubSendBearer, githubSendBasic)
 	}
 	for _, f := range []struct{ name, value string }{{"app_id", g.AppID}, {"installation_id", g.InstallationID}} {
 		if n, err := strconv.ParseUint(f.value, 10, 63); err != nil || n == 0 {
@@ -198,6 +222,7 @@ func (g *githubAppSettings) deliveryChanges(old *githubAppSettings) []string {
 	add("github_api_url", g.APIURL != old.APIURL)
 	add("repositories", !slices.Equal(g.Repositories, old.Repositories))
 	add("permissions", !maps.Equal(g.Permissions, old.Permissions))
+	add("send_as", g.sendAs() != old.sendAs())
 	return changed
 }
 
@@ -213,6 +238,23 @@ func (r *routeEntry) githubAppPublicData(d map[string]any) {
 	d["app_id"], d["installation_id"], d["github_api_url"] = g.AppID, g.InstallationID, g.APIURL
 	d["repositories"], d["permissions"] = nonNil(g.Repositories), perms
 	d["private_key_fingerprint"] = fingerprint(g.PrivateKey)
+	d["send_as"] = g.sendAs()
+}
+
+// sendAs is how the route sends its installation token.
+func (g *githubAppSettings) sendAs() string {
+	return orDefault(g.SendAs, githubSendBearer)
+}
+
+// injection is how the proxy sends an exchanged kind's access token: as a
+// bearer key, or a github_app route's as git's Basic password.
+func (g *githubAppSettings) injection() (authType, name, format string) {
+	authType = authBearer
+	if g != nil && g.sendAs() == githubSendBasic {
+		authType, format = authBasic, githubGitFormat
+	}
+	name, format = resolve.Injection(authType, "", "", format)
+	return authType, name, format
 }
 
 // githubAppBinding is what of a github_app route an installation token was

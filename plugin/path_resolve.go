@@ -385,8 +385,9 @@ func routeGrant(route *routeEntry, now time.Time) *resolve.RouteGrant {
 		route.awsGrant(g, now) // auth_aws.go
 	}
 	if _, ok := exchangers[route.AuthType]; ok {
-		// Only the access token; any proxy sends it as a bearer key.
-		g.Credential, g.AuthType = route.accessToken, authBearer
+		// Only the access token, as a bearer key or (github_app) git's password.
+		g.Credential = route.accessToken
+		g.AuthType, g.AuthName, g.AuthFormat = route.GitHubApp.injection() // auth_github_app.go
 	}
 	return g
 }

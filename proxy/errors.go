@@ -80,6 +80,9 @@ type refusal struct {
 	// the OpenAI and Anthropic SDKs read before Retry-After).
 	retryAfterMS string
 	allow        string // Allow, on 405
+	// challenge asks for Basic credentials (WWW-Authenticate), on the 401
+	// to a request that carried none.
+	challenge bool
 }
 
 // refusalFor is the refusal of reason, with the status and message the one
@@ -140,6 +143,9 @@ func answer(w http.ResponseWriter, rec *auditRecord, ref *refusal) {
 	}
 	if ref.retryAfterMS != "" {
 		h.Set("Retry-After-Ms", ref.retryAfterMS)
+	}
+	if ref.challenge {
+		h.Set("WWW-Authenticate", `Basic realm="phantom"`)
 	}
 	if ref.status == http.StatusProxyAuthRequired {
 		// The forward listener's 401 for the proxy hop: curl, git and

@@ -270,6 +270,12 @@ func (s *Server) findToken(r *http.Request, tun *forward.Tunnel, rawQuery string
 	switch {
 	case errors.Is(err, errTwoTokens), errors.Is(err, errBadEncoding):
 		return "", refusalWith(resolve.ReasonBadRequest, err.Error())
+	case errors.Is(err, errNoToken):
+		// A challenge, as a git server sends: git (through curl) sends the
+		// credentials of its remote URL only once asked for them.
+		ref := refusalWith(resolve.ReasonUnknownToken, err.Error())
+		ref.challenge = true
+		return "", ref
 	case err != nil:
 		return "", refusalWith(resolve.ReasonUnknownToken, err.Error())
 	}

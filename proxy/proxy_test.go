@@ -167,6 +167,11 @@ func TestRefusedBeforeVault(t *testing.T) {
 			}
 			resp, body := do(t, req)
 			wantError(t, resp, body, tc.status, tc.typ)
+			// Only a request without credentials is asked for them (git
+			// sends its remote URL's only then).
+			if got, want := resp.Header.Get("WWW-Authenticate"), map[bool]string{true: `Basic realm="phantom"`}[tc.header == nil]; got != want {
+				t.Fatalf("WWW-Authenticate %q, want %q", got, want)
+			}
 			if len(p.engine.Resolves()) != calls {
 				t.Fatal("the engine was asked about a request refused locally")
 			}
