@@ -64,7 +64,8 @@ oauth2_client_credentials (token_url, client_id, client_secret, scopes,
 audience), oauth2_refresh_token (token_url, client_id, refresh_token,
 optional client_secret; a rotated refresh token is stored at once) and
 github_app (app_id, installation_id, private_key, optional github_api_url,
-repositories, permissions). Every secret is write-only, and the token
+repositories, permissions, send_as=basic for git over HTTPS). Every secret
+is write-only, and the token
 endpoint is bound like the credential. A failing endpoint is a 502
 credential_exchange_failed. See docs/oauth2.md.
 
