@@ -65,9 +65,9 @@ audience), oauth2_refresh_token (token_url, client_id, refresh_token,
 optional client_secret; a rotated refresh token is stored at once) and
 github_app (app_id, installation_id, private_key, optional github_api_url,
 repositories, permissions, send_as=basic for git over HTTPS). Every secret
-is write-only, and the token
-endpoint is bound like the credential. A failing endpoint is a 502
-credential_exchange_failed. See docs/oauth2.md.
+is write-only, and the token endpoint is bound like the credential. A
+failing endpoint is a 502 credential_exchange_failed. See docs/oauth2.md
+and docs/github.md.
 
 Token defaults: ttl, max_ttl, num_uses, bound_cidrs and token_prefix apply to
 every token minted from the route; a mint request may narrow them, never widen.
