@@ -31,6 +31,7 @@ func (b *backend) pathToken() []*framework.Path {
 		}
 	}
 	fields := mintLimitFields()
+	maps.Copy(fields, githubAppMintFields())
 	maps.Copy(fields, map[string]*framework.FieldSchema{
 		"route": {
 			Type:        framework.TypeString,
@@ -106,6 +107,9 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 	if errResp := narrowScope(t, route, d); errResp != nil {
 		return errResp, nil
 	}
+	if errResp := narrowGitHubApp(t, route, d); errResp != nil {
+		return errResp, nil
+	}
 	if errResp := narrowLimits(t, route, d); errResp != nil {
 		return errResp, nil
 	}
@@ -161,6 +165,10 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 		internalRoute:        name,
 		internalMaxExpiresAt: t.MaxExpiresAt.Format(time.RFC3339Nano),
 	})
+	if g := route.GitHubApp; g != nil { // what the mint narrowed the installation tokens to
+		resp.Data["repositories"] = nonNil(orRoute(t.Repositories, g.Repositories))
+		resp.Data["permissions"] = orRoutePermissions(t.Permissions, g.Permissions)
+	}
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = life
 	resp.Warnings = warnings
