@@ -33,9 +33,10 @@ type githubAppSettings struct {
 	Repositories   []string          `json:"repositories,omitempty"`
 	Permissions    map[string]string `json:"permissions,omitempty"`
 
-	// variant is set on a resolve's copy narrowed by its token
-	// (github_app_narrow.go), never stored.
-	variant string
+	// variant and narrowedFrom (the route's own narrowing) are set on a
+	// resolve's copy narrowed by its token (github_app_narrow.go), never
+	// stored.
+	variant, narrowedFrom string
 }
 
 var githubAppFieldNames = []string{"app_id", "installation_id", "github_api_url", "private_key", "repositories", "permissions"}
@@ -252,5 +253,9 @@ func (r *routeEntry) githubAppPublicData(d map[string]any) {
 // githubAppBinding is what of a github_app route an installation token was
 // fetched with.
 func (g *githubAppSettings) binding() []string {
-	return []string{g.AppID, g.InstallationID, g.APIURL, g.PrivateKey, strings.Join(g.Repositories, ","), permissionList(g.Permissions)}
+	fields := []string{g.AppID, g.InstallationID, g.APIURL, g.PrivateKey, strings.Join(g.Repositories, ","), permissionList(g.Permissions)}
+	if g.variant != "" {
+		fields = append(fields, g.narrowedFrom)
+	}
+	return fields
 }

@@ -137,6 +137,9 @@ func (r *routeEntry) narrowedFor(t *tokenEntry) (*routeEntry, error) {
 	// Short: a collision costs fetches, never a token of another narrowing,
 	// since the record's binding holds the whole narrowing.
 	n.variant = hashFields(strings.Join(n.Repositories, ","), permissionList(n.Permissions))[:16]
+	// The record is bound to the route's own narrowing as well: any change
+	// of it (which needs private_key again) fetches every variant anew.
+	n.narrowedFrom = hashFields(strings.Join(g.Repositories, ","), permissionList(g.Permissions))
 	c := *r
 	c.GitHubApp = &n
 	return &c, nil
