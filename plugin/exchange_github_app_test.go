@@ -97,8 +97,8 @@ func (gh *githubStandIn) serve(w http.ResponseWriter, r *http.Request) {
 	within := map[string][]string{"contents": {"read"}, "issues": {"read", "write"}}
 	if len(body.Repositories) == 0 || slices.ContainsFunc(body.Repositories, func(r string) bool { return r != "phantom" && r != "docs" }) ||
 		len(body.Permissions) == 0 || slices.ContainsFunc(slices.Collect(maps.Keys(body.Permissions)), func(k string) bool {
-			return !slices.Contains(within[k], body.Permissions[k])
-		}) {
+		return !slices.Contains(within[k], body.Permissions[k])
+	}) {
 		w.WriteHeader(http.StatusUnprocessableEntity)
 		fmt.Fprint(w, `{"message":"not narrowed"}`)
 		return
