@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -94,11 +93,7 @@ func (gh *githubStandIn) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"message":"bad credentials %v"}`, err)
 		return
 	}
-	within := map[string][]string{"contents": {"read"}, "issues": {"read", "write"}}
-	if len(body.Repositories) == 0 || slices.ContainsFunc(body.Repositories, func(r string) bool { return r != "phantom" && r != "docs" }) ||
-		len(body.Permissions) == 0 || slices.ContainsFunc(slices.Collect(maps.Keys(body.Permissions)), func(k string) bool {
-		return !slices.Contains(within[k], body.Permissions[k])
-	}) {
+	if !withinTestRoute(body.Repositories, body.Permissions) {
 		w.WriteHeader(http.StatusUnprocessableEntity)
 		fmt.Fprint(w, `{"message":"not narrowed"}`)
 		return
@@ -124,6 +119,22 @@ func (gh *githubStandIn) serve(w http.ResponseWriter, r *http.Request) {
 	gh.mu.Unlock()
 	w.WriteHeader(http.StatusCreated)
 	fmt.Fprintf(w, `{"token":%q,"expires_at":%q}`, tok, time.Now().Add(time.Hour).Format(time.RFC3339))
+}
+
+// withinTestRoute: narrowed, and within githubAppRoute's narrowing.
+func withinTestRoute(repos []string, perms map[string]string) bool {
+	levels := map[string][]string{"contents": {"read"}, "issues": {"read", "write"}}
+	for _, r := range repos {
+		if r != "phantom" && r != "docs" {
+			return false
+		}
+	}
+	for k, v := range perms {
+		if !slices.Contains(levels[k], v) {
+			return false
+		}
+	}
+	return len(repos) > 0 && len(perms) > 0
 }
 
 // narrowed is the narrowing the installation token tok was asked with.
