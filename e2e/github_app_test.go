@@ -30,12 +30,7 @@ import (
 // which does hold the installation token.
 func TestGitHubAppThroughTheStack(t *testing.T) {
 	v := harness.StartPersistentVault(t)
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der := x509.MarshalPKCS1PrivateKey(key)
-	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der}))
+	key, der, keyPEM := newE2EAppKey(t)
 
 	var mu sync.Mutex
 	var issued, jwts, bad []string
@@ -138,6 +133,16 @@ func TestGitHubAppThroughTheStack(t *testing.T) {
 	if !found[4] {
 		t.Error("the proxy's memory holds no installation token: the scan reads the wrong memory")
 	}
+}
+
+// newE2EAppKey is a GitHub App's private key, its PKCS #1 bytes and PEM.
+func newE2EAppKey(t *testing.T) (*rsa.PrivateKey, []byte, string) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der := x509.MarshalPKCS1PrivateKey(key)
+	return key, der, string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der}))
 }
 
 // checkE2EAppJWT is "" for a JWT GitHub would take from the App: RS256 by
