@@ -318,6 +318,11 @@ is a narrowing parameter given but empty (allowed_paths="" or
 allowed_methods=","), which would otherwise mean the route's whole scope.
 Metadata labels (for example metadata=agent=triage-bot) are kept with the token.
 
+GitHub App routes: repositories and permissions narrow the token's
+installation tokens within the route's (repositories=docs
+permissions=contents=read). Each distinct narrowing has its own installation
+token, fetched once per expiry and never given to another narrowing's tokens.
+
 Limits narrow the same way: rate_limit (no higher a rate and no larger a
 burst than the route's), token_budget (default: the route's, fixed now;
 it needs max_output_tokens, the route's or this mint's, also fixed now),
