@@ -266,8 +266,7 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 			return denied, nil, nil
 		}
 	}
-	// The token's narrowing of the route's exchange, if any: then route is
-	// this resolve's own copy, whose grant is this token's alone.
+	// A token's narrowing of the exchange makes route a copy: its grant is the token's alone.
 	route, err := route.narrowedFor(t) // github_app_narrow.go
 	if err != nil {
 		return deny(resolve.ReasonPathNotAllowed, err.Error(), t), nil, nil
