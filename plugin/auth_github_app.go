@@ -47,6 +47,11 @@ type githubAppSettings struct {
 	Repositories   []string          `json:"repositories,omitempty"`
 	Permissions    map[string]string `json:"permissions,omitempty"`
 	SendAs         string            `json:"send_as,omitempty"` // "" (routes older than send_as) is bearer
+
+	// variant and narrowedFrom (the route's own narrowing) are set on a
+	// resolve's copy narrowed by its token (github_app_narrow.go), never
+	// stored.
+	variant, narrowedFrom string
 }
 
 var githubAppFieldNames = []string{"app_id", "installation_id", "github_api_url", "private_key", "repositories", "permissions", "send_as"}
@@ -120,16 +125,53 @@ func (r *routeEntry) setGitHubApp(d *framework.FieldData) (sent bool, err error)
 		g.Repositories = cleanList(v.([]string))
 	}
 	if v, ok := d.GetOk("permissions"); ok {
-		g.Permissions = map[string]string{}
-		for _, kv := range cleanList(v.([]string)) {
-			k, val, found := strings.Cut(kv, "=")
-			if !found {
-				return false, fmt.Errorf("permissions: %q is not name=level", kv)
-			}
-			g.Permissions[strings.TrimSpace(k)] = strings.TrimSpace(val)
+		if g.Permissions, err = parsePermissions(cleanList(v.([]string))); err != nil {
+			return false, err
 		}
 	}
 	return sent, nil
+}
+
+// parsePermissions reads name=level pairs, as a route and a mint take them.
+func parsePermissions(pairs []string) (map[string]string, error) {
+	perms := make(map[string]string, len(pairs))
+	for _, kv := range pairs {
+		k, val, found := strings.Cut(kv, "=")
+		if !found {
+			return nil, fmt.Errorf("permissions: %q is not name=level", kv)
+		}
+		perms[strings.TrimSpace(k)] = strings.TrimSpace(val)
+	}
+	return perms, nil
+}
+
+// checkRepositories and checkPermissions hold a route's or a mint's
+// narrowing to what GitHub takes: repository names without their owner,
+// and permission names at read, write or admin.
+func checkRepositories(repos []string) error {
+	for _, repo := range repos {
+		if len(repo) > 100 || strings.Trim(repo, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+			return fmt.Errorf("repositories: %q is not a repository name (the name alone, without the owner)", repo)
+		}
+	}
+	return nil
+}
+
+func checkPermissions(perms map[string]string) error {
+	for k, v := range perms {
+		if k == "" || len(k) > 64 || strings.Trim(k, "abcdefghijklmnopqrstuvwxyz_") != "" {
+			return fmt.Errorf("permissions: %q is not a permission name", k)
+		}
+		if permissionLevel(v) == 0 {
+			return fmt.Errorf("permissions: %s must be read, write or admin", k)
+		}
+	}
+	return nil
+}
+
+// permissionLevel orders the levels a permission may have (0: none of them).
+func permissionLevel(level string) int {
+	return slices.Index([]string{"read", "write", "admin"}, level) + 1
 }
 
 // validateExchanged checks an exchanged kind's settings.
@@ -166,18 +208,11 @@ func (r *routeEntry) validateGitHubApp() (warnings []string, err error) {
 	if _, err := parseRSAKey(g.PrivateKey); err != nil {
 		return nil, err
 	}
-	for _, repo := range g.Repositories {
-		if len(repo) > 100 || strings.Trim(repo, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
-			return nil, fmt.Errorf("repositories: %q is not a repository name (the name alone, without the owner)", repo)
-		}
+	if err := checkRepositories(g.Repositories); err != nil {
+		return nil, err
 	}
-	for k, v := range g.Permissions {
-		if k == "" || len(k) > 64 || strings.Trim(k, "abcdefghijklmnopqrstuvwxyz_") != "" {
-			return nil, fmt.Errorf("permissions: %q is not a permission name", k)
-		}
-		if v != "read" && v != "write" && v != "admin" {
-			return nil, fmt.Errorf("permissions: %s must be read, write or admin", k)
-		}
+	if err := checkPermissions(g.Permissions); err != nil {
+		return nil, err
 	}
 	return warnings, nil
 }
@@ -260,9 +295,9 @@ func (g *githubAppSettings) injection() (authType, name, format string) {
 // githubAppBinding is what of a github_app route an installation token was
 // fetched with.
 func (g *githubAppSettings) binding() []string {
-	perms := make([]string, 0, len(g.Permissions))
-	for _, k := range slices.Sorted(maps.Keys(g.Permissions)) {
-		perms = append(perms, k+"="+g.Permissions[k])
+	fields := []string{g.AppID, g.InstallationID, g.APIURL, g.PrivateKey, strings.Join(g.Repositories, ","), permissionList(g.Permissions)}
+	if g.variant != "" {
+		fields = append(fields, g.narrowedFrom)
 	}
-	return []string{g.AppID, g.InstallationID, g.APIURL, g.PrivateKey, strings.Join(g.Repositories, ","), strings.Join(perms, ",")}
+	return fields
 }

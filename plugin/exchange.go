@@ -45,9 +45,22 @@ var exchangers = map[string]exchanger{
 	authGitHubApp:               githubApp{},
 }
 
-// exchangePrefix is where access tokens are kept: exchanged/<route> ->
-// exchangeRecord, seal-wrapped (backend.go).
+// exchangePrefix is where access tokens are kept: exchanged/<route>, or
+// exchanged/<route>/<variant> for a variant of the route's exchange (see
+// exchangeKey) -> exchangeRecord, seal-wrapped (backend.go).
 const exchangePrefix = "exchanged/"
+
+// exchangeKey names an access token in memory and storage: its route's
+// name, and the variant of the route's exchange it was fetched for, if any
+// (a token's narrowing of a GitHub App's installation tokens:
+// github_app_narrow.go). Each variant has its own token, fetch and
+// failures; route names hold no "/".
+func exchangeKey(route, variant string) string {
+	if variant == "" {
+		return route
+	}
+	return route + "/" + variant
+}
 
 const (
 	// exchangeTimeout bounds one call to a token endpoint.
@@ -92,7 +105,7 @@ func refreshAfter(life time.Duration) time.Duration {
 // for exchangeBackoff, and the fetches in flight.
 type exchangeCache struct {
 	mu      sync.Mutex
-	routes  map[string]*exchangeState // by route name
+	routes  map[string]*exchangeState // by exchangeKey
 	flights singleflight.Group
 
 	client  *http.Client
@@ -138,18 +151,19 @@ type errExchange struct{ why string }
 
 func (e *errExchange) Error() string { return e.why }
 
-// accessToken returns route's current access token: from memory, else from
-// storage, else fetched (once for all concurrent callers). An *errExchange
-// is a refusal for the agent; logical.ErrReadOnly asks Vault to forward the
-// resolve to the active node; any other error is storage's.
-func (c *exchangeCache) accessToken(ctx context.Context, s logical.Storage, name string, route *routeEntry) (string, error) {
-	binding := route.exchangeBinding()
+// accessToken returns route's current access token (of route's variant of
+// the exchange, if any): from memory, else from storage, else fetched (once
+// for all concurrent callers). An *errExchange is a refusal for the agent;
+// logical.ErrReadOnly asks Vault to forward the resolve to the active node;
+// any other error is storage's. From here on, name is the exchangeKey.
+func (c *exchangeCache) accessToken(ctx context.Context, s logical.Storage, route string, r *routeEntry) (string, error) {
+	name, binding := exchangeKey(route, r.exchangeVariant()), r.exchangeBinding()
 	if tok, err, ok := c.remembered(name, binding); ok {
 		return tok, err
 	}
 	ch := c.flights.DoChan(name+"\x00"+binding, func() (any, error) {
 		// Not the caller's context: the fetch outlives a caller that gives up.
-		return c.fetch(context.WithoutCancel(ctx), s, name, route, binding)
+		return c.fetch(context.WithoutCancel(ctx), s, name, r, binding)
 	})
 	wait := c.wait
 	if deadline, ok := ctx.Value(exchangeBudget{}).(time.Time); ok {
@@ -306,17 +320,33 @@ func (c *exchangeCache) failed(name, binding string, err error) error {
 	return &errExchange{err.Error()}
 }
 
-// forget drops a deleted route's token.
+// forget drops a deleted route's tokens, of every variant.
 func (c *exchangeCache) forget(ctx context.Context, s logical.Storage, name string) error {
-	c.invalidate(name)
-	if err := s.Delete(ctx, exchangePrefix+name); err != nil {
-		return fmt.Errorf("deleting the access token of route %q: %w", name, err)
+	variants, err := s.List(ctx, exchangePrefix+name+"/")
+	if err != nil {
+		return fmt.Errorf("listing the access tokens of route %q: %w", name, err)
+	}
+	c.mu.Lock()
+	for key := range c.routes {
+		if key == name || strings.HasPrefix(key, name+"/") {
+			delete(c.routes, key)
+		}
+	}
+	c.mu.Unlock()
+	keys := []string{name}
+	for _, v := range variants {
+		keys = append(keys, exchangeKey(name, v))
+	}
+	for _, key := range keys {
+		if err := s.Delete(ctx, exchangePrefix+key); err != nil {
+			return fmt.Errorf("deleting the access token of route %q: %w", name, err)
+		}
 	}
 	return nil
 }
 
-// invalidate drops what memory holds of a route's token, when another node
-// stored a newer one.
+// invalidate drops what memory holds of a token (by exchangeKey), when
+// another node stored a newer one.
 func (c *exchangeCache) invalidate(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -325,7 +355,8 @@ func (c *exchangeCache) invalidate(name string) {
 	}
 }
 
-// exchangeRouteOf is the route whose access token key is, if it is one.
+// exchangeRouteOf is the exchangeKey of the access token stored under key
+// (its route's name, and "/<variant>" for a variant), if key is one.
 func exchangeRouteOf(key string) (string, bool) {
 	return strings.CutPrefix(key, exchangePrefix)
 }

@@ -36,19 +36,22 @@ func testAppKeyPEM() string {
 
 // githubStandIn is a stand-in GitHub token endpoint: it verifies the App
 // JWT's RS256 signature against the public key and its claims, and that
-// every request narrows to the route's repositories and permissions.
+// every request narrows within the route's repositories (phantom, docs) and
+// permissions (contents=read, issues=write); it records each installation
+// token's narrowing.
 type githubStandIn struct {
 	*httptest.Server
-	calls  atomic.Int64
-	mu     sync.Mutex
-	mode   string // "", "block", "echo", "quote"
-	gate   chan struct{}
-	issued int
-	jwts   []string
+	calls     atomic.Int64
+	mu        sync.Mutex
+	mode      string // "", "block", "echo", "quote"
+	gate      chan struct{}
+	issued    int
+	jwts      []string
+	narrowing map[string]string // installation token -> "repos permissions" it was asked with
 }
 
 func newGitHubStandIn(t *testing.T) *githubStandIn {
-	gh := &githubStandIn{gate: make(chan struct{})}
+	gh := &githubStandIn{gate: make(chan struct{}), narrowing: map[string]string{}}
 	gh.Server = httptest.NewServer(http.HandlerFunc(gh.serve))
 	t.Cleanup(func() {
 		gh.set("")
@@ -90,8 +93,7 @@ func (gh *githubStandIn) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"message":"bad credentials %v"}`, err)
 		return
 	}
-	if !slices.Equal(body.Repositories, []string{"phantom", "docs"}) || len(body.Permissions) != 2 ||
-		body.Permissions["contents"] != "read" || body.Permissions["issues"] != "write" {
+	if !withinTestRoute(body.Repositories, body.Permissions) {
 		w.WriteHeader(http.StatusUnprocessableEntity)
 		fmt.Fprint(w, `{"message":"not narrowed"}`)
 		return
@@ -112,10 +114,35 @@ func (gh *githubStandIn) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	gh.mu.Lock()
 	gh.issued++
-	n := gh.issued
+	tok := fmt.Sprintf("ghs_TESTinstallation%02d", gh.issued)
+	gh.narrowing[tok] = strings.Join(body.Repositories, ",") + " " + permissionList(body.Permissions)
 	gh.mu.Unlock()
 	w.WriteHeader(http.StatusCreated)
-	fmt.Fprintf(w, `{"token":"ghs_TESTinstallation%02d","expires_at":%q}`, n, time.Now().Add(time.Hour).Format(time.RFC3339))
+	fmt.Fprintf(w, `{"token":%q,"expires_at":%q}`, tok, time.Now().Add(time.Hour).Format(time.RFC3339))
+}
+
+// withinTestRoute: narrowed, and within githubAppRoute's narrowing.
+func withinTestRoute(repos []string, perms map[string]string) bool {
+	levels := map[string][]string{"contents": {"read"}, "issues": {"read", "write"}}
+	for _, r := range repos {
+		if r != "phantom" && r != "docs" {
+			return false
+		}
+	}
+	for k, v := range perms {
+		if !slices.Contains(levels[k], v) {
+			return false
+		}
+	}
+	return len(repos) > 0 && len(perms) > 0
+}
+
+// narrowed is the narrowing the installation token tok was asked with.
+func (gh *githubStandIn) narrowed(tok any) string {
+	gh.mu.Lock()
+	defer gh.mu.Unlock()
+	s, _ := tok.(string)
+	return gh.narrowing[s]
 }
 
 // checkAppJWT verifies an App JWT as GitHub does.

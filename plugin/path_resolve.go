@@ -133,13 +133,16 @@ func (b *backend) pathResolveWrite(ctx context.Context, req *logical.Request, d 
 			b.usage.cancelAnswered(out.Results[:i])
 			return nil, err
 		}
-		if route != nil {
-			if _, ok := out.Routes[a.Route]; !ok {
-				out.Routes[a.Route] = routeGrant(route, b.now())
-			}
+		switch {
+		case route == nil:
+		case route.exchangeVariant() != "": // a token's own narrowed access token
+			a.RouteGrant = routeGrant(route, b.now())
+		case out.Routes[a.Route] == nil:
+			out.Routes[a.Route] = routeGrant(route, b.now())
 		}
 		out.Results[i] = a
 	}
+	out.InlineShared()
 	return &logical.Response{Data: out.Data()}, nil
 }
 
@@ -262,6 +265,11 @@ func (b *backend) decide(ctx context.Context, s logical.Storage, h heldToken, ro
 		if signature, denied = route.signHMAC(h.req, now, t); denied != nil {
 			return denied, nil, nil
 		}
+	}
+	// A token's narrowing of the exchange makes route a copy: its grant is the token's alone.
+	route, err := route.narrowedFor(t) // github_app_narrow.go
+	if err != nil {
+		return deny(resolve.ReasonPathNotAllowed, err.Error(), t), nil, nil
 	}
 	if _, ok := exchangers[route.AuthType]; ok { // before any use or rate is counted
 		tok, err := b.exchanges.accessToken(ctx, s, t.Route, route) // exchange.go

@@ -31,6 +31,7 @@ func (b *backend) pathToken() []*framework.Path {
 		}
 	}
 	fields := mintLimitFields()
+	maps.Copy(fields, githubAppMintFields())
 	maps.Copy(fields, map[string]*framework.FieldSchema{
 		"route": {
 			Type:        framework.TypeString,
@@ -106,6 +107,9 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 	if errResp := narrowScope(t, route, d); errResp != nil {
 		return errResp, nil
 	}
+	if errResp := narrowGitHubApp(t, route, d); errResp != nil {
+		return errResp, nil
+	}
 	if errResp := narrowLimits(t, route, d); errResp != nil {
 		return errResp, nil
 	}
@@ -161,6 +165,10 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 		internalRoute:        name,
 		internalMaxExpiresAt: t.MaxExpiresAt.Format(time.RFC3339Nano),
 	})
+	if g := route.GitHubApp; g != nil { // what the mint narrowed the installation tokens to
+		resp.Data["repositories"] = nonNil(orRoute(t.Repositories, g.Repositories))
+		resp.Data["permissions"] = orRoutePermissions(t.Permissions, g.Permissions)
+	}
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = life
 	resp.Warnings = warnings
@@ -309,6 +317,11 @@ bound_cidrs, num_uses) but never widen it: asking for more is an error, and so
 is a narrowing parameter given but empty (allowed_paths="" or
 allowed_methods=","), which would otherwise mean the route's whole scope.
 Metadata labels (for example metadata=agent=triage-bot) are kept with the token.
+
+GitHub App routes: repositories and permissions narrow the token's
+installation tokens within the route's (repositories=docs
+permissions=contents=read). Each distinct narrowing has its own installation
+token, fetched once per expiry and never given to another narrowing's tokens.
 
 Limits narrow the same way: rate_limit (no higher a rate and no larger a
 burst than the route's), token_budget (default: the route's, fixed now;

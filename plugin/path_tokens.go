@@ -98,6 +98,8 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		"allowed_methods":      nonNil(t.AllowedMethods),
 		"allowed_actions":      nonNil(t.AllowedActions),
 		"bound_cidrs":          nonNil(t.BoundCIDRs),
+		"repositories":         nonNil(t.Repositories),
+		"permissions":          t.Permissions,
 		"metadata":             t.Metadata,
 		"rate_limit":           "",
 		"rate_limit_remaining": nil,
@@ -132,6 +134,9 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	if t.Metadata == nil {
 		data["metadata"] = map[string]string{}
+	}
+	if t.Permissions == nil {
+		data["permissions"] = map[string]string{}
 	}
 	return &logical.Response{Data: data}, nil
 }

@@ -33,6 +33,10 @@ type tokenEntry struct {
 	AllowedMethods []string `json:"allowed_methods,omitempty"`
 	AllowedActions []string `json:"allowed_actions,omitempty"` // signed routes (auth_aws.go)
 	BoundCIDRs     []string `json:"bound_cidrs,omitempty"`
+	// A github_app route's installation tokens, narrowed further
+	// (github_app_narrow.go): repositories sorted, permissions name=level.
+	Repositories []string          `json:"repositories,omitempty"`
+	Permissions  map[string]string `json:"permissions,omitempty"`
 
 	NumUses int `json:"num_uses"` // 0 is unlimited
 	Uses    int `json:"uses"`     // exact, counted only when NumUses > 0

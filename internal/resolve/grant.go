@@ -86,7 +86,7 @@ func (r *Reply) Answers(n int) ([]*Answer, error) {
 		if a == nil {
 			return nil, errors.New("a null decision")
 		}
-		if a.Allowed != nil && *a.Allowed {
+		if a.Allowed != nil && *a.Allowed && a.RouteGrant == nil { // else its own (BatchAnswer.InlineShared)
 			g := r.Routes[a.Route]
 			if g == nil {
 				return nil, fmt.Errorf("no grant for route %q", a.Route)

@@ -281,3 +281,40 @@ func TestMatchModel(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchOwnGrants: a result with a grant of its own keeps it; its
+// route's shared grant moves onto the route's other results, so a proxy
+// that looks grants up by route alone finds none for it and fails closed.
+func TestBatchOwnGrants(t *testing.T) {
+	grant := func(cred string) *RouteGrant {
+		return &RouteGrant{Upstream: "https://a.example.com", Credential: cred, AuthType: AuthBearer,
+			AuthName: "Authorization", AuthFormat: "Bearer " + Placeholder}
+	}
+	allowed := func(route string, g *RouteGrant) *Answer {
+		a := Allow(route, "pha_"+route, time.Now())
+		a.RouteGrant = g
+		return a
+	}
+	b := &BatchAnswer{
+		Results: []*Answer{allowed("r", nil), allowed("r", grant("own")), allowed("s", nil), Deny(ReasonRevoked, "")},
+		Routes:  map[string]*RouteGrant{"r": grant("shared"), "s": grant("other")},
+	}
+	b.InlineShared()
+	raw, _ := json.Marshal(b.Data())
+	var r Reply
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Routes["r"] != nil || r.Routes["s"] == nil {
+		t.Fatalf("routes: %v", r.Routes)
+	}
+	as, err := r.Answers(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"shared", "own", "other"} {
+		if as[i].RouteGrant == nil || as[i].Credential != want {
+			t.Errorf("result %d: %+v, want credential %q", i, as[i].RouteGrant, want)
+		}
+	}
+}

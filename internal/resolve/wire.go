@@ -96,10 +96,35 @@ type AWSGrant struct {
 }
 
 // BatchAnswer answers a BatchRequest: one decision per request, in order,
-// and the grant of each allowed route once.
+// and the grant of each allowed route once. An allowed result may carry a
+// grant of its own (a token whose access token is narrowed to it), which is
+// then its route's for it alone.
 type BatchAnswer struct {
 	Results []*Answer              `json:"results"`
 	Routes  map[string]*RouteGrant `json:"routes"`
+}
+
+// InlineShared moves the shared grant of every route that has a result with
+// a grant of its own onto that route's other allowed results: a proxy that
+// predates grants on results then finds no grant for the route and fails
+// closed, instead of forwarding with the route's shared grant a request
+// whose own it ignored.
+func (b *BatchAnswer) InlineShared() {
+	for _, own := range b.Results {
+		if own == nil || own.RouteGrant == nil {
+			continue
+		}
+		shared := b.Routes[own.Route]
+		if shared == nil {
+			continue
+		}
+		delete(b.Routes, own.Route)
+		for _, a := range b.Results {
+			if a != nil && a.Route == own.Route && a.Allowed != nil && *a.Allowed && a.RouteGrant == nil {
+				a.RouteGrant = shared
+			}
+		}
+	}
 }
 
 // Reply is the data of either answer, as the proxy decodes it: the fields
