@@ -113,8 +113,11 @@ func (r *routeEntry) setGitHubApp(d *framework.FieldData) (sent bool, err error)
 
 // validateExchanged checks an exchanged kind's settings.
 func (r *routeEntry) validateExchanged() ([]string, error) {
-	if r.AuthType == authGitHubApp {
+	switch r.AuthType {
+	case authGitHubApp:
 		return r.validateGitHubApp()
+	case authGoogleServiceAccount:
+		return r.validateGoogle() // auth_google.go
 	}
 	return r.validateOAuth2()
 }

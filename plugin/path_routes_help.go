@@ -53,6 +53,25 @@ credential. Binance:
       hmac_signature_query=signature hmac_timestamp_query=timestamp \
       hmac_timestamp_format=unix_ms hmac_key_id=... hmac_key_id_header=X-MBX-APIKEY
 
+Exchanged kinds keep a long-lived secret in Vault; the engine trades it for
+short-lived access tokens, once for all proxies, and the proxy gets only
+those, sent as Authorization: Bearer: oauth2_client_credentials and
+oauth2_refresh_token (token_url, client_id, client_secret, refresh_token,
+scopes, audience), github_app (app_id, installation_id, private_key,
+github_api_url, repositories, permissions) and google_service_account
+(service_account_key, the JSON key file's content; scopes; subject for
+domain-wide delegation):
+
+  vault write phantom/routes/gcs upstream=https://storage.googleapis.com ... \
+      auth_type=google_service_account service_account_key=@key.json \
+      scopes=https://www.googleapis.com/auth/devstorage.read_only
+
+Their secrets are write-only (reads show fingerprints) and bound like the
+credential, and so is what decides where they go or what the tokens may do:
+token_url, client_id, scopes, audience, app_id, installation_id,
+github_api_url, repositories, permissions, subject, and the key's token_uri
+and client_email.
+
 Token defaults: ttl, max_ttl, num_uses, bound_cidrs and token_prefix apply to
 every token minted from the route; a mint request may narrow them, never widen.
 max_ttl bounds how long a token may live, renewals included (default: the
