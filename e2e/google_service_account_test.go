@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -162,78 +161,24 @@ func TestGoogleServiceAccountThroughTheStack(t *testing.T) {
 	}))
 	v.MustCLI(t, "write", "phantom/routes/gcs", "upstream="+up.URL, "auth_type=google_service_account",
 		"service_account_key=@"+keyFile, "scopes="+googleE2EScope, "allowed_paths=/storage/v1/**", "allowed_methods=GET")
-	proxies := []*harness.Proxy{harness.StartProxy(t, v), harness.StartProxy(t, v)}
-	tok, _ := v.Mint(t, "gcs", "ttl=1h")
+	a := &agent{t: t, path: "/storage/v1/b/bucket/o", proxies: []*harness.Proxy{harness.StartProxy(t, v), harness.StartProxy(t, v)}}
+	a.tok, _ = v.Mint(t, "gcs", "ttl=1h")
 
-	var seenMu sync.Mutex
-	var seen bytes.Buffer // every byte an agent received
-	call := func(p *harness.Proxy) (int, string) {
-		code, body, h := p.Do(t, "GET", "/storage/v1/b/bucket/o", tok, "", nil)
-		seenMu.Lock()
-		h.Write(&seen)
-		seen.WriteString(body)
-		seenMu.Unlock()
-		return code, body
-	}
-	burst := func() {
-		t.Helper()
-		var wg sync.WaitGroup
-		failed := make(chan string, 40)
-		for _, p := range proxies {
-			for range 20 {
-				wg.Go(func() {
-					if code, body := call(p); code != 200 {
-						failed <- fmt.Sprintf("%d %s", code, body)
-					}
-				})
-			}
-		}
-		wg.Wait()
-		close(failed)
-		for f := range failed {
-			t.Fatalf("a request of the burst failed: %s", f)
-		}
-	}
-
-	burst()
+	a.burst(20)
 	if n := google.count(); n != 1 {
 		t.Fatalf("2 proxies x 20 concurrent requests made %d token fetches, want 1 (refused: %v)", n, google.bad)
 	}
 	time.Sleep(6500 * time.Millisecond) // the token has expired
-	burst()
+	a.burst(20)
 	if n := google.count(); n != 2 {
 		t.Fatalf("after one expiry, %d token fetches in all, want 2", n)
 	}
-
-	// The endpoint fails: a clear 502, nothing forwarded; then it recovers,
-	// and so does the route.
 	for _, mode := range []string{"500", "malformed"} {
-		time.Sleep(3200 * time.Millisecond) // past the refresh point of the current token
-		google.set(mode)
-		before := up.Count()
-		if code, body := call(proxies[0]); code != 502 || !strings.Contains(body, "credential_exchange_failed") {
-			t.Fatalf("%s: %d %s", mode, code, body)
-		}
-		if up.Count() != before {
-			t.Fatalf("%s: a request reached the upstream without a token", mode)
-		}
-		google.set("")
-		recovered := false
-		for range 100 {
-			if code, _ := call(proxies[1]); code == 200 {
-				recovered = true
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if !recovered {
-			t.Fatalf("%s: the route did not recover with the endpoint", mode)
-		}
+		a.failThenRecover(mode, up, func() { google.set(mode) }, func() { google.set("") })
 	}
 
 	// What the proxy's AppRole gets: the access token, nothing else.
-	proxyToken := v.AppRoleLogin(t, v.RoleIDFile, v.SecretIDFile)
-	code, answer := v.API(t, http.MethodPatch, "phantom/resolve", proxyToken, map[string]any{"token": tok, "method": "GET", "path": "/storage/v1/b/bucket/o"})
+	code, answer := a.resolveAsProxy(v)
 	data, _ := answer["data"].(map[string]any)
 	google.mu.Lock()
 	issued, jwts, bad := slices.Clone(google.issued), slices.Clone(google.jwts), slices.Clone(google.bad)
@@ -252,48 +197,12 @@ func TestGoogleServiceAccountThroughTheStack(t *testing.T) {
 	}
 	upMu.Unlock()
 
+	// The JSON key and its private key (PEM, its lines, its bytes in
+	// base64) and every JWT are nowhere the agent or the proxies reach.
 	b64 := base64.StdEncoding.EncodeToString(der)
 	lines := strings.Split(keyPEM, "\n")
-	secrets := append([]string{string(keyJSON), keyPEM, lines[1], lines[len(lines)/2], b64}, jwts...)
-	texts := map[string]string{"what the agent received": seen.String(), "the resolve answer": fmt.Sprint(answer),
-		"the route read": v.MustCLI(t, "read", "-format=json", "phantom/routes/gcs"), "Vault's log": v.Log.String()}
-	for i, p := range proxies {
-		audit, err := os.ReadFile(p.AuditFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 && !strings.Contains(string(audit), "credential_exchange_failed") {
-			t.Error("the audit file does not record the failed exchanges' reason")
-		}
-		texts[fmt.Sprintf("proxy %d's log", i)], texts[fmt.Sprintf("proxy %d's audit file", i)] = p.Out.String(), string(audit)
-	}
-	for name, text := range texts {
-		for _, s := range secrets {
-			if strings.Contains(text, s) {
-				t.Errorf("%s holds the key or a JWT (%.16s...)", name, s)
-			}
-		}
-	}
-	for _, at := range issued {
-		if strings.Contains(seen.String(), at) {
-			t.Errorf("what the agent received holds an access token unmasked (%.14s...)", at)
-		}
-	}
-	for i, p := range proxies {
-		call(p) // the current access token is in this proxy's hands
-		needles := [][]byte{keyJSON, []byte(lines[1]), []byte(lines[len(lines)/2]), der[:64], der[len(der)/2 : len(der)/2+64], []byte(jwts[0])}
-		controls := len(needles)
-		for _, at := range issued {
-			needles = append(needles, []byte(at))
-		}
-		found := harness.MemoryContains(t, p.PID(), needles...)
-		for j, f := range found[:controls] {
-			if f {
-				t.Errorf("proxy %d's memory holds the key or a JWT (needle %d)", i, j)
-			}
-		}
-		if !slices.Contains(found[controls:], true) {
-			t.Errorf("proxy %d's memory holds no access token: the scan reads the wrong memory", i)
-		}
-	}
+	a.holdsNone(map[string]string{"the resolve answer": fmt.Sprint(answer), "Vault's log": v.Log.String(),
+		"the route read": v.MustCLI(t, "read", "-format=json", "phantom/routes/gcs")},
+		append([]string{string(keyJSON), keyPEM, lines[1], lines[len(lines)/2], b64}, jwts...), issued)
+	a.memoryHoldsNone([][]byte{keyJSON, []byte(lines[1]), []byte(lines[len(lines)/2]), der[:64], der[len(der)/2 : len(der)/2+64], []byte(jwts[0])}, issued)
 }

@@ -90,23 +90,12 @@ func parseGoogleKey(s string) (*googleKey, *rsa.PrivateKey, error) {
 // setGoogle applies a write's google_service_account fields. sent reports
 // whether the key came with this write.
 func (r *routeEntry) setGoogle(d *framework.FieldData) (sent bool, err error) {
-	if r.AuthType != authGoogleServiceAccount {
-		for _, f := range googleFieldNames {
-			if _, ok := d.GetOk(f); ok {
-				return false, fmt.Errorf("%s applies only to auth_type=%s", f, authGoogleServiceAccount)
-			}
-		}
+	if applies, err := kindFields(d, r.AuthType, authGoogleServiceAccount, googleFieldNames, "service_account_key"); !applies {
 		r.Google = nil
-		return false, nil
+		return false, err
 	}
-	if _, ok := d.GetOk("credential"); ok {
-		return false, errors.New("a google_service_account route's secret is service_account_key, not credential")
-	}
-	g := googleSettings{}
-	if r.Google != nil {
-		g = *r.Google // a copy: the stored route shares the old one
-	}
-	r.Google, r.Credential = &g, ""
+	g := copied(r.Google)
+	r.Google, r.Credential = g, ""
 	if v, ok := d.GetOk("service_account_key"); ok {
 		k, _, err := parseGoogleKey(v.(string))
 		if err != nil {
@@ -155,16 +144,11 @@ func (g *googleSettings) deliveryChanges(old *googleSettings) []string {
 	if g == nil || old == nil {
 		return nil // a change of auth_type, which deliveryChanges names
 	}
-	var changed []string
-	add := func(field string, differs bool) {
-		if differs {
-			changed = append(changed, field)
-		}
-	}
-	add("token_uri", g.TokenURI != old.TokenURI)
-	add("client_email", g.ClientEmail != old.ClientEmail)
-	add("scopes", !slices.Equal(g.Scopes, old.Scopes))
-	add("subject", g.Subject != old.Subject)
+	var changed changes
+	changed.add("token_uri", g.TokenURI != old.TokenURI)
+	changed.add("client_email", g.ClientEmail != old.ClientEmail)
+	changed.add("scopes", !slices.Equal(g.Scopes, old.Scopes))
+	changed.add("subject", g.Subject != old.Subject)
 	return changed
 }
 

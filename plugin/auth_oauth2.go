@@ -191,16 +191,11 @@ func (o *oauth2Settings) deliveryChanges(old *oauth2Settings) []string {
 	if o == nil || old == nil {
 		return nil // a change of auth_type, which deliveryChanges names
 	}
-	var changed []string
-	add := func(field string, differs bool) {
-		if differs {
-			changed = append(changed, field)
-		}
-	}
-	add("token_url", o.TokenURL != old.TokenURL)
-	add("client_id", o.ClientID != old.ClientID)
-	add("scopes", !slices.Equal(o.Scopes, old.Scopes))
-	add("audience", o.Audience != old.Audience)
+	var changed changes
+	changed.add("token_url", o.TokenURL != old.TokenURL)
+	changed.add("client_id", o.ClientID != old.ClientID)
+	changed.add("scopes", !slices.Equal(o.Scopes, old.Scopes))
+	changed.add("audience", o.Audience != old.Audience)
 	return changed
 }
 

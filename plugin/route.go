@@ -147,24 +147,28 @@ func fingerprint(credential string) string {
 // (x-apigw-api-id, X-Original-URL). Turning allow_http off only narrows, so
 // only turning it on counts.
 func (r *routeEntry) deliveryChanges(old *routeEntry) []string {
-	var changed []string
-	add := func(field string, differs bool) {
-		if differs {
-			changed = append(changed, field)
-		}
-	}
-	add("upstream", r.Upstream != old.Upstream)
-	add("allow_http", r.AllowHTTP && !old.AllowHTTP)
-	add("auth_type", r.AuthType != old.AuthType)
-	add("auth_header", r.AuthHeader != old.AuthHeader)
-	add("auth_query_param", r.AuthQueryParam != old.AuthQueryParam)
-	add("auth_format", r.AuthFormat != old.AuthFormat)
-	add("headers", !maps.Equal(r.Headers, old.Headers))
+	var changed changes
+	changed.add("upstream", r.Upstream != old.Upstream)
+	changed.add("allow_http", r.AllowHTTP && !old.AllowHTTP)
+	changed.add("auth_type", r.AuthType != old.AuthType)
+	changed.add("auth_header", r.AuthHeader != old.AuthHeader)
+	changed.add("auth_query_param", r.AuthQueryParam != old.AuthQueryParam)
+	changed.add("auth_format", r.AuthFormat != old.AuthFormat)
+	changed.add("headers", !maps.Equal(r.Headers, old.Headers))
 	changed = append(changed, r.awsChanges(old)...)
 	changed = append(changed, r.OAuth2.deliveryChanges(old.OAuth2)...)
 	changed = append(changed, r.GitHubApp.deliveryChanges(old.GitHubApp)...)
 	changed = append(changed, r.Google.deliveryChanges(old.Google)...)
 	return append(changed, r.HMAC.deliveryChanges(old.HMAC)...)
+}
+
+// changes names the settings a write changes.
+type changes []string
+
+func (c *changes) add(field string, differs bool) {
+	if differs {
+		*c = append(*c, field)
+	}
 }
 
 // injection returns how the credential is injected, with defaults filled in:
