@@ -147,3 +147,74 @@ func (a *agent) memoryHoldsNone(secrets [][]byte, issued []string) {
 		}
 	}
 }
+
+// tokenIssuer is what the stand-in token endpoints share: a failure mode,
+// a count of calls, and the access tokens issued with their expiry.
+type tokenIssuer struct {
+	mu     sync.Mutex
+	mode   string
+	calls  int
+	issued []string
+	expiry map[string]time.Time
+}
+
+// issue records an access token that lives life; the caller holds mu.
+func (s *tokenIssuer) issue(at string, life time.Duration) {
+	if s.expiry == nil {
+		s.expiry = map[string]time.Time{}
+	}
+	s.issued, s.expiry[at] = append(s.issued, at), time.Now().Add(life)
+}
+
+func (s *tokenIssuer) set(mode string) {
+	s.mu.Lock()
+	s.mode = mode
+	s.mu.Unlock()
+}
+
+func (s *tokenIssuer) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
+// tokenUpstream is an upstream that takes only live access tokens of its
+// issuer, and echoes the Authorization it got, as a hostile upstream would.
+type tokenUpstream struct {
+	*harness.Upstream
+	mu    sync.Mutex
+	auths []string
+}
+
+func startTokenUpstream(t *testing.T, issuer *tokenIssuer) *tokenUpstream {
+	u := &tokenUpstream{}
+	u.Upstream = harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		u.mu.Lock()
+		u.auths = append(u.auths, auth)
+		u.mu.Unlock()
+		issuer.mu.Lock()
+		exp, known := issuer.expiry[strings.TrimPrefix(auth, "Bearer ")]
+		issuer.mu.Unlock()
+		if !known || time.Now().After(exp.Add(time.Second)) { // a second of slack for the clocks of a loaded host
+			http.Error(w, `{"error":"invalid_token","got":"`+auth+`"}`, 401)
+			return
+		}
+		w.Header().Set("X-Echo", auth)
+		fmt.Fprintf(w, `{"ok":true,"auth":%q}`, auth)
+	}))
+	return u
+}
+
+// sawOnly fails for each Authorization the upstream got that is not one of
+// issued.
+func (u *tokenUpstream) sawOnly(t *testing.T, issued []string) {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, auth := range u.auths {
+		if !slices.Contains(issued, strings.TrimPrefix(auth, "Bearer ")) {
+			t.Errorf("the upstream got an Authorization that is no access token: %.20s...", auth)
+		}
+	}
+}

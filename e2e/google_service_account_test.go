@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,15 +32,10 @@ const (
 // claims Google checks, access tokens living 6 s (refreshed after 3 s). It
 // counts calls and can fail.
 type googleServer struct {
-	pub     *rsa.PublicKey
-	aud     string
-	mu      sync.Mutex
-	mode    string // "", "500", "malformed"
-	calls   int
-	bad     []string
-	jwts    []string
-	issued  []string
-	expires map[string]time.Time
+	tokenIssuer // mode: "", "500", "malformed"
+	pub         *rsa.PublicKey
+	aud         string
+	bad, jwts   []string
 }
 
 func (s *googleServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -67,8 +61,7 @@ func (s *googleServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	at := fmt.Sprintf("ya29.e2eACCESS%03d_%s", len(s.issued)+1, strings.Repeat("k", 24))
-	s.issued = append(s.issued, at)
-	s.expires[at] = time.Now().Add(6 * time.Second)
+	s.issue(at, 6*time.Second)
 	fmt.Fprintf(w, `{"access_token":%q,"expires_in":6,"token_type":"Bearer"}`, at)
 }
 
@@ -103,18 +96,6 @@ func (s *googleServer) check(jwt string) string {
 	return ""
 }
 
-func (s *googleServer) set(mode string) {
-	s.mu.Lock()
-	s.mode = mode
-	s.mu.Unlock()
-}
-
-func (s *googleServer) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls
-}
-
 // TestGoogleServiceAccountThroughTheStack: a google_service_account route
 // through real Vault, the plugin binary and two proxies. Each burst of 2 × 20
 // concurrent requests costs one call to the token endpoint per token
@@ -131,7 +112,7 @@ func TestGoogleServiceAccountThroughTheStack(t *testing.T) {
 	}
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
 	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-	google := &googleServer{pub: &key.PublicKey, expires: map[string]time.Time{}}
+	google := &googleServer{pub: &key.PublicKey}
 	endpoint := harness.StartUpstream(t, google)
 	google.aud = endpoint.URL + "/token"
 	keyJSON, _ := json.MarshalIndent(map[string]string{
@@ -142,23 +123,7 @@ func TestGoogleServiceAccountThroughTheStack(t *testing.T) {
 	if err := os.WriteFile(keyFile, keyJSON, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var upMu sync.Mutex
-	var upAuth []string
-	up := harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		upMu.Lock()
-		upAuth = append(upAuth, auth)
-		upMu.Unlock()
-		google.mu.Lock()
-		exp, known := google.expires[strings.TrimPrefix(auth, "Bearer ")]
-		google.mu.Unlock()
-		if !known || time.Now().After(exp.Add(time.Second)) { // a second of slack for a loaded host
-			http.Error(w, `{"error":"invalid_token","got":"`+auth+`"}`, 401)
-			return
-		}
-		w.Header().Set("X-Echo", auth) // a hostile upstream echoes the key
-		fmt.Fprintf(w, `{"ok":true,"auth":%q}`, auth)
-	}))
+	up := startTokenUpstream(t, &google.tokenIssuer)
 	v.MustCLI(t, "write", "phantom/routes/gcs", "upstream="+up.URL, "auth_type=google_service_account",
 		"service_account_key=@"+keyFile, "scopes="+googleE2EScope, "allowed_paths=/storage/v1/**", "allowed_methods=GET")
 	a := &agent{t: t, path: "/storage/v1/b/bucket/o", proxies: []*harness.Proxy{harness.StartProxy(t, v), harness.StartProxy(t, v)}}
@@ -174,7 +139,7 @@ func TestGoogleServiceAccountThroughTheStack(t *testing.T) {
 		t.Fatalf("after one expiry, %d token fetches in all, want 2", n)
 	}
 	for _, mode := range []string{"500", "malformed"} {
-		a.failThenRecover(mode, up, func() { google.set(mode) }, func() { google.set("") })
+		a.failThenRecover(mode, up.Upstream, func() { google.set(mode) }, func() { google.set("") })
 	}
 
 	// What the proxy's AppRole gets: the access token, nothing else.
@@ -189,13 +154,7 @@ func TestGoogleServiceAccountThroughTheStack(t *testing.T) {
 	if len(bad) > 0 {
 		t.Fatalf("the endpoint refused JWTs: %v", bad)
 	}
-	upMu.Lock()
-	for _, auth := range upAuth {
-		if !slices.Contains(issued, strings.TrimPrefix(auth, "Bearer ")) {
-			t.Errorf("the upstream got an Authorization that is no access token: %.20s...", auth)
-		}
-	}
-	upMu.Unlock()
+	up.sawOnly(t, issued)
 
 	// The JSON key and its private key (PEM, its lines, its bytes in
 	// base64) and every JWT are nowhere the agent or the proxies reach.

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,13 +24,9 @@ const (
 // stays within one token). It counts calls, and can fail in the
 // ways real endpoints do.
 type oauthServer struct {
-	mu      sync.Mutex
-	mode    string // "", "drop", "500", "slow", "malformed", "invalid_grant"
-	calls   int
-	validRT string
-	issued  []string             // access tokens
-	expiry  map[string]time.Time // of each access token
-	rts     []string             // every refresh token it rotated to
+	tokenIssuer // mode: "", "drop", "500", "slow", "malformed", "invalid_grant"
+	validRT     string
+	rts         []string // every refresh token it rotated to
 }
 
 func (s *oauthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -71,21 +66,9 @@ func (s *oauthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := len(s.issued) + 1
 	at := fmt.Sprintf("at_e2eACCESS%03d_%s", n, strings.Repeat("q", 20))
 	s.validRT = fmt.Sprintf("rt_e2eROTATED%03d_%s", n, strings.Repeat("r", 20))
-	s.issued, s.rts = append(s.issued, at), append(s.rts, s.validRT)
-	s.expiry[at] = time.Now().Add(6 * time.Second)
+	s.rts = append(s.rts, s.validRT)
+	s.issue(at, 6*time.Second)
 	json.NewEncoder(w).Encode(map[string]any{"access_token": at, "token_type": "bearer", "expires_in": 6, "refresh_token": s.validRT})
-}
-
-func (s *oauthServer) set(mode string) {
-	s.mu.Lock()
-	s.mode = mode
-	s.mu.Unlock()
-}
-
-func (s *oauthServer) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls
 }
 
 // TestOAuth2ThroughTheStack: an oauth2_refresh_token route through real
@@ -98,25 +81,9 @@ func (s *oauthServer) count() int {
 // does hold the access token.
 func TestOAuth2ThroughTheStack(t *testing.T) {
 	v := harness.StartPersistentVault(t)
-	oauth := &oauthServer{validRT: oauthRefresh, expiry: map[string]time.Time{}}
+	oauth := &oauthServer{validRT: oauthRefresh}
 	endpoint := harness.StartUpstream(t, oauth)
-	var upMu sync.Mutex
-	var upAuth []string
-	up := harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		upMu.Lock()
-		upAuth = append(upAuth, auth)
-		upMu.Unlock()
-		oauth.mu.Lock()
-		exp, known := oauth.expiry[strings.TrimPrefix(auth, "Bearer ")]
-		oauth.mu.Unlock()
-		if !known || time.Now().After(exp.Add(time.Second)) { // a second of slack for the clocks of a loaded host
-			http.Error(w, `{"error":"invalid_token","got":"`+auth+`"}`, 401)
-			return
-		}
-		w.Header().Set("X-Echo", auth) // a hostile upstream echoes the key
-		fmt.Fprintf(w, `{"ok":true,"auth":%q}`, auth)
-	}))
+	up := startTokenUpstream(t, &oauth.tokenIssuer)
 	v.MustCLI(t, "write", "phantom/routes/api", "upstream="+up.URL, "auth_type=oauth2_refresh_token",
 		"token_url="+endpoint.URL+"/oauth/token", "client_id="+oauthClientID, "client_secret="+oauthClientSecret,
 		"refresh_token="+oauthRefresh, "allowed_paths=/v1/**", "allowed_methods=GET")
@@ -136,7 +103,7 @@ func TestOAuth2ThroughTheStack(t *testing.T) {
 	// The endpoint fails in each way: a clear 502, nothing forwarded; then
 	// it recovers, and so does the route.
 	for _, mode := range []string{"drop", "500", "slow", "malformed", "invalid_grant"} {
-		a.failThenRecover(mode, up, func() { oauth.set(mode) }, func() {
+		a.failThenRecover(mode, up.Upstream, func() { oauth.set(mode) }, func() {
 			oauth.set("")
 			if mode == "invalid_grant" { // a revoked refresh token takes an admin's new one
 				oauth.mu.Lock()
@@ -156,13 +123,7 @@ func TestOAuth2ThroughTheStack(t *testing.T) {
 	if code != 200 || !slices.Contains(issued, fmt.Sprint(data["credential"])) || data["auth_type"] != "bearer" {
 		t.Fatalf("resolve: %d %v", code, answer)
 	}
-	upMu.Lock()
-	for _, auth := range upAuth {
-		if !slices.Contains(issued, strings.TrimPrefix(auth, "Bearer ")) {
-			t.Errorf("the upstream got an Authorization that is no access token: %.20s...", auth)
-		}
-	}
-	upMu.Unlock()
+	up.sawOnly(t, issued)
 
 	secrets := append([]string{oauthClientSecret, oauthRefresh, "rt_e2eADMINnewREFRESH000000000000002"}, rotated...)
 	a.holdsNone(map[string]string{"the resolve answer": fmt.Sprint(answer), "Vault's log": v.Log.String()}, secrets, issued)
