@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,13 +24,9 @@ const (
 // stays within one token). It counts calls, and can fail in the
 // ways real endpoints do.
 type oauthServer struct {
-	mu      sync.Mutex
-	mode    string // "", "drop", "500", "slow", "malformed", "invalid_grant"
-	calls   int
-	validRT string
-	issued  []string             // access tokens
-	expiry  map[string]time.Time // of each access token
-	rts     []string             // every refresh token it rotated to
+	tokenIssuer // mode: "", "drop", "500", "slow", "malformed", "invalid_grant"
+	validRT     string
+	rts         []string // every refresh token it rotated to
 }
 
 func (s *oauthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -73,21 +66,9 @@ func (s *oauthServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := len(s.issued) + 1
 	at := fmt.Sprintf("at_e2eACCESS%03d_%s", n, strings.Repeat("q", 20))
 	s.validRT = fmt.Sprintf("rt_e2eROTATED%03d_%s", n, strings.Repeat("r", 20))
-	s.issued, s.rts = append(s.issued, at), append(s.rts, s.validRT)
-	s.expiry[at] = time.Now().Add(6 * time.Second)
+	s.rts = append(s.rts, s.validRT)
+	s.issue(at, 6*time.Second)
 	json.NewEncoder(w).Encode(map[string]any{"access_token": at, "token_type": "bearer", "expires_in": 6, "refresh_token": s.validRT})
-}
-
-func (s *oauthServer) set(mode string) {
-	s.mu.Lock()
-	s.mode = mode
-	s.mu.Unlock()
-}
-
-func (s *oauthServer) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls
 }
 
 // TestOAuth2ThroughTheStack: an oauth2_refresh_token route through real
@@ -100,67 +81,21 @@ func (s *oauthServer) count() int {
 // does hold the access token.
 func TestOAuth2ThroughTheStack(t *testing.T) {
 	v := harness.StartPersistentVault(t)
-	oauth := &oauthServer{validRT: oauthRefresh, expiry: map[string]time.Time{}}
+	oauth := &oauthServer{validRT: oauthRefresh}
 	endpoint := harness.StartUpstream(t, oauth)
-	var upMu sync.Mutex
-	var upAuth []string
-	up := harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		upMu.Lock()
-		upAuth = append(upAuth, auth)
-		upMu.Unlock()
-		oauth.mu.Lock()
-		exp, known := oauth.expiry[strings.TrimPrefix(auth, "Bearer ")]
-		oauth.mu.Unlock()
-		if !known || time.Now().After(exp.Add(time.Second)) { // a second of slack for the clocks of a loaded host
-			http.Error(w, `{"error":"invalid_token","got":"`+auth+`"}`, 401)
-			return
-		}
-		w.Header().Set("X-Echo", auth) // a hostile upstream echoes the key
-		fmt.Fprintf(w, `{"ok":true,"auth":%q}`, auth)
-	}))
+	up := startTokenUpstream(t, &oauth.tokenIssuer)
 	v.MustCLI(t, "write", "phantom/routes/api", "upstream="+up.URL, "auth_type=oauth2_refresh_token",
 		"token_url="+endpoint.URL+"/oauth/token", "client_id="+oauthClientID, "client_secret="+oauthClientSecret,
 		"refresh_token="+oauthRefresh, "allowed_paths=/v1/**", "allowed_methods=GET")
-	proxies := []*harness.Proxy{harness.StartProxy(t, v), harness.StartProxy(t, v)}
-	tok, _ := v.Mint(t, "api", "ttl=1h")
+	a := &agent{t: t, path: "/v1/things", proxies: []*harness.Proxy{harness.StartProxy(t, v), harness.StartProxy(t, v)}}
+	a.tok, _ = v.Mint(t, "api", "ttl=1h")
 
-	var seenMu sync.Mutex
-	var seen bytes.Buffer // every byte an agent received
-	call := func(p *harness.Proxy) (int, string) {
-		code, body, h := p.Do(t, "GET", "/v1/things", tok, "", nil)
-		seenMu.Lock()
-		h.Write(&seen)
-		seen.WriteString(body)
-		seenMu.Unlock()
-		return code, body
-	}
-	burst := func() {
-		t.Helper()
-		var wg sync.WaitGroup
-		codes := make(chan string, 40)
-		for _, p := range proxies {
-			for range 20 {
-				wg.Go(func() {
-					if code, body := call(p); code != 200 {
-						codes <- fmt.Sprintf("%d %s", code, body)
-					}
-				})
-			}
-		}
-		wg.Wait()
-		close(codes)
-		for c := range codes {
-			t.Fatalf("a request of the burst failed: %s", c)
-		}
-	}
-
-	burst()
+	a.burst(20)
 	if n := oauth.count(); n != 1 {
 		t.Fatalf("2 proxies x 20 concurrent requests made %d token fetches, want 1", n)
 	}
 	time.Sleep(6500 * time.Millisecond) // the token has expired
-	burst()
+	a.burst(20)
 	if n := oauth.count(); n != 2 {
 		t.Fatalf("after one expiry, %d token fetches in all, want 2", n)
 	}
@@ -168,39 +103,19 @@ func TestOAuth2ThroughTheStack(t *testing.T) {
 	// The endpoint fails in each way: a clear 502, nothing forwarded; then
 	// it recovers, and so does the route.
 	for _, mode := range []string{"drop", "500", "slow", "malformed", "invalid_grant"} {
-		time.Sleep(3200 * time.Millisecond) // past the refresh point of the current token
-		oauth.set(mode)
-		before := up.Count()
-		code, body := call(proxies[0])
-		if code != 502 || !strings.Contains(body, "credential_exchange_failed") {
-			t.Fatalf("%s: %d %s", mode, code, body)
-		}
-		if up.Count() != before {
-			t.Fatalf("%s: a request reached the upstream without a token", mode)
-		}
-		oauth.set("")
-		if mode == "invalid_grant" { // a revoked refresh token takes an admin's new one
-			oauth.mu.Lock()
-			oauth.validRT = "rt_e2eADMINnewREFRESH000000000000002"
-			oauth.mu.Unlock()
-			v.MustCLI(t, "write", "phantom/routes/api", "refresh_token=rt_e2eADMINnewREFRESH000000000000002")
-		}
-		recovered := false
-		for range 100 {
-			if code, _ := call(proxies[1]); code == 200 {
-				recovered = true
-				break
+		a.failThenRecover(mode, up.Upstream, func() { oauth.set(mode) }, func() {
+			oauth.set("")
+			if mode == "invalid_grant" { // a revoked refresh token takes an admin's new one
+				oauth.mu.Lock()
+				oauth.validRT = "rt_e2eADMINnewREFRESH000000000000002"
+				oauth.mu.Unlock()
+				v.MustCLI(t, "write", "phantom/routes/api", "refresh_token=rt_e2eADMINnewREFRESH000000000000002")
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if !recovered {
-			t.Fatalf("%s: the route did not recover with the endpoint", mode)
-		}
+		})
 	}
 
 	// What the proxy's AppRole gets: the access token, nothing else.
-	proxyToken := v.AppRoleLogin(t, v.RoleIDFile, v.SecretIDFile)
-	code, answer := v.API(t, http.MethodPatch, "phantom/resolve", proxyToken, map[string]any{"token": tok, "method": "GET", "path": "/v1/things"})
+	code, answer := a.resolveAsProxy(v)
 	data, _ := answer["data"].(map[string]any)
 	oauth.mu.Lock()
 	issued, rotated := slices.Clone(oauth.issued), slices.Clone(oauth.rts)
@@ -208,52 +123,13 @@ func TestOAuth2ThroughTheStack(t *testing.T) {
 	if code != 200 || !slices.Contains(issued, fmt.Sprint(data["credential"])) || data["auth_type"] != "bearer" {
 		t.Fatalf("resolve: %d %v", code, answer)
 	}
-	upMu.Lock()
-	for _, auth := range upAuth {
-		if !slices.Contains(issued, strings.TrimPrefix(auth, "Bearer ")) {
-			t.Errorf("the upstream got an Authorization that is no access token: %.20s...", auth)
-		}
-	}
-	upMu.Unlock()
+	up.sawOnly(t, issued)
 
 	secrets := append([]string{oauthClientSecret, oauthRefresh, "rt_e2eADMINnewREFRESH000000000000002"}, rotated...)
-	texts := map[string]string{"what the agent received": seen.String(), "the resolve answer": fmt.Sprint(answer), "Vault's log": v.Log.String()}
-	for i, p := range proxies {
-		audit, err := os.ReadFile(p.AuditFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(string(audit), "credential_exchange_failed") && i == 0 {
-			t.Error("the audit file does not record the failed exchanges' reason")
-		}
-		texts[fmt.Sprintf("proxy %d's log", i)], texts[fmt.Sprintf("proxy %d's audit file", i)] = p.Out.String(), string(audit)
+	a.holdsNone(map[string]string{"the resolve answer": fmt.Sprint(answer), "Vault's log": v.Log.String()}, secrets, issued)
+	var needles [][]byte
+	for _, s := range secrets {
+		needles = append(needles, []byte(s))
 	}
-	for name, text := range texts {
-		for _, s := range secrets {
-			if strings.Contains(text, s) {
-				t.Errorf("%s holds a secret (%.10s...)", name, s)
-			}
-		}
-	}
-	for _, at := range issued {
-		if strings.Contains(seen.String(), at) {
-			t.Errorf("what the agent received holds an access token unmasked (%.14s...)", at)
-		}
-	}
-	for i, p := range proxies {
-		call(p) // the current access token is in this proxy's hands
-		needles := [][]byte{}
-		for _, s := range append(secrets, issued...) {
-			needles = append(needles, []byte(s))
-		}
-		found := harness.MemoryContains(t, p.PID(), needles...)
-		for j, s := range secrets {
-			if found[j] {
-				t.Errorf("proxy %d's memory holds a secret (%.10s...)", i, s)
-			}
-		}
-		if !slices.Contains(found[len(secrets):], true) {
-			t.Errorf("proxy %d's memory holds no access token: the scan reads the wrong memory", i)
-		}
-	}
+	a.memoryHoldsNone(needles, issued)
 }

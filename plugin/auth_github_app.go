@@ -94,23 +94,12 @@ func githubAppFields() map[string]*framework.FieldSchema {
 // setGitHubApp applies a write's github_app fields. sent reports whether
 // the private key came with this write.
 func (r *routeEntry) setGitHubApp(d *framework.FieldData) (sent bool, err error) {
-	if r.AuthType != authGitHubApp {
-		for _, f := range githubAppFieldNames {
-			if _, ok := d.GetOk(f); ok {
-				return false, fmt.Errorf("%s applies only to auth_type=%s", f, authGitHubApp)
-			}
-		}
+	if applies, err := kindFields(d, r.AuthType, authGitHubApp, githubAppFieldNames, "private_key"); !applies {
 		r.GitHubApp = nil
-		return false, nil
+		return false, err
 	}
-	if _, ok := d.GetOk("credential"); ok {
-		return false, errors.New("a github_app route's secret is private_key, not credential")
-	}
-	g := githubAppSettings{}
-	if r.GitHubApp != nil {
-		g = *r.GitHubApp // a copy: the stored route shares the old one
-	}
-	r.GitHubApp, r.Credential = &g, ""
+	g := copied(r.GitHubApp)
+	r.GitHubApp, r.Credential = g, ""
 	for name, p := range map[string]*string{"app_id": &g.AppID, "installation_id": &g.InstallationID, "github_api_url": &g.APIURL, "send_as": &g.SendAs} {
 		if v, ok := d.GetOk(name); ok {
 			*p = strings.TrimSpace(v.(string))
@@ -174,10 +163,41 @@ func permissionLevel(level string) int {
 	return slices.Index([]string{"read", "write", "admin"}, level) + 1
 }
 
+// kindFields checks a write's fields against the route's kind: kind's own
+// fields are refused on a route of another kind, and credential on one of
+// kind, whose secret is secret. applies reports a route of kind.
+func kindFields(d *framework.FieldData, authType, kind string, fields []string, secret string) (applies bool, err error) {
+	if authType != kind {
+		for _, f := range fields {
+			if _, ok := d.GetOk(f); ok {
+				return false, fmt.Errorf("%s applies only to auth_type=%s", f, kind)
+			}
+		}
+		return false, nil
+	}
+	if _, ok := d.GetOk("credential"); ok {
+		return false, fmt.Errorf("a %s route's secret is %s, not credential", kind, secret)
+	}
+	return true, nil
+}
+
+// copied is a copy of a kind's settings to change (the stored route shares
+// the original), or new ones.
+func copied[T any](p *T) *T {
+	var v T
+	if p != nil {
+		v = *p
+	}
+	return &v
+}
+
 // validateExchanged checks an exchanged kind's settings.
 func (r *routeEntry) validateExchanged() ([]string, error) {
-	if r.AuthType == authGitHubApp {
+	switch r.AuthType {
+	case authGitHubApp:
 		return r.validateGitHubApp()
+	case authGoogleServiceAccount:
+		return r.validateGoogle() // auth_google.go
 	}
 	return r.validateOAuth2()
 }
@@ -246,18 +266,13 @@ func (g *githubAppSettings) deliveryChanges(old *githubAppSettings) []string {
 	if g == nil || old == nil {
 		return nil // a change of auth_type, which deliveryChanges names
 	}
-	var changed []string
-	add := func(field string, differs bool) {
-		if differs {
-			changed = append(changed, field)
-		}
-	}
-	add("app_id", g.AppID != old.AppID)
-	add("installation_id", g.InstallationID != old.InstallationID)
-	add("github_api_url", g.APIURL != old.APIURL)
-	add("repositories", !slices.Equal(g.Repositories, old.Repositories))
-	add("permissions", !maps.Equal(g.Permissions, old.Permissions))
-	add("send_as", g.sendAs() != old.sendAs())
+	var changed changes
+	changed.add("app_id", g.AppID != old.AppID)
+	changed.add("installation_id", g.InstallationID != old.InstallationID)
+	changed.add("github_api_url", g.APIURL != old.APIURL)
+	changed.add("repositories", !slices.Equal(g.Repositories, old.Repositories))
+	changed.add("permissions", !maps.Equal(g.Permissions, old.Permissions))
+	changed.add("send_as", g.sendAs() != old.sendAs())
 	return changed
 }
 

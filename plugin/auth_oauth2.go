@@ -60,7 +60,7 @@ func oauth2Fields() map[string]*framework.FieldSchema {
 		},
 		"scopes": {
 			Type:        framework.TypeCommaStringSlice,
-			Description: "auth_type=oauth2_*: scopes to ask for, sent space-separated. Changing them requires sending the route's secrets again.",
+			Description: "auth_type=oauth2_* and google_service_account (required there): scopes to ask for, sent space-separated. Changing them requires sending the route's secrets again.",
 		},
 		"audience": {
 			Type:        framework.TypeString,
@@ -80,7 +80,12 @@ func oauth2Fields() map[string]*framework.FieldSchema {
 func (r *routeEntry) setOAuth2(d *framework.FieldData) (sent bool, err error) {
 	if !isOAuth2(r.AuthType) {
 		for _, f := range oauth2FieldNames {
-			if _, ok := d.GetOk(f); ok {
+			_, ok := d.GetOk(f)
+			switch {
+			case !ok || f == "scopes" && r.AuthType == authGoogleServiceAccount: // setGoogle's
+			case f == "scopes":
+				return false, fmt.Errorf("scopes applies only to auth_type=%s, %s or %s", authOAuth2ClientCredentials, authOAuth2RefreshToken, authGoogleServiceAccount)
+			default:
 				return false, fmt.Errorf("%s applies only to auth_type=%s or %s", f, authOAuth2ClientCredentials, authOAuth2RefreshToken)
 			}
 		}
@@ -137,11 +142,8 @@ func (r *routeEntry) validateOAuth2() (warnings []string, err error) {
 	if !printable(o.ClientID) || len(o.ClientID) > 512 || !printable(o.Audience) || len(o.Audience) > 512 {
 		return nil, errors.New("client_id and audience must be at most 512 printable characters")
 	}
-	for _, s := range o.Scopes {
-		// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-		if strings.ContainsAny(s, "\"\\") || !printable(s) || strings.Contains(s, " ") {
-			return nil, fmt.Errorf("scopes: %q is not a scope token (printable, no space, quote or backslash)", s)
-		}
+	if err := validateScopes(o.Scopes); err != nil {
+		return nil, err
 	}
 	switch {
 	case r.AuthType == authOAuth2ClientCredentials && o.ClientSecret == "":
@@ -162,6 +164,17 @@ func (r *routeEntry) validateOAuth2() (warnings []string, err error) {
 	return warnings, nil
 }
 
+// validateScopes checks each scope is an RFC 6749 §3.3 scope-token:
+// 1*( %x21 / %x23-5B / %x5D-7E ).
+func validateScopes(scopes []string) error {
+	for _, s := range scopes {
+		if strings.ContainsAny(s, "\"\\") || !printable(s) || strings.Contains(s, " ") {
+			return fmt.Errorf("scopes: %q is not a scope token (printable, no space, quote or backslash)", s)
+		}
+	}
+	return nil
+}
+
 func printable(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x21 && s[i] != ' ' || s[i] == 0x7f {
@@ -178,16 +191,11 @@ func (o *oauth2Settings) deliveryChanges(old *oauth2Settings) []string {
 	if o == nil || old == nil {
 		return nil // a change of auth_type, which deliveryChanges names
 	}
-	var changed []string
-	add := func(field string, differs bool) {
-		if differs {
-			changed = append(changed, field)
-		}
-	}
-	add("token_url", o.TokenURL != old.TokenURL)
-	add("client_id", o.ClientID != old.ClientID)
-	add("scopes", !slices.Equal(o.Scopes, old.Scopes))
-	add("audience", o.Audience != old.Audience)
+	var changed changes
+	changed.add("token_url", o.TokenURL != old.TokenURL)
+	changed.add("client_id", o.ClientID != old.ClientID)
+	changed.add("scopes", !slices.Equal(o.Scopes, old.Scopes))
+	changed.add("audience", o.Audience != old.Audience)
 	return changed
 }
 
@@ -219,6 +227,8 @@ func (r *routeEntry) secretNames() string {
 		return "secret_access_key"
 	case r.AuthType == authGitHubApp:
 		return "private_key"
+	case r.AuthType == authGoogleServiceAccount:
+		return "service_account_key"
 	case r.OAuth2 != nil && r.OAuth2.ClientSecret != "" && r.OAuth2.RefreshToken != "":
 		return "client_secret and refresh_token"
 	case r.OAuth2 != nil && r.OAuth2.RefreshToken != "":
@@ -234,6 +244,9 @@ func (r *routeEntry) secretNames() string {
 // life of the route) is never used.
 func (r *routeEntry) exchangeBinding() string {
 	if g := r.GitHubApp; g != nil {
+		return hashFields(append([]string{r.ID, r.AuthType, r.Upstream}, g.binding()...)...)
+	}
+	if g := r.Google; g != nil {
 		return hashFields(append([]string{r.ID, r.AuthType, r.Upstream}, g.binding()...)...)
 	}
 	o := r.OAuth2

@@ -43,6 +43,7 @@ var exchangers = map[string]exchanger{
 	authOAuth2ClientCredentials: oauth2ClientCredentials{},
 	authOAuth2RefreshToken:      oauth2Refresh{},
 	authGitHubApp:               githubApp{},
+	authGoogleServiceAccount:    googleServiceAccount{},
 }
 
 // exchangePrefix is where access tokens are kept: exchanged/<route>, or

@@ -3,18 +3,12 @@ package plugin
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -78,16 +72,7 @@ func (githubApp) exchange(ctx context.Context, c *http.Client, r *routeEntry, _ 
 	}
 	// The installation token holds neither the key (as PEM or its bytes)
 	// nor the JWT signed with it.
-	secrets := []string{g.PrivateKey, strings.TrimSpace(g.PrivateKey), jwt, jwt[strings.LastIndexByte(jwt, '.')+1:]}
-	if block, _ := pem.Decode([]byte(strings.TrimSpace(g.PrivateKey))); block != nil {
-		secrets = append(secrets, string(block.Bytes), base64.StdEncoding.EncodeToString(block.Bytes))
-	}
-	for _, line := range strings.Split(g.PrivateKey, "\n") { // each line of the key, alone
-		if line = strings.TrimSpace(line); len(line) >= 32 && !strings.HasPrefix(line, "-----") {
-			secrets = append(secrets, line)
-		}
-	}
-	if err := usableToken(out.AccessToken, secrets); err != nil {
+	if err := usableToken(out.AccessToken, jwtSecrets(g.PrivateKey, jwt)); err != nil {
 		return nil, &errExchange{"the token endpoint's token " + err.Error()}
 	}
 	return out, nil
@@ -96,19 +81,7 @@ func (githubApp) exchange(ctx context.Context, c *http.Client, r *routeEntry, _ 
 // githubAppJWT is the RS256 JWT GitHub wants of an App: iat a minute in the
 // past (clock drift), exp 9 minutes ahead (at most 10 allowed), iss the id.
 func githubAppJWT(key *rsa.PrivateKey, appID string, now time.Time) (string, error) {
-	enc := base64.RawURLEncoding
-	header := enc.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`))
-	claims, err := json.Marshal(map[string]any{
+	return signJWT(key, "", map[string]any{
 		"iat": now.Add(-time.Minute).Unix(), "exp": now.Add(9 * time.Minute).Unix(), "iss": appID,
 	})
-	if err != nil {
-		return "", err
-	}
-	signing := header + "." + enc.EncodeToString(claims)
-	sum := sha256.Sum256([]byte(signing))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
-	if err != nil {
-		return "", err
-	}
-	return signing + "." + enc.EncodeToString(sig), nil
 }

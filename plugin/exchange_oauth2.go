@@ -55,16 +55,54 @@ func oauth2Post(ctx context.Context, c *http.Client, o *oauth2Settings, form url
 	if o.ClientSecret == "" {
 		form.Set("client_id", o.ClientID) // a public client (§3.2.1)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.TokenURL, strings.NewReader(form.Encode()))
+	req, err := tokenRequest(ctx, o.TokenURL, form)
 	if err != nil {
 		return nil, errors.New("token_url is not a usable URL")
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
 	if o.ClientSecret != "" {
 		req.SetBasicAuth(url.QueryEscape(o.ClientID), url.QueryEscape(o.ClientSecret))
 	}
-	status, body, err := callTokenEndpoint(c, req)
+	out, err := tokenAnswer(callTokenEndpoint(c, req))
+	if err != nil {
+		return nil, err
+	}
+	sent := form.Get("refresh_token")
+	if out.RefreshToken == sent {
+		out.RefreshToken = "" // the same one back: not rotated
+	}
+	// The client's own secrets, as sent (Basic), can never be a token.
+	client := []string{o.ClientSecret}
+	if o.ClientSecret != "" {
+		client = append(client, url.QueryEscape(o.ClientID)+":"+url.QueryEscape(o.ClientSecret))
+	}
+	// The access token, the one the proxy gets, holds no secret at all:
+	// not the route's refresh token, the one sent, or the one rotated to.
+	if err := usableToken(out.AccessToken, append(client, o.RefreshToken, sent, out.RefreshToken)); err != nil {
+		return nil, &errExchange{"the token endpoint's access_token " + err.Error()}
+	}
+	if out.RefreshToken != "" {
+		if err := usableToken(out.RefreshToken, client); err != nil {
+			return nil, &errExchange{"the token endpoint's refresh_token " + err.Error()}
+		}
+	}
+	return out, nil
+}
+
+// tokenRequest is a POST of form to a token endpoint, asking for JSON.
+func tokenRequest(ctx context.Context, endpoint string, form url.Values) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	return req, nil
+}
+
+// tokenAnswer reads what callTokenEndpoint got: a JSON token answer (RFC
+// 6749 §5.1) of a bearer token, or an error (§5.2) of which only the code
+// is repeated.
+func tokenAnswer(status int, body []byte, err error) (*exchanged, error) {
 	switch {
 	case err != nil:
 		return nil, err
@@ -86,25 +124,6 @@ func oauth2Post(ctx context.Context, c *http.Client, o *oauth2Settings, form url
 	}
 	if t := answer.TokenType; t != "" && !strings.EqualFold(t, "bearer") {
 		return nil, &errExchange{"the token endpoint issued a token that is not a bearer token"}
-	}
-	sent := form.Get("refresh_token")
-	if out.RefreshToken == sent {
-		out.RefreshToken = "" // the same one back: not rotated
-	}
-	// The client's own secrets, as sent (Basic), can never be a token.
-	client := []string{o.ClientSecret}
-	if o.ClientSecret != "" {
-		client = append(client, url.QueryEscape(o.ClientID)+":"+url.QueryEscape(o.ClientSecret))
-	}
-	// The access token, the one the proxy gets, holds no secret at all:
-	// not the route's refresh token, the one sent, or the one rotated to.
-	if err := usableToken(out.AccessToken, append(client, o.RefreshToken, sent, out.RefreshToken)); err != nil {
-		return nil, &errExchange{"the token endpoint's access_token " + err.Error()}
-	}
-	if out.RefreshToken != "" {
-		if err := usableToken(out.RefreshToken, client); err != nil {
-			return nil, &errExchange{"the token endpoint's refresh_token " + err.Error()}
-		}
 	}
 	return out, nil
 }

@@ -179,6 +179,16 @@ func (e *oauth2Env) writeOAuth2Route(t *testing.T, name, kind, tokenURL string, 
 	e.ok(t, logical.UpdateOperation, "routes/"+name, data)
 }
 
+// logHoldsNone fails when the engine's log holds one of secrets.
+func (e *oauth2Env) logHoldsNone(t *testing.T, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(e.log.String(), s) {
+			t.Fatalf("the engine's log holds a secret (%.10s...)", s)
+		}
+	}
+}
+
 // resolveAll runs n resolves at once and returns their answers.
 func (e *oauth2Env) resolveAll(t *testing.T, tok string, n int) []map[string]any {
 	out := make([]map[string]any, n)

@@ -77,6 +77,7 @@ func routeFields() map[string]*framework.FieldSchema {
 	maps.Copy(fields, hmacFields())
 	maps.Copy(fields, oauth2Fields())
 	maps.Copy(fields, githubAppFields())
+	maps.Copy(fields, googleFields())
 	maps.Copy(fields, map[string]*framework.FieldSchema{
 		"name": {
 			Type:        framework.TypeString,
@@ -109,9 +110,9 @@ func routeFields() map[string]*framework.FieldSchema {
 		},
 		"auth_type": {
 			Type:          framework.TypeString,
-			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), query (auth_query_param), aws_sigv4 (each request signed with AWS Signature V4; see access_key_id), hmac (the engine signs each request with the credential, which never leaves Vault: the hmac_* fields), oauth2_client_credentials / oauth2_refresh_token (the engine gets short-lived access tokens from token_url and the proxy sends them as Bearer; see token_url), or github_app (the same with GitHub App installation tokens; see app_id). Changing it, auth_header, auth_query_param or auth_format requires sending credential again.",
+			Description:   "How the credential is sent upstream: bearer (Authorization: Bearer), header (auth_header with auth_format), basic (HTTP basic auth of auth_format, default \"{{credential}}:\"), query (auth_query_param), aws_sigv4 (each request signed with AWS Signature V4; see access_key_id), hmac (the engine signs each request with the credential, which never leaves Vault: the hmac_* fields), oauth2_client_credentials / oauth2_refresh_token (the engine gets short-lived access tokens from token_url and the proxy sends them as Bearer; see token_url), github_app (the same with GitHub App installation tokens; see app_id), or google_service_account (the same with a Google service account's access tokens; see service_account_key). Changing it, auth_header, auth_query_param or auth_format requires sending credential again.",
 			Default:       authBearer,
-			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery, authAWSSigV4, authHMAC, authOAuth2ClientCredentials, authOAuth2RefreshToken, authGitHubApp},
+			AllowedValues: []any{authBearer, authHeader, authBasic, authQuery, authAWSSigV4, authHMAC, authOAuth2ClientCredentials, authOAuth2RefreshToken, authGitHubApp, authGoogleServiceAccount},
 		},
 		"auth_header": {
 			Type:        framework.TypeString,
@@ -219,6 +220,7 @@ func (r *routeEntry) publicData(name string) map[string]any {
 	r.HMAC.publicData(d)
 	r.oauth2PublicData(d)
 	r.githubAppPublicData(d)
+	r.googlePublicData(d)
 	return d
 }
 
@@ -275,21 +277,17 @@ func (b *backend) pathRouteWrite(ctx context.Context, req *logical.Request, d *f
 	if v, ok := d.GetOk("auth_type"); ok && v.(string) != r.AuthType {
 		// Settings of the previous injection style would not apply.
 		r.AuthType, r.AuthHeader, r.AuthQueryParam, r.AuthFormat = v.(string), "", "", ""
-		r.OAuth2, r.GitHubApp = nil, nil // another kind's exchange settings start afresh
+		r.OAuth2, r.GitHubApp, r.Google = nil, nil, nil // another kind's exchange settings start afresh
 	}
-	secretSent, err := r.setAWS(d) // auth_aws.go
-	if err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+	// Each kind's own fields (auth_aws.go, auth_oauth2.go, auth_github_app.go,
+	// auth_google.go); each reports whether its secrets came with the write.
+	for _, set := range []func(*framework.FieldData) (bool, error){r.setAWS, r.setOAuth2, r.setGitHubApp, r.setGoogle} {
+		secretSent, err := set(d)
+		if err != nil {
+			return logical.ErrorResponse(err.Error()), nil
+		}
+		credentialSent = credentialSent || secretSent
 	}
-	credentialSent = credentialSent || secretSent
-	if secretSent, err = r.setOAuth2(d); err != nil { // auth_oauth2.go
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	credentialSent = credentialSent || secretSent
-	if secretSent, err = r.setGitHubApp(d); err != nil { // auth_github_app.go
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	credentialSent = credentialSent || secretSent
 	if v, ok := d.GetOk("auth_header"); ok {
 		r.AuthHeader = strings.TrimSpace(v.(string))
 	}

@@ -57,17 +57,25 @@ aws_sigv4: the engine keeps secret_access_key and hands the proxy only the
 day's signing key for region and service; allowed_actions (s3:GetObject,
 bedrock:InvokeModel, ...) scope tokens by AWS action. See docs/aws.md.
 
-Exchanged kinds keep the long-lived secret in Vault and give the proxy only
-a short-lived access token, fetched once for all proxies and kept
-seal-wrapped until shortly before it expires:
-oauth2_client_credentials (token_url, client_id, client_secret, scopes,
-audience), oauth2_refresh_token (token_url, client_id, refresh_token,
-optional client_secret; a rotated refresh token is stored at once) and
-github_app (app_id, installation_id, private_key, optional github_api_url,
-repositories, permissions, send_as=basic for git over HTTPS). Every secret
-is write-only, and the token endpoint is bound like the credential. A
-failing endpoint is a 502 credential_exchange_failed. See docs/oauth2.md
-and docs/github.md.
+Exchanged kinds keep a long-lived secret in Vault; the engine trades it for
+short-lived access tokens, once for all proxies, and the proxy gets only
+those, sent as Authorization: Bearer: oauth2_client_credentials and
+oauth2_refresh_token (token_url, client_id, client_secret, refresh_token,
+scopes, audience), github_app (app_id, installation_id, private_key,
+github_api_url, repositories, permissions; send_as=basic for git over
+HTTPS) and google_service_account (service_account_key, the JSON key file's
+content; scopes; subject for domain-wide delegation):
+
+  vault write phantom/routes/gcs upstream=https://storage.googleapis.com ... \
+      auth_type=google_service_account service_account_key=@key.json \
+      scopes=https://www.googleapis.com/auth/devstorage.read_only
+
+Their secrets are write-only (reads show fingerprints) and bound like the
+credential, and so is what decides where they go or what the tokens may do:
+token_url, client_id, scopes, audience, app_id, installation_id,
+github_api_url, repositories, permissions, subject, and the key's token_uri
+and client_email, and github_app's send_as. A failing endpoint is a 502
+credential_exchange_failed. See docs/oauth2.md and docs/github.md.
 
 Token defaults: ttl, max_ttl, num_uses, bound_cidrs and token_prefix apply to
 every token minted from the route; a mint request may narrow them, never widen.

@@ -62,6 +62,7 @@ type routeEntry struct {
 	HMAC           *hmacSettings      `json:"hmac,omitempty"`       // auth_type=hmac only (auth_hmac.go)
 	OAuth2         *oauth2Settings    `json:"oauth2,omitempty"`     // auth_type=oauth2_* (auth_oauth2.go)
 	GitHubApp      *githubAppSettings `json:"github_app,omitempty"` // auth_type=github_app (auth_github_app.go)
+	Google         *googleSettings    `json:"google,omitempty"`     // auth_type=google_service_account (auth_google.go)
 
 	TTL         time.Duration `json:"ttl"`
 	MaxTTL      time.Duration `json:"max_ttl"`
@@ -146,23 +147,28 @@ func fingerprint(credential string) string {
 // (x-apigw-api-id, X-Original-URL). Turning allow_http off only narrows, so
 // only turning it on counts.
 func (r *routeEntry) deliveryChanges(old *routeEntry) []string {
-	var changed []string
-	add := func(field string, differs bool) {
-		if differs {
-			changed = append(changed, field)
-		}
-	}
-	add("upstream", r.Upstream != old.Upstream)
-	add("allow_http", r.AllowHTTP && !old.AllowHTTP)
-	add("auth_type", r.AuthType != old.AuthType)
-	add("auth_header", r.AuthHeader != old.AuthHeader)
-	add("auth_query_param", r.AuthQueryParam != old.AuthQueryParam)
-	add("auth_format", r.AuthFormat != old.AuthFormat)
-	add("headers", !maps.Equal(r.Headers, old.Headers))
+	var changed changes
+	changed.add("upstream", r.Upstream != old.Upstream)
+	changed.add("allow_http", r.AllowHTTP && !old.AllowHTTP)
+	changed.add("auth_type", r.AuthType != old.AuthType)
+	changed.add("auth_header", r.AuthHeader != old.AuthHeader)
+	changed.add("auth_query_param", r.AuthQueryParam != old.AuthQueryParam)
+	changed.add("auth_format", r.AuthFormat != old.AuthFormat)
+	changed.add("headers", !maps.Equal(r.Headers, old.Headers))
 	changed = append(changed, r.awsChanges(old)...)
 	changed = append(changed, r.OAuth2.deliveryChanges(old.OAuth2)...)
 	changed = append(changed, r.GitHubApp.deliveryChanges(old.GitHubApp)...)
+	changed = append(changed, r.Google.deliveryChanges(old.Google)...)
 	return append(changed, r.HMAC.deliveryChanges(old.HMAC)...)
+}
+
+// changes names the settings a write changes.
+type changes []string
+
+func (c *changes) add(field string, differs bool) {
+	if differs {
+		*c = append(*c, field)
+	}
 }
 
 // injection returns how the credential is injected, with defaults filled in:
@@ -206,8 +212,8 @@ func (r *routeEntry) validate() (warnings []string, err error) {
 		return nil, err
 	}
 	warnings = append(warnings, r.awsWarnings()...)
-	if isOAuth2(r.AuthType) || r.AuthType == authGitHubApp {
-		w, err := r.validateExchanged() // auth_oauth2.go, auth_github_app.go
+	if _, exchanged := exchangers[r.AuthType]; exchanged {
+		w, err := r.validateExchanged() // auth_github_app.go
 		if err != nil {
 			return nil, err
 		}
@@ -292,9 +298,9 @@ func (r *routeEntry) validateAuth() error {
 		}
 	case authAWSSigV4:
 		return r.validateAWS()
-	case authHMAC, authOAuth2ClientCredentials, authOAuth2RefreshToken, authGitHubApp: // validateHMAC, validateOAuth2, validateGitHubApp
+	case authHMAC, authOAuth2ClientCredentials, authOAuth2RefreshToken, authGitHubApp, authGoogleServiceAccount: // validateHMAC, validateExchanged
 	default:
-		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, aws_sigv4, hmac, oauth2_client_credentials, oauth2_refresh_token, github_app (got %q)", r.AuthType)
+		return fmt.Errorf("auth_type must be one of bearer, header, basic, query, aws_sigv4, hmac, oauth2_client_credentials, oauth2_refresh_token, github_app, google_service_account (got %q)", r.AuthType)
 	}
 	if r.AuthFormat != "" {
 		if !strings.Contains(r.AuthFormat, resolve.Placeholder) {
