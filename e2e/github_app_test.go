@@ -198,7 +198,7 @@ func TestGitHubAppNarrowedTokens(t *testing.T) {
 		time.Sleep(150 * time.Millisecond) // the concurrent requests pile up behind the fetch
 		mu.Lock()
 		defer mu.Unlock()
-		if why := checkE2EAppJWT(&key.PublicKey, jwt); why != "" {
+		if why := checkE2EAppJWT(&key.PublicKey, "1001", jwt); why != "" {
 			bad = append(bad, why)
 			w.WriteHeader(401)
 			return

@@ -21,7 +21,7 @@ import (
 // presented twice.
 func TestRotatedRefreshTokenSurvivesFailover(t *testing.T) {
 	nodes := harness.StartRaftCluster(t, 3)
-	oauth := &oauthServer{validRT: oauthRefresh, expiry: map[string]time.Time{}}
+	oauth := &oauthServer{validRT: oauthRefresh}
 	endpoint := harness.StartUpstream(t, oauth)
 	up := harness.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		oauth.mu.Lock()
