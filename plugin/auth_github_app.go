@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -315,4 +316,12 @@ func (g *githubAppSettings) binding() []string {
 		fields = append(fields, g.narrowedFrom)
 	}
 	return fields
+}
+
+// revokesInstallationToken reports GitHub's DELETE /installation/token,
+// which revokes the installation token it is sent with: the one every
+// token of the route (and of its narrowing) shares, so one agent would cut
+// off all the others until the engine's next fetch.
+func revokesInstallationToken(method, path string) bool {
+	return method == http.MethodDelete && strings.EqualFold(strings.TrimRight(path, "/"), "/installation/token")
 }

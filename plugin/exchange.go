@@ -64,8 +64,10 @@ func exchangeKey(route, variant string) string {
 }
 
 const (
-	// exchangeTimeout bounds one call to a token endpoint.
-	exchangeTimeout = 10 * time.Second
+	// exchangeTimeout bounds one call to a token endpoint: long, since an
+	// answer given up on may have rotated the refresh token (the call is
+	// the engine's own; resolves wait exchangeWait at most).
+	exchangeTimeout = 30 * time.Second
 	// exchangeWait is how long a resolve waits for a fetch: well under the
 	// proxy's deadline for a resolve (-vault-timeout, 2 s by default), so a
 	// slow endpoint is a clear refusal, not a timeout; the fetch goes on,
@@ -78,29 +80,6 @@ const (
 	defaultTokenLifetime = 5 * time.Minute
 	maxTokenLifetime     = 24 * time.Hour
 )
-
-// exchangeRecord is a route's current access token, and the refresh token
-// the endpoint last rotated to.
-type exchangeRecord struct {
-	Binding     string    `json:"binding"` // routeEntry.exchangeBinding at the fetch
-	AccessToken string    `json:"access_token"`
-	ObtainedAt  time.Time `json:"obtained_at"`
-	RefreshAt   time.Time `json:"refresh_at"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	// Lineage is routeEntry.refreshLineage when RefreshToken was rotated
-	// from the route's refresh token; RefreshToken is used instead of the
-	// route's while it matches.
-	Lineage      string `json:"lineage,omitempty"`
-	RefreshToken string `json:"refresh_token,omitempty"`
-}
-
-// refreshAfter is when to fetch anew a token that lives life: at 80% of
-// its life or a minute before it ends, whichever is earlier, but not
-// before half of it (a token of seconds is still used).
-func refreshAfter(life time.Duration) time.Duration {
-	at := min(life*8/10, life-time.Minute)
-	return max(at, life/2)
-}
 
 // exchangeCache holds each route's access token in memory, its failures
 // for exchangeBackoff, and the fetches in flight.
@@ -157,7 +136,7 @@ func (e *errExchange) Error() string { return e.why }
 // for all concurrent callers). An *errExchange is a refusal for the agent;
 // logical.ErrReadOnly asks Vault to forward the resolve to the active node;
 // any other error is storage's. From here on, name is the exchangeKey.
-func (c *exchangeCache) accessToken(ctx context.Context, s logical.Storage, route string, r *routeEntry) (string, error) {
+func (c *exchangeCache) accessToken(ctx context.Context, s logical.Storage, route string, r *routeEntry) (liveToken, error) {
 	name, binding := exchangeKey(route, r.exchangeVariant()), r.exchangeBinding()
 	if tok, err, ok := c.remembered(name, binding); ok {
 		return tok, err
@@ -178,13 +157,13 @@ func (c *exchangeCache) accessToken(ctx context.Context, s logical.Storage, rout
 	select {
 	case res := <-ch:
 		if res.Err != nil {
-			return "", res.Err
+			return liveToken{}, res.Err
 		}
-		return res.Val.(string), nil
+		return res.Val.(liveToken), nil
 	case <-timer.C:
-		return "", &errExchange{"the token endpoint has not answered yet"}
+		return liveToken{}, &errExchange{"the token endpoint has not answered yet"}
 	case <-ctx.Done():
-		return "", &errExchange{"the resolve was cancelled while the token endpoint was called"}
+		return liveToken{}, &errExchange{"the resolve was cancelled while the token endpoint was called"}
 	}
 }
 
@@ -200,20 +179,20 @@ func (c *exchangeCache) withExchangeBudget(ctx context.Context) context.Context 
 }
 
 // remembered answers from memory: a live token, or a recent failure.
-func (c *exchangeCache) remembered(name, binding string) (string, error, bool) {
+func (c *exchangeCache) remembered(name, binding string) (liveToken, error, bool) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.routes[name]
 	switch {
 	case st == nil:
-		return "", nil, false
+		return liveToken{}, nil, false
 	case st.rec.Binding == binding && now.Before(st.rec.RefreshAt):
-		return st.rec.AccessToken, nil, true
+		return st.rec.live(now), nil, true
 	case st.failedBinding == binding && now.Before(st.failedUntil):
-		return "", &errExchange{"the token endpoint failed moments ago"}, true
+		return liveToken{}, &errExchange{"the token endpoint failed moments ago"}, true
 	}
-	return "", nil, false
+	return liveToken{}, nil, false
 }
 
 func (c *exchangeCache) state(name string) *exchangeState {
@@ -241,7 +220,7 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 		c.mu.Lock()
 		c.state(name).rec = *stored
 		c.mu.Unlock()
-		return stored.AccessToken, nil
+		return stored.live(now), nil
 	}
 	if c.standby() {
 		return nil, logical.ErrReadOnly
@@ -252,6 +231,10 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 	refresh := routeRefresh
 	c.mu.Lock()
 	st := c.state(name)
+	last := st.rec // the token this fetch replaces, if this node has it
+	if stored != nil && stored.ObtainedAt.After(last.ObtainedAt) {
+		last = *stored
+	}
 	if st.pendingLineage == lineage && st.pendingRefresh != "" {
 		refresh = st.pendingRefresh
 	} else if stored != nil && stored.Lineage == lineage && stored.RefreshToken != "" {
@@ -263,6 +246,10 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 	defer cancel()
 	got, err := exchangers[route.AuthType].exchange(callCtx, c.client, route, refresh)
 	if err != nil {
+		if got != nil && got.RefreshToken != "" && got.RefreshToken != refresh {
+			c.keepRotated(ctx, s, name, exchangeRecord{Binding: binding, Lineage: lineage, RefreshToken: got.RefreshToken,
+				Earlier: last.AccessToken, EarlierExpiresAt: last.ExpiresAt})
+		}
 		return nil, c.failed(name, binding, err)
 	}
 	life := got.Lifetime
@@ -273,6 +260,9 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 	rec := exchangeRecord{
 		Binding: binding, AccessToken: got.AccessToken, ObtainedAt: now,
 		RefreshAt: now.Add(max(refreshAfter(life), time.Second)), ExpiresAt: now.Add(life),
+	}
+	if last.AccessToken != "" && last.AccessToken != rec.AccessToken && now.Before(last.ExpiresAt) {
+		rec.Earlier, rec.EarlierExpiresAt = last.AccessToken, last.ExpiresAt
 	}
 	rotated := got.RefreshToken != "" && got.RefreshToken != refresh
 	if rotated {
@@ -302,7 +292,25 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 		c.log().Warn("storing an access token failed", "route", name, "error", err)
 	}
 	st.rec, st.failedBinding, st.pendingLineage, st.pendingRefresh = rec, "", "", ""
-	return rec.AccessToken, nil
+	return rec.live(now), nil
+}
+
+// keepRotated stores a refresh token an endpoint rotated to in an answer
+// that was refused for another reason (its access token, its lifetime):
+// the endpoint may have invalidated the one sent. rec holds no access
+// token, so nothing uses it but the next fetch.
+func (c *exchangeCache) keepRotated(ctx context.Context, s logical.Storage, name string, rec exchangeRecord) {
+	entry, err := logical.StorageEntryJSON(exchangePrefix+name, rec)
+	if err == nil {
+		err = s.Put(ctx, entry)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		st := c.state(name)
+		st.pendingLineage, st.pendingRefresh = rec.Lineage, rec.RefreshToken
+		c.log().Error("storing a rotated refresh token failed", "route", name, "error", err)
+	}
 }
 
 // failed remembers a failure for the backoff and logs it. err's text comes

@@ -47,7 +47,7 @@ func (googleServiceAccount) exchange(ctx context.Context, c *http.Client, r *rou
 	out.RefreshToken = "" // the grant has none; nothing is kept but the access token
 	// The access token holds neither the key file, the private key (as
 	// PEM or its bytes) nor the JWT signed with it.
-	if err := usableToken(out.AccessToken, append(jwtSecrets(k.PrivateKey, jwt), g.Key, strings.TrimSpace(g.Key))); err != nil {
+	if err := usableToken(out.AccessToken, jwtSecrets(k.PrivateKey, jwt)); err != nil {
 		return nil, &errExchange{"the token endpoint's access_token " + err.Error()}
 	}
 	return out, nil

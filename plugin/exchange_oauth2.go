@@ -2,15 +2,18 @@ package plugin
 
 import (
 	"context"
-	"encoding/base64"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -63,27 +66,31 @@ func oauth2Post(ctx context.Context, c *http.Client, o *oauth2Settings, form url
 		req.SetBasicAuth(url.QueryEscape(o.ClientID), url.QueryEscape(o.ClientSecret))
 	}
 	out, err := tokenAnswer(callTokenEndpoint(c, req))
-	if err != nil {
+	if out == nil {
 		return nil, err
 	}
 	sent := form.Get("refresh_token")
 	if out.RefreshToken == sent {
 		out.RefreshToken = "" // the same one back: not rotated
 	}
-	// The client's own secrets, as sent (Basic), can never be a token.
 	client := []string{o.ClientSecret}
-	if o.ClientSecret != "" {
-		client = append(client, url.QueryEscape(o.ClientID)+":"+url.QueryEscape(o.ClientSecret))
-	}
-	// The access token, the one the proxy gets, holds no secret at all:
-	// not the route's refresh token, the one sent, or the one rotated to.
-	if err := usableToken(out.AccessToken, append(client, o.RefreshToken, sent, out.RefreshToken)); err != nil {
-		return nil, &errExchange{"the token endpoint's access_token " + err.Error()}
-	}
 	if out.RefreshToken != "" {
 		if err := usableToken(out.RefreshToken, client); err != nil {
 			return nil, &errExchange{"the token endpoint's refresh_token " + err.Error()}
 		}
+	}
+	// The access token, the one the proxy gets, holds no secret at all:
+	// not the client secret, the route's refresh token, the one sent, or
+	// the one rotated to.
+	if err == nil {
+		if err = usableToken(out.AccessToken, append(client, o.RefreshToken, sent, out.RefreshToken)); err != nil {
+			err = &errExchange{"the token endpoint's access_token " + err.Error()}
+		}
+	}
+	if err != nil {
+		// A rotated refresh token is kept even so: the endpoint may have
+		// invalidated the one sent.
+		return &exchanged{RefreshToken: out.RefreshToken}, err
 	}
 	return out, nil
 }
@@ -101,7 +108,8 @@ func tokenRequest(ctx context.Context, endpoint string, form url.Values) (*http.
 
 // tokenAnswer reads what callTokenEndpoint got: a JSON token answer (RFC
 // 6749 §5.1) of a bearer token, or an error (§5.2) of which only the code
-// is repeated.
+// is repeated. An answer that is JSON but not usable comes back with its
+// error, for the refresh token it may hold.
 func tokenAnswer(status int, body []byte, err error) (*exchanged, error) {
 	switch {
 	case err != nil:
@@ -120,37 +128,12 @@ func tokenAnswer(status int, body []byte, err error) (*exchanged, error) {
 	}
 	out := &exchanged{AccessToken: answer.AccessToken, RefreshToken: answer.RefreshToken}
 	if out.Lifetime, err = expiresIn(answer.ExpiresIn); err != nil {
-		return nil, err
+		return out, err
 	}
 	if t := answer.TokenType; t != "" && !strings.EqualFold(t, "bearer") {
-		return nil, &errExchange{"the token endpoint issued a token that is not a bearer token"}
+		return out, &errExchange{"the token endpoint issued a token that is not a bearer token"}
 	}
 	return out, nil
-}
-
-// usableToken refuses a token that cannot go in a header, would mask
-// ordinary text, or holds one of secrets, as text or base64 (an endpoint
-// that echoes what it was sent must not hand it to the proxy).
-func usableToken(tok string, secrets []string) error {
-	switch {
-	case tok == "":
-		return errors.New("is missing")
-	case len(tok) < minAccessTokenLen:
-		return fmt.Errorf("is shorter than %d characters", minAccessTokenLen)
-	case validateCredential(tok) != nil:
-		return errors.New("is not a header value")
-	}
-	for _, secret := range secrets {
-		if secret == "" {
-			continue
-		}
-		for _, form := range []string{secret, base64.RawStdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret))} {
-			if strings.Contains(tok, form) {
-				return errors.New("holds one of the route's secrets")
-			}
-		}
-	}
-	return nil
 }
 
 // expiresIn reads expires_in, a number of seconds (some endpoints send it
@@ -167,32 +150,53 @@ func expiresIn(raw json.RawMessage) (time.Duration, error) {
 	return time.Duration(n * float64(time.Second)), nil
 }
 
+// oauth2ErrorCodes are the error codes of RFC 6749 §5.2 (and of the
+// extensions token endpoints use) that a failure repeats. Any other code
+// is not repeated: an endpoint can put a secret it was sent in that field.
+var oauth2ErrorCodes = map[string]bool{
+	"invalid_request": true, "invalid_client": true, "invalid_grant": true, "unauthorized_client": true,
+	"unsupported_grant_type": true, "invalid_scope": true, "access_denied": true, "server_error": true,
+	"temporarily_unavailable": true, "invalid_target": true, "consent_required": true,
+	"interaction_required": true, "invalid_token": true, "expired_token": true,
+}
+
 // oauth2ErrorCode is " (<error>)" for an RFC 6749 §5.2 error answer whose
-// code is one word of lower-case letters and '_', else "": nothing else of
-// the answer is repeated.
+// code is one of oauth2ErrorCodes, else "": nothing else of the answer is
+// repeated.
 func oauth2ErrorCode(body []byte) string {
 	var e struct {
 		Error string `json:"error"`
 	}
-	if json.Unmarshal(body, &e) != nil || e.Error == "" || len(e.Error) > 64 {
+	if json.Unmarshal(body, &e) != nil || !oauth2ErrorCodes[e.Error] {
 		return ""
-	}
-	for _, ch := range e.Error {
-		if !('a' <= ch && ch <= 'z' || ch == '_') {
-			return ""
-		}
 	}
 	return " (" + e.Error + ")"
 }
 
-// transportError is what of a failed call is worth logging: the cause,
-// without Go's repetition of the method and URL.
+// transportError names what kind of failure a call met, never its text:
+// Go quotes a malformed answer's line (a status line or header that an
+// endpoint filled with the form it was sent) in its errors.
 func transportError(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
+	var dns *net.DNSError
+	var tlsRecord tls.RecordHeaderError
+	var tlsVerify *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "the connection was refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the connection was closed before an answer"
+	case errors.As(err, &dns):
+		return "its host name does not resolve"
+	case errors.As(err, &tlsRecord), errors.As(err, &tlsVerify), errors.As(err, &unknownCA), errors.As(err, &hostname):
+		return "TLS failed (its certificate, or not TLS at all)"
 	}
-	return err.Error()
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "it timed out"
+	}
+	return "its answer was not HTTP that could be read"
 }
 
 // callTokenEndpoint sends req and reads the answer, at most maxTokenAnswer

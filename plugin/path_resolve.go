@@ -319,6 +319,9 @@ func authorize(t *tokenEntry, route *routeEntry, rr resolveRequest, now time.Tim
 		len(t.AllowedPaths) > 0 && !scope.MatchAny(t.AllowedPaths, rr.path) {
 		return resolve.ReasonPathNotAllowed, "path is not allowed for this token"
 	}
+	if route.AuthType == authGitHubApp && revokesInstallationToken(rr.method, rr.path) { // auth_github_app.go
+		return resolve.ReasonPathNotAllowed, "revoking the installation token the route's tokens share is never allowed"
+	}
 	if len(route.AllowedActions) > 0 || len(t.AllowedActions) > 0 {
 		if route.AWS == nil || route.actionsReadable() != nil { // the route changed since the mint
 			return resolve.ReasonActionNotAllowed, "this route's API operations cannot be told apart"
@@ -372,30 +375,4 @@ func orUnknown(action string) string {
 		return "(which the proxy could not tell)"
 	}
 	return action
-}
-
-// routeGrant is what the proxy needs of a route to forward a request at
-// now: for a signed route, the key of now's day instead of the secret.
-func routeGrant(route *routeEntry, now time.Time) *resolve.RouteGrant {
-	if route.AuthType == authHMAC {
-		return route.hmacRouteGrant() // no credential
-	}
-	name, format := route.injection()
-	g := &resolve.RouteGrant{
-		Upstream:   route.Upstream,
-		Credential: route.Credential,
-		AuthType:   route.AuthType,
-		AuthName:   name,
-		AuthFormat: format,
-		Headers:    route.Headers,
-	}
-	if route.AuthType == authAWSSigV4 {
-		route.awsGrant(g, now) // auth_aws.go
-	}
-	if _, ok := exchangers[route.AuthType]; ok {
-		// Only the access token, as a bearer key or (github_app) git's password.
-		g.Credential = route.accessToken
-		g.AuthType, g.AuthName, g.AuthFormat = route.GitHubApp.injection() // auth_github_app.go
-	}
-	return g
 }

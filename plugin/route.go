@@ -77,9 +77,9 @@ type routeEntry struct {
 	UpdatedAt time.Time `json:"updated_at"`
 
 	boundCIDRs *scope.BoundCIDRs // BoundCIDRs parsed, set by UnmarshalJSON
-	// accessToken is an oauth2 route's access token for this resolve, set
-	// on the resolve's own copy of the route (exchange.go), never stored.
-	accessToken string
+	// accessToken is an exchanged route's access token for this resolve,
+	// set on the resolve's own copy of the route (exchange.go), never stored.
+	accessToken liveToken
 }
 
 // UnmarshalJSON decodes a stored route and parses its bound_cidrs once, so

@@ -127,6 +127,9 @@ func (a *admission) releaseSignedBody() {
 // it is built afresh, around the first wire, instead of filling the cache.
 func (s *Server) scrubberFor(g *Grant, style inject.Style) *scrub.Scrubber {
 	wires := style.Wires()
+	for _, m := range g.Mask { // earlier credentials that still work upstream
+		wires = append(wires, scrub.Wire{Value: m})
+	}
 	if g.AuthType != resolve.AuthHMAC {
 		return s.scrubbers.For(g.Credential, wires...)
 	}

@@ -281,3 +281,28 @@ func TestScrubsTrailers(t *testing.T) {
 		t.Fatalf("trailer %q", got)
 	}
 }
+
+// TestScrubsEarlierCredential: an exchanged route's grant names the access
+// token its credential replaced, still good upstream; an upstream that
+// replays it (an earlier request's header) hands the agent only asterisks.
+func TestScrubsEarlierCredential(t *testing.T) {
+	const earlier = "at_EARLIERaccessTOKENstillLIVE0001"
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-History", "Bearer "+earlier)
+		io.WriteString(w, `{"history":["Bearer `+earlier+`", "`+base64.StdEncoding.EncodeToString([]byte(earlier))+`"]}`)
+	}))
+	t.Cleanup(up.Close)
+	p := newTestProxy(t, up.URL, func(g *Grant) { g.Mask = []string{earlier} })
+	resp, body := get(t, p.url+"/v1/x", map[string]string{"Authorization": "Bearer " + p.token})
+	var all bytes.Buffer
+	resp.Header.Write(&all)
+	all.WriteString(body)
+	for _, form := range []string{earlier, base64.StdEncoding.EncodeToString([]byte(earlier))} {
+		if strings.Contains(all.String(), form) {
+			t.Fatalf("the agent received the earlier token (%q):\n%s", form, all.String())
+		}
+	}
+	if !strings.Contains(body, `"Bearer ****`) {
+		t.Fatalf("not masked in place: %s", body)
+	}
+}

@@ -65,6 +65,7 @@ type Grant struct {
 	AWS        *AWSGrant // with AuthAWSSigV4, whose Credential is the signing key
 
 	HMAC *HMACSigned // AuthHMAC only
+	Mask []string    // earlier credentials, masked in responses, never sent
 }
 
 // AuthValue is the credential as the route sends it, before any encoding.
@@ -96,6 +97,13 @@ func (r *Reply) Answers(n int) ([]*Answer, error) {
 	}
 	return r.Results, nil
 }
+
+// Bounds on RouteGrant.Mask: a short value would mask ordinary text.
+const (
+	maxMask    = 4
+	minMaskLen = 8
+	maxMaskLen = 16 << 10
+)
 
 // Validate checks an answer as the proxy receives it, refusing anything
 // malformed, and returns the grant of an allowed one (nil for a denial).
@@ -142,6 +150,15 @@ func (a *Answer) Validate() (*Grant, error) {
 		Credential: rg.Credential, AuthType: rg.AuthType, AuthName: rg.AuthName, AuthFormat: rg.AuthFormat,
 		Headers: rg.Headers, AWS: rg.AWS, HMAC: signed,
 	}
+	if len(rg.Mask) > maxMask {
+		return nil, errors.New("resolve answer has too many earlier credentials to mask")
+	}
+	for _, m := range rg.Mask {
+		if len(m) < minMaskLen || len(m) > maxMaskLen {
+			return nil, errors.New("resolve answer has an earlier credential to mask of an unusable length")
+		}
+	}
+	g.Mask = rg.Mask
 	if !a.Limits.Empty() {
 		g.Limits = a.Limits
 	}

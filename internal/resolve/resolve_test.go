@@ -201,6 +201,8 @@ func TestValidate(t *testing.T) {
 		"no host":           {`"https://api.example.com"`, `"https://"`},
 		"no placeholder":    {`"Bearer {{credential}}"`, `"Bearer"`},
 		"denial, no reason": {`"allowed":true`, `"allowed":false`},
+		"a short mask":      {`"headers":{},`, `"headers":{},"mask":["short"],`},
+		"too many masks":    {`"headers":{},`, `"headers":{},"mask":["at_00000001","at_00000002","at_00000003","at_00000004","at_00000005"],`},
 	} {
 		answer := strings.Replace(allowJSON, mutate[0], mutate[1], 1)
 		if answer == allowJSON {
@@ -209,6 +211,10 @@ func TestValidate(t *testing.T) {
 		if _, err := parse(answer); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	masked := strings.Replace(allowJSON, `"headers":{},`, `"headers":{},"mask":["at_EARLIER0001"],`, 1)
+	if g, err := parse(masked); err != nil || len(g.Mask) != 1 || g.Mask[0] != "at_EARLIER0001" {
+		t.Errorf("an answer with an earlier credential to mask: %+v %v", g, err)
 	}
 	if g, err := parse(`{"allowed":false,"reason":"revoked"}`); g != nil || err != nil {
 		t.Errorf("denial: %+v %v", g, err)

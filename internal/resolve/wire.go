@@ -83,6 +83,10 @@ type RouteGrant struct {
 	// AWS is how to sign for an aws_sigv4 route, whose Credential is then
 	// the day's signing key (hex), never the secret access key.
 	AWS *AWSGrant `json:"aws,omitempty"`
+	// Mask are earlier credentials of the route that still work upstream
+	// (an exchanged route's access token until it expires): never sent,
+	// masked in responses like the credential.
+	Mask []string `json:"mask,omitempty"`
 }
 
 // AWSGrant is what the proxy needs, beside the signing key, to sign a
@@ -215,6 +219,9 @@ func (g *RouteGrant) addTo(d map[string]any) {
 	}
 	if g.HMAC != nil {
 		d["hmac"] = g.HMAC.data()
+	}
+	if len(g.Mask) > 0 {
+		d["mask"] = g.Mask
 	}
 }
 
