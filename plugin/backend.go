@@ -25,8 +25,9 @@ import (
 )
 
 // Each storage prefix is declared beside the code that owns its records:
-// configKey (path_config.go), routePrefix (route.go), tokenPrefix and
-// accessorPrefix (token_entry.go).
+// configKey (path_config.go), routePrefix (route.go), tokenPrefix
+// (token_entry.go), accessorsPrefix and the older accessorPrefix
+// (token_index.go).
 
 // Factory returns a configured Phantom backend.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {

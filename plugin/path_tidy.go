@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -36,7 +35,9 @@ func (b *backend) pathTidy() []*framework.Path {
 		HelpSynopsis: "Remove records of expired and revoked tokens.",
 		HelpDescription: `
 Removes token records that have been dead (expired or revoked) for more than an
-hour, and index entries that point nowhere. Until then a dead token's record
+hour, and index entries that point nowhere. It reads the index one shard at a
+time, and moves the index entries of live tokens minted by v0.2.0 and earlier
+into the shards. Until then a dead token's record
 explains why it is refused. The engine also tidies by itself every hour.
 Returns the number of records removed.
 `,
@@ -65,7 +66,9 @@ func (b *backend) tidyIfDue(ctx context.Context, s logical.Storage) error {
 	return nil
 }
 
-// tidy removes token records dead for longer than tombstoneRetain.
+// tidy removes token records dead for longer than tombstoneRetain, walking
+// the accessor index one shard at a time, and moves index entries of the old
+// layout into the shards (token_index.go).
 func (b *backend) tidy(ctx context.Context, s logical.Storage) (removed int, err error) {
 	if !b.tidying.CompareAndSwap(false, true) {
 		return 0, errTidyRunning
@@ -73,25 +76,27 @@ func (b *backend) tidy(ctx context.Context, s logical.Storage) (removed int, err
 	defer b.tidying.Store(false)
 
 	now := b.now()
-	accessors, err := s.List(ctx, accessorPrefix)
-	if err != nil {
-		return 0, fmt.Errorf("listing tokens: %w", err)
-	}
-	for _, accessor := range accessors {
+	err = walkAccessors(ctx, s, "", func(accessor string, legacy bool) (bool, error) {
 		if err := ctx.Err(); err != nil {
-			return removed, err
+			return false, err
 		}
 		tokenHMAC, err := lookupAccessor(ctx, s, accessor)
 		if err != nil {
-			return removed, err
+			return false, err
 		}
 		gone, err := b.tidyToken(ctx, s, tokenHMAC, accessor, now)
-		if err != nil {
-			return removed, err
-		}
-		if gone {
+		switch {
+		case err != nil:
+			return false, err
+		case gone:
 			removed++
+		case legacy:
+			err = migrateAccessor(ctx, s, accessor, tokenHMAC)
 		}
+		return err == nil, err
+	})
+	if err != nil {
+		return removed, err
 	}
 	b.lastTidy.Store(now.Unix())
 	if removed > 0 {
@@ -118,4 +123,16 @@ func (b *backend) tidyToken(ctx context.Context, s logical.Storage, tokenHMAC, a
 	b.usage.forget(tokenHMAC)
 	b.limiter.ForgetToken(tokenHMAC)
 	return true, deleteToken(ctx, s, tokenHMAC, accessor)
+}
+
+// migrateAccessor moves an index entry written by an earlier version into
+// its shard: written there first, so the token is never unindexed.
+func migrateAccessor(ctx context.Context, s logical.Storage, accessor, tokenHMAC string) error {
+	if _, ok := accessorKey(accessor); !ok {
+		return nil // not shaped like an accessor: stays where it is
+	}
+	if err := putAccessor(ctx, s, accessor, tokenHMAC); err != nil {
+		return err
+	}
+	return deleteLegacyAccessor(ctx, s, accessor)
 }

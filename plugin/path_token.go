@@ -135,12 +135,8 @@ func (b *backend) pathTokenMint(ctx context.Context, req *logical.Request, d *fr
 	if err := putToken(ctx, req.Storage, tokenHMAC, t); err != nil {
 		return nil, err
 	}
-	index, err := logical.StorageEntryJSON(accessorPrefix+t.Accessor, accessorEntry{TokenHMAC: tokenHMAC})
-	if err != nil {
+	if err := putAccessor(ctx, req.Storage, t.Accessor, tokenHMAC); err != nil {
 		return nil, err
-	}
-	if err := req.Storage.Put(ctx, index); err != nil {
-		return nil, fmt.Errorf("writing accessor %s: %w", t.Accessor, err)
 	}
 
 	lim := effective(t, route)

@@ -113,9 +113,8 @@ func TestMintNarrowsNeverWidens(t *testing.T) {
 		e.userError(t, logical.UpdateOperation, "token/r", tc.data, tc.want)
 	}
 
-	keys, err := e.storage.List(t.Context(), accessorPrefix)
-	if err != nil || len(keys) != 2 {
-		t.Fatalf("refused mints left records: %v %v", keys, err)
+	if keys := e.listTokens(t, nil); len(keys) != 2 {
+		t.Fatalf("refused mints left records: %v", keys)
 	}
 }
 
@@ -162,8 +161,8 @@ func TestMintRefusesEmptyNarrowing(t *testing.T) {
 			e.userError(t, op, "token/r", map[string]any{tc.field: tc.value}, tc.field+" was given but is empty")
 		}
 	}
-	if keys, err := e.storage.List(t.Context(), accessorPrefix); err != nil || len(keys) != 0 {
-		t.Fatalf("refused mints left records: %v %v", keys, err)
+	if keys := e.listTokens(t, nil); len(keys) != 0 {
+		t.Fatalf("refused mints left records: %v", keys)
 	}
 	e.mint(t, "r", nil) // absent still means the route's
 }

@@ -20,14 +20,25 @@ func (b *backend) pathTokens() []*framework.Path {
 				OperationPrefix: "phantom",
 				OperationSuffix: "tokens",
 			},
+			Fields: map[string]*framework.FieldSchema{
+				"after": {
+					Type:        framework.TypeString,
+					Description: "List only the accessors that sort after this one: the last key of the previous page.",
+				},
+				"limit": {
+					Type:        framework.TypeInt,
+					Default:     defaultListLimit,
+					Description: fmt.Sprintf("The most accessors to return, 1 to %d.", maxListLimit),
+				},
+			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
 					Callback:     b.pathTokensList,
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "list"},
 				},
 			},
-			HelpSynopsis:    "List the accessors of all token records.",
-			HelpDescription: "Lists the accessors of every token record the engine still keeps, live or dead until tidied. Read phantom/tokens/<accessor> for one token.",
+			HelpSynopsis:    "List the accessors of token records, a page at a time.",
+			HelpDescription: tokensListHelp,
 		},
 		{
 			Pattern: "tokens/" + framework.GenericNameRegex("accessor"),
@@ -60,12 +71,26 @@ func (b *backend) pathTokens() []*framework.Path {
 	}
 }
 
-func (b *backend) pathTokensList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	accessors, err := req.Storage.List(ctx, accessorPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("listing tokens: %w", err)
+// Page sizes of LIST phantom/tokens.
+const (
+	defaultListLimit = 1000
+	maxListLimit     = 10000
+)
+
+func (b *backend) pathTokensList(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	limit := d.Get("limit").(int)
+	if limit < 1 || limit > maxListLimit {
+		return logical.ErrorResponse("limit must be between 1 and %d, not %d", maxListLimit, limit), nil
 	}
-	return logical.ListResponse(accessors), nil
+	page := make([]string, 0, min(limit, defaultListLimit))
+	err := walkAccessors(ctx, req.Storage, d.Get("after").(string), func(accessor string, _ bool) (bool, error) {
+		page = append(page, accessor)
+		return len(page) < limit, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return logical.ListResponse(page), nil
 }
 
 func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -155,6 +180,17 @@ func formatTime(t time.Time) string {
 	}
 	return t.UTC().Format(time.RFC3339)
 }
+
+const tokensListHelp = `
+Lists the accessors of the token records the engine still keeps, live or dead
+until tidied, in order, at most limit (default 1000, at most 10000) at a time.
+To page, call again with after set to the last key of the previous page; an
+empty page is the end. Read phantom/tokens/<accessor> for one token.
+
+The vault list command passes no parameters: use the HTTP API,
+LIST /v1/phantom/tokens?limit=500&after=<last key>, or vault read with
+list=true: vault read phantom/tokens/ list=true limit=500 after=<last key>.
+`
 
 const tokensHelp = `
 Reading returns what the engine knows of one token, never the token itself:

@@ -14,11 +14,9 @@ import (
 	"github.com/phantomvault/phantom/internal/scope"
 )
 
-// Storage key prefixes of token records and their accessor index.
-const (
-	tokenPrefix    = "token/"    // token/<salted HMAC of the token> -> tokenEntry
-	accessorPrefix = "accessor/" // accessor/<accessor> -> accessorEntry
-)
+// tokenPrefix is where token records are stored; their accessor index is in
+// token_index.go.
+const tokenPrefix = "token/" // token/<salted HMAC of the token> -> tokenEntry
 
 // tokenEntry is what the engine knows of one phantom token. It is stored under
 // token/<salted HMAC of the token>; the token itself is never stored.
@@ -176,27 +174,12 @@ func putToken(ctx context.Context, s logical.Storage, tokenHMAC string, t *token
 	return nil
 }
 
-// lookupAccessor returns the HMAC a token record is stored under, or "".
-func lookupAccessor(ctx context.Context, s logical.Storage, accessor string) (string, error) {
-	a, err := readJSON[accessorEntry](ctx, s, accessorPrefix+accessor)
-	switch {
-	case err != nil:
-		return "", fmt.Errorf("reading accessor %s: %w", accessor, err)
-	case a == nil:
-		return "", nil
-	}
-	return a.TokenHMAC, nil
-}
-
 // deleteToken removes a token record and its accessor index.
 func deleteToken(ctx context.Context, s logical.Storage, tokenHMAC, accessor string) error {
 	if err := s.Delete(ctx, tokenPrefix+tokenHMAC); err != nil {
 		return fmt.Errorf("deleting token record %s: %w", accessor, err)
 	}
-	if err := s.Delete(ctx, accessorPrefix+accessor); err != nil {
-		return fmt.Errorf("deleting accessor %s: %w", accessor, err)
-	}
-	return nil
+	return deleteAccessor(ctx, s, accessor)
 }
 
 // revokeToken marks a token revoked; it is dead on its next use. The record

@@ -59,7 +59,22 @@ func NewAccessor(r io.Reader) (string, error) {
 	if _, err := io.ReadFull(r, raw[:]); err != nil {
 		return "", fmt.Errorf("reading random bytes: %w", err)
 	}
-	return "pha_" + base62(raw[:], 22), nil
+	return AccessorPrefix + base62(raw[:], 22), nil
+}
+
+// AccessorPrefix starts every accessor.
+const AccessorPrefix = "pha_"
+
+// AccessorShard returns the two characters after an accessor's prefix, and
+// false for a string not shaped like an accessor. Accessors sharing them
+// sort together, so the engine indexes accessors by them and lists the index
+// one shard at a time, in order.
+func AccessorShard(accessor string) (string, bool) {
+	rest, ok := strings.CutPrefix(accessor, AccessorPrefix)
+	if !ok || len(rest) < 2 || !isBase62(rest) {
+		return "", false
+	}
+	return rest[:2], true
 }
 
 // Check reports whether s has the shape and checksum of a phantom token

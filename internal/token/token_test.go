@@ -84,6 +84,14 @@ func TestAccessor(t *testing.T) {
 	if Check(a) == nil {
 		t.Fatal("an accessor passes as a token")
 	}
+	if shard, ok := AccessorShard(a); !ok || shard != a[4:6] {
+		t.Fatalf("shard of %q: %q %v", a, shard, ok)
+	}
+	for _, bad := range []string{"", "pha_", "pha_a", "phx_abcdef", "pha_ab/cd", "pha_a.b"} {
+		if shard, ok := AccessorShard(bad); ok {
+			t.Errorf("shard of %q: %q", bad, shard)
+		}
+	}
 }
 
 func BenchmarkCheck(b *testing.B) {
