@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,6 +146,7 @@ func TestEngineThroughVaultCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &accessors); err != nil || len(accessors) != 4 || !slices.Contains(accessors, acc) {
 		t.Fatalf("list phantom/tokens: %v %v", accessors, err)
 	}
+	pageThroughTokens(t, v, accessors)
 	if st := v.JSON(t, "read", "phantom/tokens/"+acc)["data"].(map[string]any)["status"]; st != "revoked" {
 		t.Fatalf("status %v", st)
 	}
@@ -191,4 +193,48 @@ func redact(d map[string]any) map[string]any {
 		c["credential"] = "<redacted>"
 	}
 	return c
+}
+
+// pageThroughTokens lists the tokens a page at a time the two ways the docs
+// give: vault read with list=true, and LIST on the HTTP API.
+func pageThroughTokens(t *testing.T, v *harness.Vault, all []string) {
+	t.Helper()
+	want := slices.Sorted(slices.Values(all))
+	keys := func(data any) []string {
+		var out []string
+		if m, ok := data.(map[string]any); ok {
+			list, _ := m["keys"].([]any)
+			for _, k := range list {
+				out = append(out, k.(string))
+			}
+		}
+		return out
+	}
+	var got []string
+	for page := 0; page < len(want)+1; page++ {
+		args := []string{"read", "phantom/tokens/", "list=true", "limit=3"}
+		if len(got) > 0 {
+			args = append(args, "after="+got[len(got)-1])
+		}
+		out, errOut, err := v.RunAs(t, v.Token, "json", "", args...)
+		if err != nil && len(got) > 0 && strings.Contains(out+errOut, "No value found") {
+			break // the page after the last is empty
+		}
+		var resp map[string]any
+		if err != nil || json.Unmarshal([]byte(out), &resp) != nil {
+			t.Fatalf("vault %v: %v\n%s%s", args, err, out, errOut)
+		}
+		got = append(got, keys(resp["data"])...)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("vault read phantom/tokens/ list=true, paged: %v, want %v", got, want)
+	}
+	status, resp := v.API(t, "LIST", "phantom/tokens?limit=1&after="+want[0], v.Token, nil)
+	if status != 200 || !slices.Equal(keys(resp["data"]), want[1:2]) {
+		t.Fatalf("LIST phantom/tokens?limit=1&after=%s: %d %v", want[0], status, resp)
+	}
+	status, resp = v.API(t, "LIST", "phantom/tokens?limit=0", v.Token, nil)
+	if status != 400 || !strings.Contains(fmt.Sprint(resp), "limit must be between 1 and 10000") {
+		t.Fatalf("LIST phantom/tokens?limit=0: %d %v", status, resp)
+	}
 }
