@@ -70,6 +70,10 @@ func parseGoogleKey(s string) (*googleKey, *rsa.PrivateKey, error) {
 		return nil, nil, fmt.Errorf("service_account_key is longer than %d bytes", maxGoogleKeyLen)
 	case json.Unmarshal([]byte(s), &k) != nil:
 		return nil, nil, errors.New("service_account_key is not a JSON key file (send its content: service_account_key=@key.json)")
+	case !distinctNames(s):
+		// Go matches field names in any case, and the last one wins: a
+		// file could show a reader one token_uri and the engine another.
+		return nil, nil, errors.New("service_account_key names a field twice (in any mix of case)")
 	case k.Type != "service_account":
 		return nil, nil, errors.New(`service_account_key: its type must be "service_account" (a service account's JSON key)`)
 	case k.ClientEmail == "" || k.PrivateKey == "" || k.PrivateKeyID == "":
@@ -167,4 +171,27 @@ func (r *routeEntry) googlePublicData(d map[string]any) {
 // fetched with.
 func (g *googleSettings) binding() []string {
 	return []string{g.Key, g.ClientEmail, g.TokenURI, strings.Join(g.Scopes, " "), g.Subject}
+}
+
+// distinctNames reports whether the JSON object s names each of its
+// fields once, however their letters are cased.
+func distinctNames(s string) bool {
+	dec := json.NewDecoder(strings.NewReader(s))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		name, ok := tok.(string)
+		if err != nil || !ok || seen[strings.ToLower(name)] {
+			return false
+		}
+		seen[strings.ToLower(name)] = true
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return false
+		}
+	}
+	return true
 }

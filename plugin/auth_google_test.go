@@ -47,6 +47,7 @@ func TestGoogleServiceAccountRouteFields(t *testing.T) {
 		{"service_account_key", key(map[string]any{"private_key": ecPEM}), "private_key must be an RSA key"},
 		{"service_account_key", key(map[string]any{"token_uri": "http://oauth2.example.com/token"}), "token_uri: http would send"},
 		{"service_account_key", key(map[string]any{"token_uri": "https://u:p@oauth2.example.com/token"}), "token_uri: must not carry user info"},
+		{"service_account_key", strings.Replace(key(nil), "{", `{"Token_URI":"http://127.0.0.1:1/token",`, 1), "names a field twice"},
 		{"scopes", `read,"write"`, "not a scope token"},
 		{"subject", "an admin@example.com", "subject must be an email address"},
 		{"credential", "x", "not credential"},

@@ -86,6 +86,10 @@ const (
 type exchangeCache struct {
 	mu      sync.Mutex
 	routes  map[string]*exchangeState // by exchangeKey
+	// variants are the exchange keys of each route's variants in routes.
+	variants map[string]map[string]bool
+	// maxNarrowings bounds a route's variants with live tokens.
+	maxNarrowings int
 	flights singleflight.Group
 
 	client  *http.Client
@@ -113,7 +117,7 @@ type exchangeState struct {
 
 func newExchangeCache(now func() time.Time, log func() hclog.Logger, standby func() bool) *exchangeCache {
 	return &exchangeCache{
-		routes: map[string]*exchangeState{},
+		routes: map[string]*exchangeState{}, variants: map[string]map[string]bool{}, maxNarrowings: maxNarrowings,
 		client: &http.Client{
 			// A redirect would re-send the form (a refresh token) to
 			// wherever the endpoint points: never followed.
@@ -137,6 +141,15 @@ func (e *errExchange) Error() string { return e.why }
 // logical.ErrReadOnly asks Vault to forward the resolve to the active node;
 // any other error is storage's. From here on, name is the exchangeKey.
 func (c *exchangeCache) accessToken(ctx context.Context, s logical.Storage, route string, r *routeEntry) (liveToken, error) {
+	tok, err := c.variantToken(ctx, s, route, r)
+	if err == nil {
+		tok.masks = c.othersOf(route, tok) // exchange_variants.go
+	}
+	return tok, err
+}
+
+// variantToken is accessToken of route's variant alone.
+func (c *exchangeCache) variantToken(ctx context.Context, s logical.Storage, route string, r *routeEntry) (liveToken, error) {
 	name, binding := exchangeKey(route, r.exchangeVariant()), r.exchangeBinding()
 	if tok, err, ok := c.remembered(name, binding); ok {
 		return tok, err
@@ -200,6 +213,12 @@ func (c *exchangeCache) state(name string) *exchangeState {
 	if st == nil {
 		st = &exchangeState{}
 		c.routes[name] = st
+		if route, _, isVariant := strings.Cut(name, "/"); isVariant {
+			if c.variants[route] == nil {
+				c.variants[route] = map[string]bool{}
+			}
+			c.variants[route][name] = true
+		}
 	}
 	return st
 }
@@ -225,6 +244,9 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 	if c.standby() {
 		return nil, logical.ErrReadOnly
 	}
+	if err := c.admitVariant(ctx, s, name); err != nil { // exchange_variants.go
+		return nil, err
+	}
 
 	lineage := route.refreshLineage()
 	routeRefresh := route.refreshToken()
@@ -247,8 +269,8 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 	got, err := exchangers[route.AuthType].exchange(callCtx, c.client, route, refresh)
 	if err != nil {
 		if got != nil && got.RefreshToken != "" && got.RefreshToken != refresh {
-			c.keepRotated(ctx, s, name, exchangeRecord{Binding: binding, Lineage: lineage, RefreshToken: got.RefreshToken,
-				Earlier: last.AccessToken, EarlierExpiresAt: last.ExpiresAt})
+			c.keepRotated(ctx, s, name, exchangeRecord{Binding: binding, Lineage: lineage, RefreshToken: got.RefreshToken, ObtainedAt: now,
+				Earlier: last.retired(now)})
 		}
 		return nil, c.failed(name, binding, err)
 	}
@@ -261,9 +283,7 @@ func (c *exchangeCache) fetch(ctx context.Context, s logical.Storage, name strin
 		Binding: binding, AccessToken: got.AccessToken, ObtainedAt: now,
 		RefreshAt: now.Add(max(refreshAfter(life), time.Second)), ExpiresAt: now.Add(life),
 	}
-	if last.AccessToken != "" && last.AccessToken != rec.AccessToken && now.Before(last.ExpiresAt) {
-		rec.Earlier, rec.EarlierExpiresAt = last.AccessToken, last.ExpiresAt
-	}
+	rec.Earlier = last.retired(now)
 	rotated := got.RefreshToken != "" && got.RefreshToken != refresh
 	if rotated {
 		refresh = got.RefreshToken
@@ -336,11 +356,11 @@ func (c *exchangeCache) forget(ctx context.Context, s logical.Storage, name stri
 		return fmt.Errorf("listing the access tokens of route %q: %w", name, err)
 	}
 	c.mu.Lock()
-	for key := range c.routes {
-		if key == name || strings.HasPrefix(key, name+"/") {
-			delete(c.routes, key)
-		}
+	delete(c.routes, name)
+	for key := range c.variants[name] {
+		delete(c.routes, key)
 	}
+	delete(c.variants, name)
 	c.mu.Unlock()
 	keys := []string{name}
 	for _, v := range variants {

@@ -18,30 +18,51 @@ type exchangeRecord struct {
 	// route's while it matches.
 	Lineage      string `json:"lineage,omitempty"`
 	RefreshToken string `json:"refresh_token,omitempty"`
-	// Earlier is the access token this one replaced, until EarlierExpiresAt:
-	// still good at the upstream, so still masked in what comes back.
-	Earlier          string    `json:"earlier,omitempty"`
-	EarlierExpiresAt time.Time `json:"earlier_expires_at"`
+	// Earlier are the access tokens this one replaced that still work
+	// upstream: masked in what comes back until they expire, never sent.
+	Earlier []earlierToken `json:"earlier,omitempty"`
+}
+
+// earlierToken is an access token that was replaced, and its end.
+type earlierToken struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// maxEarlier bounds the replaced tokens a record keeps (a refresh replaces
+// one; route updates and refreshes in a row can leave a few alive).
+const maxEarlier = 4
+
+// retired is what rec leaves to be masked once a token replaces it at now:
+// its own token and its earlier ones that still live, newest first.
+func (rec *exchangeRecord) retired(now time.Time) []earlierToken {
+	var out []earlierToken
+	if rec.AccessToken != "" && now.Before(rec.ExpiresAt) {
+		out = append(out, earlierToken{rec.AccessToken, rec.ExpiresAt})
+	}
+	for _, e := range rec.Earlier {
+		if now.Before(e.ExpiresAt) && len(out) < maxEarlier {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // liveToken is what a resolve gets of a route's exchange: the access token
-// to send, and the one it replaced while that still lives (to mask, never
-// to send).
-type liveToken struct{ current, earlier string }
-
-// masks are the tokens to mask but not send.
-func (t liveToken) masks() []string {
-	if t.earlier == "" {
-		return nil
-	}
-	return []string{t.earlier}
+// to send, and the others that still work upstream (to mask, never to
+// send).
+type liveToken struct {
+	current string
+	masks   []string
 }
 
 // live is rec's tokens at now.
 func (rec *exchangeRecord) live(now time.Time) liveToken {
 	tok := liveToken{current: rec.AccessToken}
-	if now.Before(rec.EarlierExpiresAt) {
-		tok.earlier = rec.Earlier
+	for _, e := range rec.Earlier {
+		if now.Before(e.ExpiresAt) && e.Token != rec.AccessToken {
+			tok.masks = append(tok.masks, e.Token)
+		}
 	}
 	return tok
 }

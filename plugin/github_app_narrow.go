@@ -134,9 +134,10 @@ func (r *routeEntry) narrowedFor(t *tokenEntry) (*routeEntry, error) {
 	if sameSet(n.Repositories, g.Repositories) && maps.Equal(n.Permissions, g.Permissions) {
 		return r, nil
 	}
-	// Short: a collision costs fetches, never a token of another narrowing,
-	// since the record's binding holds the whole narrowing.
-	n.variant = hashFields(strings.Join(n.Repositories, ","), permissionList(n.Permissions))[:16]
+	// The whole hash: a collision would make two narrowings share one record
+	// and fetch in turn (never use each other's token: the record's binding
+	// holds the whole narrowing).
+	n.variant = hashFields(strings.Join(n.Repositories, ","), permissionList(n.Permissions))
 	// The record is bound to the route's own narrowing as well: any change
 	// of it (which needs private_key again) fetches every variant anew.
 	n.narrowedFrom = hashFields(strings.Join(g.Repositories, ","), permissionList(g.Permissions))

@@ -3,6 +3,8 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -200,5 +202,50 @@ func TestGitHubAppNarrowingFollowsTheRoute(t *testing.T) {
 	d = e.resolve(t, narrowed, "GET", "/v1/x", "")
 	if wantDenied(t, d, resolve.ReasonPathNotAllowed); d["credential"] != nil {
 		t.Fatalf("a denial carries a credential: %v", d)
+	}
+}
+
+// TestGitHubAppNarrowingsMaskedAndBounded: every grant of a route masks
+// the live installation tokens of its other narrowings (an upstream that
+// replays another request's header must not hand a narrowed agent the
+// route's wider token), and a route has at most maxNarrowings narrowings
+// with live tokens: one more waits until one expires, and expired ones are
+// forgotten. (Found by an independent attack.)
+func TestGitHubAppNarrowingsMaskedAndBounded(t *testing.T) {
+	gh := newGitHubStandIn(t)
+	clock := &fakeClock{now: time.Now()}
+	storage := &logical.InmemStorage{}
+	e := newOAuth2Env(t, clock, storage)
+	e.b.exchanges.maxNarrowings = 2
+	e.ok(t, logical.UpdateOperation, "routes/gh", githubAppRoute(gh.URL))
+	wide, _ := e.mint(t, "gh", nil)
+	a, _ := e.mint(t, "gh", map[string]any{"repositories": "phantom"})
+	b, _ := e.mint(t, "gh", map[string]any{"repositories": "docs"})
+	c, _ := e.mint(t, "gh", map[string]any{"permissions": "contents=read"})
+	grants := map[string]map[string]any{}
+	for range 2 { // the second time, every narrowing has its token
+		for _, tok := range []string{wide, a, b} {
+			grants[tok] = e.resolve(t, tok, "GET", "/v1/x", "")
+			wantAllowed(t, grants[tok])
+		}
+	}
+	for tok, g := range grants {
+		masks, _ := g["mask"].([]string)
+		for other, og := range grants {
+			if other != tok && !slices.Contains(masks, og["credential"].(string)) {
+				t.Fatalf("a grant masks %v, not another narrowing's token %v", masks, og["credential"])
+			}
+		}
+	}
+
+	d := e.resolve(t, c, "GET", "/v1/x", "")
+	wantDenied(t, d, "credential_exchange_failed")
+	if !strings.Contains(d["message"].(string), "narrowings") {
+		t.Fatalf("a third narrowing: %v", d["message"])
+	}
+	clock.Advance(61 * time.Minute) // the narrowings' tokens have expired
+	wantAllowed(t, e.resolve(t, c, "GET", "/v1/x", ""))
+	if keys, _ := storage.List(context.Background(), exchangePrefix+"gh/"); len(keys) != 1 {
+		t.Fatalf("stored narrowings after the others expired: %v", keys)
 	}
 }

@@ -27,7 +27,7 @@ func routeGrant(route *routeEntry, now time.Time) *resolve.RouteGrant {
 	if _, ok := exchangers[route.AuthType]; ok {
 		// Only the access token, as a bearer key or (github_app) git's
 		// password; the one it replaced is masked while it lives.
-		g.Credential, g.Mask = route.accessToken.current, route.accessToken.masks()
+		g.Credential, g.Mask = route.accessToken.current, route.accessToken.masks
 		g.AuthType, g.AuthName, g.AuthFormat = route.GitHubApp.injection() // auth_github_app.go
 	}
 	return g

@@ -98,9 +98,12 @@ func (r *Reply) Answers(n int) ([]*Answer, error) {
 	return r.Results, nil
 }
 
-// Bounds on RouteGrant.Mask: a short value would mask ordinary text.
+// MaxMask bounds RouteGrant.Mask (an exchanged route's earlier tokens and
+// those of its other narrowings).
+const MaxMask = 64
+
+// Bounds on a RouteGrant.Mask value: a short one would mask ordinary text.
 const (
-	maxMask    = 4
 	minMaskLen = 8
 	maxMaskLen = 16 << 10
 )
@@ -150,7 +153,7 @@ func (a *Answer) Validate() (*Grant, error) {
 		Credential: rg.Credential, AuthType: rg.AuthType, AuthName: rg.AuthName, AuthFormat: rg.AuthFormat,
 		Headers: rg.Headers, AWS: rg.AWS, HMAC: signed,
 	}
-	if len(rg.Mask) > maxMask {
+	if len(rg.Mask) > MaxMask {
 		return nil, errors.New("resolve answer has too many earlier credentials to mask")
 	}
 	for _, m := range rg.Mask {

@@ -202,7 +202,7 @@ func TestValidate(t *testing.T) {
 		"no placeholder":    {`"Bearer {{credential}}"`, `"Bearer"`},
 		"denial, no reason": {`"allowed":true`, `"allowed":false`},
 		"a short mask":      {`"headers":{},`, `"headers":{},"mask":["short"],`},
-		"too many masks":    {`"headers":{},`, `"headers":{},"mask":["at_00000001","at_00000002","at_00000003","at_00000004","at_00000005"],`},
+		"too many masks":    {`"headers":{},`, `"headers":{},"mask":["` + strings.Repeat(`at_0000000X","`, MaxMask) + `at_0000000Y"],`},
 	} {
 		answer := strings.Replace(allowJSON, mutate[0], mutate[1], 1)
 		if answer == allowJSON {
