@@ -84,13 +84,13 @@ const (
 // exchangeCache holds each route's access token in memory, its failures
 // for exchangeBackoff, and the fetches in flight.
 type exchangeCache struct {
-	mu      sync.Mutex
-	routes  map[string]*exchangeState // by exchangeKey
+	mu     sync.Mutex
+	routes map[string]*exchangeState // by exchangeKey
 	// variants are the exchange keys of each route's variants in routes.
 	variants map[string]map[string]bool
 	// maxNarrowings bounds a route's variants with live tokens.
 	maxNarrowings int
-	flights singleflight.Group
+	flights       singleflight.Group
 
 	client  *http.Client
 	now     func() time.Time
