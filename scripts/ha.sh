@@ -60,6 +60,9 @@ A 3-node Vault cluster with Phantom and two proxies is running (state in $work):
   export VAULT_ADDR=${addrs[0]} VAULT_TOKEN=<root token from $work/init.json>
   vault operator raft list-peers
 
+Planned restarts: the standbys first, then \`vault operator step-down\` on the
+active node before restarting it (docs/operations.md, Losing the active node).
+
 Ctrl-C stops everything.
 INFO
 printf '%s\n' "$init" >"$work/init.json"
