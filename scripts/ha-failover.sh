@@ -48,6 +48,7 @@ for ((r=1;r<=runs;r++)); do
   act=-1
   for i in 0 1 2; do [[ $(code "${addrs[$i]}/v1/sys/health") == 200 ]] && act=$i; done
   sleep 3
+  kids=$(pgrep -P "${npid[$act]}" || true) # its plugin processes, orphaned by a SIGKILL
   t0=$(now); kill -"$sig" "${npid[$act]}"
   elected=; served=(); exited=; last=""
   while :; do
@@ -64,6 +65,7 @@ for ((r=1;r<=runs;r++)); do
   done
   echo "RUN $r SIG$sig killed node$((act+1)): process exited ${exited:-?}ms, new active ${elected:-none}ms, proxy1 ${served[0]:-none}ms, proxy2 ${served[1]:-none}ms"
   wait "${npid[$act]}" 2>/dev/null || true
+  [[ -n $kids ]] && kill $kids 2>/dev/null || true
   "$vault" server -config="$work/node$((act+1))/vault.hcl" >>"$work/node$((act+1))/vault.log" 2>&1 & pids+=($!); npid[$act]=$!
   wait_for restart curl -s -o /dev/null "${addrs[$act]}/v1/sys/health"
   wait_for unseal env VAULT_ADDR="${addrs[$act]}" "$vault" operator unseal "$key"
