@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -78,7 +79,9 @@ func secretForms(secret string) []string {
 	if sig, ok := jwtSignature(secret); ok {
 		secret = sig
 	}
-	texts := unique(secret, url.QueryEscape(secret), url.PathEscape(secret))
+	texts := []string{secret, url.QueryEscape(secret), url.PathEscape(secret)}
+	slices.Sort(texts)
+	texts = slices.Compact(texts)
 	forms := texts
 	for _, t := range texts {
 		for pad := range 3 {
@@ -112,19 +115,4 @@ func jwtSignature(s string) (string, bool) {
 		return "", false
 	}
 	return parts[2], true
-}
-
-// unique is ss without repeats, in order.
-func unique(ss ...string) []string {
-	out := ss[:0]
-	for _, s := range ss {
-		dup := false
-		for _, o := range out {
-			dup = dup || o == s
-		}
-		if !dup {
-			out = append(out, s)
-		}
-	}
-	return out
 }

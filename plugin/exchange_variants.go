@@ -3,6 +3,8 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -38,7 +40,7 @@ func (c *exchangeCache) othersOf(route string, tok liveToken) []string {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, key := range append([]string{route}, keysOf(c.variants[route])...) {
+	for _, key := range append([]string{route}, slices.Collect(maps.Keys(c.variants[route]))...) {
 		st := c.routes[key]
 		if st == nil {
 			continue
@@ -51,14 +53,6 @@ func (c *exchangeCache) othersOf(route string, tok liveToken) []string {
 		}
 	}
 	return masks
-}
-
-func keysOf(set map[string]bool) []string {
-	keys := make([]string, 0, len(set))
-	for k := range set {
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 // admitVariant lets the fetch of name go ahead unless name is a variant
